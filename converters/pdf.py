@@ -1,0 +1,187 @@
+"""PDF and the other formats MuPDF renders well (XPS, EPUB, CBZ, FB2, SVG), through PyMuPDF.
+
+Pages are rendered directly at the zoom that fits the requested box, never at full resolution
+and then shrunk. MuPDF's messages are kept off stdout (MuPDF prints warnings and errors there by
+default) and logged instead. MuPDF never executes JavaScript or actions and ignores external
+images in SVG, so documents cannot reach the network or other local files from here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from previewer.errors import EncryptedError, EngineError, InputError, LimitExceededError
+from previewer.plugin import Availability, Box, ConvertContext
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["PdfConverter"]
+
+log = logging.getLogger(__name__)
+
+# MIME type -> PyMuPDF filetype, so content sniffing (not the name) decides how a file is read.
+FILETYPES: dict[str, str] = {
+    "application/pdf": "pdf",
+    "application/vnd.ms-xpsdocument": "xps",
+    "application/oxps": "xps",
+    "application/epub+zip": "epub",
+    "application/vnd.comicbook+zip": "cbz",
+    "application/x-cbz": "cbz",
+    "application/x-fictionbook+xml": "fb2",
+    "image/svg+xml": "svg",
+}
+
+
+@functools.cache
+def _pymupdf() -> Any:
+    """Import PyMuPDF once and silence MuPDF's own printing to stdout."""
+    import pymupdf
+
+    pymupdf.TOOLS.mupdf_display_warnings(False)  # type: ignore[no-untyped-call]
+    pymupdf.TOOLS.mupdf_display_errors(False)  # type: ignore[no-untyped-call]
+    return pymupdf
+
+
+class PdfConverter:
+    """Renders PDF, XPS, EPUB, CBZ, FB2 and SVG pages with PyMuPDF."""
+
+    name: ClassVar[str] = "pdf-pymupdf"
+    mime_types: ClassVar[frozenset[str]] = frozenset(FILETYPES)
+    priority: ClassVar[int] = 50
+
+    @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
+    def availability(self) -> Availability:
+        """Report whether PyMuPDF imports, and its MuPDF version."""
+        try:
+            pymupdf = _pymupdf()
+        except Exception as exc:  # noqa: BLE001 - never raises, by contract
+            return Availability(
+                False, "PyMuPDF", reason=f"cannot import pymupdf ({exc}); pip install pymupdf"
+            )
+        return Availability(True, "PyMuPDF", version=f"{pymupdf.VersionBind} (MuPDF)")
+
+    def open(self, source: Path, ctx: ConvertContext) -> PdfDocument:
+        """Open ``source`` as the type sniffed into ``ctx.mime``.
+
+        Raises:
+            InputError: Empty, corrupt or pageless document.
+            EncryptedError: Encrypted and the password (if any) does not open it.
+        """
+        pymupdf = _pymupdf()
+        filetype = FILETYPES.get(ctx.mime, "pdf")
+        pymupdf.TOOLS.mupdf_warnings(reset=True)
+        try:
+            doc = pymupdf.open(str(source), filetype=filetype)
+        except pymupdf.EmptyFileError as exc:
+            raise InputError("file is empty") from exc
+        except pymupdf.FileDataError as exc:
+            raise InputError(f"not a readable {filetype.upper()} file: {exc}") from exc
+        except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+            raise InputError(f"cannot open {filetype.upper()}: {exc}") from exc
+        try:
+            if doc.needs_pass:
+                # An empty user password opens many "encrypted" PDFs (printing restrictions).
+                if not doc.authenticate(ctx.password or ""):
+                    raise EncryptedError(
+                        "document is encrypted and needs a password"
+                        if not ctx.password
+                        else "document is encrypted and the password is wrong",
+                        hint="pass the password with --password" if not ctx.password else None,
+                    )
+            if filetype == "epub":
+                doc.layout(width=400, height=600)
+            try:
+                count = doc.page_count
+            except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+                raise InputError(f"broken page tree: {exc}") from exc
+            if count < 1:
+                raise InputError("document has no pages")
+        except BaseException:
+            doc.close()
+            raise
+        return PdfDocument(doc, count, ctx)
+
+
+class PdfDocument:
+    """An open PyMuPDF document."""
+
+    units: Literal["pt", "px"] = "pt"
+
+    def __init__(self, doc: Any, page_count: int, ctx: ConvertContext) -> None:
+        self._doc = doc
+        self._ctx = ctx
+        self.page_count = page_count
+
+    def _page(self, index: int) -> Any:
+        pymupdf = _pymupdf()
+        try:
+            return self._doc.load_page(index)
+        except (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase) as exc:
+            raise InputError(f"page {index + 1} cannot be loaded: {exc}") from exc
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """Return the displayed page size in points (after /Rotate)."""
+        rect = self._page(index).rect
+        return float(rect.width), float(rect.height)
+
+    def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
+        """Render page ``index`` at ``scale`` pixels per point, on white, as RGB."""
+        from PIL import Image
+
+        pymupdf = _pymupdf()
+        page = self._page(index)
+        try:
+            pix = page.get_pixmap(
+                matrix=pymupdf.Matrix(scale, scale),
+                clip=pymupdf.Rect(*clip) if clip is not None else None,
+                alpha=False,
+                colorspace=pymupdf.csRGB,
+            )
+        except pymupdf.mupdf.FzErrorBase as exc:
+            text = str(exc)
+            if "large" in text.lower() or "limit" in text.lower():
+                raise LimitExceededError(f"page {index + 1} too large to render: {text}") from exc
+            raise EngineError(f"MuPDF failed to render page {index + 1}: {text}") from exc
+        except RuntimeError as exc:
+            raise EngineError(f"MuPDF failed to render page {index + 1}: {exc}") from exc
+        finally:
+            self._flush_warnings()
+        return Image.frombuffer(
+            "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
+        ).copy()
+
+    def metadata(self) -> dict[str, Any]:
+        """Return the document's format, encryption and title."""
+        meta = self._doc.metadata or {}
+        return {
+            "format": meta.get("format") or "",
+            "encrypted": bool(self._doc.is_encrypted),
+            "title": meta.get("title") or "",
+        }
+
+    def _flush_warnings(self) -> None:
+        warnings = _pymupdf().TOOLS.mupdf_warnings(reset=True)
+        if warnings:
+            self._ctx.log.debug("MuPDF: %s", warnings)
+
+    def close(self) -> None:
+        """Close the MuPDF document."""
+        if self._doc is not None:
+            self._doc.close()
+            self._doc = None
+
+    def __enter__(self) -> PdfDocument:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

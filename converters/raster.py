@@ -1,0 +1,261 @@
+"""Raster images through Pillow: JPEG, PNG/APNG, GIF, WebP, TIFF, BMP, ICO.
+
+Images are opened with an explicit ``formats=`` allow-list chosen from the sniffed type (Pillow
+would otherwise sniff EPS by content and run Ghostscript without a timeout). The pixel count in
+the header is checked against the limit before anything is decoded. JPEGs are decoded with DCT
+scaling (``draft``) close to the target size, and large reductions use ``reduce`` before the final
+Lanczos resample. Multi-page TIFFs are documents with one page per frame; animations (GIF, APNG,
+WebP) give their first frame. EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from previewer.errors import InputError, LimitExceededError
+from previewer.plugin import Availability, Box, ConvertContext
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["RasterConverter"]
+
+# MIME type -> Pillow format names allowed to decode it.
+FORMATS: dict[str, tuple[str, ...]] = {
+    "image/jpeg": ("JPEG", "MPO"),
+    "image/png": ("PNG",),
+    "image/apng": ("PNG",),
+    "image/gif": ("GIF",),
+    "image/webp": ("WEBP",),
+    "image/tiff": ("TIFF",),
+    "image/bmp": ("BMP", "DIB"),
+    "image/x-ms-bmp": ("BMP", "DIB"),
+    "image/vnd.microsoft.icon": ("ICO",),
+    "image/x-icon": ("ICO",),
+}
+
+# Formats whose frames are pages; for the others (animations) only the first frame counts.
+PAGED_FORMATS = frozenset({"TIFF"})
+
+# EXIF orientations that swap width and height.
+_TRANSPOSED = frozenset({5, 6, 7, 8})
+
+
+class RasterConverter:
+    """Decodes raster images with Pillow."""
+
+    name: ClassVar[str] = "raster-pillow"
+    mime_types: ClassVar[frozenset[str]] = frozenset(FORMATS)
+    priority: ClassVar[int] = 50
+
+    @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
+    def availability(self) -> Availability:
+        """Report whether Pillow imports, and its version."""
+        try:
+            import PIL
+        except Exception as exc:  # noqa: BLE001 - never raises, by contract
+            return Availability(
+                False, "Pillow", reason=f"cannot import PIL ({exc}); pip install pillow"
+            )
+        return Availability(True, "Pillow", version=PIL.__version__)
+
+    def open(self, source: Path, ctx: ConvertContext) -> RasterDocument:
+        """Open ``source`` with the Pillow decoders allowed for ``ctx.mime``.
+
+        Raises:
+            InputError: The file is not a readable image of its type.
+            LimitExceededError: The header declares more pixels than ``ctx.limits.max_pixels``.
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        formats = FORMATS.get(ctx.mime)
+        if formats is None:
+            raise InputError(f"no Pillow decoder allowed for {ctx.mime}")
+        try:
+            with _bomb_guard():
+                image = Image.open(source, formats=list(formats))
+        except Image.DecompressionBombError as exc:
+            raise LimitExceededError(
+                f"image too large: {exc}", hint="raise --max-pixels to accept it"
+            ) from exc
+        except UnidentifiedImageError as exc:
+            raise InputError(f"not a readable {formats[0]} image (corrupt or truncated)") from exc
+        except ValueError as exc:
+            if "too large" in str(exc).lower():
+                raise LimitExceededError(f"image data too large: {exc}") from exc
+            raise InputError(f"corrupt {formats[0]} image: {exc}") from exc
+        except (OSError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
+            raise InputError(f"corrupt {formats[0]} image: {exc}") from exc
+        try:
+            return RasterDocument(image, ctx)
+        except BaseException:
+            image.close()
+            raise
+
+
+class _bomb_guard(warnings.catch_warnings):  # noqa: N801 - used like a function
+    """Turn Pillow's decompression-bomb warning into an error within a block."""
+
+    def __enter__(self) -> None:
+        from PIL import Image
+
+        super().__enter__()
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+class RasterDocument:
+    """An open Pillow image; each frame of a TIFF is a page."""
+
+    units: Literal["pt", "px"] = "px"
+
+    def __init__(self, image: Image.Image, ctx: ConvertContext) -> None:
+        self._image: Image.Image | None = image
+        self._ctx = ctx
+        self.format = image.format or "?"
+        frames = int(getattr(image, "n_frames", 1) or 1) if self.format in PAGED_FORMATS else 1
+        self.page_count = frames
+        self._frames = getattr(image, "n_frames", 1)
+        self._check_pixels(0)
+
+    @property
+    def image(self) -> Image.Image:
+        if self._image is None:
+            raise InputError("image already closed")
+        return self._image
+
+    def _seek(self, index: int) -> Image.Image:
+        image = self.image
+        try:
+            image.seek(index)
+        except (EOFError, OSError, ValueError) as exc:
+            raise InputError(f"frame {index + 1} cannot be read: {exc}") from exc
+        return image
+
+    def _check_pixels(self, index: int) -> None:
+        width, height = self._seek(index).size
+        limit = self._ctx.limits.max_pixels
+        if width * height > limit:
+            raise LimitExceededError(
+                f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                f"{limit:,}",
+                hint="raise --max-pixels to accept it",
+            )
+
+    def _orientation(self, image: Image.Image) -> int:
+        try:
+            value = image.getexif().get(0x0112, 1)
+        except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the preview
+            return 1
+        return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """Return the displayed size in pixels (after EXIF orientation)."""
+        self._check_pixels(index)
+        image = self._seek(index)
+        width, height = image.size
+        if self._orientation(image) in _TRANSPOSED:
+            width, height = height, width
+        return float(width), float(height)
+
+    def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
+        """Decode frame ``index`` and scale it by ``scale``, using DCT scaling when it helps."""
+        from PIL import Image
+
+        self._check_pixels(index)
+        image = self._seek(index)
+        orientation = self._orientation(image)
+        width, height = image.size
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if clip is not None:
+            raise InputError("clipped rendering of raster images is not supported yet")
+        try:
+            with _bomb_guard():
+                if scale < 1 and image.format == "JPEG":
+                    image.draft(image.mode, target)
+                image.load()
+                frame = image
+                if self.format not in PAGED_FORMATS and self._frames > 1:
+                    frame = image.copy()  # keep the first frame of an animation only
+                if frame.mode in ("P", "PA") and scale != 1:
+                    frame = frame.convert("RGBA" if _has_alpha(frame) else "RGB")
+                elif frame.mode in ("I;16", "I;16B", "I;16L", "I;16N") and scale != 1:
+                    frame = frame.convert("I")
+                if frame.size != target:
+                    frame = frame.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+                elif frame is image:
+                    frame = image.copy()
+                frame.info = (
+                    {"icc_profile": image.info["icc_profile"]}
+                    if image.info.get("icc_profile")
+                    else {}
+                )
+                if orientation != 1:
+                    info = frame.info
+                    frame = frame.transpose(_TRANSPOSE[orientation])
+                    frame.info = info
+        except Image.DecompressionBombError as exc:
+            raise LimitExceededError(f"image too large: {exc}") from exc
+        except MemoryError as exc:
+            raise LimitExceededError("not enough memory to decode the image") from exc
+        except (OSError, SyntaxError, EOFError, ValueError, IndexError, KeyError) as exc:
+            text = str(exc)
+            if "truncated" in text or "broken data stream" in text:
+                raise InputError(f"truncated {self.format} image: {text}") from exc
+            raise InputError(f"corrupt {self.format} image: {text}") from exc
+        return frame
+
+    def metadata(self) -> dict[str, Any]:
+        """Return the format, mode, stored size, frame count and EXIF orientation."""
+        image = self._seek(0)
+        return {
+            "format": self.format,
+            "mode": image.mode,
+            "size": list(image.size),
+            "frames": int(self._frames),
+            "exif_orientation": self._orientation(image),
+        }
+
+    def close(self) -> None:
+        """Close the image file."""
+        if self._image is not None:
+            self._image.close()
+            self._image = None
+
+    def __enter__(self) -> RasterDocument:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode == "PA" or "transparency" in image.info
+
+
+class _Transposes:
+    """EXIF orientation -> the transposition that displays the image upright (lazy Pillow)."""
+
+    def __getitem__(self, orientation: int) -> Image.Transpose:
+        from PIL import Image
+
+        return {
+            2: Image.Transpose.FLIP_LEFT_RIGHT,
+            3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270,
+            7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90,
+        }[orientation]
+
+
+_TRANSPOSE = _Transposes()

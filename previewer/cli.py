@@ -1,0 +1,457 @@
+"""The ``previewer`` command: a thin click layer over :mod:`previewer.api`.
+
+stdout carries only results (output paths one per line, PNG bytes with ``-o -``, or one JSON
+object per input with ``--json``); messages, warnings and progress go to stderr. Exceptions are
+turned into exit codes in exactly one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from previewer.errors import ExitCode, InvalidOptionsError, PreviewerError
+from previewer.options import Limits, Options, PageSpec, parse_sizes
+
+__all__ = ["cli", "main"]
+
+log = logging.getLogger("previewer")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _version() -> str:
+    from previewer import __version__
+
+    return __version__
+
+
+class _State:
+    debug = False
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(_version(), "-V", "--version", prog_name="previewer")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="PREVIEWER_DEBUG",
+    help="Log engine details and show tracebacks.",
+)
+def cli(debug: bool) -> None:
+    r"""Turn documents and images into sized PNG previews.
+
+    \b
+    Examples:
+      previewer convert report.pdf photo.jpg
+      previewer convert report.pdf -o thumbs -s 128 -s 1024x768 -p 1-3
+      previewer convert scan.tiff -p all --json
+      previewer convert report.pdf -o - > page1.png
+      previewer info report.pdf --json
+      previewer converters
+    """
+    _State.debug = debug
+    if debug:
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _err(text: str, *, style: str | None = None) -> None:
+    if style and sys.stderr.isatty():
+        text = click.style(text, fg=style)
+    click.echo(text, err=True)
+
+
+def _report_error(exc: BaseException) -> None:
+    _err(f"previewer: error: {exc}", style="red")
+
+
+def _limits_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    defaults = Limits()
+    for decorator in reversed(
+        [
+            click.option(
+                "--max-pixels",
+                type=click.IntRange(min=1),
+                default=defaults.max_pixels,
+                show_default=True,
+                envvar="PREVIEWER_MAX_PIXELS",
+                help="Refuse raster images with more pixels than this.",
+            ),
+            click.option(
+                "--max-file-size",
+                type=click.IntRange(min=1),
+                default=defaults.max_file_size,
+                show_default=True,
+                envvar="PREVIEWER_MAX_FILE_SIZE",
+                help="Refuse inputs larger than this many bytes.",
+            ),
+            click.option(
+                "--max-pages",
+                type=click.IntRange(min=1),
+                default=defaults.max_pages,
+                show_default=True,
+                envvar="PREVIEWER_MAX_PAGES",
+                help="Refuse to render more pages than this from one input.",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=defaults.timeout,
+                show_default=True,
+                envvar="PREVIEWER_TIMEOUT",
+                help="Seconds an external engine may run per input.",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def _limits(max_pixels: int, max_file_size: int, max_pages: int, timeout: float) -> Limits:
+    return Limits(
+        max_pixels=max_pixels, max_file_size=max_file_size, max_pages=max_pages, timeout=timeout
+    )
+
+
+# --------------------------------------------------------------------------- convert
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option(
+    "-o",
+    "--out-dir",
+    default=".",
+    show_default=True,
+    envvar="PREVIEWER_OUT_DIR",
+    help="Directory for the PNG files, or - to write a single PNG to stdout.",
+)
+@click.option(
+    "-s",
+    "--size",
+    "sizes",
+    multiple=True,
+    default=("256",),
+    show_default=True,
+    help="Output size: N (fit in NxN), WxH (fit in the box), Wx (width), xH (height). Repeatable.",
+)
+@click.option(
+    "-p", "--pages", default="1", show_default=True, help="Pages: 1, 2-4, 1,3,5-7 or all."
+)
+@click.option("--upscale", is_flag=True, help="Enlarge raster images smaller than the size.")
+@click.option("--password", envvar="PREVIEWER_PASSWORD", help="Password for encrypted documents.")
+@click.option("--converter", "converter_name", metavar="NAME", help="Force this converter.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
+@click.option("-q", "--quiet", is_flag=True, help="Print no progress or summary on stderr.")
+@click.option("--keep-temp", is_flag=True, help="Keep work directories (for debugging).")
+@_limits_options
+def convert(
+    inputs: tuple[str, ...],
+    out_dir: str,
+    sizes: tuple[str, ...],
+    pages: str,
+    upscale: bool,
+    password: str | None,
+    converter_name: str | None,
+    as_json: bool,
+    quiet: bool,
+    keep_temp: bool,
+    max_pixels: int,
+    max_file_size: int,
+    max_pages: int,
+    timeout: float,
+) -> int:
+    """Write PNG previews of INPUTS (files, or - for stdin).
+
+    Each preview is written to OUT_DIR/<input name>.p<PAGE>.<SIZE>.png and its path printed on
+    stdout. With several inputs, failing ones are reported on stderr and the others still
+    convert (exit status 10).
+    """
+    from previewer import api
+    from previewer.registry import Registry
+
+    try:
+        options = Options(
+            sizes=parse_sizes(sizes),
+            pages=PageSpec.parse(pages),
+            out_dir=Path(out_dir),
+            upscale=upscale,
+            password=password,
+            converter=converter_name,
+            limits=_limits(max_pixels, max_file_size, max_pages, timeout),
+            keep_temp=keep_temp,
+        )
+    except InvalidOptionsError as exc:
+        raise click.UsageError(exc.message) from exc
+    if inputs.count("-") > 1:
+        raise click.UsageError("stdin (-) can be given only once")
+    registry = Registry()
+    if out_dir == "-":
+        return _convert_to_stdout(inputs, options, registry)
+
+    results_out = _ResultPrinter(as_json=as_json)
+    with _progress(len(inputs), quiet=quiet) as advance:
+
+        def on_result(result: api.FileResult) -> None:
+            results_out(result)
+            advance(result)
+
+        sources = [(sys.stdin.buffer, "stdin") if item == "-" else item for item in inputs]
+        report = api.convert_many(sources, options=options, registry=registry, on_result=on_result)
+    if len(inputs) > 1 and not quiet:
+        _summary(report)
+    return report.exit_code
+
+
+def _convert_to_stdout(inputs: Sequence[str], options: Options, registry: Any) -> int:
+    from previewer import api, output
+
+    if len(inputs) != 1 or len(options.sizes) != 1 or not options.pages.is_single:
+        raise click.UsageError("-o - writes one PNG: give one input, one size and one page")
+    if sys.stdout.isatty():
+        raise click.UsageError("refusing to write PNG data to a terminal; redirect stdout")
+    item = inputs[0]
+    source: Any = sys.stdin.buffer if item == "-" else item
+    image = api.render(
+        source,
+        page=options.pages.ranges[0][0],
+        size=options.sizes[0],
+        upscale=options.upscale,
+        password=options.password,
+        converter=options.converter,
+        limits=options.limits,
+        name="stdin" if item == "-" else None,
+        registry=registry,
+    )
+    data = output.encode_png(image)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return int(ExitCode.OK)
+
+
+class _ResultPrinter:
+    """Writes results to stdout (paths or JSON) and failures to stderr, as they arrive."""
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def __call__(self, result: Any) -> None:
+        if self.as_json:
+            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        else:
+            for preview in result.outputs:
+                click.echo(str(preview.path))
+        if result.error is not None:
+            _report_error(result.error)
+        elif result.status == "skipped":
+            _err(f"previewer: skipped {result.input}: {result.reason}", style="yellow")
+
+
+@contextmanager
+def _progress(total: int, *, quiet: bool) -> Iterator[Callable[[Any], None]]:
+    """Yield a callback advancing a rich progress bar on stderr (only on a TTY, several inputs)."""
+    if quiet or total < 2 or not sys.stderr.isatty():
+        yield lambda _result: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    failed = 0
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("converting", total=total, failed=0)
+
+        def advance(result: Any) -> None:
+            nonlocal failed
+            failed += result.status == "failed"
+            progress.update(task, advance=1, failed=failed)
+
+        yield advance
+
+
+def _summary(report: Any) -> None:
+    parts = [f"{report.converted} converted"]
+    if report.skipped:
+        parts.append(f"{report.skipped} skipped")
+    if report.failed:
+        by_type = ", ".join(f"{k}: {v}" for k, v in sorted(report.failures_by_type().items()))
+        parts.append(f"{report.failed} failed ({by_type})")
+    _err(
+        f"previewer: {', '.join(parts)} in {report.elapsed:.1f} s",
+        style="red" if report.failed else "green",
+    )
+
+
+# --------------------------------------------------------------------------- info
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--password", envvar="PREVIEWER_PASSWORD", help="Password for encrypted documents.")
+@click.option("--converter", "converter_name", metavar="NAME", help="Force this converter.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
+@_limits_options
+def info(
+    inputs: tuple[str, ...],
+    password: str | None,
+    converter_name: str | None,
+    as_json: bool,
+    max_pixels: int,
+    max_file_size: int,
+    max_pages: int,
+    timeout: float,
+) -> int:
+    """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256."""
+    from previewer import api
+    from previewer.registry import Registry
+
+    registry = Registry()
+    limits = _limits(max_pixels, max_file_size, max_pages, timeout)
+    failures: list[PreviewerError] = []
+    for item in inputs:
+        try:
+            facts = api.info(
+                sys.stdin.buffer if item == "-" else item,
+                password=password,
+                converter=converter_name,
+                limits=limits,
+                name="stdin" if item == "-" else None,
+                registry=registry,
+            )
+        except PreviewerError as exc:
+            failures.append(exc)
+            if as_json:
+                click.echo(json.dumps({"input": item, "status": "failed", "error": exc.to_dict()}))
+            _report_error(exc)
+            continue
+        if as_json:
+            click.echo(json.dumps({**facts.to_dict(), "status": "ok"}, ensure_ascii=False))
+        else:
+            _print_info(facts)
+    if not failures:
+        return int(ExitCode.OK)
+    if len(inputs) == 1:
+        return int(failures[0].exit_code)
+    return int(ExitCode.BATCH_PARTIAL)
+
+
+def _print_info(facts: Any) -> None:
+    rows: list[tuple[str, str]] = [
+        ("mime", facts.mime),
+        ("converter", f"{facts.converter} ({facts.engine})"),
+        ("pages", str(facts.pages)),
+    ]
+    shown = facts.page_sizes[:10]
+    for number, (w, h) in enumerate(shown, start=1):
+        rows.append((f"page {number}", f"{w:g} x {h:g} {facts.units}"))
+    if len(facts.page_sizes) > len(shown):
+        rows.append(("", f"... {facts.pages - len(shown)} more pages"))
+    rows.append(("bytes", f"{facts.bytes:,}"))
+    rows.append(("sha256", facts.sha256))
+    for key, value in facts.metadata.items():
+        if value not in ("", None, [], {}):
+            rows.append((key, json.dumps(value) if isinstance(value, (list, dict)) else str(value)))
+    click.echo(facts.input)
+    for key, value in rows:
+        click.echo(f"  {key:<17} {value}")
+
+
+# --------------------------------------------------------------------------- converters
+
+
+@cli.command("converters", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per converter.")
+def converters_command(as_json: bool) -> int:
+    """List converters: MIME types, engine, version, and whether they are available."""
+    from previewer import api
+
+    listing = api.converters()
+    for conv in listing:
+        if as_json:
+            click.echo(json.dumps(conv.to_dict()))
+            continue
+        mark = "✓" if conv.available else "✗"
+        engine = f"{conv.engine} {conv.version}" if conv.version else conv.engine
+        click.echo(f"{mark} {conv.name:<18} {engine}")
+        click.echo(f"    types:  {', '.join(conv.mime_types) or '-'}")
+        if conv.origin != "builtin":
+            click.echo(f"    from:   {conv.origin}")
+        if not conv.available:
+            click.echo(f"    reason: {conv.reason}")
+    return int(ExitCode.OK)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line and exit with the status derived from the outcome.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+    """
+    code: int
+    try:
+        rv = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="previewer",
+            standalone_mode=False,
+        )
+        code = int(rv) if isinstance(rv, int) else int(ExitCode.OK)
+    except click.exceptions.Exit as exc:
+        code = int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        code = int(ExitCode.USAGE) if isinstance(exc, click.UsageError) else exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _err("previewer: interrupted")
+        code = int(ExitCode.INTERRUPTED)
+    except PreviewerError as exc:
+        _report_error(exc)
+        code = int(exc.exit_code)
+    except BrokenPipeError:
+        # stdout closed early (previewer ... | head); exit quietly like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = int(ExitCode.OK)
+    except Exception as exc:  # noqa: BLE001 - the one place internal errors become exit 1
+        if _State.debug:
+            import traceback
+
+            traceback.print_exc()
+        _err(
+            f"previewer: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for a traceback and please report it)",
+            style="red",
+        )
+        code = int(ExitCode.INTERNAL)
+    sys.exit(code)

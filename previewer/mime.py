@@ -1,0 +1,284 @@
+"""MIME type sniffing from content; the file name's extension only breaks ties.
+
+Signatures for the formats previewer's converters handle are checked first (precise and free of
+libmagic's misreadings, such as ICO files taken for TGA); containers are looked into (a zip's
+``mimetype`` entry or OOXML parts, an OLE2 file's stream names); libmagic (python-magic) answers
+for everything else. The extension is consulted only when content leaves the type open: a bare
+zip, OLE2 or XML container, or plain text (CSV is only CSV when named so).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import zipfile
+from pathlib import Path
+
+__all__ = ["GENERIC_TYPES", "sniff", "sniff_bytes"]
+
+HEAD_BYTES = 8192
+
+GENERIC_TYPES = frozenset(
+    {
+        "application/zip",
+        "application/x-ole-storage",
+        "application/CDFV2",
+        "application/xml",
+        "text/xml",
+        "text/plain",
+    }
+)
+"""Types that say only what container a file is; the extension may refine them."""
+
+EXTENSIONS: dict[str, str] = {
+    ".pdf": "application/pdf",
+    ".ai": "application/pdf",
+    ".xps": "application/vnd.ms-xpsdocument",
+    ".oxps": "application/oxps",
+    ".epub": "application/epub+zip",
+    ".cbz": "application/vnd.comicbook+zip",
+    ".fb2": "application/x-fictionbook+xml",
+    ".svg": "image/svg+xml",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".bmp": "image/bmp",
+    ".ico": "image/vnd.microsoft.icon",
+    ".psd": "image/vnd.adobe.photoshop",
+    ".psb": "image/vnd.adobe.photoshop",
+    ".doc": "application/msword",
+    ".dot": "application/msword",
+    ".xls": "application/vnd.ms-excel",
+    ".ppt": "application/vnd.ms-powerpoint",
+    ".pps": "application/vnd.ms-powerpoint",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".csv": "text/csv",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
+    ".odp": "application/vnd.oasis.opendocument.presentation",
+    ".odg": "application/vnd.oasis.opendocument.graphics",
+}
+
+# Containers whose extension may refine them, and which refinements are plausible.
+_REFINABLE = {
+    "application/zip": {
+        "application/epub+zip",
+        "application/vnd.comicbook+zip",
+        "application/vnd.ms-xpsdocument",
+        "application/oxps",
+    },
+    "application/x-ole-storage": {
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+    },
+    "text/plain": {"text/csv"},
+    "application/xml": {"image/svg+xml", "application/x-fictionbook+xml"},
+}
+
+_OOXML_PARTS = (
+    ("word/", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+    ("xl/", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    ("ppt/", "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
+)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+_XML_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)[\s>/]")
+
+
+def sniff(path: str | os.PathLike[str], name: str | None = None) -> str:
+    """Return the MIME type of the file at ``path``, judged by its content.
+
+    Args:
+        path: The file to inspect (read, never modified).
+        name: The name to take the extension from for tie-breaking (default: ``path``'s).
+
+    Returns:
+        A MIME type; ``"application/x-empty"`` for a zero-byte file and
+        ``"application/octet-stream"`` when nothing is recognised.
+
+    Raises:
+        OSError: If the file cannot be read.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    if not head:
+        return "application/x-empty"
+    mime = _from_signature(head)
+    if mime == "application/zip":
+        mime = _zip_type(path)
+    elif mime is None:
+        mime = _libmagic(path)
+    return _tie_break(mime, name or path.name)
+
+
+def sniff_bytes(head: bytes, name: str = "") -> str:
+    """Return the MIME type judged from the first bytes of a file only (no container look-in).
+
+    Args:
+        head: The first bytes of the file (8 KiB is plenty).
+        name: File name for tie-breaking.
+
+    Returns:
+        A MIME type, as :func:`sniff`.
+    """
+    if not head:
+        return "application/x-empty"
+    mime = _from_signature(head) or _libmagic_buffer(head)
+    return _tie_break(mime, name)
+
+
+def _tie_break(mime: str, name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    candidate = EXTENSIONS.get(ext)
+    if candidate and candidate in _REFINABLE.get(mime, ()):
+        return candidate
+    return mime
+
+
+def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of signatures
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "image/tiff"
+    if head[:4] == b"8BPS" and head[4:6] in (b"\x00\x01", b"\x00\x02"):
+        return "image/vnd.adobe.photoshop"
+    if (
+        head[:2] == b"BM"
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little")
+        in (
+            12,
+            16,
+            40,
+            52,
+            56,
+            64,
+            108,
+            124,
+        )
+    ):
+        return "image/bmp"
+    if _is_ico(head):
+        return "image/vnd.microsoft.icon"
+    if b"%PDF-" in head[:1024]:
+        return "application/pdf"
+    if head.startswith(b"PK\x03\x04"):
+        return "application/zip"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return None  # OLE2: libmagic reads the stream names (Word, Excel, PowerPoint, ...)
+    if head.startswith(b"%!PS"):
+        return "application/postscript"
+    if head.startswith(b"\xc5\xd0\xd3\xc6"):
+        return "application/postscript"  # EPS with a binary preview header
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<"):
+        return _xml_type(text)
+    return None
+
+
+def _is_ico(head: bytes) -> bool:
+    if len(head) < 22 or head[:4] != b"\x00\x00\x01\x00":
+        return False
+    count = int.from_bytes(head[4:6], "little")
+    if not 1 <= count <= 256:
+        return False
+    # First directory entry: reserved byte 0, planes 0 or 1, data offset past the directory.
+    entry = head[6:22]
+    offset = int.from_bytes(entry[12:16], "little")
+    return (
+        entry[3] == 0
+        and int.from_bytes(entry[4:6], "little") in (0, 1)
+        and offset >= 6 + 16 * count
+    )
+
+
+def _xml_type(text: bytes) -> str | None:
+    pos = 0
+    while True:
+        match = _XML_ROOT.search(text, pos)
+        if match is None:
+            return "application/xml" if text.startswith(b"<?xml") else None
+        start = match.start()
+        # Skip declarations, processing instructions, comments and doctypes.
+        if text[start + 1 : start + 2] in (b"?", b"!"):
+            pos = start + 1
+            continue
+        root = match.group(1).lower()
+        if root == b"svg":
+            return "image/svg+xml"
+        if root == b"fictionbook":
+            return "application/x-fictionbook+xml"
+        if root == b"html":
+            return "text/html"
+        return "application/xml"
+
+
+def _zip_type(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if "mimetype" in names:
+                declared = zf.read("mimetype")[:100].decode("ascii", "replace").strip()
+                if re.fullmatch(r"[\w.+-]+/[\w.+-]+", declared):
+                    return declared
+            if "[Content_Types].xml" in names:
+                for prefix, mime in _OOXML_PARTS:
+                    if any(n.startswith(prefix) for n in names):
+                        return mime
+                lowered = [n.lower() for n in names]
+                if any(n.endswith(".fdseq") for n in lowered) or any(
+                    n.startswith("documents/") and n.endswith(".fdoc") for n in lowered
+                ):
+                    return "application/vnd.ms-xpsdocument"
+            files = [n for n in names if not n.endswith("/")]
+            if files and all(n.lower().endswith(_IMAGE_SUFFIXES) for n in files):
+                return "application/vnd.comicbook+zip"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return "application/zip"
+    return "application/zip"
+
+
+@functools.lru_cache(maxsize=1)
+def _magic() -> object | None:
+    try:
+        import magic
+    except ImportError:  # pragma: no cover - python-magic is a dependency
+        return None
+    try:
+        return magic.Magic(mime=True)
+    except Exception:  # noqa: BLE001 - libmagic missing or its database unreadable
+        return None
+
+
+def _libmagic(path: Path) -> str:
+    detector = _magic()
+    if detector is None:
+        return "application/octet-stream"
+    try:
+        return str(detector.from_file(str(path)))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - libmagic's errors are untyped
+        return "application/octet-stream"
+
+
+def _libmagic_buffer(head: bytes) -> str:
+    detector = _magic()
+    if detector is None:
+        return "application/octet-stream"
+    try:
+        return str(detector.from_buffer(head))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return "application/octet-stream"

@@ -1,0 +1,169 @@
+"""The only place previewer starts external programs.
+
+Every program runs from an argv list (never a shell), in its own process group and session,
+with stdin closed, output captured and a mandatory timeout. On timeout or interruption the whole
+group gets SIGTERM, a short grace period, then SIGKILL, and is reaped before the error is raised,
+so no engine process outlives the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from previewer.errors import EngineError, EngineTimeoutError
+from previewer.plugin import RunResult
+
+__all__ = ["kill_group", "minimal_env", "run"]
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 2.0
+"""Time a process group gets between SIGTERM and SIGKILL."""
+
+STDERR_TAIL = 4096
+"""Bytes of stderr quoted in an EngineError message."""
+
+
+def minimal_env(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return a small environment for an engine: PATH, locale, and HOME/TMPDIR in ``workdir``.
+
+    Args:
+        workdir: The conversion's private directory.
+        extra: Variables to add or override.
+
+    Returns:
+        The environment mapping.
+    """
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
+    """Terminate ``proc``'s whole process group: SIGTERM, wait ``grace`` seconds, SIGKILL, reap.
+
+    Args:
+        proc: A process started with ``start_new_session=True``.
+        grace: Seconds between SIGTERM and SIGKILL.
+    """
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(pgid):
+                break
+            time.sleep(0.02)
+        else:
+            continue
+        break
+    try:
+        proc.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL not delivered
+        log.error("process %d survived SIGKILL", proc.pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    expect_output: Path | None = None,
+) -> RunResult:
+    """Run a program to completion under a timeout, killing its process group if it overruns.
+
+    Args:
+        argv: The program (preferably an absolute path) and its arguments.
+        timeout: Wall-clock seconds before the process group is killed.
+        cwd: Working directory.
+        env: Environment; defaults to :func:`minimal_env` of ``cwd`` when ``cwd`` is given,
+            else the current environment.
+        expect_output: A file the program must leave behind, non-empty.
+
+    Returns:
+        The result, with captured stdout and stderr.
+
+    Raises:
+        EngineTimeoutError: The program ran past ``timeout`` and was killed.
+        EngineError: The program could not start, exited non-zero, or left no output.
+    """
+    argv = [os.fspath(a) for a in argv]
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise TypeError("argv must be a non-empty list of strings")
+    program = Path(argv[0]).name
+    plog = logging.getLogger(f"{__name__}.{program}")
+    if env is None and cwd is not None:
+        env = minimal_env(cwd)
+    plog.debug("running %s", argv)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise EngineError(f"cannot start {program}: {exc.strerror or exc}") from exc
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        proc.communicate()
+        raise EngineTimeoutError(
+            f"{program} was killed after the timeout of {timeout:g} s",
+            hint="raise --timeout if the input is legitimately slow",
+        ) from None
+    except BaseException:
+        kill_group(proc)
+        proc.communicate()
+        raise
+    # The direct child has exited; make sure nothing it forked lingers in its group.
+    if _group_alive(proc.pid):
+        kill_group(proc, grace=0.2)
+    if stderr:
+        plog.debug("%s stderr:\n%s", program, stderr.decode("utf-8", "replace"))
+    if proc.returncode != 0:
+        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+        status = (
+            f"was killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exited with status {proc.returncode}"
+        )
+        raise EngineError(f"{program} {status}" + (f": {tail}" if tail else ""))
+    if expect_output is not None and not (
+        expect_output.is_file() and expect_output.stat().st_size > 0
+    ):
+        raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
+    return RunResult(tuple(argv), proc.returncode, stdout, stderr)

@@ -1,0 +1,230 @@
+"""The converter registry: built-ins plus entry-point plugins, loaded lazily, per instance.
+
+A :class:`Registry` loads ``converters.BUILTIN`` and the classes registered under the entry-point
+group ``previewer.converters`` the first time it is asked for anything. A plugin that fails to
+import or instantiate is listed as unavailable with the error as its reason; it never breaks a
+run. There is no module-level registry: tests and embedders build isolated ones with
+``Registry(converters=[...], entry_points=False)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from previewer.errors import (
+    EngineUnavailableError,
+    InvalidOptionsError,
+    UnsupportedFormatError,
+)
+from previewer.plugin import ENTRY_POINT_GROUP, Availability, Converter
+
+__all__ = ["ConverterEntry", "Registry"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConverterEntry:
+    """One converter as the registry knows it.
+
+    Attributes:
+        name: The converter's name (for a plugin that failed to load: the entry point's name).
+        mime_types: MIME types it declares.
+        priority: Its priority.
+        origin: ``"builtin"`` or ``"entry point <name> (<distribution>)"``.
+        converter: The instance, or None when loading failed.
+        load_error: Why loading failed.
+    """
+
+    name: str
+    mime_types: frozenset[str]
+    priority: int
+    origin: str
+    converter: Converter | None
+    load_error: str = ""
+
+    def availability(self) -> Availability:
+        """Return the converter's availability; a load failure is an unavailable engine.
+
+        Returns:
+            The availability, never raising.
+        """
+        if self.converter is None:
+            return Availability(False, engine="?", reason=self.load_error)
+        try:
+            return self.converter.availability()
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not break the run
+            return Availability(False, engine="?", reason=f"availability() raised {exc!r}")
+
+    def handles(self, mime: str) -> int:
+        """Return 2 for an exact match, 1 for a ``type/*`` match, 0 otherwise.
+
+        Args:
+            mime: A MIME type.
+
+        Returns:
+            The strength of the match.
+        """
+        if mime in self.mime_types:
+            return 2
+        major = mime.split("/", 1)[0]
+        return 1 if f"{major}/*" in self.mime_types else 0
+
+
+class Registry:
+    """The set of converters one run can use.
+
+    Args:
+        converters: Converter classes or instances to use instead of the built-ins.
+        entry_points: Also load third-party converters from the entry-point group.
+    """
+
+    def __init__(
+        self,
+        converters: Iterable[type[Converter] | Converter] | None = None,
+        *,
+        entry_points: bool = True,
+    ) -> None:
+        self._given = list(converters) if converters is not None else None
+        self._use_entry_points = entry_points
+        self._entries: list[ConverterEntry] | None = None
+        self._availability: dict[str, Availability] = {}
+
+    @property
+    def entries(self) -> Sequence[ConverterEntry]:
+        """All converters, loaded on first access, sorted by name."""
+        if self._entries is None:
+            self._entries = self._load()
+        return self._entries
+
+    def _load(self) -> list[ConverterEntry]:
+        entries: list[ConverterEntry] = []
+        if self._given is None:
+            from converters import BUILTIN
+
+            given: list[type[Converter] | Converter] = list(BUILTIN)
+        else:
+            given = list(self._given)
+        for item in given:
+            entries.append(_entry(item, "builtin" if self._given is None else "given"))
+        if self._use_entry_points:
+            from importlib import metadata
+
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                dist = ep.dist.name if ep.dist is not None else "?"
+                origin = f"entry point {ep.name} ({dist})"
+                try:
+                    loaded = ep.load()
+                except Exception as exc:  # noqa: BLE001 - tolerant loading
+                    log.warning("converter plugin %s failed to load: %r", ep.value, exc)
+                    entries.append(
+                        ConverterEntry(
+                            ep.name, frozenset(), 0, origin, None, f"failed to load: {exc!r}"
+                        )
+                    )
+                    continue
+                entries.append(_entry(loaded, origin))
+        seen: dict[str, ConverterEntry] = {}
+        for entry in entries:
+            if entry.name in seen:
+                log.warning(
+                    "converter name %s from %s already used by %s; ignored",
+                    entry.name,
+                    entry.origin,
+                    seen[entry.name].origin,
+                )
+                continue
+            seen[entry.name] = entry
+        return sorted(seen.values(), key=lambda e: e.name)
+
+    def availability(self, entry: ConverterEntry) -> Availability:
+        """Return (and cache) the availability of ``entry``.
+
+        Args:
+            entry: One of :attr:`entries`.
+
+        Returns:
+            Its availability.
+        """
+        if entry.name not in self._availability:
+            self._availability[entry.name] = entry.availability()
+        return self._availability[entry.name]
+
+    def get(self, name: str) -> ConverterEntry:
+        """Return the converter called ``name``.
+
+        Args:
+            name: A converter name.
+
+        Returns:
+            The entry.
+
+        Raises:
+            InvalidOptionsError: If no converter has that name.
+        """
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        known = ", ".join(e.name for e in self.entries)
+        raise InvalidOptionsError(f"no converter named {name!r} (known: {known})")
+
+    def resolve(self, mime: str, *, name: str | None = None) -> Converter:
+        """Return the converter to use for ``mime``.
+
+        Exact MIME matches beat ``type/*`` ones; among available candidates the highest
+        priority wins, then the name.
+
+        Args:
+            mime: The sniffed MIME type.
+            name: Force this converter regardless of the MIME type.
+
+        Returns:
+            An available converter.
+
+        Raises:
+            UnsupportedFormatError: If no converter claims ``mime``.
+            EngineUnavailableError: If only unavailable converters claim it (or the forced one
+                is unavailable).
+            InvalidOptionsError: If ``name`` names no converter.
+        """
+        if name is not None:
+            entry = self.get(name)
+            avail = self.availability(entry)
+            if not avail.ok or entry.converter is None:
+                raise EngineUnavailableError(
+                    f"converter {entry.name} is unavailable: {avail.reason}", converter=entry.name
+                )
+            return entry.converter
+        candidates = [(e.handles(mime), e) for e in self.entries]
+        candidates = [(strength, e) for strength, e in candidates if strength]
+        if not candidates:
+            raise UnsupportedFormatError(
+                f"unsupported format {mime}",
+                hint="run 'previewer converters' to see the supported types",
+            )
+        candidates.sort(key=lambda c: (-c[0], -c[1].priority, c[1].name))
+        unavailable: list[tuple[ConverterEntry, Availability]] = []
+        for _strength, entry in candidates:
+            avail = self.availability(entry)
+            if avail.ok and entry.converter is not None:
+                return entry.converter
+            unavailable.append((entry, avail))
+        reasons = "; ".join(f"{e.name} ({a.engine}): {a.reason}" for e, a in unavailable)
+        raise EngineUnavailableError(f"no available converter for {mime}: {reasons}")
+
+
+def _entry(item: object, origin: str) -> ConverterEntry:
+    """Instantiate a converter class (or take an instance) and describe it."""
+    label = getattr(item, "__qualname__", None) or type(item).__qualname__
+    try:
+        instance: Any = item() if isinstance(item, type) else item
+        name = str(instance.name)
+        mime_types = frozenset(str(m) for m in instance.mime_types)
+        priority = int(instance.priority)
+    except Exception as exc:  # noqa: BLE001 - tolerant loading
+        log.warning("converter %s could not be instantiated: %r", label, exc)
+        return ConverterEntry(str(label), frozenset(), 0, origin, None, f"failed to load: {exc!r}")
+    return ConverterEntry(name, mime_types, priority, origin, instance)

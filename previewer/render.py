@@ -1,0 +1,195 @@
+"""From a document page to finished preview images, one per requested size.
+
+Each page is rendered once, at the largest requested size (fixed by :mod:`previewer.geometry`
+before the engine runs), and the smaller sizes are derived from that image. Whatever mode the
+engine returns is normalised here to 8-bit sRGB (RGB, or RGBA when the source has alpha), so
+every converter, built-in or plugin, gets the same colour handling.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image, ImageCms
+
+from previewer.errors import LimitExceededError
+from previewer.geometry import SizeSpec, fit
+from previewer.options import Limits
+from previewer.plugin import Document
+
+__all__ = ["render_page", "to_srgb"]
+
+log = logging.getLogger(__name__)
+
+
+def render_page(
+    doc: Document,
+    index: int,
+    sizes: Sequence[SizeSpec],
+    *,
+    upscale: bool,
+    limits: Limits,
+) -> list[Image.Image]:
+    """Render page ``index`` of ``doc`` once and return one image per size, in ``sizes`` order.
+
+    Args:
+        doc: An open document.
+        index: 0-based page index.
+        sizes: The requested sizes.
+        upscale: Allow raster sources to be enlarged.
+        limits: Budgets; the largest output must fit ``limits.max_output_pixels``.
+
+    Returns:
+        8-bit RGB or RGBA images, one per size.
+
+    Raises:
+        LimitExceededError: If the largest output exceeds the pixel budget.
+    """
+    width, height = doc.page_size(index)
+    allow_up = upscale or doc.units == "pt"
+    targets = [fit(width, height, size, upscale=allow_up) for size in sizes]
+    largest = max(targets, key=lambda t: t[0] * t[1])
+    pixels = largest[0] * largest[1]
+    if pixels > limits.max_output_pixels:
+        raise LimitExceededError(
+            f"a {largest[0]}x{largest[1]} preview ({pixels:,} pixels) exceeds the output "
+            f"budget of {limits.max_output_pixels:,} pixels",
+            hint="ask for a smaller size",
+        )
+    scale = largest[0] / width if largest[0] >= largest[1] else largest[1] / height
+    image = doc.render(index, scale=scale)
+    image = _exact(image, largest)
+    image = to_srgb(image)
+    results = []
+    for target in targets:
+        if target == largest:
+            results.append(image)
+        else:
+            results.append(image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0))
+    return results
+
+
+def _exact(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """Bring an engine's image to exactly ``target``: crop a rounding pixel or resample."""
+    if image.size == target:
+        return image
+    dw, dh = image.width - target[0], image.height - target[1]
+    if 0 <= dw <= 1 and 0 <= dh <= 1:
+        # Engines round partial pixels at the far edges up; drop them.
+        return image.crop((0, 0, target[0], target[1]))
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = to_srgb(image)
+    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+_SRGB_PROFILE: ImageCms.ImageCmsProfile | None = None
+
+
+def _srgb() -> ImageCms.ImageCmsProfile:
+    global _SRGB_PROFILE
+    if _SRGB_PROFILE is None:
+        _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return _SRGB_PROFILE
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` as 8-bit sRGB, mode RGB or (when it has alpha) RGBA.
+
+    Handles palette images with transparency, 1-bit, 16- and 32-bit integer and float greys,
+    CMYK, Lab and YCbCr, and applies an embedded ICC profile (``info["icc_profile"]``).
+
+    Args:
+        image: Any Pillow image.
+
+    Returns:
+        A new image (or ``image`` itself when already RGB/RGBA without a profile) with no
+        ``info`` carried over.
+    """
+    icc = image.info.get("icc_profile")
+    mode = image.mode
+    if mode == "P":
+        has_alpha = (
+            "transparency" in image.info
+            or image.palette is not None
+            and (image.palette.mode == "RGBA")
+        )
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        mode = image.mode
+        icc = None if mode == "RGBA" else icc
+    elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        image = _scale_to_l(image, 65535 if mode.startswith("I;16") else None)
+        mode = "L"
+    elif mode == "F":
+        image = _scale_to_l(image, None)
+        mode = "L"
+    elif mode == "PA":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+
+    if icc:
+        converted = _apply_icc(image, icc)
+        if converted is not None:
+            return _strip(converted)
+    if mode in ("RGB", "RGBA"):
+        return _strip(image) if image.info else image
+    if mode in ("LA", "La", "RGBa") or "A" in mode:
+        return _strip(image.convert("RGBA"))
+    if mode == "1":
+        return _strip(image.convert("L").convert("RGB"))
+    return _strip(image.convert("RGB"))
+
+
+def _strip(image: Image.Image) -> Image.Image:
+    if image.info:
+        image = image.copy()
+        image.info = {}
+    return image
+
+
+def _scale_to_l(image: Image.Image, maximum: int | None) -> Image.Image:
+    """Scale a 16/32-bit integer or float grey image into 8 bits."""
+    image = image.convert("I") if image.mode != "F" else image
+    if maximum is None:
+        extrema: Any = image.getextrema()
+        lo, hi = float(extrema[0]), float(extrema[1])
+        if image.mode == "F" and 0.0 <= lo and hi <= 1.0:
+            lo, hi = 0.0, 1.0
+        if hi <= 255 and lo >= 0 and image.mode == "I":
+            lo, hi = 0.0, 255.0
+    else:
+        lo, hi = 0.0, float(maximum)
+    span = (hi - lo) or 1.0
+    scaled = image.point(lambda v: (v - lo) * 255.0 / span)
+    return scaled.convert("L")
+
+
+def _apply_icc(image: Image.Image, icc: bytes) -> Image.Image | None:
+    """Convert ``image`` from its embedded profile to sRGB; None if the profile is unusable."""
+    alpha = None
+    mode = image.mode
+    if mode in ("RGBA", "LA"):
+        alpha = image.getchannel("A")
+        image = image.convert("RGB" if mode == "RGBA" else "L")
+        mode = image.mode
+    if mode not in ("RGB", "L", "CMYK", "LAB"):
+        return None
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out = ImageCms.profileToProfile(
+            image,
+            src,
+            _srgb(),
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            outputMode="RGB",
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log.debug("ignoring unusable ICC profile: %s", exc)
+        return None
+    if out is None:  # pragma: no cover - only with inPlace=True
+        return None
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
