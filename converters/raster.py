@@ -11,12 +11,13 @@ WebP) give their first frame. EXIF orientation is applied.
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from previewer.errors import InputError, LimitExceededError
+from previewer.errors import InputError, LimitExceededError, UnsupportedFormatError
 from previewer.plugin import Availability, Box, ConvertContext
 
 if TYPE_CHECKING:
@@ -74,14 +75,12 @@ class RasterConverter:
 
         formats = FORMATS.get(ctx.mime)
         if formats is None:
-            raise InputError(f"no Pillow decoder allowed for {ctx.mime}")
+            raise UnsupportedFormatError(f"Pillow is not allowed to decode {ctx.mime} here")
         try:
             with _bomb_guard():
                 image = Image.open(source, formats=list(formats))
-        except Image.DecompressionBombError as exc:
-            raise LimitExceededError(
-                f"image too large: {exc}", hint="raise --max-pixels to accept it"
-            ) from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb(exc, ctx.limits.max_pixels) from exc
         except UnidentifiedImageError as exc:
             raise InputError(f"not a readable {formats[0]} image (corrupt or truncated)") from exc
         except ValueError as exc:
@@ -197,8 +196,8 @@ class RasterDocument:
                     info = frame.info
                     frame = frame.transpose(_TRANSPOSE[orientation])
                     frame.info = info
-        except Image.DecompressionBombError as exc:
-            raise LimitExceededError(f"image too large: {exc}") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb(exc, self._ctx.limits.max_pixels) from exc
         except MemoryError as exc:
             raise LimitExceededError("not enough memory to decode the image") from exc
         except (OSError, SyntaxError, EOFError, ValueError, IndexError, KeyError) as exc:
@@ -235,6 +234,16 @@ class RasterDocument:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _bomb(exc: Exception, limit: int) -> LimitExceededError:
+    """Describe Pillow's decompression-bomb refusal with the numbers."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(match.group(1)):,} pixels" if match else "too many pixels"
+    return LimitExceededError(
+        f"image has {pixels}, over the limit of {limit:,}",
+        hint="raise --max-pixels to accept it",
+    )
 
 
 def _has_alpha(image: Image.Image) -> bool:

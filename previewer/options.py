@@ -29,10 +29,12 @@ class PageSpec:
     Attributes:
         ranges: ``(first, last)`` pairs, 1-based and inclusive; ``last`` None means "to the end".
         text: The normalised specification (``1-3``, ``all``).
+        singles: Page numbers written on their own rather than as a range (strict).
     """
 
     ranges: tuple[tuple[int, int | None], ...]
     text: str = "1"
+    singles: frozenset[int] = frozenset()
 
     @classmethod
     def parse(cls, text: str | int | PageSpec) -> PageSpec:
@@ -55,6 +57,7 @@ class PageSpec:
         if raw.lower() == "all":
             return cls(((1, None),), "all")
         ranges: list[tuple[int, int | None]] = []
+        singles: set[int] = set()
         for part in raw.split(","):
             match = _RANGE_RE.match(part)
             if not match:
@@ -67,14 +70,18 @@ class PageSpec:
                 raise InvalidOptionsError(
                     f"invalid page range {part.strip()!r} in {raw!r}: pages count from 1"
                 )
+            if last is None:
+                singles.add(first)
             ranges.append((first, first if last is None else last))
-        normalised = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges)
-        return cls(tuple(ranges), normalised)
+        normalised = ",".join(
+            f"{a}" if a == b and a in singles else f"{a}-{b}" for a, b in ranges
+        )
+        return cls(tuple(ranges), normalised, frozenset(singles))
 
     @property
     def is_single(self) -> bool:
         """True when the specification names exactly one page."""
-        return len(self.ranges) == 1 and self.ranges[0][0] == self.ranges[0][1]
+        return len(self.ranges) == 1 and self.ranges[0][0] in self.singles
 
     def resolve(self, page_count: int) -> list[int]:
         """Return the 1-based page numbers to render for a document of ``page_count`` pages.
@@ -93,7 +100,7 @@ class PageSpec:
         """
         pages: set[int] = set()
         for first, last in self.ranges:
-            if last is not None and first == last and first > page_count:
+            if first in self.singles and first == last and first > page_count:
                 raise InvalidOptionsError(
                     f"page {first} requested but the document has {page_count} "
                     f"page{'s' if page_count != 1 else ''}"

@@ -1,0 +1,124 @@
+"""Fault-injecting converters for tests: each claims text/plain and fails in one specific way.
+
+They use only the plugin surface (previewer.plugin, previewer.errors), like a third-party plugin.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from PIL import Image
+
+from previewer.plugin import Availability, ConvertContext
+
+
+class _Doc:
+    units: Literal["pt", "px"] = "px"
+    page_count = 1
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        return (40.0, 20.0)
+
+    def render(self, index: int, *, scale: float, clip: Any = None) -> Image.Image:
+        return Image.new("RGB", (round(40 * scale), round(20 * scale)), (0, 128, 255))
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Doc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Base:
+    mime_types: ClassVar[frozenset[str]] = frozenset({"text/plain"})
+    priority: ClassVar[int] = 10
+
+    def availability(self) -> Availability:
+        return Availability(True, "test")
+
+
+class SleepConverter(_Base):
+    """Starts a child (and a grandchild) that sleep far past the timeout."""
+
+    name: ClassVar[str] = "test-sleep"
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        sh = shutil.which("sh") or "/bin/sh"
+        marker = source.with_name(source.name + ".pid")  # the test reads the grandchild's pid
+        ctx.run([sh, "-c", f"sleep 30 & echo $! > {marker}; sleep 30"], timeout=1.0)
+        return _Doc()
+
+
+class ExitConverter(_Base):
+    """Runs a program that fails with status 3 and a message on stderr."""
+
+    name: ClassVar[str] = "test-exit"
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        sh = shutil.which("sh") or "/bin/sh"
+        ctx.run([sh, "-c", "echo 'engine exploded' >&2; exit 3"])
+        return _Doc()
+
+
+class NoOutputConverter(_Base):
+    """Runs a program that succeeds but writes nothing."""
+
+    name: ClassVar[str] = "test-nooutput"
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        ctx.run(["/bin/true"], expect_output=ctx.workdir / "out.pdf")
+        return _Doc()
+
+
+class ForeignErrorConverter(_Base):
+    """Raises an exception that is not a PreviewerError while rendering."""
+
+    name: ClassVar[str] = "test-foreign"
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        class Broken(_Doc):
+            def render(self, index: int, *, scale: float, clip: Any = None) -> Image.Image:
+                raise ZeroDivisionError("engine bug")
+
+        return Broken()
+
+
+class UnavailableConverter(_Base):
+    """Claims text/plain but its engine is missing."""
+
+    name: ClassVar[str] = "test-unavailable"
+    priority: ClassVar[int] = 99
+
+    def availability(self) -> Availability:
+        return Availability(
+            False, "Nothing", reason="nothing is not installed; apt-get install nothing"
+        )
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        raise AssertionError("must never be opened")
+
+
+class GoodConverter(_Base):
+    """A working converter for text/plain: a 40x20 px blue image."""
+
+    name: ClassVar[str] = "test-good"
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        return _Doc()
+
+
+class BrokenInitConverter(_Base):
+    """Fails to instantiate."""
+
+    name: ClassVar[str] = "test-broken-init"
+
+    def __init__(self) -> None:
+        raise RuntimeError("cannot initialise")

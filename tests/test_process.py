@@ -1,0 +1,95 @@
+"""The subprocess wrapper: no shell, timeouts kill the whole group, errors carry stderr."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from previewer.errors import EngineError, EngineTimeoutError
+from previewer.process import minimal_env, run
+
+SH = "/bin/sh"
+
+
+def test_arguments_are_never_interpreted_by_a_shell(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    result = run(["/bin/echo", f"; rm {victim}", "$(id)"], timeout=10)
+    assert result.stdout == f"; rm {victim} $(id)\n".encode()
+    assert victim.read_text() == "keep me"
+
+
+def test_stdin_is_closed() -> None:
+    result = run([SH, "-c", "cat; echo done"], timeout=10)
+    assert result.stdout == b"done\n"
+
+
+def test_timeout_kills_group_including_background_children(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    with pytest.raises(EngineTimeoutError, match="sh was killed after the timeout of 0.5 s"):
+        run([SH, "-c", f"sleep 60 & echo $! > {pidfile}; wait"], timeout=0.5)
+    assert time.monotonic() - started < 8
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("background child survived")
+
+
+def test_lingering_background_child_is_reaped_after_success(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    run([SH, "-c", f"sleep 60 >/dev/null 2>&1 & echo $! > {pidfile}"], timeout=10)
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("a child left running by a finished engine survived")
+
+
+def test_nonzero_exit_quotes_stderr_tail() -> None:
+    with pytest.raises(EngineError, match="exited with status 4: boom") as info:
+        run([SH, "-c", "echo boom >&2; exit 4"], timeout=10)
+    assert not isinstance(info.value, EngineTimeoutError)
+
+
+def test_killed_by_signal_is_reported() -> None:
+    with pytest.raises(EngineError, match="killed by signal 9"):
+        run([SH, "-c", "kill -9 $$"], timeout=10)
+
+
+def test_missing_program() -> None:
+    with pytest.raises(EngineError, match="cannot start no-such-engine"):
+        run(["/nonexistent/no-such-engine"], timeout=10)
+
+
+def test_expected_output_must_exist_and_not_be_empty(tmp_path: Path) -> None:
+    out = tmp_path / "out.pdf"
+    with pytest.raises(EngineError, match="wrote no output"):
+        run([SH, "-c", f": > {out}"], timeout=10, expect_output=out)
+    run([SH, "-c", f"echo x > {out}"], timeout=10, expect_output=out)
+
+
+def test_minimal_environment_points_home_and_tmp_into_workdir(tmp_path: Path) -> None:
+    result = run([SH, "-c", "echo $HOME $TMPDIR; env | wc -l"], timeout=10, cwd=tmp_path)
+    home, tmpdir, count = result.stdout.decode().split()
+    assert home == tmpdir == str(tmp_path)
+    assert int(count) <= len(minimal_env(tmp_path)) + 3  # sh adds PWD, SHLVL, _
+
+
+def test_argv_must_be_strings() -> None:
+    with pytest.raises(TypeError):
+        run([SH, 1], timeout=10)  # type: ignore[list-item]

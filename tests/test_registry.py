@@ -1,0 +1,244 @@
+"""Dispatch, tolerant plugin loading, and failure paths through fault-injecting converters."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import previewer
+from previewer.errors import (
+    EngineError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    ExitCode,
+    InvalidOptionsError,
+    UnsupportedFormatError,
+)
+from previewer.registry import Registry
+from tests.plugins import faulty
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "tests" / "plugins" / "previewer-demo-plugin"
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    return path
+
+
+def registry(*converters: type) -> Registry:
+    return Registry(converters=list(converters), entry_points=False)
+
+
+def test_builtins_are_listed_and_available() -> None:
+    names = {c.name: c for c in previewer.converters(Registry(entry_points=False))}
+    assert set(names) == {"pdf-pymupdf", "raster-pillow"}
+    assert all(c.available for c in names.values())
+
+
+def test_exact_type_beats_wildcard_and_priority_orders() -> None:
+    class Wild(faulty.GoodConverter):
+        name = "wild"
+        mime_types = frozenset({"text/*"})
+        priority = 100
+
+    class Low(faulty.GoodConverter):
+        name = "low"
+        priority = 1
+
+    class High(faulty.GoodConverter):
+        name = "high"
+        priority = 20
+
+    reg = registry(Wild, Low, High)
+    assert reg.resolve("text/plain").name == "high"
+    assert reg.resolve("text/csv").name == "wild"
+    assert reg.resolve("text/plain", name="low").name == "low"
+
+
+def test_unavailable_candidate_is_skipped_then_reported() -> None:
+    reg = registry(faulty.UnavailableConverter, faulty.GoodConverter)
+    assert reg.resolve("text/plain").name == "test-good"
+    reg = registry(faulty.UnavailableConverter)
+    with pytest.raises(EngineUnavailableError, match="nothing is not installed") as info:
+        reg.resolve("text/plain")
+    assert info.value.exit_code == ExitCode.ENGINE_MISSING
+
+
+def test_unclaimed_type_is_unsupported() -> None:
+    with pytest.raises(UnsupportedFormatError, match="image/x-nothing"):
+        registry(faulty.GoodConverter).resolve("image/x-nothing")
+
+
+def test_unknown_forced_name() -> None:
+    with pytest.raises(InvalidOptionsError, match="no converter named 'zzz'"):
+        registry(faulty.GoodConverter).resolve("text/plain", name="zzz")
+
+
+def test_broken_converter_is_listed_not_fatal(text_file: Path, tmp_path: Path) -> None:
+    reg = registry(faulty.BrokenInitConverter, faulty.GoodConverter)
+    listing = {c.name: c for c in previewer.converters(reg)}
+    broken = [c for c in listing.values() if not c.available]
+    assert len(broken) == 1 and "cannot initialise" in broken[0].reason
+    previews = previewer.convert(text_file, out_dir=tmp_path, registry=reg)
+    assert previews[0].converter == "test-good"
+
+
+def _pgid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is as good as gone; init reaps it.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_timeout_kills_the_whole_process_group(text_file: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(EngineTimeoutError) as info:
+        previewer.convert(text_file, out_dir=tmp_path, registry=registry(faulty.SleepConverter))
+    assert time.monotonic() - started < 10
+    err = info.value
+    assert err.exit_code == ExitCode.TIMEOUT
+    assert str(text_file) in str(err) and "timeout of 1 s" in str(err)
+    grandchild = int((tmp_path / "notes.txt.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _pgid_alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pgid_alive(grandchild), "a grandchild of the engine survived the timeout"
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_nonzero_exit_is_an_engine_error_with_stderr(text_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="exited with status 3: engine exploded") as info:
+        previewer.convert(text_file, out_dir=tmp_path, registry=registry(faulty.ExitConverter))
+    assert info.value.exit_code == ExitCode.ENGINE_FAILED
+    assert info.value.converter == "test-exit"
+
+
+def test_missing_output_is_an_engine_error(text_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="wrote no output"):
+        previewer.convert(text_file, out_dir=tmp_path, registry=registry(faulty.NoOutputConverter))
+
+
+def test_foreign_exception_surfaces_as_ours(text_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="unexpected ZeroDivisionError: engine bug") as info:
+        previewer.convert(
+            text_file, out_dir=tmp_path, registry=registry(faulty.ForeignErrorConverter)
+        )
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_batch_goes_on_after_failures(text_file: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.txt"
+    other.write_text("x")
+    reg = registry(faulty.ForeignErrorConverter)
+    report = previewer.convert_many(
+        [text_file, tmp_path / "missing.txt", other], out_dir=tmp_path, registry=reg
+    )
+    assert [r.status for r in report.results] == ["failed"] * 3
+    assert report.exit_code == ExitCode.BATCH_PARTIAL
+    reg = registry(faulty.GoodConverter)
+    report = previewer.convert_many(
+        [text_file, tmp_path / "missing.txt"], out_dir=tmp_path, registry=reg
+    )
+    assert [r.status for r in report.results] == ["converted", "failed"]
+    assert report.failures_by_type() == {"InputError": 1}
+
+
+def test_work_directories_are_removed(
+    text_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    for conv in (faulty.GoodConverter, faulty.ForeignErrorConverter, faulty.ExitConverter):
+        try:
+            previewer.convert(text_file, out_dir=tmp_path / "out", registry=registry(conv))
+        except previewer.PreviewerError:
+            pass
+        previewer.convert(
+            b"hello",
+            name="b.txt",
+            out_dir=tmp_path / "out",
+            registry=registry(faulty.GoodConverter),
+        )
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def demo_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the demo plugin package (entry points and all) into a private target dir."""
+    build = tmp_path_factory.mktemp("demo-src")
+    src = build / "previewer-demo-plugin"
+    shutil.copytree(DEMO, src)
+    target = tmp_path_factory.mktemp("demo-site")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert list(target.glob("previewer_demo_plugin-1.0.dist-info/entry_points.txt"))
+    return target
+
+
+def _cli(target: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(target))
+    return subprocess.run(
+        [sys.executable, "-m", "previewer", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_installed_plugin_is_listed_and_used(demo_plugin: Path, tmp_path: Path) -> None:
+    listing = _cli(demo_plugin, "converters")
+    assert listing.returncode == 0, listing.stderr
+    assert "✓ colour-demo" in listing.stdout
+    assert "entry point demo (previewer-demo-plugin)" in listing.stdout
+    assert "✗ broken" in listing.stdout and "previewer_demo_dependency_that_does_not_exist" in (
+        listing.stdout
+    )
+    assert "✓ pdf-pymupdf" in listing.stdout  # the broken plugin breaks nothing else
+
+    doc = tmp_path / "swatch.txt"
+    doc.write_text("COLOUR #ff8000 200x100\n")
+    run = _cli(demo_plugin, "convert", str(doc), "-o", str(tmp_path), "-s", "50")
+    assert run.returncode == 0, run.stderr
+    with Image.open(tmp_path / "swatch.txt.p1.50.png") as im:
+        assert im.size == (50, 25)
+        assert im.convert("RGB").getpixel((10, 10)) == (255, 128, 0)
+    pdf = _cli(demo_plugin, "convert", str(ROOT / "samples" / "report.pdf"), "-o", str(tmp_path))
+    assert pdf.returncode == 0, pdf.stderr
