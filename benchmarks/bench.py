@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import struct
 import sys
 import time
@@ -67,6 +66,63 @@ im = Image.open(f)
 im.draft("RGB", (256, 256))
 im.thumbnail((256, 256))
 im.save(out)
+"""
+
+SPAWNER = r"""
+import os
+import signal
+import sys
+import time
+
+TIMED_OUT = -9999
+child = 0
+timed_out = False
+
+
+def on_alarm(signum, frame):
+    global timed_out
+    timed_out = True
+    try:
+        os.killpg(child, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main():
+    global child, timed_out
+    signal.signal(signal.SIGALRM, on_alarm)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        fields = line.rstrip(b"\n").split(b"\0")
+        timeout, log, argv = float(fields[0]), fields[1], fields[2:]
+        err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        timed_out = False
+        started = time.perf_counter()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setpgid(0, 0)
+                os.dup2(devnull, 0)
+                os.dup2(devnull, 1)
+                os.dup2(err, 2)
+                os.execv(argv[0], argv)
+            except BaseException as exc:
+                os.write(2, ("exec failed: %s\n" % exc).encode())
+            finally:
+                os._exit(127)
+        os.close(err)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        _, status, usage = os.wait4(child, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        wall = time.perf_counter() - started
+        rc = TIMED_OUT if timed_out else os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+        out.write(b"%r %d %r %d\n" % (wall, usage.ru_maxrss, cpu, rc))
+        out.flush()
+
+
+main()
 """
 
 
@@ -176,55 +232,42 @@ class Sample:
     rc: int
 
 
-@dataclass
 class Runner:
-    """Starts children with fork/exec and reaps them with wait4."""
+    """Runs commands through a lean spawner process that forks, execs and reaps with wait4.
 
-    env: dict[str, str]
-    logdir: Path
-    timed_out: bool = False
+    On Linux a child's ``ru_maxrss`` starts at the anonymous memory it inherited at fork, so
+    children are not forked from this (larger) process but from a fresh ``python -I -S``
+    that imports only os, signal, sys and time (SPAWNER below).
+    """
+
+    def __init__(self, env: dict[str, str], logdir: Path, script: Path) -> None:
+        import subprocess
+
+        self.logdir = logdir
+        script.write_text(SPAWNER)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
 
     def run(self, argv: list[str], log_name: str, timeout: float = RUN_TIMEOUT) -> Sample:
-        log_path = self.logdir / f"{log_name}.log"
-        out_fd = os.open(os.devnull, os.O_WRONLY)
-        err_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        in_fd = os.open(os.devnull, os.O_RDONLY)
-        started = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:  # child: its own process group, stdout to /dev/null, stderr to the log
-            try:
-                os.setpgid(0, 0)
-                os.dup2(in_fd, 0)
-                os.dup2(out_fd, 1)
-                os.dup2(err_fd, 2)
-                os.execve(argv[0], argv, self.env)
-            except BaseException as exc:  # noqa: BLE001 - report and leave without cleanup
-                os.write(2, f"exec failed: {exc}\n".encode())
-            finally:
-                os._exit(127)
-        for fd in (out_fd, err_fd, in_fd):
-            os.close(fd)
-        self.timed_out = False
+        assert self.proc.stdin and self.proc.stdout
+        fields = [str(timeout), str(self.logdir / f"{log_name}.log"), *argv]
+        if any("\0" in f or "\n" in f for f in fields):
+            raise ValueError(f"cannot pass {argv!r} to the spawner")
+        self.proc.stdin.write("\0".join(fields).encode() + b"\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline().split()
+        if len(reply) != 4:
+            raise RuntimeError(f"spawner died (exit {self.proc.poll()})")
+        return Sample(float(reply[0]), int(reply[1]), float(reply[2]), int(reply[3]))
 
-        def on_alarm(_signum: int, _frame: Any) -> None:
-            self.timed_out = True
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            _, status, usage = os.wait4(pid, 0)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-        wall = time.perf_counter() - started
-        rc = os.waitstatus_to_exitcode(status)
-        if self.timed_out:
-            rc = -9999
-        return Sample(wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, rc)
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 def median(values: list[float]) -> float:
@@ -676,7 +719,8 @@ def table(rows: list[Row], rss_floor_mb: float) -> str:
     right = {2, 3, 4, 5}
 
     def render(cells: tuple[str, ...]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        pairs = enumerate(zip(cells, widths, strict=True))
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs]
         return "  ".join(parts).rstrip()
 
     out = [render(header), render(tuple("-" * w for w in widths))]
@@ -747,16 +791,18 @@ def ensure_inputs(work: Path, regen: bool) -> Path:
     if inputs.exists():
         shutil.rmtree(inputs)
     inputs.mkdir(parents=True)
-    runner = Runner(dict(os.environ), work)
-    sample = runner.run(
+    import subprocess
+
+    started = time.perf_counter()
+    proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--generate", str(inputs)],
-        "generate",
-        timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    if sample.rc != 0 or not stamp.exists():
-        detail = (work / "generate.log").read_text(errors="replace")[-2000:]
-        sys.exit(f"bench: generating inputs failed (exit {sample.rc}):\n{detail}")
-    progress(f"generated in {sample.wall:.1f} s")
+    if proc.returncode != 0 or not stamp.exists():
+        sys.exit(f"bench: generating inputs failed (exit {proc.returncode}):\n{proc.stderr}")
+    progress(f"generated in {time.perf_counter() - started:.1f} s")
     return inputs
 
 
@@ -802,7 +848,7 @@ def main() -> None:
     inputs = ensure_inputs(work, args.regen)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREVIEWER_")}
-    runner = Runner(env, logdir)
+    runner = Runner(env, logdir, scripts / "spawner.py")
     py = sys.executable
     im = find_imagemagick()
     tools: dict[str, Tool] = {
@@ -862,6 +908,7 @@ def main() -> None:
         peers = pick_batch_peers(runner, files, candidates, work)
         rows += run_batch(runner, t["previewer"], files, peers, args.batch_runs, work)
     elapsed = time.monotonic() - started
+    runner.close()
 
     print()
     print(

@@ -63,7 +63,9 @@ class PdfConverter:
             return Availability(
                 False, "PyMuPDF", reason=f"cannot import pymupdf ({exc}); pip install pymupdf"
             )
-        return Availability(True, "PyMuPDF", version=f"{pymupdf.VersionBind} (MuPDF)")
+        return Availability(
+            True, "PyMuPDF", version=f"{pymupdf.VersionBind} (MuPDF {pymupdf.VersionFitz})"
+        )
 
     def open(self, source: Path, ctx: ConvertContext) -> PdfDocument:
         """Open ``source`` as the type sniffed into ``ctx.mime``.

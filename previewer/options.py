@@ -73,9 +73,7 @@ class PageSpec:
             if last is None:
                 singles.add(first)
             ranges.append((first, first if last is None else last))
-        normalised = ",".join(
-            f"{a}" if a == b and a in singles else f"{a}-{b}" for a, b in ranges
-        )
+        normalised = ",".join(f"{a}" if a == b and a in singles else f"{a}-{b}" for a, b in ranges)
         return cls(tuple(ranges), normalised, frozenset(singles))
 
     @property

@@ -1,0 +1,258 @@
+"""Opening an input: materialising bytes and streams, checking the file, sniffing, dispatching.
+
+:func:`open_input` is the one path from a user's input to an open converter document: it checks
+the file (exists, regular, readable, not empty, within the size limit), sniffs its MIME type,
+resolves the converter, gives it a private work directory (removed afterwards) and translates any
+foreign exception from the converter into a :class:`~previewer.errors.PreviewerError` naming the
+input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Union
+
+from previewer import limits as _limits
+from previewer import mime as _mime
+from previewer.errors import (
+    EngineError,
+    InputError,
+    InvalidOptionsError,
+    LimitExceededError,
+    PreviewerError,
+)
+from previewer.options import Limits, Options
+from previewer.plugin import ConvertContext, Converter, Document
+from previewer.registry import Registry
+from previewer.results import FileResult
+
+__all__ = ["Opened", "Source", "guard", "open_input"]
+
+log = logging.getLogger(__name__)
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
+"""An input: a file path, the file's bytes, or a readable binary file object."""
+
+
+@dataclass(frozen=True)
+class _Input:
+    path: Path
+    display: str
+    name: str
+
+
+@contextlib.contextmanager
+def _materialise(source: Source, name: str | None, limits: Limits) -> Iterator[_Input]:
+    """Yield a readable regular file for ``source``, copying bytes and streams to a temp file."""
+    if isinstance(source, (str, os.PathLike)):
+        display = os.fspath(source)
+        path = Path(display)
+        _check_file(path, display, limits)
+        yield _Input(path, display, name or path.name or "input")
+        return
+    import tempfile
+
+    display = name or "<bytes>"
+    with tempfile.TemporaryDirectory(prefix="previewer-in-") as tmp:
+        path = Path(tmp) / "input"
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            if len(data) > limits.max_file_size:
+                raise _too_big(display, len(data), limits)
+            path.write_bytes(data)
+        elif hasattr(source, "read"):
+            total = 0
+            with open(path, "wb") as out:
+                while chunk := source.read(1 << 20):
+                    total += len(chunk)
+                    if total > limits.max_file_size:
+                        raise _too_big(display, total, limits)
+                    out.write(chunk)
+        else:
+            raise InvalidOptionsError(
+                f"cannot read input of type {type(source).__name__}: "
+                "give a path, bytes or a binary file object"
+            )
+        _check_file(path, display, limits)
+        yield _Input(path, display, name or "input")
+
+
+def _too_big(display: str, size: int, limits: Limits) -> LimitExceededError:
+    return LimitExceededError(
+        f"file is {size:,} bytes, over the limit of {limits.max_file_size:,}",
+        path=display,
+        hint="raise --max-file-size to accept it",
+    )
+
+
+def _check_file(path: Path, display: str, limits: Limits) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError("no such file", path=display) from None
+    except OSError as exc:
+        raise InputError(f"cannot access: {exc.strerror or exc}", path=display) from exc
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError("is a directory", path=display)
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("is not a regular file", path=display)
+    if st.st_size == 0:
+        raise InputError("file is empty (0 bytes)", path=display)
+    if st.st_size > limits.max_file_size:
+        raise _too_big(display, st.st_size, limits)
+    if not os.access(path, os.R_OK):
+        raise InputError("permission denied: file is not readable", path=display)
+
+
+# --------------------------------------------------------------------------- opening
+
+
+@contextlib.contextmanager
+def guard(display: str, converter: str | None) -> Iterator[None]:
+    """Translate foreign exceptions from converters into ours and name the input in errors."""
+    try:
+        yield
+    except PreviewerError as exc:
+        if exc.path is None:
+            exc.path = display
+        if exc.converter is None:
+            exc.converter = converter
+        raise
+    except MemoryError as exc:
+        raise LimitExceededError(
+            "ran out of memory", path=display, converter=converter, hint="lower the size"
+        ) from exc
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except Exception as exc:
+        raise EngineError(
+            f"unexpected {type(exc).__name__}: {exc}", path=display, converter=converter
+        ) from exc
+
+
+@dataclass
+class Opened:
+    """An open input: the converter's document and what was learnt on the way there.
+
+    Attributes:
+        doc: The converter's open document.
+        mime: The sniffed MIME type.
+        converter: The converter that opened it.
+        display: The input as the user named it (for messages).
+        name: The file name used for outputs.
+        path: The file read (a temporary copy for bytes and streams).
+    """
+
+    doc: Document
+    mime: str
+    converter: Converter
+    display: str
+    name: str
+    path: Path
+
+
+@contextlib.contextmanager
+def open_input(
+    source: Source,
+    options: Options,
+    registry: Registry,
+    name: str | None = None,
+    state: FileResult | None = None,
+) -> Iterator[Opened]:
+    """Open ``source`` with the converter its content calls for; close everything on exit.
+
+    Args:
+        source: A path, bytes or a binary file object.
+        options: The options (limits, password, forced converter, keep_temp).
+        registry: The converters.
+        name: File name for bytes and streams (and for outputs).
+        state: A result to fill in with the MIME type and converter as soon as they are known.
+
+    Yields:
+        The opened input.
+
+    Raises:
+        PreviewerError: A subclass naming the input and the reason.
+    """
+    limits = options.limits
+    with _materialise(source, name, limits) as inp:
+        with guard(inp.display, None):
+            try:
+                mime = _mime.sniff(inp.path, inp.name)
+            except OSError as exc:
+                raise InputError(f"cannot read: {exc.strerror or exc}") from exc
+            if state is not None:
+                state.mime = mime
+            conv = registry.resolve(mime, name=options.converter)
+        cname = conv.name
+        if state is not None:
+            state.converter = cname
+        _limits.apply(limits)
+        import shutil
+        import tempfile
+
+        workdir = Path(tempfile.mkdtemp(prefix="previewer-"))
+        try:
+            ctx = ConvertContext(
+                workdir=workdir,
+                limits=limits,
+                mime=mime,
+                password=options.password,
+                log=logging.getLogger(f"previewer.converter.{cname}"),
+                _run=_runner(),
+                _delegate=_delegator(registry, options, workdir),
+            )
+            with guard(inp.display, cname):
+                doc = conv.open(inp.path, ctx)
+            try:
+                with guard(inp.display, cname):
+                    count = doc.page_count
+                    if count < 1:
+                        raise InputError("document has no pages")
+                yield Opened(doc, mime, conv, inp.display, inp.name, inp.path)
+            finally:
+                with contextlib.suppress(Exception):
+                    doc.close()
+        finally:
+            if options.keep_temp:
+                log.warning("keeping work directory %s", workdir)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _runner() -> Callable[..., Any]:
+    def run(argv: Sequence[str], **kwargs: Any) -> Any:
+        from previewer import process
+
+        return process.run(argv, **kwargs)
+
+    return run
+
+
+def _delegator(
+    registry: Registry, options: Options, workdir: Path
+) -> Callable[[Path, str], Document]:
+    def delegate(path: Path, mime: str) -> Document:
+        import tempfile
+
+        conv = registry.resolve(mime)
+        sub = Path(tempfile.mkdtemp(prefix="delegate-", dir=workdir))
+        ctx = ConvertContext(
+            workdir=sub,
+            limits=options.limits,
+            mime=mime,
+            password=None,
+            log=logging.getLogger(f"previewer.converter.{conv.name}"),
+            _run=_runner(),
+            _delegate=_delegator(registry, options, sub),
+        )
+        return conv.open(path, ctx)
+
+    return delegate

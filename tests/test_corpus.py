@@ -1,0 +1,276 @@
+"""The real-world corpus through the public API: every PDF, XPS, EPUB, raster and misc row.
+
+Rows come from ``tests/fixtures/corpus/MANIFEST.tsv`` (a copy of the shared corpus manifest's rows
+for those families); ``conftest.py`` parametrises ``ok_row`` and ``error_row`` over them. The
+``expected`` column is the oracle: page counts, displayed page sizes, EXIF orientation, and the
+error kind a failing file must be reported as.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageChops, ImageOps, ImageStat
+from pngcheck import check_png
+
+import previewer
+from previewer.errors import (
+    EncryptedError,
+    ExitCode,
+    InputError,
+    LimitExceededError,
+    PreviewerError,
+    UnsupportedFormatError,
+)
+
+CRASH_TIFF = "raster/crash-0c7e0e8e11ce787078f00b5b0ca409a167f070e0.tif"
+CRASH_TIFF_WARNING = "ignore:Tag data larger than file:UserWarning"
+
+PENDING = {"misc/the_docx": "office converter not yet built"}
+"""Rows whose converter does not exist yet; they are expected to convert once it does."""
+
+ROW_MARKS: dict[str, list[Any]] = {
+    **{
+        path: [pytest.mark.xfail(strict=True, reason=reason)]
+        for path, reason in PENDING.items()
+    },
+    CRASH_TIFF: [
+        pytest.mark.xfail(
+            strict=True,
+            reason="converters/raster.py RasterConverter.open does not catch the UserWarning "
+            "Pillow emits while opening this TIFF ('Tag data larger than file'); when warnings "
+            "are errors (pytest filterwarnings=error, python -W error) it surfaces as "
+            "EngineError ('unexpected UserWarning') instead of InputError",
+        )
+    ],
+}
+
+ERRORS: dict[str, type[PreviewerError]] = {
+    "encrypted": EncryptedError,
+    "corrupt": InputError,
+    "truncated": InputError,
+    "empty": InputError,
+    "no-pages": InputError,
+    "unloadable": InputError,
+    "decompression-bomb": LimitExceededError,
+    "unsupported": UnsupportedFormatError,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _expected_pages(row: Any) -> int:
+    if "pages" in row.fields:
+        return int(row.fields["pages"])
+    if "frames" in row.fields and row.fields.get("format") == "TIFF":
+        return int(row.fields["frames"])  # a multi-page TIFF is a document, one page per frame
+    return 1  # a still image, or an animation previewed by its first frame
+
+
+def _fit_box(row: Any, box_w: int, box_h: int) -> tuple[float, float]:
+    """Where page 1 lands in a ``box_w`` x ``box_h`` box (raster sources are never enlarged)."""
+    width, height = row.displayed
+    scale = min(box_w / width, box_h / height)
+    if row.units == "px":
+        scale = min(scale, 1.0)
+    return width * scale, height * scale
+
+
+def _source_is_flat(row: Any) -> bool:
+    """True when page 1 of a raster source is itself one colour (so a flat preview is right)."""
+    if "blank-page" in row.flags:
+        return True
+    if row.units != "px":
+        return False
+    with Image.open(row.file) as image:
+        image.seek(0)
+        return all(lo == hi for lo, hi in image.convert("RGBA").getextrema())
+
+
+def _mean_difference(a: Image.Image, b: Image.Image) -> float:
+    a = a.convert("RGB")
+    b = b.convert("RGB").resize(a.size, Image.Resampling.BILINEAR)
+    return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
+
+
+def _leftovers(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+
+
+def _check_exif(row: Any, preview: Image.Image) -> None:
+    """The preview shows the photo as displayed (EXIF applied), not as stored."""
+    with Image.open(row.file) as source:
+        stored = source.convert("RGB")
+        displayed = ImageOps.exif_transpose(source).convert("RGB")
+    if stored.width != stored.height:
+        return  # the size/aspect checks already tell the orientations apart
+    upright = _mean_difference(preview, displayed)
+    as_stored = _mean_difference(preview, stored)
+    assert upright < 8, f"preview differs from the EXIF-oriented source by {upright:.1f}"
+    assert as_stored > upright + 10, "preview looks like the stored (unrotated) pixels"
+
+
+# --------------------------------------------------------------------------- ok rows
+
+
+def test_ok_row_converts_at_256(ok_row: Any, tmp_path: Path) -> None:
+    previews = previewer.convert(ok_row.file, out_dir=tmp_path, sizes=[256])
+
+    assert len(previews) == 1
+    (preview,) = previews
+    assert preview.page == 1
+    assert preview.size == "256"
+    assert preview.path == tmp_path / f"{ok_row.name}.p1.256.png"
+    assert preview.source == str(ok_row.file)
+    assert preview.converter in ("pdf-pymupdf", "raster-pillow")
+    width, height = ok_row.displayed
+    longest = 256 if ok_row.units == "pt" else min(256, round(max(width, height)))
+    image = check_png(
+        preview.path, longest=longest, aspect=(width, height), allow_flat=_source_is_flat(ok_row)
+    )
+    assert (preview.width, preview.height) == image.size
+    if "exif-orientation" in ok_row.fields:
+        _check_exif(ok_row, image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [preview.path.name]
+    assert not _leftovers(tmp_path)
+
+
+def test_ok_row_converts_to_several_sizes(ok_row: Any, tmp_path: Path) -> None:
+    previews = previewer.convert(ok_row.file, out_dir=tmp_path, sizes=[128, "1024x768"])
+
+    assert [(p.page, p.size) for p in previews] == [(1, "128"), (1, "1024x768")]
+    small, box = previews
+    assert small.path == tmp_path / f"{ok_row.name}.p1.128.png"
+    assert box.path == tmp_path / f"{ok_row.name}.p1.1024x768.png"
+    flat = _source_is_flat(ok_row)
+    width, height = ok_row.displayed
+    small_longest = 128 if ok_row.units == "pt" else min(128, round(max(width, height)))
+    check_png(small.path, longest=small_longest, aspect=(width, height), allow_flat=flat)
+    fit_w, fit_h = _fit_box(ok_row, 1024, 768)
+    image = check_png(
+        box.path, longest=round(max(fit_w, fit_h)), aspect=(width, height), allow_flat=flat
+    )
+    assert image.width <= 1024 and image.height <= 768
+    assert (box.width, box.height) == image.size
+    assert abs(image.width - fit_w) <= 1 and abs(image.height - fit_h) <= 1
+    assert not _leftovers(tmp_path)
+
+
+def test_ok_row_info(ok_row: Any) -> None:
+    info = previewer.info(ok_row.file)
+
+    assert info.pages == _expected_pages(ok_row)
+    assert info.units == ok_row.units
+    assert len(info.page_sizes) == info.pages
+    width, height = ok_row.displayed
+    got_w, got_h = info.page_sizes[0]
+    tolerance = 0.5 if ok_row.units == "pt" else 0
+    assert abs(got_w - width) <= tolerance and abs(got_h - height) <= tolerance
+    assert info.bytes == ok_row.file.stat().st_size
+    assert info.sha256 == hashlib.sha256(ok_row.file.read_bytes()).hexdigest()
+    if "format" in ok_row.fields:
+        assert info.metadata["format"] == ok_row.fields["format"]
+
+
+# --------------------------------------------------------------------------- error rows
+
+
+def test_error_row_fails_cleanly(error_row: Any, tmp_path: Path) -> None:
+    expected = ERRORS[error_row.kind]
+
+    with pytest.raises(PreviewerError) as excinfo:
+        previewer.convert(error_row.file, out_dir=tmp_path, sizes=[256])
+
+    error = excinfo.value
+    assert isinstance(error, expected), f"{type(error).__name__}: {error}"
+    if expected is InputError:
+        assert not isinstance(error, EncryptedError)
+    assert error.exit_code == expected.exit_code
+    assert error_row.name in str(error)
+    assert list(tmp_path.rglob("*")) == [], "a failed conversion left files behind"
+
+
+def test_error_row_info_fails_the_same_way(error_row: Any) -> None:
+    if error_row.kind == "truncated" or error_row.path == CRASH_TIFF:
+        pytest.skip("info reads headers only; the damage is in the pixel data")
+    with pytest.raises(ERRORS[error_row.kind]) as excinfo:
+        previewer.info(error_row.file)
+    assert error_row.name in str(excinfo.value)
+
+
+@pytest.mark.filterwarnings(CRASH_TIFF_WARNING)
+def test_crash_tiff_is_bad_input_with_default_warning_filters(
+    manifest_rows: list[Any], tmp_path: Path
+) -> None:
+    """What users get by default (the warning is shown, not raised): InputError, exit 5."""
+    (row,) = [r for r in manifest_rows if r.path == CRASH_TIFF]
+    with pytest.raises(InputError, match="decoder error") as excinfo:
+        previewer.convert(row.file, out_dir=tmp_path)
+    assert excinfo.value.exit_code == ExitCode.BAD_INPUT
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@pytest.mark.filterwarnings(CRASH_TIFF_WARNING)  # see ROW_MARKS[CRASH_TIFF]
+def test_batch_over_all_rows(manifest_rows: list[Any], tmp_path: Path) -> None:
+    rows = [r for r in manifest_rows if r.file is not None and r.path not in PENDING]
+    assert len(rows) >= 40
+    seen: list[str] = []
+
+    report = previewer.convert_many(
+        [r.file for r in rows], out_dir=tmp_path, sizes=[256], on_result=lambda r: seen.append(r.input)
+    )
+
+    assert report.exit_code == ExitCode.BATCH_PARTIAL == 10
+    assert len(report.results) == len(rows)
+    assert seen == [str(r.file) for r in rows]
+    for row, result in zip(rows, report.results, strict=True):
+        assert result.input == str(row.file)
+        if row.status == "ok":
+            assert result.status == "converted", f"{row.path}: {result.error}"
+            assert result.error is None and result.exit_code == 0
+            (preview,) = result.outputs
+            assert preview.path == tmp_path / f"{row.name}.p1.256.png"
+            assert preview.path.is_file()
+        else:
+            assert result.status == "failed", row.path
+            assert result.outputs == []
+            expected = ERRORS[row.kind]
+            assert isinstance(result.error, expected), f"{row.path}: {result.error!r}"
+            assert result.exit_code == expected.exit_code
+            assert row.name in str(result.error)
+            assert result.to_dict()["error"]["exit_code"] == expected.exit_code
+    n_ok = sum(r.status == "ok" for r in rows)
+    assert report.converted == n_ok
+    assert report.failed == len(rows) - n_ok
+    assert report.skipped == 0
+    assert sum(report.failures_by_type().values()) == report.failed
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(f"{r.name}.p1.256.png" for r in rows if r.status == "ok")
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_vendored_copies_match_the_shared_corpus(corpus_dir: Path, manifest_rows: list[Any]) -> None:
+    vendored = Path(__file__).parent / "fixtures" / "corpus"
+    with open(corpus_dir / "MANIFEST.tsv", encoding="utf-8") as fh:
+        corpus_lines = fh.read().splitlines()
+    with open(vendored / "MANIFEST.tsv", encoding="utf-8") as fh:
+        vendored_lines = fh.read().splitlines()
+    assert vendored_lines[0] == corpus_lines[0]
+    assert set(vendored_lines[1:]) <= set(corpus_lines[1:])
+    families = {line.split("/", 1)[0] for line in vendored_lines[1:]}
+    assert families == {"pdf", "xps", "epub", "raster", "misc"}
+    expected_rows = [line for line in corpus_lines[1:] if line.split("/", 1)[0] in families]
+    assert vendored_lines[1:] == expected_rows
+    copies = [r for r in manifest_rows if (vendored / r.path).is_file()]
+    assert len(copies) >= 50
+    for row in copies:
+        assert (vendored / row.path).read_bytes() == (corpus_dir / row.path).read_bytes(), row.path
