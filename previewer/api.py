@@ -131,6 +131,7 @@ def _convert(
     registry: Registry,
     name: str | None,
     state: FileResult | None = None,
+    claimed: dict[Path, str] | None = None,
 ) -> list[Preview]:
     from previewer import output
     from previewer.render import render_page
@@ -146,6 +147,16 @@ def _convert(
                 )
             for size, image in zip(opts.sizes, images, strict=True):
                 dest = opts.out_dir / output.output_name(od.name, number, size)
+                if claimed is not None:
+                    key = dest.absolute()
+                    owner = claimed.setdefault(key, od.display)
+                    if owner != od.display:
+                        raise OutputError(
+                            f"would overwrite {dest}, written for {owner} earlier in this run",
+                            path=od.display,
+                            hint="give inputs distinct names or convert them into separate "
+                            "output directories",
+                        )
                 try:
                     output.write_png(image, dest)
                 except OutputError as exc:
@@ -339,9 +350,10 @@ def convert_many(
     reg = registry or Registry()
     report = BatchReport()
     started = time.monotonic()
+    claimed: dict[Path, str] = {}
     for item in sources:
         source, name = item if isinstance(item, tuple) else (item, None)
-        result = convert_one(source, opts, reg, name=name)
+        result = convert_one(source, opts, reg, name=name, claimed=claimed)
         report.results.append(result)
         if on_result is not None:
             on_result(result)
@@ -350,7 +362,12 @@ def convert_many(
 
 
 def convert_one(
-    source: Source, options: Options, registry: Registry, *, name: str | None = None
+    source: Source,
+    options: Options,
+    registry: Registry,
+    *,
+    name: str | None = None,
+    claimed: dict[Path, str] | None = None,
 ) -> FileResult:
     """Convert one input and return its result instead of raising.
 
@@ -359,6 +376,8 @@ def convert_one(
         options: The options.
         registry: The converters.
         name: File name for outputs and messages (default: the path's name, or ``input``).
+        claimed: Output paths already written in this run, with the input they belong to; an
+            input that would overwrite another's preview fails with ``OutputError`` instead.
 
     Returns:
         The result: converted, skipped (no selected page exists) or failed.
@@ -370,7 +389,7 @@ def convert_one(
     started = time.monotonic()
     result = FileResult(input=display, status="failed")
     try:
-        _convert(source, options, registry, name, result)
+        _convert(source, options, registry, name, result, claimed)
     except PreviewerError as exc:
         result.error = exc
     else:

@@ -198,6 +198,14 @@ def convert(
         raise click.UsageError(exc.message) from exc
     if inputs.count("-") > 1:
         raise click.UsageError("stdin (-) can be given only once")
+    if keep_temp and not _State.debug:
+        # The library logs kept work directories; show those lines even without --debug.
+        keep_log = logging.getLogger("previewer.inputs")
+        if not keep_log.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("previewer: %(message)s"))
+            keep_log.addHandler(handler)
+            keep_log.setLevel(logging.WARNING)
     registry = Registry()
     if out_dir == "-":
         return _convert_to_stdout(inputs, options, registry)

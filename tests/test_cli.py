@@ -313,3 +313,27 @@ def test_encrypted_pdf_needs_password(
     assert code == 5 and "password is wrong" in err
     code, out, err = run(capsysbinary, "convert", locked, "-o", tmp_path, "--password", "s3cret")
     assert code == 0, err
+
+
+def test_same_name_inputs_do_not_overwrite_each_other(
+    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "doc.pdf", tmp_path / "b" / "doc.pdf"
+    first.write_bytes(PDF.read_bytes())
+    second.write_bytes(PDF.read_bytes())
+    code, out, err = run(capsysbinary, "convert", first, second, "-o", tmp_path / "out")
+    assert code == 10
+    assert out.decode().splitlines() == [str(tmp_path / "out" / "doc.pdf.p1.256.png")]
+    assert f"{second}: would overwrite" in err and f"written for {first}" in err
+
+
+def test_keep_temp_reports_the_kept_directory(
+    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
+) -> None:
+    code, out, err = run(capsysbinary, "convert", PDF, "-o", tmp_path, "--keep-temp")
+    assert code == 0
+    match = re.search(r"keeping work directory (\S+)", err)
+    assert match and Path(match.group(1)).is_dir()
+    Path(match.group(1)).rmdir()
