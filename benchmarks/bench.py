@@ -303,7 +303,7 @@ def last_line(path: Path) -> str:
 
 @dataclass
 class Tool:
-    """One way of producing the preview; ``argv(inp, out)`` returns the command and output."""
+    """One way of producing the preview: ``command(inp, outdir)`` gives the argv and output."""
 
     name: str
     exe: str | None
@@ -433,7 +433,11 @@ def tool_versions(tools: dict[str, Tool]) -> dict[str, str]:
         if not exe:
             versions[key] = "not installed"
             continue
-        proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+        try:
+            proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            versions[key] = f"? ({exc})"
+            continue
         text = (proc.stdout + proc.stderr).strip().splitlines()
         versions[key] = text[0].strip() if text else "?"
     proc = subprocess.run(
@@ -753,7 +757,15 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         floor = tools.get("min-pymupdf") or tools.get("min-pillow")
         if case.startswith("batch") or ours is None or floor is None:
             continue
-        if ours.median and floor.median:
+        if not (ours.median and floor.median):
+            found.append(
+                {
+                    "target": f"one-off {case}: previewer <= 1.3x {floor.tool}",
+                    "value": f"not measured ({ours.note or floor.note})",
+                    "pass": None,
+                }
+            )
+        else:
             ratio = ours.median / floor.median
             found.append(
                 {
@@ -767,7 +779,15 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             continue
         ours = tools.get("previewer")
         peer = next((r for name, r in tools.items() if name != "previewer"), None)
-        if ours and peer and ours.files_per_s and peer.files_per_s:
+        if ours and peer and not (ours.files_per_s and peer.files_per_s):
+            found.append(
+                {
+                    "target": "batch: previewer files/s >= fastest peer",
+                    "value": f"not measured ({ours.note or peer.note})",
+                    "pass": None,
+                }
+            )
+        elif ours and peer and ours.files_per_s and peer.files_per_s:
             found.append(
                 {
                     "target": "batch: previewer files/s >= fastest peer",
@@ -808,10 +828,14 @@ def ensure_inputs(work: Path, regen: bool) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per tool (default 7)")
-    parser.add_argument("--batch-runs", type=int, default=3, help="rounds of the batch case")
+    parser.add_argument("--runs", type=int, help="timed runs per tool (default 7)")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 3 runs per tool, 1 batch round"
+        "--batch-runs", type=int, help="rounds of the batch case (default: --runs; --quick: 1)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 3 runs per tool, 1 batch round (unless given)",
     )
     parser.add_argument(
         "--json",
@@ -833,7 +857,10 @@ def main() -> None:
         generate(args.generate)
         return
     if args.quick:
-        args.runs, args.batch_runs = 3, 1
+        args.runs = 3 if args.runs is None else args.runs
+        args.batch_runs = 1 if args.batch_runs is None else args.batch_runs
+    args.runs = 7 if args.runs is None else args.runs
+    args.batch_runs = args.runs if args.batch_runs is None else args.batch_runs
     if args.runs < 1 or args.batch_runs < 1:
         parser.error("--runs and --batch-runs must be at least 1")
 
@@ -847,7 +874,15 @@ def main() -> None:
     (scripts / "min_pillow.py").write_text(MIN_PILLOW)
     inputs = ensure_inputs(work, args.regen)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREVIEWER_")}
+    # Children run as a user's would: no PREVIEWER_* settings, and with bytecode caching even when
+    # this shell sets PYTHONDONTWRITEBYTECODE (compiling previewer's sources on every start costs
+    # ~25 ms); the .pyc files go under the work directory, never into the source tree.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PREVIEWER_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     runner = Runner(env, logdir, scripts / "spawner.py")
     py = sys.executable
     im = find_imagemagick()
@@ -928,7 +963,7 @@ def main() -> None:
     found = targets(rows)
     width = max((len(x["target"]) for x in found), default=0)
     for item in found:
-        verdict = "PASS" if item["pass"] else "FAIL"
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["pass"]]
         print(f"  {verdict}  {item['target'].ljust(width)}  {item['value']}")
 
     if args.json is not None:

@@ -10,9 +10,11 @@ WebP) give their first frame. EXIF orientation is applied.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -77,7 +79,7 @@ class RasterConverter:
         if formats is None:
             raise UnsupportedFormatError(f"Pillow is not allowed to decode {ctx.mime} here")
         try:
-            with _bomb_guard():
+            with _pillow_warnings(ctx):
                 image = Image.open(source, formats=list(formats))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _bomb(exc, ctx.limits.max_pixels) from exc
@@ -96,14 +98,21 @@ class RasterConverter:
             raise
 
 
-class _bomb_guard(warnings.catch_warnings):  # noqa: N801 - used like a function
-    """Turn Pillow's decompression-bomb warning into an error within a block."""
+@contextlib.contextmanager
+def _pillow_warnings(ctx: ConvertContext) -> Iterator[None]:
+    """Within the block: Pillow's decompression-bomb warning is an error; others are logged.
 
-    def __enter__(self) -> None:
-        from PIL import Image
+    Pillow warns about damaged files (``UserWarning: Tag data larger than file``, EXIF
+    problems); those must neither reach stderr nor turn into errors under strict filters.
+    """
+    from PIL import Image
 
-        super().__enter__()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+    for warning in caught:
+        ctx.log.debug("Pillow: %s", warning.message)
 
 
 class RasterDocument:
@@ -172,17 +181,13 @@ class RasterDocument:
         if clip is not None:
             raise InputError("clipped rendering of raster images is not supported yet")
         try:
-            with _bomb_guard():
+            with _pillow_warnings(self._ctx):
                 if scale < 1 and image.format == "JPEG":
                     image.draft(image.mode, target)
                 image.load()
-                frame = image
-                if self.format not in PAGED_FORMATS and self._frames > 1:
-                    frame = image.copy()  # keep the first frame of an animation only
-                if frame.mode in ("P", "PA") and scale != 1:
-                    frame = frame.convert("RGBA" if _has_alpha(frame) else "RGB")
-                elif frame.mode in ("I;16", "I;16B", "I;16L", "I;16N") and scale != 1:
-                    frame = frame.convert("I")
+                frame = _resizable(image)
+                if frame is image and self.format not in PAGED_FORMATS and self._frames > 1:
+                    frame = image.copy()  # detach the first frame of an animation
                 if frame.size != target:
                     frame = frame.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
                 elif frame is image:
@@ -246,8 +251,29 @@ def _bomb(exc: Exception, limit: int) -> LimitExceededError:
     )
 
 
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode == "PA" or "transparency" in image.info
+def _resizable(image: Image.Image) -> Image.Image:
+    """Convert modes that cannot be resampled faithfully, keeping transparency and depth.
+
+    Palette images become RGB, or RGBA when they have transparency; a colour-key
+    (``tRNS``) grey or RGB image becomes RGBA; 16-bit grey is scaled to 8 bits by its bit
+    depth (not stretched by its own range); 1-bit becomes 8-bit grey. Other modes are left to
+    the final sRGB conversion.
+    """
+    mode = image.mode
+    if mode in ("P", "PA"):
+        alpha = (
+            mode == "PA"
+            or "transparency" in image.info
+            or (image.palette is not None and image.palette.mode == "RGBA")
+        )
+        return image.convert("RGBA" if alpha else "RGB")
+    if mode in ("L", "RGB") and "transparency" in image.info:
+        return image.convert("RGBA")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return image.convert("I").point(lambda v: v / 256).convert("L")
+    if mode == "1":
+        return image.convert("L")
+    return image
 
 
 class _Transposes:

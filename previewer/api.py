@@ -131,10 +131,11 @@ def _convert(
     registry: Registry,
     name: str | None,
     state: FileResult | None = None,
-    claimed: dict[Path, str] | None = None,
+    claimed: dict[Path, tuple[int, str]] | None = None,
+    owner: int = 0,
 ) -> list[Preview]:
     from previewer import output
-    from previewer.render import render_page
+    from previewer.rendering import render_page
 
     previews: list[Preview] = [] if state is None else state.outputs
     with open_input(source, opts, registry, name, state) as od:
@@ -148,11 +149,10 @@ def _convert(
             for size, image in zip(opts.sizes, images, strict=True):
                 dest = opts.out_dir / output.output_name(od.name, number, size)
                 if claimed is not None:
-                    key = dest.absolute()
-                    owner = claimed.setdefault(key, od.display)
-                    if owner != od.display:
+                    first, first_name = claimed.setdefault(dest.absolute(), (owner, od.display))
+                    if first != owner:
                         raise OutputError(
-                            f"would overwrite {dest}, written for {owner} earlier in this run",
+                            f"would overwrite {dest}, written for {first_name} earlier in this run",
                             path=od.display,
                             hint="give inputs distinct names or convert them into separate "
                             "output directories",
@@ -224,7 +224,7 @@ def render(
     Raises:
         PreviewerError: A subclass naming the input and the reason.
     """
-    from previewer.render import render_page
+    from previewer.rendering import render_page
 
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise InvalidOptionsError(f"page must be a positive integer, not {page!r}")
@@ -350,10 +350,10 @@ def convert_many(
     reg = registry or Registry()
     report = BatchReport()
     started = time.monotonic()
-    claimed: dict[Path, str] = {}
-    for item in sources:
+    claimed: dict[Path, tuple[int, str]] = {}
+    for index, item in enumerate(sources):
         source, name = item if isinstance(item, tuple) else (item, None)
-        result = convert_one(source, opts, reg, name=name, claimed=claimed)
+        result = convert_one(source, opts, reg, name=name, claimed=claimed, owner=index)
         report.results.append(result)
         if on_result is not None:
             on_result(result)
@@ -367,7 +367,8 @@ def convert_one(
     registry: Registry,
     *,
     name: str | None = None,
-    claimed: dict[Path, str] | None = None,
+    claimed: dict[Path, tuple[int, str]] | None = None,
+    owner: int = 0,
 ) -> FileResult:
     """Convert one input and return its result instead of raising.
 
@@ -376,8 +377,10 @@ def convert_one(
         options: The options.
         registry: The converters.
         name: File name for outputs and messages (default: the path's name, or ``input``).
-        claimed: Output paths already written in this run, with the input they belong to; an
-            input that would overwrite another's preview fails with ``OutputError`` instead.
+        claimed: Output paths already written in this run, with the index and name of the
+            input they belong to; an input that would overwrite another's preview fails with
+            ``OutputError`` instead.
+        owner: This input's index in the run (the key in ``claimed``).
 
     Returns:
         The result: converted, skipped (no selected page exists) or failed.
@@ -389,7 +392,7 @@ def convert_one(
     started = time.monotonic()
     result = FileResult(input=display, status="failed")
     try:
-        _convert(source, options, registry, name, result, claimed)
+        _convert(source, options, registry, name, result, claimed, owner)
     except PreviewerError as exc:
         result.error = exc
     else:

@@ -194,37 +194,37 @@ def open_input(
         cname = conv.name
         if state is not None:
             state.converter = cname
-        _limits.apply(limits)
-        import shutil
-        import tempfile
+        with _limits.applied(limits):
+            import shutil
+            import tempfile
 
-        workdir = Path(tempfile.mkdtemp(prefix="previewer-"))
-        try:
-            ctx = ConvertContext(
-                workdir=workdir,
-                limits=limits,
-                mime=mime,
-                password=options.password,
-                log=logging.getLogger(f"previewer.converter.{cname}"),
-                _run=_runner(),
-                _delegate=_delegator(registry, options, workdir),
-            )
-            with guard(inp.display, cname):
-                doc = conv.open(inp.path, ctx)
+            workdir = Path(tempfile.mkdtemp(prefix="previewer-"))
             try:
+                ctx = ConvertContext(
+                    workdir=workdir,
+                    limits=limits,
+                    mime=mime,
+                    password=options.password,
+                    log=logging.getLogger(f"previewer.converter.{cname}"),
+                    _run=_runner(),
+                    _delegate=_delegator(registry, options, workdir),
+                )
                 with guard(inp.display, cname):
-                    count = doc.page_count
-                    if count < 1:
-                        raise InputError("document has no pages")
-                yield Opened(doc, mime, conv, inp.display, inp.name, inp.path)
+                    doc = conv.open(inp.path, ctx)
+                try:
+                    with guard(inp.display, cname):
+                        count = doc.page_count
+                        if count < 1:
+                            raise InputError("document has no pages")
+                    yield Opened(doc, mime, conv, inp.display, inp.name, inp.path)
+                finally:
+                    with contextlib.suppress(Exception):
+                        doc.close()
             finally:
-                with contextlib.suppress(Exception):
-                    doc.close()
-        finally:
-            if options.keep_temp:
-                log.warning("keeping work directory %s", workdir)
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+                if options.keep_temp:
+                    log.warning("keeping work directory %s", workdir)
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _runner() -> Callable[..., Any]:

@@ -242,3 +242,24 @@ def test_installed_plugin_is_listed_and_used(demo_plugin: Path, tmp_path: Path) 
         assert im.convert("RGB").getpixel((10, 10)) == (255, 128, 0)
     pdf = _cli(demo_plugin, "convert", str(ROOT / "samples" / "report.pdf"), "-o", str(tmp_path))
     assert pdf.returncode == 0, pdf.stderr
+
+
+def test_unnamed_byte_inputs_never_overwrite_each_other(tmp_path: Path) -> None:
+    reg = registry(faulty.GoodConverter)
+    report = previewer.convert_many([b"one", b"two"], out_dir=tmp_path, registry=reg)
+    assert [r.status for r in report.results] == ["converted", "failed"]
+    error = report.results[1].error
+    assert isinstance(error, previewer.OutputError) and "would overwrite" in str(error)
+    assert report.exit_code == 10
+
+
+def test_pixel_limit_does_not_leak_into_the_process(tmp_path: Path) -> None:
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.new("RGB", (60, 40)).save(tmp_path / "a.png")
+    with pytest.raises(previewer.LimitExceededError, match="2,400 pixels"):
+        previewer.convert(
+            tmp_path / "a.png", out_dir=tmp_path, limits=previewer.Limits(max_pixels=1000)
+        )
+    assert Image.MAX_IMAGE_PIXELS == before
