@@ -157,6 +157,31 @@ class PdfDocument:
             "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
         ).copy()
 
+    def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
+        """Render page ``index`` to exactly ``size`` pixels and encode it as PNG with MuPDF.
+
+        The optional fast path of the converter contract: a one-size preview needs no Pillow.
+
+        Returns:
+            The PNG bytes, or None if MuPDF's pixel rounding missed ``size``.
+        """
+        pymupdf = _pymupdf()
+        width, height = self.page_size(index)
+        page = self._page(index)
+        try:
+            pix = page.get_pixmap(
+                matrix=pymupdf.Matrix(size[0] / width, size[1] / height),
+                alpha=False,
+                colorspace=pymupdf.csRGB,
+            )
+        except (RuntimeError, pymupdf.mupdf.FzErrorBase):
+            return None  # the regular path reports the error properly
+        finally:
+            self._flush_warnings()
+        if (pix.width, pix.height) != size:
+            return None
+        return bytes(pix.tobytes("png"))
+
     def metadata(self) -> dict[str, Any]:
         """Return the document's format, encryption and title."""
         meta = self._doc.metadata or {}

@@ -135,45 +135,63 @@ def _convert(
     owner: int = 0,
 ) -> list[Preview]:
     from previewer import output
-    from previewer.rendering import render_page
+    from previewer.rendering import render_page, render_page_png
 
     previews: list[Preview] = [] if state is None else state.outputs
     with open_input(source, opts, registry, name, state) as od:
         page_numbers = _select_pages(od, opts)
         cname = od.converter.name
+
+        def emit(
+            number: int, size: SizeSpec, data: bytes | Image.Image, width: int, height: int
+        ) -> None:
+            dest = opts.out_dir / output.output_name(od.name, number, size)
+            if claimed is not None:
+                first, first_name = claimed.setdefault(dest.absolute(), (owner, od.display))
+                if first != owner:
+                    raise OutputError(
+                        f"would overwrite {dest}, written for {first_name} earlier in this run",
+                        path=od.display,
+                        hint="give inputs distinct names or convert them into separate "
+                        "output directories",
+                    )
+            try:
+                if isinstance(data, bytes):
+                    output.write_file(dest, data)
+                else:
+                    output.write_png(data, dest)
+            except OutputError as exc:
+                exc.message = f"{exc.message} (preview of {od.display})"
+                raise
+            previews.append(
+                Preview(
+                    source=od.display,
+                    page=number,
+                    size=size.label,
+                    path=dest,
+                    width=width,
+                    height=height,
+                    converter=cname,
+                    mime=od.mime,
+                )
+            )
+
         for number in page_numbers:
+            if len(opts.sizes) == 1:
+                with guard(od.display, cname):
+                    direct = render_page_png(
+                        od.doc, number - 1, opts.sizes[0], upscale=opts.upscale, limits=opts.limits
+                    )
+                if direct is not None:
+                    data, (width, height) = direct
+                    emit(number, opts.sizes[0], data, width, height)
+                    continue
             with guard(od.display, cname):
                 images = render_page(
                     od.doc, number - 1, opts.sizes, upscale=opts.upscale, limits=opts.limits
                 )
             for size, image in zip(opts.sizes, images, strict=True):
-                dest = opts.out_dir / output.output_name(od.name, number, size)
-                if claimed is not None:
-                    first, first_name = claimed.setdefault(dest.absolute(), (owner, od.display))
-                    if first != owner:
-                        raise OutputError(
-                            f"would overwrite {dest}, written for {first_name} earlier in this run",
-                            path=od.display,
-                            hint="give inputs distinct names or convert them into separate "
-                            "output directories",
-                        )
-                try:
-                    output.write_png(image, dest)
-                except OutputError as exc:
-                    exc.message = f"{exc.message} (preview of {od.display})"
-                    raise
-                previews.append(
-                    Preview(
-                        source=od.display,
-                        page=number,
-                        size=size.label,
-                        path=dest,
-                        width=image.width,
-                        height=image.height,
-                        converter=cname,
-                        mime=od.mime,
-                    )
-                )
+                emit(number, size, image, image.width, image.height)
     return previews
 
 

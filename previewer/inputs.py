@@ -194,7 +194,7 @@ def open_input(
         cname = conv.name
         if state is not None:
             state.converter = cname
-        with _limits.applied(limits):
+        with _limits.applied(limits, mime):
             import shutil
             import tempfile
 
@@ -243,6 +243,7 @@ def _delegator(
         import tempfile
 
         conv = registry.resolve(mime)
+        _limits.prepare(options.limits, mime)
         sub = Path(tempfile.mkdtemp(prefix="delegate-", dir=workdir))
         ctx = ConvertContext(
             workdir=sub,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import zipfile
 from pathlib import Path
 
 __all__ = ["GENERIC_TYPES", "sniff", "sniff_bytes"]
@@ -228,6 +227,8 @@ def _xml_type(text: bytes) -> str | None:
 
 
 def _zip_type(path: Path) -> str:
+    import zipfile
+
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()

@@ -11,16 +11,25 @@ from __future__ import annotations
 import functools
 import io
 import os
+import struct
 import tempfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
-
-from PIL import Image, PngImagePlugin
+from typing import TYPE_CHECKING, BinaryIO
 
 from previewer.errors import OutputError
 from previewer.geometry import SizeSpec
 
-__all__ = ["encode_png", "output_name", "write_png"]
+if TYPE_CHECKING:
+    from PIL import Image, PngImagePlugin
+
+__all__ = ["clean_png", "encode_png", "output_name", "write_file", "write_png"]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SRGB_CHUNK = b"sRGB"
+# Chunks a preview keeps: the image itself, and the sRGB chunk previewer adds.
+KEPT_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
 
 PNG_COMPRESS_LEVEL = 6
 
@@ -40,6 +49,8 @@ def output_name(input_name: str, page: int, size: SizeSpec) -> str:
 
 
 def _pnginfo() -> PngImagePlugin.PngInfo:
+    from PIL import PngImagePlugin
+
     info = PngImagePlugin.PngInfo()
     info.add(b"sRGB", b"\x00")  # rendering intent: perceptual
     return info
@@ -72,11 +83,66 @@ def encode_png(image: Image.Image) -> bytes:
 
 
 def write_png(image: Image.Image, path: Path) -> None:
-    """Write ``image`` to ``path`` atomically (temporary file in the same directory, then rename).
+    """Write ``image`` to ``path`` as PNG, atomically (see :func:`write_file`).
 
     Args:
         image: An RGB or RGBA image.
         path: Destination file; its directory is created if missing.
+
+    Raises:
+        OutputError: If the directory or file cannot be written.
+    """
+    write_file(path, lambda fh: save_png(image, fh))
+
+
+def clean_png(data: bytes, size: tuple[int, int]) -> bytes | None:
+    """Keep only the image chunks of an engine's PNG and add an sRGB chunk.
+
+    Args:
+        data: A PNG file's bytes.
+        size: The pixel size it must have.
+
+    Returns:
+        The cleaned PNG, or None if ``data`` is not an 8-bit RGB or RGBA PNG of ``size``.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    chunks: list[bytes] = []
+    pos = len(PNG_SIGNATURE)
+    header: tuple[int, ...] | None = None
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return None
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", data[pos + 8 : pos + 8 + 13])
+        if kind in KEPT_CHUNKS:
+            chunks.append(data[pos:end])
+            if kind == b"IHDR":
+                chunks.append(_chunk(SRGB_CHUNK, b"\x00"))  # perceptual intent
+        pos = end
+        if kind == b"IEND":
+            break
+    if header is None or (header[0], header[1]) != size:
+        return None
+    if header[2] != 8 or header[3] not in (2, 6) or header[6] != 0:
+        return None  # only 8-bit RGB/RGBA, not interlaced
+    return PNG_SIGNATURE + b"".join(chunks)
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def write_file(path: Path, writer: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` atomically: into a temporary file in the same directory, then rename.
+
+    Args:
+        path: Destination file; its directory is created if missing.
+        writer: The bytes to write, or a function writing them into an open binary file.
 
     Raises:
         OutputError: If the directory or file cannot be written.
@@ -90,7 +156,10 @@ def write_png(image: Image.Image, path: Path) -> None:
         ) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            save_png(image, fh)
+            if isinstance(writer, bytes):
+                fh.write(writer)
+            else:
+                writer(fh)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:

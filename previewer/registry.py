@@ -111,11 +111,8 @@ class Registry:
         for item in given:
             entries.append(_entry(item, "builtin" if self._given is None else "given"))
         if self._use_entry_points:
-            from importlib import metadata
-
-            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-                dist = ep.dist.name if ep.dist is not None else "?"
-                origin = f"entry point {ep.name} ({dist})"
+            for ep in find_entry_points(ENTRY_POINT_GROUP):
+                origin = f"entry point {ep.name} ({ep.dist})"
                 try:
                     loaded = ep.load()
                 except Exception as exc:  # noqa: BLE001 - tolerant loading
@@ -228,3 +225,132 @@ def _entry(item: object, origin: str) -> ConverterEntry:
         log.warning("converter %s could not be instantiated: %r", label, exc)
         return ConverterEntry(str(label), frozenset(), 0, origin, None, f"failed to load: {exc!r}")
     return ConverterEntry(name, mime_types, priority, origin, instance)
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One ``name = module:attribute`` line of an installed distribution's entry points.
+
+    Attributes:
+        name: The entry point's name.
+        value: ``module:attribute``.
+        dist: Name of the distribution that declares it.
+    """
+
+    name: str
+    value: str
+    dist: str
+
+    def load(self) -> Any:
+        """Import the module and return the attribute the entry point names.
+
+        Returns:
+            The object (for converters: a class).
+        """
+        import importlib
+
+        module, _, attribute = self.value.partition(":")
+        obj: Any = importlib.import_module(module.strip())
+        for part in attribute.split("[", 1)[0].strip().split("."):
+            if part:
+                obj = getattr(obj, part)
+        return obj
+
+
+def find_entry_points(group: str) -> list[EntryPoint]:
+    """Return the entry points of ``group`` declared by distributions on ``sys.path``.
+
+    Reads ``*.dist-info/entry_points.txt`` (and ``*.egg-info``) directly: importing
+    :mod:`importlib.metadata` costs more than the rest of a one-off PDF conversion's start-up
+    (it pulls in email, zipfile and csv), and this is on the path of every command. Path
+    entries that are not directories (zip imports) are searched with importlib.metadata.
+
+    Args:
+        group: The entry-point group.
+
+    Returns:
+        The entry points, the first distribution of each name winning, as Python's import
+        system would pick it.
+    """
+    import os
+    import sys
+
+    found: list[EntryPoint] = []
+    dists_seen: set[str] = set()
+    for base in sys.path:
+        base = base or "."
+        if not os.path.isdir(base):
+            if os.path.isfile(base):
+                found.extend(_metadata_entry_points(group, base, dists_seen))
+            continue
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            dist_key = name.split("-", 1)[0].lower().replace("_", "-").replace(".", "-")
+            if dist_key in dists_seen:
+                continue
+            dists_seen.add(dist_key)
+            info_dir = os.path.join(base, name)
+            try:
+                with open(os.path.join(info_dir, "entry_points.txt"), encoding="utf-8") as fh:
+                    lines = fh.read().splitlines()
+            except OSError:
+                continue
+            points = _parse_entry_points(lines, group)
+            if points:
+                dist = _dist_name(info_dir) or name.split("-", 1)[0]
+                found.extend(EntryPoint(n, v, dist) for n, v in points)
+    return found
+
+
+def _parse_entry_points(lines: list[str], group: str) -> list[tuple[str, str]]:
+    points: list[tuple[str, str]] = []
+    section = None
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        if section == group and "=" in line:
+            name, _, value = line.partition("=")
+            points.append((name.strip(), value.strip()))
+    return points
+
+
+def _dist_name(info_dir: str) -> str | None:
+    import os
+
+    for meta in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(info_dir, meta), encoding="utf-8") as fh:
+                for line in fh:
+                    if line.startswith("Name:"):
+                        return line[5:].strip()
+                    if not line.strip():
+                        break
+        except OSError:
+            continue
+    return None
+
+
+def _metadata_entry_points(group: str, base: str, seen: set[str]) -> list[EntryPoint]:
+    """Entry points of distributions inside a zip on sys.path, through importlib.metadata."""
+    from importlib import metadata
+
+    points = []
+    for dist in metadata.distributions(path=[base]):
+        name = dist.metadata["Name"] or "?"
+        key = name.lower().replace("_", "-").replace(".", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for ep in dist.entry_points:
+            if ep.group == group:
+                points.append(EntryPoint(ep.name, ep.value, name))
+    return points

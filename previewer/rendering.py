@@ -4,23 +4,29 @@ Each page is rendered once, at the largest requested size (fixed by :mod:`previe
 before the engine runs), and the smaller sizes are derived from that image. Whatever mode the
 engine returns is normalised here to 8-bit sRGB (RGB, or RGBA when the source has alpha), so
 every converter, built-in or plugin, gets the same colour handling.
+
+A document may also offer ``render_png(index, size=(w, h))``, encoding a page straight to an
+8-bit sRGB PNG of exactly that size (PyMuPDF can); when a page needs a single preview,
+:func:`render_page_png` uses it and Pillow is not even imported.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Sequence
-from typing import Any
-
-from PIL import Image, ImageCms
+from typing import TYPE_CHECKING, Any
 
 from previewer.errors import LimitExceededError
 from previewer.geometry import SizeSpec, fit
 from previewer.options import Limits
 from previewer.plugin import Document
 
-__all__ = ["render_page", "to_srgb"]
+if TYPE_CHECKING:
+    from PIL import Image, ImageCms
+
+__all__ = ["plan_page", "render_page", "render_page_png", "to_srgb"]
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +54,9 @@ def render_page(
     Raises:
         LimitExceededError: If the largest output exceeds the pixel budget.
     """
-    width, height = doc.page_size(index)
-    allow_up = upscale or doc.units == "pt"
-    targets = [fit(width, height, size, upscale=allow_up) for size in sizes]
-    largest = max(targets, key=lambda t: t[0] * t[1])
-    pixels = largest[0] * largest[1]
-    if pixels > limits.max_output_pixels:
-        raise LimitExceededError(
-            f"a {largest[0]}x{largest[1]} preview ({pixels:,} pixels) exceeds the output "
-            f"budget of {limits.max_output_pixels:,} pixels",
-            hint="ask for a smaller size",
-        )
-    scale = largest[0] / width if largest[0] >= largest[1] else largest[1] / height
+    from PIL import Image
+
+    targets, largest, scale = plan_page(doc, index, sizes, upscale=upscale, limits=limits)
     image = doc.render(index, scale=scale)
     image = _exact(image, largest)
     image = to_srgb(image)
@@ -72,6 +69,83 @@ def render_page(
     return results
 
 
+def plan_page(
+    doc: Document,
+    index: int,
+    sizes: Sequence[SizeSpec],
+    *,
+    upscale: bool,
+    limits: Limits,
+) -> tuple[list[tuple[int, int]], tuple[int, int], float]:
+    """Fix the output sizes of a page before anything is rendered.
+
+    Args:
+        doc: An open document.
+        index: 0-based page index.
+        sizes: The requested sizes.
+        upscale: Allow raster sources to be enlarged.
+        limits: Budgets; the largest output must fit ``limits.max_output_pixels``.
+
+    Returns:
+        The pixel size of each preview, the largest of them, and the scale (pixels per native
+        unit) to render the largest at.
+
+    Raises:
+        LimitExceededError: If the largest output exceeds the pixel budget.
+    """
+    width, height = doc.page_size(index)
+    allow_up = upscale or doc.units == "pt"
+    targets = [fit(width, height, size, upscale=allow_up) for size in sizes]
+    largest = max(targets, key=lambda t: t[0] * t[1])
+    pixels = largest[0] * largest[1]
+    if pixels > limits.max_output_pixels:
+        raise LimitExceededError(
+            f"a {largest[0]}x{largest[1]} preview ({pixels:,} pixels) exceeds the output "
+            f"budget of {limits.max_output_pixels:,} pixels",
+            hint="ask for a smaller size",
+        )
+    scale = largest[0] / width if largest[0] >= largest[1] else largest[1] / height
+    return targets, largest, scale
+
+
+def render_page_png(
+    doc: Document,
+    index: int,
+    size: SizeSpec,
+    *,
+    upscale: bool,
+    limits: Limits,
+) -> tuple[bytes, tuple[int, int]] | None:
+    """Encode one preview of a page straight to PNG, if the document can.
+
+    Args:
+        doc: An open document.
+        index: 0-based page index.
+        size: The requested size.
+        upscale: Allow raster sources to be enlarged.
+        limits: Budgets.
+
+    Returns:
+        The PNG bytes (8-bit RGB/RGBA, only an sRGB chunk besides the image data) and the
+        pixel size, or None when the document has no such fast path or it could not hit the
+        exact size; the caller then uses :func:`render_page`.
+
+    Raises:
+        LimitExceededError: If the output exceeds the pixel budget.
+    """
+    direct = getattr(doc, "render_png", None)
+    if not callable(direct):
+        return None
+    _, target, _ = plan_page(doc, index, [size], upscale=upscale, limits=limits)
+    data = direct(index, size=target)
+    if not isinstance(data, bytes):
+        return None
+    from previewer.output import clean_png
+
+    cleaned = clean_png(data, target)
+    return (cleaned, target) if cleaned is not None else None
+
+
 def _exact(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     """Bring an engine's image to exactly ``target``: crop a rounding pixel or resample."""
     if image.size == target:
@@ -80,19 +154,18 @@ def _exact(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     if 0 <= dw <= 1 and 0 <= dh <= 1:
         # Engines round partial pixels at the far edges up; drop them.
         return image.crop((0, 0, target[0], target[1]))
+    from PIL import Image
+
     if image.mode not in ("RGB", "RGBA", "L", "LA"):
         image = to_srgb(image)
     return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-_SRGB_PROFILE: ImageCms.ImageCmsProfile | None = None
-
-
+@functools.cache
 def _srgb() -> ImageCms.ImageCmsProfile:
-    global _SRGB_PROFILE
-    if _SRGB_PROFILE is None:
-        _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-    return _SRGB_PROFILE
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def to_srgb(image: Image.Image) -> Image.Image:
@@ -168,6 +241,8 @@ def _scale_to_l(image: Image.Image, maximum: int | None) -> Image.Image:
 
 def _apply_icc(image: Image.Image, icc: bytes) -> Image.Image | None:
     """Convert ``image`` from its embedded profile to sRGB; None if the profile is unusable."""
+    from PIL import ImageCms
+
     alpha = None
     mode = image.mode
     if mode in ("RGBA", "LA"):

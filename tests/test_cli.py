@@ -15,6 +15,7 @@ import pymupdf
 import pytest
 from PIL import Image
 
+import previewer
 from previewer.cli import cli, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,6 +239,33 @@ def test_jpeg_conversion_loads_neither_pymupdf_nor_rich(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().splitlines()[-1] == "[]"
+
+
+def test_pdf_conversion_does_not_load_pillow(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from previewer.cli import main\n"
+        "try:\n"
+        f"    main(['convert', {str(PDF)!r}, '-o', {str(tmp_path)!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "print(sorted(m for m in ('PIL', 'rich', 'magic') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().splitlines()[-1] == "[]"
+
+
+def test_direct_png_path_matches_the_pillow_path(tmp_path: Path) -> None:
+    from PIL import ImageChops, ImageStat
+
+    (direct,) = previewer.convert(PDF, out_dir=tmp_path, sizes=["300x"])
+    via_pillow = previewer.render(PDF, size="300x")
+    with Image.open(direct.path) as im:
+        assert im.size == via_pillow.size == (300, 425)
+        assert im.mode == "RGB"
+        diff = ImageStat.Stat(ImageChops.difference(im, via_pillow)).mean
+    assert max(diff) < 2.0, diff
 
 
 def test_import_loads_no_engine() -> None:
