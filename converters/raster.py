@@ -189,7 +189,7 @@ class RasterDocument:
                 if frame is image and self.format not in PAGED_FORMATS and self._frames > 1:
                     frame = image.copy()  # detach the first frame of an animation
                 if frame.size != target:
-                    frame = frame.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+                    frame = frame.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
                 elif frame is image:
                     frame = image.copy()
                 frame.info = (

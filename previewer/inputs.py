@@ -195,17 +195,16 @@ def open_input(
         if state is not None:
             state.converter = cname
         with _limits.applied(limits, mime):
-            import shutil
-            import tempfile
-
-            workdir = Path(tempfile.mkdtemp(prefix="previewer-"))
+            workdir = _WorkDir("previewer-")
+            if options.keep_temp:
+                workdir()  # asked for: make it exist even if the converter needs none
             try:
                 ctx = ConvertContext(
-                    workdir=workdir,
                     limits=limits,
                     mime=mime,
                     password=options.password,
                     log=logging.getLogger(f"previewer.converter.{cname}"),
+                    _workdir=workdir,
                     _run=_runner(),
                     _delegate=_delegator(registry, options, workdir),
                 )
@@ -221,10 +220,35 @@ def open_input(
                     with contextlib.suppress(Exception):
                         doc.close()
             finally:
-                if options.keep_temp:
-                    log.warning("keeping work directory %s", workdir)
-                else:
-                    shutil.rmtree(workdir, ignore_errors=True)
+                workdir.cleanup(keep=options.keep_temp)
+
+
+class _WorkDir:
+    """A private temporary directory, created on first use (inside ``parent`` if given)."""
+
+    def __init__(self, prefix: str, parent: _WorkDir | None = None) -> None:
+        self._prefix = prefix
+        self._parent = parent
+        self._path: Path | None = None
+
+    def __call__(self) -> Path:
+        if self._path is None:
+            import tempfile
+
+            base = str(self._parent()) if self._parent is not None else None
+            self._path = Path(tempfile.mkdtemp(prefix=self._prefix, dir=base))
+        return self._path
+
+    def cleanup(self, *, keep: bool) -> None:
+        if self._path is None:
+            return
+        if keep:
+            log.warning("keeping work directory %s", self._path)
+            return
+        import shutil
+
+        shutil.rmtree(self._path, ignore_errors=True)
+        self._path = None
 
 
 def _runner() -> Callable[..., Any]:
@@ -237,16 +261,14 @@ def _runner() -> Callable[..., Any]:
 
 
 def _delegator(
-    registry: Registry, options: Options, workdir: Path
+    registry: Registry, options: Options, workdir: _WorkDir
 ) -> Callable[[Path, str], Document]:
     def delegate(path: Path, mime: str) -> Document:
-        import tempfile
-
         conv = registry.resolve(mime)
         _limits.prepare(options.limits, mime)
-        sub = Path(tempfile.mkdtemp(prefix="delegate-", dir=workdir))
+        sub = _WorkDir("delegate-", parent=workdir)
         ctx = ConvertContext(
-            workdir=sub,
+            _workdir=sub,
             limits=options.limits,
             mime=mime,
             password=None,

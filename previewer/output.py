@@ -12,7 +12,6 @@ import functools
 import io
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -149,7 +148,7 @@ def write_file(path: Path, writer: bytes | Callable[[BinaryIO], None]) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _create_temp(path)
     except OSError as exc:
         raise OutputError(
             f"cannot write to {path.parent}: {exc.strerror or exc}", path=str(path)
@@ -170,6 +169,17 @@ def write_file(path: Path, writer: bytes | Callable[[BinaryIO], None]) -> None:
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write: {exc.strerror or exc}", path=str(path)) from exc
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create a new, exclusive temporary file beside ``path`` (like mkstemp, minus its import)."""
+    for _attempt in range(100):
+        tmp = os.path.join(path.parent, f".{path.name[:100]}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
 
 
 @functools.cache

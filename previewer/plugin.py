@@ -160,20 +160,29 @@ class ConvertContext:
     """What a converter is given for one conversion.
 
     Attributes:
-        workdir: A private, empty directory for intermediate files, removed afterwards.
         limits: The resource budgets in force.
         mime: The sniffed MIME type of the input.
         password: Password for encrypted documents, if the user gave one.
         log: Logger to report through (``previewer.converter.<name>``).
     """
 
-    workdir: Path
     limits: Limits
     mime: str
     password: str | None = field(default=None, repr=False)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("previewer.converter"))
+    _workdir: Callable[[], Path] | None = field(default=None, repr=False)
     _run: Callable[..., RunResult] | None = field(default=None, repr=False)
     _delegate: Callable[[Path, str], Document] | None = field(default=None, repr=False)
+
+    @property
+    def workdir(self) -> Path:
+        """A private, empty directory for intermediate files, removed after the conversion.
+
+        It is created on first use, so converters that need none cost nothing.
+        """
+        if self._workdir is None:
+            raise RuntimeError("this context has no work directory")
+        return self._workdir()
 
     def run(
         self,

@@ -65,7 +65,7 @@ def render_page(
         if target == largest:
             results.append(image)
         else:
-            results.append(image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0))
+            results.append(image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0))
     return results
 
 
@@ -158,7 +158,7 @@ def _exact(image: Image.Image, target: tuple[int, int]) -> Image.Image:
 
     if image.mode not in ("RGB", "RGBA", "L", "LA"):
         image = to_srgb(image)
-    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
 @functools.cache
