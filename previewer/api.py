@@ -131,8 +131,6 @@ def _convert(
     registry: Registry,
     name: str | None,
     state: FileResult | None = None,
-    claimed: dict[Path, tuple[int, str]] | None = None,
-    owner: int = 0,
 ) -> list[Preview]:
     from previewer import output
     from previewer.rendering import render_page, render_page_png
@@ -146,15 +144,6 @@ def _convert(
             number: int, size: SizeSpec, data: bytes | Image.Image, width: int, height: int
         ) -> None:
             dest = opts.out_dir / output.output_name(od.name, number, size)
-            if claimed is not None:
-                first, first_name = claimed.setdefault(dest.absolute(), (owner, od.display))
-                if first != owner:
-                    raise OutputError(
-                        f"would overwrite {dest}, written for {first_name} earlier in this run",
-                        path=od.display,
-                        hint="give inputs distinct names or convert them into separate "
-                        "output directories",
-                    )
             try:
                 if isinstance(data, bytes):
                     output.write_file(dest, data)
@@ -331,23 +320,42 @@ def convert_many(
     limits: Limits | None = None,
     options: Options | None = None,
     registry: Registry | None = None,
+    jobs: int = 0,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    hidden: bool = False,
+    resume: bool = False,
     on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> BatchReport:
-    """Convert several inputs, one after the other; a failing input never stops the others.
+    """Convert files and directory trees; a failing input never stops the others.
+
+    Directories are walked recursively and mirrored under ``out_dir``
+    (``<out_dir>/<relative path>.p<PAGE>.<SIZE>.png``); files there that no converter claims
+    are skipped. Two inputs whose previews would have the same names fail the second one
+    instead of overwriting.
 
     Args:
-        sources: Paths, bytes or file objects; a ``(source, name)`` pair names an input that
-            has no path of its own.
+        sources: Paths of files or directories, bytes or file objects; a ``(source, name)``
+            pair names an input that has no path of its own.
         out_dir: See :func:`convert`.
         sizes: See :func:`convert`.
         pages: See :func:`convert`.
         upscale: See :func:`convert`.
         password: See :func:`convert`.
         converter: See :func:`convert`.
-        limits: See :func:`convert`.
+        limits: See :func:`convert`; ``timeout`` and ``max_memory`` bound each file in a worker.
         options: A ready :class:`Options` used instead of the individual arguments.
         registry: The converters to use (one registry serves the whole run).
+        jobs: 0 converts in this process; N >= 1 uses N worker processes, so a hang, crash or
+            memory blow-up fails only that file.
+        include: Globs a walked file must match (its path relative to the tree, or its name).
+        exclude: Globs of walked files to leave out.
+        hidden: Also walk hidden files and folders.
+        resume: Skip inputs whose previews (with the same options) are newer than the input,
+            as recorded in ``<out_dir>/.previewer-journal.jsonl`` by earlier runs.
         on_result: Called with each :class:`FileResult` as soon as it is known.
+        on_progress: Called with ``(done, total)`` after each input.
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -355,6 +363,8 @@ def convert_many(
     Raises:
         InvalidOptionsError: If the options themselves are invalid (before any input runs).
     """
+    from previewer.batch import collect, run_batch
+
     opts = _options(
         options,
         out_dir=out_dir,
@@ -365,18 +375,25 @@ def convert_many(
         converter=converter,
         limits=limits,
     )
-    reg = registry or Registry()
-    report = BatchReport()
-    started = time.monotonic()
-    claimed: dict[Path, tuple[int, str]] = {}
-    for index, item in enumerate(sources):
-        source, name = item if isinstance(item, tuple) else (item, None)
-        result = convert_one(source, opts, reg, name=name, claimed=claimed, owner=index)
-        report.results.append(result)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
+        raise InvalidOptionsError(f"jobs must be 0 or a positive integer, not {jobs!r}")
+    batch = collect(sources, opts.out_dir, include=include, exclude=exclude, hidden=hidden)
+    total = len(batch)
+    done = 0
+    if on_progress is not None:
+        on_progress(0, total)
+
+    def finished(result: FileResult) -> None:
+        nonlocal done
+        done += 1
         if on_result is not None:
             on_result(result)
-    report.elapsed = time.monotonic() - started
-    return report
+        if on_progress is not None:
+            on_progress(done, total)
+
+    return run_batch(
+        batch, opts, registry or Registry(), workers=jobs, resume=resume, on_result=finished
+    )
 
 
 def convert_one(
@@ -385,8 +402,6 @@ def convert_one(
     registry: Registry,
     *,
     name: str | None = None,
-    claimed: dict[Path, tuple[int, str]] | None = None,
-    owner: int = 0,
 ) -> FileResult:
     """Convert one input and return its result instead of raising.
 
@@ -395,10 +410,6 @@ def convert_one(
         options: The options.
         registry: The converters.
         name: File name for outputs and messages (default: the path's name, or ``input``).
-        claimed: Output paths already written in this run, with the index and name of the
-            input they belong to; an input that would overwrite another's preview fails with
-            ``OutputError`` instead.
-        owner: This input's index in the run (the key in ``claimed``).
 
     Returns:
         The result: converted, skipped (no selected page exists) or failed.
@@ -410,7 +421,7 @@ def convert_one(
     started = time.monotonic()
     result = FileResult(input=display, status="failed")
     try:
-        _convert(source, options, registry, name, result, claimed, owner)
+        _convert(source, options, registry, name, result)
     except PreviewerError as exc:
         result.error = exc
     else:

@@ -156,7 +156,36 @@ def _limits(max_pixels: int, max_file_size: int, max_pages: int, timeout: float)
 @click.option("--converter", "converter_name", metavar="NAME", help="Force this converter.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
 @click.option("-q", "--quiet", is_flag=True, help="Print no progress or summary on stderr.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="PREVIEWER_JOBS",
+    help="Worker processes (default: one per CPU; a single file runs in this process). "
+    "0 runs everything in this process.",
+)
+@click.option(
+    "--include", multiple=True, metavar="GLOB", help="Only walk files matching this glob."
+)
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Do not walk files matching it.")
+@click.option("--hidden", is_flag=True, help="Also walk hidden files and folders.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=str),
+    help="Write one JSON line per input to this file as it finishes.",
+)
+@click.option("--force", is_flag=True, help="Convert even inputs whose previews are up to date.")
 @click.option("--keep-temp", is_flag=True, help="Keep work directories (for debugging).")
+@click.option(
+    "--max-memory",
+    type=click.IntRange(min=1),
+    default=Limits().max_memory,
+    show_default=True,
+    envvar="PREVIEWER_MAX_MEMORY",
+    help="Address-space cap of each worker process, in bytes.",
+)
 @_limits_options
 def convert(
     inputs: tuple[str, ...],
@@ -168,17 +197,26 @@ def convert(
     converter_name: str | None,
     as_json: bool,
     quiet: bool,
+    jobs: int | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    hidden: bool,
+    report_path: str | None,
+    force: bool,
     keep_temp: bool,
+    max_memory: int,
     max_pixels: int,
     max_file_size: int,
     max_pages: int,
     timeout: float,
 ) -> int:
-    """Write PNG previews of INPUTS (files, or - for stdin).
+    """Write PNG previews of INPUTS: files, directories (walked recursively), or - for stdin.
 
-    Each preview is written to OUT_DIR/<input name>.p<PAGE>.<SIZE>.png and its path printed on
-    stdout. With several inputs, failing ones are reported on stderr and the others still
-    convert (exit status 10).
+    Each preview is written to OUT_DIR/<input name>.p<PAGE>.<SIZE>.png (a directory's files
+    keep their relative path under OUT_DIR) and its path printed on stdout as it is written.
+    Failing inputs are reported on stderr and the others still convert (exit status 10). When
+    directories are converted, files whose previews are up to date from an earlier run are not
+    redone unless --force.
     """
     from previewer import api
     from previewer.registry import Registry
@@ -191,7 +229,13 @@ def convert(
             upscale=upscale,
             password=password,
             converter=converter_name,
-            limits=_limits(max_pixels, max_file_size, max_pages, timeout),
+            limits=Limits(
+                max_pixels=max_pixels,
+                max_file_size=max_file_size,
+                max_pages=max_pages,
+                timeout=timeout,
+                max_memory=max_memory,
+            ),
             keep_temp=keep_temp,
         )
     except InvalidOptionsError as exc:
@@ -210,16 +254,30 @@ def convert(
     if out_dir == "-":
         return _convert_to_stdout(inputs, options, registry)
 
-    results_out = _ResultPrinter(as_json=as_json)
-    with _progress(len(inputs), quiet=quiet) as advance:
+    walking = any(item != "-" and os.path.isdir(item) for item in inputs)
+    if jobs is None:
+        jobs = 0 if len(inputs) == 1 and not walking else (os.cpu_count() or 1)
+    results_out = _ResultPrinter(as_json=as_json, report_path=report_path)
+    with results_out, _progress(quiet=quiet) as progress:
 
         def on_result(result: api.FileResult) -> None:
             results_out(result)
-            advance(result)
+            progress.advance(result)
 
         sources = [(sys.stdin.buffer, "stdin") if item == "-" else item for item in inputs]
-        report = api.convert_many(sources, options=options, registry=registry, on_result=on_result)
-    if len(inputs) > 1 and not quiet:
+        report = api.convert_many(
+            sources,
+            options=options,
+            registry=registry,
+            jobs=jobs,
+            include=include,
+            exclude=exclude,
+            hidden=hidden,
+            resume=walking and not force,
+            on_result=on_result,
+            on_progress=progress.total,
+        )
+    if (len(report.results) > 1 or walking) and not quiet:
         _summary(report)
     return report.exit_code
 
@@ -251,59 +309,122 @@ def _convert_to_stdout(inputs: Sequence[str], options: Options, registry: Any) -
 
 
 class _ResultPrinter:
-    """Writes results to stdout (paths or JSON) and failures to stderr, as they arrive."""
+    """Writes results as they arrive: paths or JSON on stdout, failures on stderr, a report file.
 
-    def __init__(self, *, as_json: bool) -> None:
+    Paths are written as the bytes the file system uses, so names that are not valid UTF-8
+    come out unchanged.
+    """
+
+    def __init__(self, *, as_json: bool, report_path: str | None = None) -> None:
         self.as_json = as_json
+        self.report_path = report_path
+        self.report: Any = None
+
+    def __enter__(self) -> _ResultPrinter:
+        if self.report_path is not None:
+            try:
+                self.report = open(self.report_path, "wb")  # closed in __exit__
+            except OSError as exc:
+                raise click.UsageError(
+                    f"cannot write the report {self.report_path}: {exc}"
+                ) from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.report is not None:
+            self.report.close()
 
     def __call__(self, result: Any) -> None:
-        if self.as_json:
-            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        out = sys.stdout.buffer
+        line = None
+        if self.as_json or self.report is not None:
+            line = _json_bytes(result.to_dict())
+        if self.as_json and line is not None:
+            out.write(line)
         else:
             for preview in result.outputs:
-                click.echo(str(preview.path))
+                out.write(os.fsencode(str(preview.path)) + b"\n")
+        out.flush()
+        if self.report is not None and line is not None:
+            self.report.write(line)
+            self.report.flush()
         if result.error is not None:
             _report_error(result.error)
-        elif result.status == "skipped":
+        elif result.status == "skipped" and result.reason != "up to date":
             _err(f"previewer: skipped {result.input}: {result.reason}", style="yellow")
 
 
+def _json_bytes(data: Any) -> bytes:
+    """One JSON line; file names that are not UTF-8 keep their original bytes."""
+    return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+
+
+class _Progress:
+    """A rich progress bar on stderr, shown only on a terminal and for more than one input."""
+
+    def __init__(self, bar: Any = None) -> None:
+        self.bar = bar
+        self.task: Any = None
+        self.failed = 0
+
+    def total(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            if total < 2:
+                return
+            self.task = self.bar.add_task("converting", total=total, failed=0)
+            self.bar.start()
+        self.bar.update(self.task, completed=done, failed=self.failed)
+
+    def advance(self, result: Any) -> None:
+        self.failed += result.status == "failed"
+
+
 @contextmanager
-def _progress(total: int, *, quiet: bool) -> Iterator[Callable[[Any], None]]:
-    """Yield a callback advancing a rich progress bar on stderr (only on a TTY, several inputs)."""
-    if quiet or total < 2 or not sys.stderr.isatty():
-        yield lambda _result: None
+def _progress(*, quiet: bool) -> Iterator[_Progress]:
+    """Yield a progress tracker; rich is imported only when stderr is a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield _Progress()
         return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
+        Task,
+        TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
 
-    failed = 0
-    console = Console(stderr=True)
-    with Progress(
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} files/s" if speed else "- files/s")
+
+    bar = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TaskProgressColumn(),
         TextColumn("{task.fields[failed]} failed"),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=Console(stderr=True),
         transient=True,
-    ) as progress:
-        task = progress.add_task("converting", total=total, failed=0)
-
-        def advance(result: Any) -> None:
-            nonlocal failed
-            failed += result.status == "failed"
-            progress.update(task, advance=1, failed=failed)
-
-        yield advance
+        auto_refresh=True,
+    )
+    tracker = _Progress(bar)
+    try:
+        yield tracker
+    finally:
+        if tracker.task is not None:
+            bar.stop()
 
 
 def _summary(report: Any) -> None:
@@ -427,6 +548,15 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     Args:
         argv: Arguments (default: ``sys.argv[1:]``).
     """
+    import signal
+
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt  # unwinds like Ctrl-C: workers and engines stopped, temp removed
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     code: int
     try:
         rv = cli.main(
@@ -441,8 +571,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         exc.show()
         code = int(ExitCode.USAGE) if isinstance(exc, click.UsageError) else exc.exit_code
     except (KeyboardInterrupt, click.exceptions.Abort):
-        _err("previewer: interrupted")
-        code = int(ExitCode.INTERRUPTED)
+        _err("previewer: terminated" if terminated else "previewer: interrupted")
+        code = int(ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED)
     except PreviewerError as exc:
         _report_error(exc)
         code = int(exc.exit_code)
@@ -462,4 +592,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             style="red",
         )
         code = int(ExitCode.INTERNAL)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code)

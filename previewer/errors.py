@@ -40,6 +40,7 @@ class ExitCode(enum.IntEnum):
     OUTPUT = 9
     BATCH_PARTIAL = 10
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 class PreviewerError(Exception):
@@ -81,6 +82,10 @@ class PreviewerError(Exception):
             text = f"{text}; {self.hint}"
         return text
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only details survive pickling (batch workers send errors to the parent).
+        return (_rebuild, (type(self), self.message, self.path, self.converter, self.hint))
+
     def to_dict(self) -> dict[str, object]:
         """Return the error as the ``error`` object of a JSON result line.
 
@@ -88,6 +93,16 @@ class PreviewerError(Exception):
             ``{"type": ..., "exit_code": ..., "message": ...}``.
         """
         return {"type": type(self).__name__, "exit_code": int(self.exit_code), "message": str(self)}
+
+
+def _rebuild(
+    cls: type[PreviewerError],
+    message: str,
+    path: str | None,
+    converter: str | None,
+    hint: str | None,
+) -> PreviewerError:
+    return cls(message, path=path, converter=converter, hint=hint)
 
 
 class InvalidOptionsError(PreviewerError):

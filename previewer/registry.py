@@ -93,6 +93,10 @@ class Registry:
         self._entries: list[ConverterEntry] | None = None
         self._availability: dict[str, Availability] = {}
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # A registry crosses into batch workers as its recipe; each process loads its own.
+        return (_rebuild_registry, (self._given, self._use_entry_points))
+
     @property
     def entries(self) -> Sequence[ConverterEntry]:
         """All converters, loaded on first access, sorted by name."""
@@ -211,6 +215,10 @@ class Registry:
             unavailable.append((entry, avail))
         reasons = "; ".join(f"{e.name} ({a.engine}): {a.reason}" for e, a in unavailable)
         raise EngineUnavailableError(f"no available converter for {mime}: {reasons}")
+
+
+def _rebuild_registry(given: list[Any] | None, entry_points: bool) -> Registry:
+    return Registry(given, entry_points=entry_points)
 
 
 def _entry(item: object, origin: str) -> ConverterEntry:

@@ -41,7 +41,7 @@ def registry(*converters: type) -> Registry:
 
 def test_builtins_are_listed_and_available() -> None:
     names = {c.name: c for c in previewer.converters(Registry(entry_points=False))}
-    assert set(names) == {"pdf-pymupdf", "raster-pillow"}
+    assert {"pdf-pymupdf", "raster-pillow"} <= set(names)
     assert all(c.available for c in names.values())
 
 

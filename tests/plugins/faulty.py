@@ -122,3 +122,31 @@ class BrokenInitConverter(_Base):
 
     def __init__(self) -> None:
         raise RuntimeError("cannot initialise")
+
+
+class TripwireConverter(_Base):
+    """Claims text/plain and misbehaves in the way the file's first word says.
+
+    HANG: sleeps in-process (no subprocess to time out); ABORT: os.abort(), as a crashing engine
+    would; HOG: allocates memory until the address-space cap stops it; SLOW: takes 1 s, then
+    converts; anything else converts to a 40x20 blue image.
+    """
+
+    name: ClassVar[str] = "test-tripwire"
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        import os
+        import time
+
+        word = source.read_bytes()[:5].strip()
+        if word == b"HANG":
+            time.sleep(3600)
+        elif word == b"ABORT":
+            os.abort()
+        elif word == b"HOG":
+            hoard = []
+            while True:
+                hoard.append(bytearray(64 * 1024 * 1024))
+        elif word == b"SLOW":
+            time.sleep(1)
+        return _Doc()

@@ -1,0 +1,611 @@
+"""Batch runs: walk the inputs, run each file (in worker processes when asked), fill a report.
+
+A batch turns files and directory trees into jobs (directories are walked recursively and
+mirrored under the output directory), skips jobs whose previews are up to date (the journal),
+and runs the rest either in this process or in a pool of worker processes. Workers give every
+file its limits: a wall-clock deadline, an address-space cap, and isolation, so a hang, a crash
+(an engine segfault or abort) or the out-of-memory killer fails only that file; the worker is
+replaced and the batch goes on. Stopping the batch (Ctrl-C, SIGTERM) stops the workers and their
+engines, and removes partial outputs and temporary directories.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from previewer.errors import (
+    EngineError,
+    EngineTimeoutError,
+    LimitExceededError,
+    OutputError,
+    PreviewerError,
+    UnsupportedFormatError,
+)
+from previewer.options import Options
+from previewer.results import BatchReport, FileResult
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from previewer.registry import Registry
+
+__all__ = ["Job", "collect", "run_batch"]
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME = ".previewer-journal.jsonl"
+"""File in the output directory recording finished inputs, for resuming."""
+
+DEADLINE_GRACE = 2.0
+"""Seconds a worker gets beyond the timeout (its engines time out first and say so)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input of a batch.
+
+    Attributes:
+        index: Position in the batch.
+        source: A path, or bytes for inputs that have no path.
+        display: The input as the user sees it.
+        name: File name used for the outputs.
+        out_dir: Directory its previews go to.
+        walked: Found by walking a directory (unsupported files are then skipped, not failed).
+    """
+
+    index: int
+    source: str | bytes
+    display: str
+    name: str
+    out_dir: Path
+    walked: bool = False
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+def collect(
+    sources: Iterable[Any],
+    out_dir: Path,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    hidden: bool = False,
+) -> list[Job]:
+    """Turn files, directories, bytes and streams into jobs.
+
+    A directory is walked recursively; its files keep their relative path under ``out_dir``.
+    Hidden files and folders (names starting with ".") are skipped unless ``hidden``; symbolic
+    links are followed only when they stay inside the tree; the output directory itself is never
+    walked. ``include``/``exclude`` globs match a walked file's path relative to its tree and
+    its name.
+
+    Args:
+        sources: Paths, bytes, binary file objects, or ``(source, name)`` pairs.
+        out_dir: The batch's output directory.
+        include: Only walked files matching one of these globs (default: all).
+        exclude: Walked files matching one of these globs are left out.
+        hidden: Also walk hidden files and folders.
+
+    Returns:
+        The jobs, in order.
+    """
+    jobs: list[Job] = []
+    out_real = os.path.realpath(out_dir)
+    for item in sources:
+        source, name = item if isinstance(item, tuple) else (item, None)
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if os.path.isdir(path):
+                for file, rel in _walk(path, out_real, include, exclude, hidden):
+                    rel_dir = os.path.dirname(rel)
+                    jobs.append(
+                        Job(
+                            len(jobs),
+                            file,
+                            file,
+                            os.path.basename(rel),
+                            out_dir / rel_dir if rel_dir else out_dir,
+                            walked=True,
+                        )
+                    )
+                continue
+            jobs.append(Job(len(jobs), path, path, name or os.path.basename(path) or path, out_dir))
+            continue
+        if hasattr(source, "read"):
+            source = source.read()
+        data = bytes(source)
+        jobs.append(Job(len(jobs), data, name or "<bytes>", name or "input", out_dir))
+    return jobs
+
+
+def _walk(
+    top: str, out_real: str, include: Sequence[str], exclude: Sequence[str], hidden: bool
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(path, relative path)`` of the files under ``top``, sorted, per the rules."""
+    top_real = os.path.realpath(top)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        kept = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            if not hidden and d.startswith("."):
+                continue
+            if os.path.realpath(full) == out_real or os.path.islink(full):
+                continue  # our own output, or a linked directory (possibly leaving the tree)
+            kept.append(d)
+        dirnames[:] = kept
+        for f in sorted(filenames):
+            if not hidden and f.startswith("."):
+                continue
+            full = os.path.join(dirpath, f)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if os.path.commonpath([top_real, target]) != top_real:
+                    log.info("not following %s: it leaves %s", full, top)
+                    continue
+            rel = os.path.relpath(full, top)
+            rel_posix = rel.replace(os.sep, "/")
+            if include and not any(_match(rel_posix, f, g) for g in include):
+                continue
+            if any(_match(rel_posix, f, g) for g in exclude):
+                continue
+            yield full, rel
+
+
+def _match(rel: str, name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def _fingerprint(options: Options) -> str:
+    """What decides the outputs of an input, beyond its content (so resuming is safe)."""
+    return json.dumps(
+        {
+            "sizes": [s.label for s in options.sizes],
+            "pages": str(options.pages),
+            "upscale": options.upscale,
+            "converter": options.converter,
+        },
+        sort_keys=True,
+    )
+
+
+class Journal:
+    """Records finished inputs in ``<out_dir>/.previewer-journal.jsonl`` to make reruns resume.
+
+    An input is up to date when the journal holds an entry with the same path, size, mtime and
+    options, and every output it lists exists and is not older than the input.
+    """
+
+    def __init__(self, out_dir: Path, options: Options) -> None:
+        self.path = out_dir / JOURNAL_NAME
+        self.absolute = out_dir.is_absolute()
+        self.fingerprint = _fingerprint(options)
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+        try:
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
+                for line in fh:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a crash
+                    if isinstance(entry, dict) and "input" in entry:
+                        self.entries[(entry["input"], str(entry.get("options")))] = entry
+        except OSError:
+            pass
+
+    @staticmethod
+    def _stat(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def up_to_date(self, job: Job) -> FileResult | None:
+        """Return a "skipped" result listing the existing outputs, or None if work is needed."""
+        if not isinstance(job.source, str):
+            return None
+        key = os.path.abspath(job.source)
+        entry = self.entries.get((key, self.fingerprint))
+        stat = self._stat(job.source)
+        if entry is None or stat is None:
+            return None
+        if [entry.get("size"), entry.get("mtime_ns")] != list(stat):
+            return None
+        outputs = entry.get("outputs") or []
+        for out in outputs:
+            try:
+                if os.stat(out["path"]).st_mtime_ns < stat[1]:
+                    return None
+            except (OSError, KeyError, TypeError):
+                return None
+        from previewer.results import Preview
+
+        def shown(path: str) -> Path:
+            # Report paths the way this run names them (relative when OUTDIR is relative).
+            return Path(path) if self.absolute else Path(os.path.relpath(path))
+
+        previews = [
+            Preview(
+                source=job.display,
+                page=int(o["page"]),
+                size=str(o["size"]),
+                path=shown(o["path"]),
+                width=int(o["width"]),
+                height=int(o["height"]),
+                converter=str(entry.get("converter")),
+                mime=str(entry.get("mime")),
+            )
+            for o in outputs
+        ]
+        return FileResult(
+            input=job.display,
+            status="skipped",
+            mime=entry.get("mime"),
+            converter=entry.get("converter"),
+            outputs=previews,
+            reason="up to date",
+        )
+
+    def record(self, job: Job, result: FileResult, stat: tuple[int, int] | None) -> None:
+        """Append a converted input to the journal (one line, one write)."""
+        if result.status != "converted" or not isinstance(job.source, str) or stat is None:
+            return
+        entry = {
+            "input": os.path.abspath(job.source),
+            "size": stat[0],
+            "mtime_ns": stat[1],
+            "options": self.fingerprint,
+            "mime": result.mime,
+            "converter": result.converter,
+            "outputs": [
+                {**p.to_dict(), "path": os.path.abspath(str(p.path))} for p in result.outputs
+            ],
+        }
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line.encode("utf-8", "surrogateescape"))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("cannot update the journal %s: %s", self.path, exc)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_batch(
+    jobs: Sequence[Job],
+    options: Options,
+    registry: Registry,
+    *,
+    workers: int = 0,
+    resume: bool = False,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> BatchReport:
+    """Run ``jobs`` and report; a failing input never stops the others.
+
+    Args:
+        jobs: From :func:`collect`.
+        options: The options (``out_dir`` is replaced per job).
+        registry: The converters.
+        workers: 0 runs in this process; N >= 1 runs in N worker processes with per-file
+            deadlines, memory caps and crash isolation.
+        resume: Skip inputs whose previews are up to date (see :class:`Journal`).
+        on_result: Called with each result as soon as it is known.
+
+    Returns:
+        The report, results in the order they finished.
+    """
+    report = BatchReport()
+    started = time.monotonic()
+    journals: dict[Path, Journal] = {}
+
+    def journal_for(job: Job) -> Journal:
+        root = options.out_dir
+        if root not in journals:
+            journals[root] = Journal(root, options)
+        return journals[root]
+
+    def finish(job: Job, result: FileResult, stat: tuple[int, int] | None = None) -> None:
+        if (
+            job.walked
+            and result.status == "failed"
+            and isinstance(result.error, UnsupportedFormatError)
+        ):
+            result.status = "skipped"
+            result.reason = f"no converter for {result.mime or 'this type'}"
+            result.error = None
+        if resume and stat is not None:
+            journal_for(job).record(job, result, stat)
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    todo: list[tuple[Job, tuple[int, int] | None]] = []
+    ready: dict[int, FileResult] = {}  # jobs settled before running, reported in their turn
+    claimed: dict[tuple[Path, str], Job] = {}
+    for job in jobs:
+        owner = claimed.setdefault((job.out_dir.absolute(), job.name), job)
+        if owner is not job:
+            error = OutputError(
+                f"its previews would overwrite those of {owner.display} ({job.name} in "
+                f"{job.out_dir})",
+                path=job.display,
+                hint="give inputs distinct names or convert them into separate output directories",
+            )
+            ready[job.index] = FileResult(input=job.display, status="failed", error=error)
+        elif resume and (done := journal_for(job).up_to_date(job)) is not None:
+            ready[job.index] = done
+        todo.append((job, Journal._stat(job.source) if isinstance(job.source, str) else None))
+
+    if workers <= 0:
+        from previewer.api import convert_one
+
+        for job, stat in todo:
+            if job.index in ready:
+                finish(job, ready[job.index])
+                continue
+            result = convert_one(
+                job.source, replace(options, out_dir=job.out_dir), registry, name=job.name
+            )
+            result.input = job.display
+            finish(job, result, stat)
+    else:
+        for job, _stat in todo:
+            if job.index in ready:
+                finish(job, ready[job.index])
+        with _Pool(workers, options, registry) as pool:
+            runnable = [(job, stat) for job, stat in todo if job.index not in ready]
+            for job, stat, result in pool.run(runnable):
+                finish(job, result, stat)
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _worker_main(conn: Connection, registry: Registry, max_memory: int, tmp: str) -> None:
+    """Worker process: convert jobs received on ``conn`` until told to stop."""
+    import resource
+    import tempfile
+
+    from previewer.api import convert_one
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds: engines killed, work dirs removed
+
+    signal.signal(signal.SIGTERM, terminate)
+    os.environ["TMPDIR"] = tmp
+    tempfile.tempdir = tmp
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot cap worker memory at %d bytes: %s", max_memory, exc)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        job, options = message
+        result = convert_one(job.source, options, registry, name=job.name)
+        result.input = job.display
+        try:
+            conn.send(result)
+        except (BrokenPipeError, OSError):
+            return
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    job: Job | None = None
+    stat: tuple[int, int] | None = None
+    deadline: float = 0.0
+    started: float = 0.0
+
+
+class _Pool:
+    """Worker processes with per-file deadlines, crash detection and replacement."""
+
+    def __init__(self, size: int, options: Options, registry: Registry) -> None:
+        import multiprocessing
+        import tempfile
+
+        self.size = size
+        self.options = options
+        self.registry = registry
+        self.timeout = options.limits.timeout
+        self.tmp = tempfile.mkdtemp(prefix="previewer-batch-")
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["previewer.api", "previewer.batch"])
+        self.workers: list[_Worker] = []
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _spawn(self) -> _Worker:
+        parent, child = self.ctx.Pipe()
+        process = self.ctx.Process(
+            target=_worker_main,
+            args=(child, self.registry, self.options.limits.max_memory, self.tmp),
+            name="previewer-worker",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        self.workers.append(worker)
+        return worker
+
+    def _retire(self, worker: _Worker, *, kill: bool) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if kill and worker.process.is_alive():
+            _stop(worker.process)
+        worker.conn.close()
+        worker.process.join(timeout=5)
+        if worker.job is not None:
+            _remove_partial_outputs(worker.job)
+
+    def run(
+        self, todo: Sequence[tuple[Job, tuple[int, int] | None]]
+    ) -> Iterator[tuple[Job, tuple[int, int] | None, FileResult]]:
+        """Yield ``(job, stat, result)`` as jobs finish, at most ``size`` at a time."""
+        from multiprocessing.connection import wait
+
+        pending = deque(todo)
+        while pending or any(w.job is not None for w in self.workers):
+            idle = [w for w in self.workers if w.job is None]
+            while pending and (idle or len(self.workers) < self.size):
+                worker = idle.pop() if idle else self._spawn()
+                job, stat = pending.popleft()
+                options = replace(self.options, out_dir=job.out_dir)
+                try:
+                    worker.conn.send((job, options))
+                except (BrokenPipeError, OSError):
+                    self._retire(worker, kill=True)
+                    pending.appendleft((job, stat))
+                    continue
+                now = time.monotonic()
+                worker.job, worker.stat = job, stat
+                worker.started, worker.deadline = now, now + self.timeout + DEADLINE_GRACE
+            busy = [w for w in self.workers if w.job is not None]
+            if not busy:
+                continue
+            wait_for = min(w.deadline for w in busy) - time.monotonic()
+            ready = wait(
+                [w.conn for w in busy] + [w.process.sentinel for w in busy],
+                timeout=max(0.0, wait_for),
+            )
+            for worker in busy:
+                current = worker.job
+                assert current is not None
+                if worker.conn in ready:
+                    try:
+                        result: FileResult = worker.conn.recv()
+                    except (EOFError, OSError):
+                        pass  # died while answering: handled as a crash below
+                    else:
+                        stat = worker.stat
+                        worker.job = None
+                        if isinstance(result.error, LimitExceededError):
+                            # The worker may still hold the memory it ran out of: replace it.
+                            self._retire(worker, kill=True)
+                        yield current, stat, result
+                        continue
+                if worker.process.sentinel in ready or not worker.process.is_alive():
+                    worker.process.join(timeout=5)
+                    error = _crash_error(worker.process.exitcode)
+                    self._retire(worker, kill=True)
+                    yield current, worker.stat, _failed(current, error, worker.started)
+                elif time.monotonic() >= worker.deadline:
+                    self._retire(worker, kill=True)
+                    error = EngineTimeoutError(
+                        f"conversion did not finish within the timeout of {self.timeout:g} s; "
+                        "its worker was stopped",
+                        hint="raise --timeout if the input is legitimately slow",
+                    )
+                    yield current, worker.stat, _failed(current, error, worker.started)
+
+    def close(self) -> None:
+        """Stop every worker (politely, then by force) and remove the batch's temp directory."""
+        import shutil
+
+        for worker in list(self.workers):
+            if worker.job is None and worker.process.is_alive():
+                try:
+                    worker.conn.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+        deadline = time.monotonic() + 2.0
+        for worker in list(self.workers):
+            if worker.job is None:
+                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._retire(worker, kill=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _stop(process: BaseProcess, grace: float = 3.0) -> None:
+    """SIGTERM a worker (it unwinds and kills its engines), then SIGKILL if it lingers."""
+    if process.pid is None:
+        return
+    try:
+        os.kill(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    process.join(timeout=grace)
+    if process.is_alive():
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        process.join(timeout=5)
+
+
+def _crash_error(exitcode: int | None) -> PreviewerError:
+    if exitcode is not None and exitcode < 0:
+        signum = -exitcode
+        try:
+            signame = signal.Signals(signum).name
+        except ValueError:
+            signame = f"signal {signum}"
+        if signum == signal.SIGKILL:
+            return LimitExceededError(
+                "its worker was killed (SIGKILL), most likely by the out-of-memory killer",
+                hint="lower the size or --max-memory, or give the machine more memory",
+            )
+        return EngineError(f"the engine crashed ({signame}); its worker was replaced")
+    return EngineError(f"its worker exited unexpectedly (status {exitcode}); it was replaced")
+
+
+def _failed(job: Job, error: PreviewerError, started: float) -> FileResult:
+    if error.path is None:
+        error.path = job.display
+    return FileResult(
+        input=job.display,
+        status="failed",
+        error=error,
+        duration=time.monotonic() - started,
+    )
+
+
+def _remove_partial_outputs(job: Job) -> None:
+    """Remove temporary files a killed worker may have left while writing this job's previews."""
+    prefix = f".{job.name[:100]}."
+    try:
+        names = os.listdir(job.out_dir)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.unlink(job.out_dir / name)
+            except OSError:
+                pass
