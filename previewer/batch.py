@@ -15,29 +15,20 @@ import fnmatch
 import json
 import logging
 import os
-import signal
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from previewer.errors import (
-    EngineError,
-    EngineTimeoutError,
-    LimitExceededError,
     OutputError,
-    PreviewerError,
     UnsupportedFormatError,
 )
 from previewer.options import Options
 from previewer.results import BatchReport, FileResult
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
-
     from previewer.registry import Registry
 
 __all__ = ["Job", "collect", "run_batch"]
@@ -46,9 +37,6 @@ log = logging.getLogger(__name__)
 
 JOURNAL_NAME = ".previewer-journal.jsonl"
 """File in the output directory recording finished inputs, for resuming."""
-
-DEADLINE_GRACE = 2.0
-"""Seconds a worker gets beyond the timeout (its engines time out first and say so)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +183,7 @@ class Journal:
         self.absolute = out_dir.is_absolute()
         self.fingerprint = _fingerprint(options)
         self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self._fd: int | None = None
         try:
             with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
                 for line in fh:
@@ -278,14 +267,18 @@ class Journal:
         }
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, line.encode("utf-8", "surrogateescape"))
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, line.encode("utf-8", "surrogateescape"))
         except OSError as exc:
             log.warning("cannot update the journal %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Close the journal file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 # --------------------------------------------------------------------------- running
@@ -356,256 +349,31 @@ def run_batch(
             ready[job.index] = done
         todo.append((job, Journal._stat(job.source) if isinstance(job.source, str) else None))
 
-    if workers <= 0:
-        from previewer.api import convert_one
+    try:
+        if workers <= 0:
+            from previewer.api import convert_one
 
-        for job, stat in todo:
-            if job.index in ready:
-                finish(job, ready[job.index])
-                continue
-            result = convert_one(
-                job.source, replace(options, out_dir=job.out_dir), registry, name=job.name
-            )
-            result.input = job.display
-            finish(job, result, stat)
-    else:
-        for job, _stat in todo:
-            if job.index in ready:
-                finish(job, ready[job.index])
-        with _Pool(workers, options, registry) as pool:
-            runnable = [(job, stat) for job, stat in todo if job.index not in ready]
-            for job, stat, result in pool.run(runnable):
+            for job, stat in todo:
+                if job.index in ready:
+                    finish(job, ready[job.index])
+                    continue
+                result = convert_one(
+                    job.source, replace(options, out_dir=job.out_dir), registry, name=job.name
+                )
+                result.input = job.display
                 finish(job, result, stat)
+        else:
+            from previewer.pool import WorkerPool
+
+            for job, _stat in todo:
+                if job.index in ready:
+                    finish(job, ready[job.index])
+            with WorkerPool(workers, options, registry) as pool:
+                runnable = [(job, stat) for job, stat in todo if job.index not in ready]
+                for job, stat, result in pool.run(runnable):
+                    finish(job, result, stat)
+    finally:
+        for journal in journals.values():
+            journal.close()
     report.elapsed = time.monotonic() - started
     return report
-
-
-# --------------------------------------------------------------------------- workers
-
-
-def _worker_main(conn: Connection, registry: Registry, max_memory: int, tmp: str) -> None:
-    """Worker process: convert jobs received on ``conn`` until told to stop."""
-    import resource
-    import tempfile
-
-    from previewer.api import convert_one
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C
-
-    def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)  # unwinds: engines killed, work dirs removed
-
-    signal.signal(signal.SIGTERM, terminate)
-    os.environ["TMPDIR"] = tmp
-    tempfile.tempdir = tmp
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
-    except (ValueError, OSError) as exc:
-        log.warning("cannot cap worker memory at %d bytes: %s", max_memory, exc)
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        job, options = message
-        result = convert_one(job.source, options, registry, name=job.name)
-        result.input = job.display
-        try:
-            conn.send(result)
-        except (BrokenPipeError, OSError):
-            return
-
-
-@dataclass
-class _Worker:
-    process: BaseProcess
-    conn: Connection
-    job: Job | None = None
-    stat: tuple[int, int] | None = None
-    deadline: float = 0.0
-    started: float = 0.0
-
-
-class _Pool:
-    """Worker processes with per-file deadlines, crash detection and replacement."""
-
-    def __init__(self, size: int, options: Options, registry: Registry) -> None:
-        import multiprocessing
-        import tempfile
-
-        self.size = size
-        self.options = options
-        self.registry = registry
-        self.timeout = options.limits.timeout
-        self.tmp = tempfile.mkdtemp(prefix="previewer-batch-")
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["previewer.api", "previewer.batch"])
-        self.workers: list[_Worker] = []
-
-    def __enter__(self) -> _Pool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _spawn(self) -> _Worker:
-        parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(
-            target=_worker_main,
-            args=(child, self.registry, self.options.limits.max_memory, self.tmp),
-            name="previewer-worker",
-            daemon=True,
-        )
-        process.start()
-        child.close()
-        worker = _Worker(process, parent)
-        self.workers.append(worker)
-        return worker
-
-    def _retire(self, worker: _Worker, *, kill: bool) -> None:
-        if worker in self.workers:
-            self.workers.remove(worker)
-        if kill and worker.process.is_alive():
-            _stop(worker.process)
-        worker.conn.close()
-        worker.process.join(timeout=5)
-        if worker.job is not None:
-            _remove_partial_outputs(worker.job)
-
-    def run(
-        self, todo: Sequence[tuple[Job, tuple[int, int] | None]]
-    ) -> Iterator[tuple[Job, tuple[int, int] | None, FileResult]]:
-        """Yield ``(job, stat, result)`` as jobs finish, at most ``size`` at a time."""
-        from multiprocessing.connection import wait
-
-        pending = deque(todo)
-        while pending or any(w.job is not None for w in self.workers):
-            idle = [w for w in self.workers if w.job is None]
-            while pending and (idle or len(self.workers) < self.size):
-                worker = idle.pop() if idle else self._spawn()
-                job, stat = pending.popleft()
-                options = replace(self.options, out_dir=job.out_dir)
-                try:
-                    worker.conn.send((job, options))
-                except (BrokenPipeError, OSError):
-                    self._retire(worker, kill=True)
-                    pending.appendleft((job, stat))
-                    continue
-                now = time.monotonic()
-                worker.job, worker.stat = job, stat
-                worker.started, worker.deadline = now, now + self.timeout + DEADLINE_GRACE
-            busy = [w for w in self.workers if w.job is not None]
-            if not busy:
-                continue
-            wait_for = min(w.deadline for w in busy) - time.monotonic()
-            ready = wait(
-                [w.conn for w in busy] + [w.process.sentinel for w in busy],
-                timeout=max(0.0, wait_for),
-            )
-            for worker in busy:
-                current = worker.job
-                assert current is not None
-                if worker.conn in ready:
-                    try:
-                        result: FileResult = worker.conn.recv()
-                    except (EOFError, OSError):
-                        pass  # died while answering: handled as a crash below
-                    else:
-                        stat = worker.stat
-                        worker.job = None
-                        if isinstance(result.error, LimitExceededError):
-                            # The worker may still hold the memory it ran out of: replace it.
-                            self._retire(worker, kill=True)
-                        yield current, stat, result
-                        continue
-                if worker.process.sentinel in ready or not worker.process.is_alive():
-                    worker.process.join(timeout=5)
-                    error = _crash_error(worker.process.exitcode)
-                    self._retire(worker, kill=True)
-                    yield current, worker.stat, _failed(current, error, worker.started)
-                elif time.monotonic() >= worker.deadline:
-                    self._retire(worker, kill=True)
-                    error = EngineTimeoutError(
-                        f"conversion did not finish within the timeout of {self.timeout:g} s; "
-                        "its worker was stopped",
-                        hint="raise --timeout if the input is legitimately slow",
-                    )
-                    yield current, worker.stat, _failed(current, error, worker.started)
-
-    def close(self) -> None:
-        """Stop every worker (politely, then by force) and remove the batch's temp directory."""
-        import shutil
-
-        for worker in list(self.workers):
-            if worker.job is None and worker.process.is_alive():
-                try:
-                    worker.conn.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
-        deadline = time.monotonic() + 2.0
-        for worker in list(self.workers):
-            if worker.job is None:
-                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            self._retire(worker, kill=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _stop(process: BaseProcess, grace: float = 3.0) -> None:
-    """SIGTERM a worker (it unwinds and kills its engines), then SIGKILL if it lingers."""
-    if process.pid is None:
-        return
-    try:
-        os.kill(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    process.join(timeout=grace)
-    if process.is_alive():
-        try:
-            os.kill(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        process.join(timeout=5)
-
-
-def _crash_error(exitcode: int | None) -> PreviewerError:
-    if exitcode is not None and exitcode < 0:
-        signum = -exitcode
-        try:
-            signame = signal.Signals(signum).name
-        except ValueError:
-            signame = f"signal {signum}"
-        if signum == signal.SIGKILL:
-            return LimitExceededError(
-                "its worker was killed (SIGKILL), most likely by the out-of-memory killer",
-                hint="lower the size or --max-memory, or give the machine more memory",
-            )
-        return EngineError(f"the engine crashed ({signame}); its worker was replaced")
-    return EngineError(f"its worker exited unexpectedly (status {exitcode}); it was replaced")
-
-
-def _failed(job: Job, error: PreviewerError, started: float) -> FileResult:
-    if error.path is None:
-        error.path = job.display
-    return FileResult(
-        input=job.display,
-        status="failed",
-        error=error,
-        duration=time.monotonic() - started,
-    )
-
-
-def _remove_partial_outputs(job: Job) -> None:
-    """Remove temporary files a killed worker may have left while writing this job's previews."""
-    prefix = f".{job.name[:100]}."
-    try:
-        names = os.listdir(job.out_dir)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            try:
-                os.unlink(job.out_dir / name)
-            except OSError:
-                pass
