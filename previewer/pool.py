@@ -100,6 +100,7 @@ class WorkerPool:
         self.timeout = options.limits.timeout
         self.tmp = tempfile.mkdtemp(prefix="previewer-batch-")
         self.ctx = multiprocessing.get_context("forkserver")
+        _short_socket_dir()
         self.ctx.set_forkserver_preload(["previewer.api", "previewer.pool"])
         self.workers: list[_Worker] = []
 
@@ -209,6 +210,25 @@ class WorkerPool:
                 worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             self._retire(worker, kill=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _short_socket_dir() -> None:
+    """Make multiprocessing put its fork-server socket where the path fits AF_UNIX (108 bytes).
+
+    It uses a directory under the temporary directory; a long ``TMPDIR`` (deep build or test
+    directories) would make the fork server fail with "AF_UNIX path too long".
+    """
+    import tempfile
+    from multiprocessing import util
+
+    if len(tempfile.gettempdir()) <= 60 or not os.access("/tmp", os.W_OK):
+        return
+    saved = tempfile.tempdir
+    tempfile.tempdir = "/tmp"
+    try:
+        util.get_temp_dir()  # created now, under /tmp, and reused for the life of the process
+    finally:
+        tempfile.tempdir = saved
 
 
 def _stop(process: BaseProcess, grace: float = 3.0) -> None:

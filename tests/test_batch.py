@@ -306,7 +306,9 @@ def test_interrupted_batch_cleans_up_and_resumes(tmp_path: Path, sig: signal.Sig
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the first preview is written: the batch is under way
-    assert first.endswith(b".png\n")
+    if not first.endswith(b".png\n"):
+        proc.kill()
+        pytest.fail(f"no preview written: {first!r} {proc.communicate()[1]!r}")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     expected = ExitCode.TERMINATED if sig == signal.SIGTERM else ExitCode.INTERRUPTED
