@@ -37,7 +37,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SIZE = 256
-STAMP = "bench-inputs v1"
+STAMP = "bench-inputs v2"
 RUN_TIMEOUT = 180
 BATCH_TIMEOUT = 900
 BATCH_PDFS = 100
@@ -218,7 +218,40 @@ def generate(inputs: Path) -> None:
         x, y = rng.randrange(0, 800), rng.randrange(0, 600)
         crop = Image.merge("RGB", [channels[c] for c in order]).crop((x, y, x + 800, y + 600))
         crop.save(batch / f"img-{i:03d}.jpg", "JPEG", quality=85)
+    _vector_and_psd_inputs(inputs, rng)
     (inputs / "STAMP").write_text(STAMP + "\n")
+
+
+EPS_BOX = (1000, 700)
+PSD_SIZE = (4000, 3000)
+
+
+def _vector_and_psd_inputs(inputs: Path, rng: Any) -> None:
+    """An EPS of 3000 stroked curves, and a 4000x3000 layered PSD with and without composite."""
+    lines = [
+        "%!PS-Adobe-3.0 EPSF-3.0",
+        f"%%BoundingBox: 0 0 {EPS_BOX[0]} {EPS_BOX[1]}",
+        "%%EndComments",
+        "1 setlinewidth",
+    ]
+    for _ in range(3000):
+        pts = " ".join(
+            f"{rng.uniform(0, EPS_BOX[0]):.1f} {rng.uniform(0, EPS_BOX[1]):.1f}" for _ in range(4)
+        )  # moveto + three curveto points
+        colour = " ".join(f"{rng.random():.2f}" for _ in range(3))
+        x0, y0, *rest = pts.split()
+        lines.append(
+            f"{colour} setrgbcolor newpath {x0} {y0} moveto {' '.join(rest)} curveto stroke"
+        )
+    lines += ["showpage", "%%EOF"]
+    (inputs / "curves.eps").write_text("\n".join(lines) + "\n")
+    try:
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from psdgen import layered_psd, without_composite
+    except ImportError:
+        return
+    layered = layered_psd(inputs / "layered-4000x3000.psd", PSD_SIZE, layers=5)
+    without_composite(layered, inputs / "layered-nocomposite-4000x3000.psd")
 
 
 # --------------------------------------------------------------------------- measuring
@@ -316,7 +349,8 @@ class Tool:
 class Previewer(Tool):
     def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
         assert self.exe
-        return [self.exe, "convert", str(inp), "-o", str(outdir)], outdir / (
+        size = ["-s", str(SIZE)] if SIZE != 256 else []
+        return [self.exe, "convert", str(inp), "-o", str(outdir), *size], outdir / (
             f"{inp.name}.p1.{SIZE}.png"
         )
 
@@ -388,11 +422,68 @@ class Magick(Tool):
         ], out
 
 
+class Ghostscript(Tool):
+    """Bare ``gs`` rendering the benchmark EPS to the same size previewer produces."""
+
+    def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
+        assert self.exe
+        out = outdir / "out.png"
+        height = round(SIZE * EPS_BOX[1] / EPS_BOX[0])
+        return [
+            self.exe,
+            "-dSAFER",
+            "-dBATCH",
+            "-dNOPAUSE",
+            "-q",
+            "-sDEVICE=pngalpha",
+            "-dTextAlphaBits=4",
+            "-dGraphicsAlphaBits=4",
+            f"-g{SIZE}x{height}",
+            "-r72",
+            "-dEPSFitPage",
+            f"-sOutputFile={out}",
+            str(inp),
+        ], out
+
+
+MIN_PSDTOOLS = """\
+import sys
+
+from psd_tools import PSDImage
+
+f, out = sys.argv[1], sys.argv[2]
+im = PSDImage.open(f).composite()
+im.thumbnail((256, 256))
+im.save(out)
+"""
+
+
 class Vips(Tool):
     def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
         assert self.exe
         out = outdir / "out.png"
         return [self.exe, str(inp), "-s", str(SIZE), "-o", str(out)], out
+
+
+@dataclass
+class SizedScript(Tool):
+    """A script taking ``input output size`` (previewer's streamed path, until the CLI uses it)."""
+
+    python: str = ""
+
+    def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
+        assert self.exe
+        out = outdir / "out.png"
+        return [self.python, self.exe, str(inp), str(out), str(SIZE)], out
+
+
+MIN_PYVIPS = """\
+import sys
+
+import pyvips
+
+pyvips.Image.thumbnail(sys.argv[1], 256).write_to_file(sys.argv[2])
+"""
 
 
 def find_imagemagick() -> str | None:
@@ -673,6 +764,207 @@ def run_batch(
     return [ours, peer]
 
 
+# --------------------------------------------------------------------------- office
+
+OFFICE_BATCH = 20
+OFFICE_BIG_PAGES = 300
+SOFFICE = "/usr/lib/libreoffice/program/soffice"
+_ODT_NS = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+    'xmlns:fo="urn:oasis:names:tc:opendocument:xmlns:xsl-fo-compatible:1.0" office:version="1.2"'
+)
+
+
+def _odt(path: Path, pages: int, rng: Any, *, title: str) -> None:
+    """An A4 text document: each page a heading and ~40 lines of words, a page break between."""
+    import zipfile
+
+    body = []
+    for number in range(1, pages + 1):
+        style = "H" if number == 1 else "HB"
+        body.append(f'<text:p text:style-name="{style}">{title} - page {number}</text:p>')
+        body += [
+            f"<text:p>{' '.join(rng.choice(WORDS) for _ in range(11))}</text:p>" for _ in range(38)
+        ]
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {_ODT_NS}>'
+        '<office:automatic-styles><style:style style:name="H" style:family="paragraph">'
+        '<style:text-properties fo:font-size="16pt"/></style:style>'
+        '<style:style style:name="HB" style:family="paragraph" style:parent-style-name="H">'
+        '<style:paragraph-properties fo:break-before="page"/></style:style>'
+        f"</office:automatic-styles><office:body><office:text>{''.join(body)}"
+        "</office:text></office:body></office:document-content>"
+    )
+    styles = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-styles {_ODT_NS}>'
+        '<office:automatic-styles><style:page-layout style:name="pm1">'
+        '<style:page-layout-properties fo:page-width="21cm" fo:page-height="29.7cm" '
+        'fo:margin-top="2cm" fo:margin-bottom="2cm" fo:margin-left="2cm" fo:margin-right="2cm"/>'
+        "</style:page-layout></office:automatic-styles><office:master-styles>"
+        '<style:master-page style:name="Standard" style:page-layout-name="pm1"/>'
+        "</office:master-styles></office:document-styles>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest manifest:version="1.2" '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
+        '<manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.text"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        '<manifest:file-entry manifest:full-path="styles.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mimetype", "application/vnd.oasis.opendocument.text", zipfile.ZIP_STORED)
+        for name, data in (("content.xml", content), ("styles.xml", styles)):
+            zf.writestr(name, data, zipfile.ZIP_DEFLATED)
+        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+
+
+def office_inputs(inputs: Path) -> tuple[list[Path], Path]:
+    """Generate (once) 20 small ODT documents and one of 300 pages, with the standard library."""
+    import random
+
+    office = inputs / "office"
+    big = office / f"text-{OFFICE_BIG_PAGES}p.odt"
+    if not big.exists():
+        rng = random.Random(4)
+        (office / "batch").mkdir(parents=True, exist_ok=True)
+        for i in range(OFFICE_BATCH):
+            _odt(office / "batch" / f"doc-{i:02d}.odt", 1 + i % 2, rng, title=f"Letter {i}")
+        _odt(big, OFFICE_BIG_PAGES, rng, title="Long report")
+    return sorted((office / "batch").glob("*.odt")), big
+
+
+def _cold_soffice(runner: Runner, doc: Path, outdir: Path, case: str) -> Sample:
+    """One cold ``soffice --convert-to pdf`` with its own fresh profile (as peers do)."""
+    profile = outdir / "profile"
+    shutil.rmtree(profile, ignore_errors=True)
+    argv = [SOFFICE, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--norestore"]
+    argv += ["--convert-to", "pdf", "--outdir", str(outdir), str(doc)]
+    sample = runner.run(argv, f"{case}.soffice")
+    shutil.rmtree(profile, ignore_errors=True)
+    return sample
+
+
+def run_office(
+    runner: Runner, previewer: Tool, python: str, runs: int, inputs: Path, work: Path
+) -> list[Row]:
+    """Office cases: a 20-document batch, and the first page of a 300-page document.
+
+    Peers start a cold LibreOffice per document (own profile) and render its PDF with the
+    minimal PyMuPDF script; previewer converts everything in one process with a warm instance.
+    """
+    if not (previewer.exe and Path(SOFFICE).exists()):
+        row = Row("office", "previewer", available=False, note="n/a (previewer or soffice)")
+        return [row]
+    docs, big = office_inputs(inputs)
+    render = work / "scripts" / "min_pymupdf.py"
+    base = work / "results" / "office"
+    batch, cold = (
+        Row("office-batch-20", "previewer"),
+        Row("office-batch-20", "cold soffice+pymupdf"),
+    )
+    batch.argv = [previewer.exe, "convert", f"<{len(docs)} files>", "-o", str(base / "batch")]
+
+    def run_batch_ours() -> None:
+        shutil.rmtree(base / "batch", ignore_errors=True)
+        argv = [previewer.exe, "convert", *map(str, docs), "-o", str(base / "batch")]
+        sample = runner.run(argv, "office-batch.previewer", timeout=BATCH_TIMEOUT)
+        if sample.rc == 0 and len(list((base / "batch").glob("*.png"))) == len(docs):
+            batch.samples.append(sample)
+        else:
+            batch.note = f"failed: exit {sample.rc}"
+
+    def run_batch_cold() -> None:
+        started, rss, cpu = time.perf_counter(), 0, 0.0
+        for doc in docs:
+            sub = base / "cold" / doc.stem
+            shutil.rmtree(sub, ignore_errors=True)
+            sub.mkdir(parents=True)
+            pdf = sub / f"{doc.stem}.pdf"
+            for sample in (
+                _cold_soffice(runner, doc, sub, "office-batch"),
+                runner.run([python, str(render), str(pdf), str(sub / "p1.png")], "office-r"),
+            ):
+                if sample.rc != 0:
+                    cold.note = f"failed on {doc.name}: exit {sample.rc}"
+                    return
+                rss, cpu = max(rss, sample.rss_kb), cpu + sample.cpu
+        cold.samples.append(Sample(time.perf_counter() - started, rss, cpu, 0))
+
+    first = Row("office-300p-page1", "previewer")
+    whole = Row("office-300p-page1", "cold soffice whole doc")
+    ranged = Row("office-300p-page1", "cold engine PageRange=1")
+    first.argv = [previewer.exe, "convert", str(big), "-o", str(base / "big"), "-p", "1"]
+    whole.argv = [SOFFICE, "--convert-to", "pdf", str(big)]
+    code = (
+        "import sys; from pathlib import Path; from converters import office_engine as e; "
+        "e.convert(Path(sys.argv[1]), Path(sys.argv[2]), timeout=600, pages='1')"
+    )
+    ranged.argv = [python, "-c", code, str(big), str(base / "big-range.pdf")]
+
+    def run_single(row: Row, tag: str) -> None:
+        (base / "big").mkdir(parents=True, exist_ok=True)
+        if row is whole:
+            sample = _cold_soffice(runner, big, base / "big", "office-300p")
+        else:
+            sample = runner.run(row.argv, f"office-300p.{tag}", timeout=BATCH_TIMEOUT)
+        if sample.rc == 0:
+            row.samples.append(sample)
+        else:
+            row.note = f"failed: exit {sample.rc}"
+
+    steps = [run_batch_ours, run_batch_cold]
+    steps += [lambda: run_single(first, "ours"), lambda: run_single(whole, "whole")]
+    steps += [lambda: run_single(ranged, "range")]
+    progress(f"office: {len(docs)} documents batch, 300-page first page ({runs} rounds)")
+    for rnd in range(runs):
+        for step in steps[rnd % len(steps) :] + steps[: rnd % len(steps)]:
+            step()
+        progress(".", end="")
+    progress("")
+    for row in (batch, cold):
+        if row.median:
+            row.files_per_s = len(docs) / row.median
+    return [batch, cold, first, whole, ranged]
+
+
+def office_targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """The issue's Office targets: batch per-document cost and first page of a long document."""
+    tools = {(r.case, r.tool): r for r in rows}
+    found: list[dict[str, Any]] = []
+    ours, cold = (
+        tools.get(("office-batch-20", "previewer")),
+        tools.get(("office-batch-20", "cold soffice+pymupdf")),
+    )
+    if ours and cold and ours.median and cold.median:
+        ratio = ours.median / cold.median
+        found.append(
+            {
+                "target": "office batch: per-document cost <= 1/3 of cold soffice",
+                "value": f"{ratio:.2f}x ({ours.median / OFFICE_BATCH:.3f} vs "
+                f"{cold.median / OFFICE_BATCH:.3f} s/doc)",
+                "pass": ratio <= 1 / 3,
+            }
+        )
+    first = tools.get(("office-300p-page1", "previewer"))
+    whole = tools.get(("office-300p-page1", "cold soffice whole doc"))
+    ranged = tools.get(("office-300p-page1", "cold engine PageRange=1"))
+    for row, label in ((first, "previewer -p 1"), (ranged, "engine PageRange=1")):
+        if row and whole and row.median and whole.median:
+            ratio = row.median / whole.median
+            found.append(
+                {
+                    "target": f"office 300 pages, {label}: <= 1/4 of the whole conversion",
+                    "value": f"{ratio:.2f}x ({row.median:.2f} s vs {whole.median:.2f} s)",
+                    "pass": ratio <= 0.25,
+                }
+            )
+    return found
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -774,6 +1066,32 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                     "pass": ratio <= 1.3,
                 }
             )
+    issue7 = [
+        ("eps-curves", "gs", 1.2),
+        ("psd-4000x3000", "min-pillow", 1.2),
+        ("psd-4000x3000", "imagemagick", 1.0),
+    ]
+    for case, peer_name, limit in issue7:
+        ours, peer = by_case.get(case, {}).get("previewer"), by_case.get(case, {}).get(peer_name)
+        if ours and peer and ours.median and peer.median:
+            ratio = ours.median / peer.median
+            found.append(
+                {
+                    "target": f"{case}: previewer <= {limit}x {peer_name}",
+                    "value": f"{ratio:.2f}x ({ours.median:.3f} s vs {peer.median:.3f} s)",
+                    "pass": ratio <= limit,
+                }
+            )
+    bare = by_case.get("psd-nocomposite-4000x3000", {}).get("previewer")
+    if bare and bare.median:
+        rss = bare.peak_rss_mb
+        found.append(
+            {
+                "target": "psd-nocomposite-4000x3000: previewer < 2 s and < 400 MB",
+                "value": f"{bare.median:.2f} s, {rss:.0f} MB" if rss else f"{bare.median:.2f} s",
+                "pass": bare.median < 2 and (rss is None or rss < 400),
+            }
+        )
     for case, tools in by_case.items():
         if not case.startswith("batch"):
             continue
@@ -800,6 +1118,113 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- main
+
+
+# --------------------------------------------------------------------------- giant inputs
+
+GIANT_SIZES = (256, 8000)
+
+GIANT_STREAMED = """\
+import sys
+from pathlib import Path
+
+from previewer.inputs import open_input
+from previewer.options import Options
+from previewer.registry import Registry
+from previewer.rendering import write_previews
+
+f, out, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+opts = Options.build(sizes=[size])
+with open_input(Path(f), opts, Registry(), None) as od:
+    write_previews(od.doc, 0, opts.sizes, [out], upscale=False, limits=opts.limits)
+"""
+
+
+def generate_giant(giant: Path) -> None:
+    """The issue's giant inputs (child process; libvips streams them to disk in bounded memory).
+
+    A 20,000 x 30,000 pt vector page; the same page holding a 12,000 x 18,000 JPEG; a
+    16,000 x 16,000 PNG (a 1000 x 1000 picture repeated: it compresses well).
+    """
+    import pymupdf
+    import pyvips
+
+    giant.mkdir(parents=True, exist_ok=True)
+    doc = pymupdf.open()
+    page = doc.new_page(width=20_000, height=30_000)
+    shape = page.new_shape()
+    for i in range(400):
+        x, y = (i * 7919) % 19_000, (i * 104_729) % 29_000
+        shape.draw_rect(pymupdf.Rect(x, y, x + 200 + i * 5, y + 150 + i * 4))
+        shape.finish(color=(0, 0, 0), fill=((i % 7) / 7, (i % 5) / 5, (i % 3) / 3), width=10)
+    for i in range(200):
+        shape.draw_line((0, i * 150), (20_000, 30_000 - i * 150))
+        shape.finish(color=(0, 0, 1), width=1 + i % 40)
+    shape.commit()
+    for y in range(1000, 30_000, 1500):
+        page.insert_text((400, y), f"giant vector page, y = {y}", fontsize=300)
+    doc.save(giant / "giant-vector.pdf")
+    x = pyvips.Image.xyz(12_000, 18_000)
+    rgb = (x[0] * 255 / 12_000).bandjoin([x[1] * 255 / 18_000, (x[0] + x[1]) % 256])
+    doc = pymupdf.open()
+    page = doc.new_page(width=20_000, height=30_000)
+    page.insert_image(page.rect, stream=rgb.cast("uchar").jpegsave_buffer(Q=85))
+    page.insert_text((500, 1500), "giant page, giant image", fontsize=600)
+    doc.save(giant / "giant-image.pdf")
+    x = pyvips.Image.xyz(1000, 1000)
+    tile = (x[0] / 4).bandjoin([x[1] / 4, (x[0] + x[1]) / 8]).cast("uchar")
+    tile.replicate(16, 16).pngsave(str(giant / "giant-16000x16000.png"), compression=6)
+    (giant / "STAMP").write_text("giant v1\n")
+
+
+def giant_inputs(inputs: Path) -> Path:
+    giant = inputs / "giant"
+    if not (giant / "STAMP").exists():
+        import subprocess
+
+        progress(f"generating giant inputs in {giant} ...")
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--generate-giant", str(giant)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if proc.returncode != 0:
+            sys.exit(f"bench: generating giant inputs failed:\n{proc.stderr}")
+    return giant
+
+
+def run_giant(
+    runner: Runner, tools: dict[str, Tool], inputs: Path, runs: int, work: Path, wanted: Any
+) -> list[Row]:
+    """Giant page/image cases at 256 px and 8000 px (``SIZE`` is set per case)."""
+    global SIZE
+    giant = giant_inputs(inputs)
+    t = tools
+    pdf = [t["previewer"], t["previewer streamed"], t["mutool"], t["pdftoppm"], t["vipsthumbnail"]]
+    png = [t["previewer"], t["previewer streamed"], t["vipsthumbnail"], t["min-pillow"]]
+    png += [t["min-pyvips"], t["imagemagick"]]
+    cases = [
+        ("giant-vector", giant / "giant-vector.pdf", pdf),
+        ("giant-image", giant / "giant-image.pdf", pdf),
+        ("giant-png-16000", giant / "giant-16000x16000.png", png),
+    ]
+    rows: list[Row] = []
+    saved = SIZE
+    try:
+        for size in GIANT_SIZES:
+            SIZE = size
+            for name, inp, case_tools in cases:
+                case = f"{name}-{size}"
+                if not wanted(case):
+                    continue
+                skipped = {}
+                if size != 256:  # the minimal scripts are written for 256 px
+                    skipped = {"min-pillow": "n/a (256 px script)", "min-pyvips": "n/a (256 px)"}
+                rows += run_case(runner, case, inp, case_tools, skipped, runs, work)
+    finally:
+        SIZE = saved
+    return rows
 
 
 def ensure_inputs(work: Path, regen: bool) -> Path:
@@ -848,13 +1273,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "out", help="work directory")
     parser.add_argument("--regen", action="store_true", help="regenerate the inputs")
     parser.add_argument(
-        "--only", default="", help="comma-separated case prefixes (pdf, jpeg, png, import, batch)"
+        "--only",
+        default="",
+        help="comma-separated case prefixes (pdf, jpeg, png, import, batch, office; giant "
+        "only when named: giant, giant-vector, giant-image, giant-png)",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--generate-giant", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.generate:
         generate(args.generate)
+        return
+    if args.generate_giant:
+        generate_giant(args.generate_giant)
         return
     if args.quick:
         args.runs = 3 if args.runs is None else args.runs
@@ -872,6 +1304,9 @@ def main() -> None:
     scripts.mkdir(exist_ok=True)
     (scripts / "min_pymupdf.py").write_text(MIN_PYMUPDF)
     (scripts / "min_pillow.py").write_text(MIN_PILLOW)
+    (scripts / "min_psdtools.py").write_text(MIN_PSDTOOLS)
+    (scripts / "min_pyvips.py").write_text(MIN_PYVIPS)
+    (scripts / "giant_streamed.py").write_text(GIANT_STREAMED)
     inputs = ensure_inputs(work, args.regen)
 
     # Children run as a user's would: no PREVIEWER_* settings, and with bytecode caching even when
@@ -895,6 +1330,14 @@ def main() -> None:
         "imagemagick": Magick("imagemagick", im),
         "imagemagick jpeg:size": Magick("imagemagick jpeg:size", im, jpeg_size=True),
         "vipsthumbnail": Vips("vipsthumbnail", shutil.which("vipsthumbnail")),
+        "gs": Ghostscript("gs", shutil.which("gs")),
+        "psd-tools composite": Script(
+            "psd-tools composite", str(scripts / "min_psdtools.py"), python=py
+        ),
+        "min-pyvips": Script("min-pyvips", str(scripts / "min_pyvips.py"), python=py),
+        "previewer streamed": SizedScript(
+            "previewer streamed", str(scripts / "giant_streamed.py"), python=py
+        ),
     }
     versions = tool_versions(tools)
 
@@ -916,6 +1359,17 @@ def main() -> None:
         ("jpeg-progressive-6000x4000", inputs / "photo-6000x4000-progressive.jpg", jpeg_tools),
         ("png-rgb-2000x1500", inputs / "photo-2000x1500-rgb.png", png_tools),
         ("png-rgba-2000x1500", inputs / "photo-2000x1500-rgba.png", png_tools),
+        ("eps-curves", inputs / "curves.eps", [t["previewer"], t["gs"]]),
+        (
+            "psd-4000x3000",
+            inputs / "layered-4000x3000.psd",
+            [t["previewer"], t["min-pillow"], t["imagemagick"]],
+        ),
+        (
+            "psd-nocomposite-4000x3000",
+            inputs / "layered-nocomposite-4000x3000.psd",
+            [t["previewer"], t["psd-tools composite"]],
+        ),
     ]
     only = [x.strip() for x in args.only.split(",") if x.strip()]
 
@@ -942,6 +1396,10 @@ def main() -> None:
         }
         peers = pick_batch_peers(runner, files, candidates, work)
         rows += run_batch(runner, t["previewer"], files, peers, args.batch_runs, work)
+    if wanted("office"):
+        rows += run_office(runner, t["previewer"], py, args.batch_runs, inputs, work)
+    if only and any(x.startswith("giant") for x in only):  # slow: only when asked for
+        rows += run_giant(runner, t, inputs, args.runs, work, wanted)
     elapsed = time.monotonic() - started
     runner.close()
 
@@ -960,7 +1418,7 @@ def main() -> None:
     print(table(rows, floor_mb))
     print()
     print("targets")
-    found = targets(rows)
+    found = targets(rows) + office_targets(rows)
     width = max((len(x["target"]) for x in found), default=0)
     for item in found:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["pass"]]

@@ -5,9 +5,28 @@ but :mod:`previewer.plugin` and :mod:`previewer.errors` (the surface third-party
 and imports its engine only when first used.
 """
 
+from converters.ghostscript import GhostscriptConverter
+from converters.magick import MagickConverter
+from converters.office import OfficeConverter
 from converters.pdf import PdfConverter
+from converters.psd import PsdConverter
 from converters.raster import RasterConverter
 
-BUILTIN = (PdfConverter, RasterConverter)
+BUILTIN = (
+    PdfConverter,
+    RasterConverter,
+    PsdConverter,
+    GhostscriptConverter,
+    OfficeConverter,
+    MagickConverter,
+)
 
-__all__ = ["BUILTIN", "PdfConverter", "RasterConverter"]
+__all__ = [
+    "BUILTIN",
+    "GhostscriptConverter",
+    "MagickConverter",
+    "OfficeConverter",
+    "PdfConverter",
+    "PsdConverter",
+    "RasterConverter",
+]

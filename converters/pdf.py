@@ -1,9 +1,12 @@
 """PDF and the other formats MuPDF renders well (XPS, EPUB, CBZ, FB2, SVG), through PyMuPDF.
 
 Pages are rendered directly at the zoom that fits the requested box, never at full resolution
-and then shrunk. MuPDF's messages are kept off stdout (MuPDF prints warnings and errors there by
-default) and logged instead. MuPDF never executes JavaScript or actions and ignores external
-images in SVG, so documents cannot reach the network or other local files from here.
+and then shrunk (MuPDF then decodes embedded images subsampled, so a thumbnail of a page holding
+a giant image stays cheap). Tiles of oversized pages are rendered from one display list per page,
+so the page's content is interpreted once, not once per tile. MuPDF's messages are kept off
+stdout (MuPDF prints warnings and errors there by default) and logged instead. MuPDF never
+executes JavaScript or actions and ignores external images in SVG, so
+documents cannot reach the network or other local files from here.
 """
 
 from __future__ import annotations
@@ -47,6 +50,22 @@ def _pymupdf() -> Any:
     return pymupdf
 
 
+def _openable(source: Path, ctx: ConvertContext) -> str:
+    """Return a name MuPDF can open.
+
+    MuPDF takes file names as UTF-8, so a name that is not valid UTF-8 (a legal POSIX file
+    name) is reached through an ASCII symlink in the work directory instead.
+    """
+    name = str(source)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        link = ctx.workdir / "input"
+        link.symlink_to(source.absolute())
+        return str(link)
+    return name
+
+
 class PdfConverter:
     """Renders PDF, XPS, EPUB, CBZ, FB2 and SVG pages with PyMuPDF."""
 
@@ -78,7 +97,7 @@ class PdfConverter:
         filetype = FILETYPES.get(ctx.mime, "pdf")
         pymupdf.TOOLS.mupdf_warnings(reset=True)
         try:
-            doc = pymupdf.open(str(source), filetype=filetype)
+            doc = pymupdf.open(_openable(source, ctx), filetype=filetype)
         except pymupdf.EmptyFileError as exc:
             raise InputError("file is empty") from exc
         except pymupdf.FileDataError as exc:
@@ -118,6 +137,7 @@ class PdfDocument:
         self._doc = doc
         self._ctx = ctx
         self.page_count = page_count
+        self._display: tuple[int, Any] | None = None
 
     def _page(self, index: int) -> Any:
         pymupdf = _pymupdf()
@@ -132,18 +152,29 @@ class PdfDocument:
         return float(rect.width), float(rect.height)
 
     def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
-        """Render page ``index`` at ``scale`` pixels per point, on white, as RGB."""
+        """Render page ``index`` at ``scale`` pixels per point, on white, as RGB.
+
+        With ``clip``, the result covers exactly the device pixels from ``round(clip * scale)``,
+        so tiles whose clips come from whole pixel rows and columns abut without seams.
+        """
         from PIL import Image
 
         pymupdf = _pymupdf()
-        page = self._page(index)
+        matrix = pymupdf.Matrix(scale, scale)
         try:
-            pix = page.get_pixmap(
-                matrix=pymupdf.Matrix(scale, scale),
-                clip=pymupdf.Rect(*clip) if clip is not None else None,
-                alpha=False,
-                colorspace=pymupdf.csRGB,
-            )
+            if clip is None:
+                pix = self._page(index).get_pixmap(
+                    matrix=matrix, alpha=False, colorspace=pymupdf.csRGB
+                )
+            else:
+                box = tuple(round(c * scale) for c in clip)
+                # Half a pixel of margin: MuPDF rounds the device box in single precision, which
+                # at 20,000+ px can lose or add an edge row; the pixmap's origin says where it is.
+                pad = 0.5 / scale
+                rect = pymupdf.Rect(clip[0] - pad, clip[1] - pad, clip[2] + pad, clip[3] + pad)
+                pix = self._display_list(index).get_pixmap(
+                    matrix=matrix, alpha=False, colorspace=pymupdf.csRGB, clip=rect
+                )
         except pymupdf.mupdf.FzErrorBase as exc:
             text = str(exc)
             if "large" in text.lower() or "limit" in text.lower():
@@ -152,10 +183,33 @@ class PdfDocument:
         except RuntimeError as exc:
             raise EngineError(f"MuPDF failed to render page {index + 1}: {exc}") from exc
         finally:
+            if clip is not None:
+                # MuPDF's store keeps the decoded images of the page (256 MB by default); a
+                # giant page's would pile up tile after tile, so drop them after each tile.
+                pymupdf.TOOLS.store_shrink(100)
             self._flush_warnings()
-        return Image.frombuffer(
+        image = Image.frombuffer(
             "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
-        ).copy()
+        )
+        if clip is None:
+            return image.copy()
+        x0, y0, x1, y1 = box
+        if pix.x <= x0 and pix.y <= y0 and pix.x + pix.width >= x1 and pix.y + pix.height >= y1:
+            return image.crop((x0 - pix.x, y0 - pix.y, x1 - pix.x, y1 - pix.y))
+        canvas = Image.new("RGB", (x1 - x0, y1 - y0), "white")  # the clip leaves the page
+        canvas.paste(image, (pix.x - x0, pix.y - y0))
+        return canvas
+
+    def _display_list(self, index: int) -> Any:
+        """Return page ``index``'s display list, kept while tiles of that page are rendered."""
+        if self._display is None or self._display[0] != index:
+            self._display = None
+            pymupdf = _pymupdf()
+            try:
+                self._display = (index, self._page(index).get_displaylist())
+            except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+                raise EngineError(f"MuPDF failed to interpret page {index + 1}: {exc}") from exc
+        return self._display[1]
 
     def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
         """Render page ``index`` to exactly ``size`` pixels and encode it as PNG with MuPDF.
@@ -163,8 +217,11 @@ class PdfDocument:
         The optional fast path of the converter contract: a one-size preview needs no Pillow.
 
         Returns:
-            The PNG bytes, or None if MuPDF's pixel rounding missed ``size``.
+            The PNG bytes, or None if MuPDF's pixel rounding missed ``size`` or ``size`` exceeds
+            the tile budget (``max_tile_pixels``: the caller then renders in tiles).
         """
+        if size[0] * size[1] > self._ctx.limits.max_tile_pixels:
+            return None
         pymupdf = _pymupdf()
         width, height = self.page_size(index)
         page = self._page(index)
@@ -198,6 +255,7 @@ class PdfDocument:
 
     def close(self) -> None:
         """Close the MuPDF document."""
+        self._display = None
         if self._doc is not None:
             self._doc.close()
             self._doc = None

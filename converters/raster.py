@@ -6,6 +6,12 @@ the header is checked against the limit before anything is decoded. JPEGs are de
 scaling (``draft``) close to the target size, and large reductions use ``reduce`` before the final
 Lanczos resample. Multi-page TIFFs are documents with one page per frame; animations (GIF, APNG,
 WebP) give their first frame. EXIF orientation is applied.
+
+Giant images never reach Pillow's whole-image decoder: when the decoded image (after JPEG DCT
+scaling) or the output would exceed the tile budget (``Limits.max_tile_pixels``), JPEG, PNG,
+TIFF, WebP and GIF are decoded by libvips (pyvips), which shrinks on load where the format allows
+and otherwise reads strips or tiles on demand, so a 16,000 x 16,000 PNG is reduced in bounded
+memory; clipped renders (tiles of a streamed output) are regions of that pipeline.
 """
 
 from __future__ import annotations
@@ -41,11 +47,25 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "image/x-icon": ("ICO",),
 }
 
+# Pillow formats libvips decodes region-wise (the giant-image path); others stay with Pillow.
+VIPS_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "WEBP", "GIF"})
+
 # Formats whose frames are pages; for the others (animations) only the first frame counts.
 PAGED_FORMATS = frozenset({"TIFF"})
 
 # EXIF orientations that swap width and height.
 _TRANSPOSED = frozenset({5, 6, 7, 8})
+
+
+@functools.cache
+def _pyvips() -> Any:
+    """Import pyvips once, or return None when libvips cannot be loaded."""
+    try:
+        import pyvips
+    except Exception:  # noqa: BLE001 - optional engine: Pillow remains
+        return None
+    pyvips.cache_set_max(0)  # no operation cache: each conversion streams its own pipeline
+    return pyvips
 
 
 class RasterConverter:
@@ -127,6 +147,9 @@ class RasterDocument:
         frames = int(getattr(image, "n_frames", 1) or 1) if self.format in PAGED_FORMATS else 1
         self.page_count = frames
         self._frames = getattr(image, "n_frames", 1)
+        filename = getattr(image, "filename", "")
+        self._path = Path(filename) if isinstance(filename, str) and filename else None
+        self._vips: tuple[tuple[int, tuple[int, int]], tuple[Any, Any, int]] | None = None
         self._check_pixels(0)
 
     @property
@@ -170,19 +193,34 @@ class RasterDocument:
         return float(width), float(height)
 
     def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
-        """Decode frame ``index`` and scale it by ``scale``, using DCT scaling when it helps."""
-        from PIL import Image
+        """Decode frame ``index`` and scale it by ``scale``, using DCT scaling when it helps.
 
+        Images whose decoded size or output exceeds the tile budget go through libvips, region
+        by region; ``clip`` (displayed pixels, before scaling) selects a region of the result.
+        """
         self._check_pixels(index)
         image = self._seek(index)
-        orientation = self._orientation(image)
         width, height = image.size
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        budget = self._ctx.limits.max_tile_pixels
+        if self._path is not None and self.format in VIPS_FORMATS and _pyvips() is not None:
+            decoded = _decoded_pixels(image, target)
+            if decoded > budget or target[0] * target[1] > budget:
+                return self._render_vips(index, scale, clip)
+        frame = self._render_pillow(index, target)
         if clip is not None:
-            raise InputError("clipped rendering of raster images is not supported yet")
+            x0, y0, x1, y1 = (round(c * scale) for c in clip)
+            frame = frame.crop((x0, y0, x1, y1))
+        return frame
+
+    def _render_pillow(self, index: int, target: tuple[int, int]) -> Image.Image:
+        from PIL import Image
+
+        image = self._seek(index)
+        orientation = self._orientation(image)
         try:
             with _pillow_warnings(self._ctx):
-                if scale < 1 and image.format == "JPEG":
+                if target[0] < image.width and image.format == "JPEG":
                     image.draft(image.mode, target)
                 image.load()
                 frame = _resizable(image)
@@ -212,6 +250,52 @@ class RasterDocument:
             raise InputError(f"corrupt {self.format} image: {text}") from exc
         return frame
 
+    def _vips_scaled(self, index: int, target: tuple[int, int]) -> Any:
+        """A libvips pipeline shrinking frame ``index`` to ``target`` (EXIF-rotated)."""
+        pyvips = _pyvips()
+        source = pyvips.Source.new_from_file(str(self._path))
+        options = f"page={index}" if self.format in PAGED_FORMATS else ""
+        return pyvips.Image.thumbnail_source(
+            source, target[0], height=target[1], size="force", option_string=options
+        )
+
+    def _render_vips(self, index: int, scale: float, clip: Box | None) -> Image.Image:
+        """Scale frame ``index`` with libvips, returning the region ``clip`` of the result."""
+        from PIL import Image
+
+        pyvips = _pyvips()
+        width, height = self.page_size(index)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        key = (index, target)
+        try:
+            if clip is None:
+                return _vips_to_pillow(self._vips_scaled(index, target))
+            x0, y0, x1, y1 = (round(c * scale) for c in clip)
+            x0, y0 = max(0, x0), max(0, y0)
+            x1, y1 = min(target[0], x1), min(target[1], y1)
+            # A giant PNG or striped TIFF is read sequentially: regions of one pipeline must be
+            # fetched through one Region, top to bottom, as the tiles of a streamed output are.
+            # A request above the last one starts a new pipeline.
+            if self._vips is None or self._vips[0] != key or y0 < self._vips[1][2]:
+                eight = _eight_bit(self._vips_scaled(index, target))
+                self._vips = (key, (eight, pyvips.Region.new(eight), y0))
+            eight, region, _ = self._vips[1]
+            self._vips = (key, (eight, region, y0))
+            w, h = max(1, x1 - x0), max(1, y1 - y0)
+            frame = _pillow_frame(eight, w, h, region.fetch(x0, y0, w, h))
+        except pyvips.Error as exc:
+            text = str(exc).strip().splitlines()
+            detail = text[-1] if text else "libvips failed"
+            if "truncated" in detail or "premature" in detail or "end of" in detail.lower():
+                raise InputError(f"truncated {self.format} image: {detail}") from exc
+            raise InputError(f"corrupt {self.format} image: {detail}") from exc
+        except MemoryError as exc:
+            raise LimitExceededError("not enough memory to decode the image") from exc
+        if frame.mode not in ("L", "LA", "RGB", "RGBA", "CMYK"):  # pragma: no cover
+            frame = frame.convert("RGB")
+        assert isinstance(frame, Image.Image)
+        return frame
+
     def metadata(self) -> dict[str, Any]:
         """Return the format, mode, stored size, frame count and EXIF orientation."""
         image = self._seek(0)
@@ -225,6 +309,7 @@ class RasterDocument:
 
     def close(self) -> None:
         """Close the image file."""
+        self._vips = None
         if self._image is not None:
             self._image.close()
             self._image = None
@@ -249,6 +334,50 @@ def _bomb(exc: Exception, limit: int) -> LimitExceededError:
         f"image has {pixels}, over the limit of {limit:,}",
         hint="raise --max-pixels to accept it",
     )
+
+
+def _decoded_pixels(image: Image.Image, target: tuple[int, int]) -> int:
+    """Pixels Pillow would decode to reach ``target``: JPEG DCT scaling (``draft``) included."""
+    width, height = image.size
+    if image.format in ("JPEG", "MPO"):
+        # The factor Pillow's JpegImageFile.draft picks: the largest of 8, 4, 2, 1 that keeps
+        # the decoded image at least as large as the target.
+        ratio = min(width // max(1, target[0]), height // max(1, target[1]))
+        factor = next(f for f in (8, 4, 2, 1) if ratio >= f or f == 1)
+        return -(-width // factor) * -(-height // factor)
+    return width * height
+
+
+def _eight_bit(image: Any) -> Any:
+    """Bring a libvips image to 8 bits and at most 4 bands (CMYK kept as CMYK)."""
+    if image.format != "uchar":
+        if image.interpretation in ("rgb16", "grey16") or image.format == "ushort":
+            image = image.colourspace("srgb" if image.bands >= 3 else "b-w")
+        if image.format != "uchar":
+            image = image.cast("uchar")
+    if image.bands > 4:
+        image = image[:4]
+    return image
+
+
+def _pillow_frame(image: Any, width: int, height: int, data: bytes) -> Image.Image:
+    """Wrap 8-bit pixels of ``image`` (libvips) as a Pillow image, keeping its ICC profile."""
+    from PIL import Image
+
+    if image.interpretation == "cmyk" and image.bands == 4:
+        mode = "CMYK"
+    else:
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[image.bands]
+    frame = Image.frombytes(mode, (width, height), data)
+    if image.get_typeof("icc-profile-data") != 0:
+        frame.info["icc_profile"] = bytes(image.get("icc-profile-data"))
+    return frame
+
+
+def _vips_to_pillow(image: Any) -> Image.Image:
+    """Copy a whole libvips image into Pillow as 8-bit L, LA, RGB, RGBA or CMYK."""
+    image = _eight_bit(image)
+    return _pillow_frame(image, image.width, image.height, image.write_to_memory())
 
 
 def _resizable(image: Image.Image) -> Image.Image:

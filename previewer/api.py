@@ -136,7 +136,7 @@ def _convert(
     from previewer.rendering import render_page, render_page_png
 
     previews: list[Preview] = [] if state is None else state.outputs
-    with open_input(source, opts, registry, name, state) as od:
+    with open_input(source, opts, registry, name, state, page_hint=True) as od:
         page_numbers = _select_pages(od, opts)
         cname = od.converter.name
 
@@ -244,7 +244,7 @@ def render(
         converter=converter,
         limits=limits,
     )
-    with open_input(source, opts, registry or Registry(), name) as od:
+    with open_input(source, opts, registry or Registry(), name, page_hint=True) as od:
         (number,) = _select_pages(od, opts)
         with guard(od.display, od.converter.name):
             (image,) = render_page(

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["Box", "SizeSpec", "fit", "tile_grid"]
+__all__ = ["Box", "SizeSpec", "band_grid", "fit", "tile_grid"]
 
 Box = tuple[float, float, float, float]
 """A rectangle ``(x0, y0, x1, y1)`` in a document's native units (points or pixels)."""
@@ -144,3 +144,33 @@ def tile_grid(width: int, height: int, max_pixels: int) -> list[tuple[int, int, 
         for x0 in range(0, width, tile_w):
             tiles.append((x0, y0, min(x0 + tile_w, width), min(y0 + tile_h, height)))
     return tiles
+
+
+def band_grid(width: int, height: int, max_pixels: int) -> list[list[tuple[int, int, int, int]]]:
+    """Split a ``width`` x ``height`` pixel area into bands of whole rows, for streaming.
+
+    Each band holds ``max(1, max_pixels // width)`` rows (fewer for the last) and is cut into
+    tiles of whole columns, each within the budget; a band therefore holds at most
+    ``max(max_pixels, width)`` pixels, so writing rows band by band bounds memory too.
+
+    Args:
+        width: Area width in pixels (>= 1).
+        height: Area height in pixels (>= 1).
+        max_pixels: Largest number of pixels one tile may hold (>= 1).
+
+    Returns:
+        The bands, top to bottom; each is a list of ``(x0, y0, x1, y1)`` tiles, left to right,
+        all spanning the band's rows.
+
+    Raises:
+        ValueError: If an argument is below 1.
+    """
+    if width < 1 or height < 1 or max_pixels < 1:
+        raise ValueError("band_grid needs a positive area and budget")
+    band_h = min(height, max(1, max_pixels // width))
+    tile_w = min(width, max(1, max_pixels // band_h))
+    bands = []
+    for y0 in range(0, height, band_h):
+        y1 = min(y0 + band_h, height)
+        bands.append([(x0, y0, min(x0 + tile_w, width), y1) for x0 in range(0, width, tile_w)])
+    return bands

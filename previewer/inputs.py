@@ -165,6 +165,8 @@ def open_input(
     registry: Registry,
     name: str | None = None,
     state: FileResult | None = None,
+    *,
+    page_hint: bool = False,
 ) -> Iterator[Opened]:
     """Open ``source`` with the converter its content calls for; close everything on exit.
 
@@ -174,6 +176,8 @@ def open_input(
         registry: The converters.
         name: File name for bytes and streams (and for outputs).
         state: A result to fill in with the MIME type and converter as soon as they are known.
+        page_hint: Tell the converter the highest page that will be rendered
+            (``ConvertContext.max_page``), so it may skip producing the rest.
 
     Yields:
         The opened input.
@@ -204,6 +208,7 @@ def open_input(
                     mime=mime,
                     password=options.password,
                     log=logging.getLogger(f"previewer.converter.{cname}"),
+                    max_page=options.pages.last if page_hint else None,
                     _workdir=workdir,
                     _run=_runner(),
                     _delegate=_delegator(registry, options, workdir),

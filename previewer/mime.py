@@ -50,6 +50,7 @@ EXTENSIONS: dict[str, str] = {
     ".ico": "image/vnd.microsoft.icon",
     ".psd": "image/vnd.adobe.photoshop",
     ".psb": "image/vnd.adobe.photoshop",
+    ".tga": "image/x-tga",
     ".doc": "application/msword",
     ".dot": "application/msword",
     ".xls": "application/vnd.ms-excel",
@@ -72,7 +73,18 @@ _REFINABLE = {
         "application/vnd.comicbook+zip",
         "application/vnd.ms-xpsdocument",
         "application/oxps",
+        # A zip named as an Office document but without its parts (say an empty zip): the
+        # Office converter then reports it as corrupt rather than as an unsupported format.
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.oasis.opendocument.text",
+        "application/vnd.oasis.opendocument.spreadsheet",
+        "application/vnd.oasis.opendocument.presentation",
+        "application/vnd.oasis.opendocument.graphics",
     },
+    # libmagic's TTComp signature is two bytes and matches old word-processor files named .doc.
+    "application/x-compress-ttcomp": {"application/msword"},
     "application/x-ole-storage": {
         "application/msword",
         "application/vnd.ms-excel",
@@ -88,6 +100,7 @@ _OOXML_PARTS = (
     ("ppt/", "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
 )
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+_FLAT_ODF = re.compile(rb'office:mimetype="(application/vnd\.oasis\.opendocument\.[a-z]+)"')
 _XML_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)[\s>/]")
 
 
@@ -179,6 +192,9 @@ def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of 
         return "application/zip"
     if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         return None  # OLE2: libmagic reads the stream names (Word, Excel, PowerPoint, ...)
+    other = _image_signature(head)
+    if other is not None:
+        return other
     if head.startswith(b"%!PS"):
         return "application/postscript"
     if head.startswith(b"\xc5\xd0\xd3\xc6"):
@@ -186,6 +202,50 @@ def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of 
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"<"):
         return _xml_type(text)
+    return None
+
+
+_PNM = re.compile(rb"P[1-7][ \t\r\n#]")
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def _image_signature(head: bytes) -> str | None:
+    """Signatures of the raster formats the ImageMagick converter reads."""
+    if head.startswith(b"gimp xcf "):
+        return "image/x-xcf"
+    if head.startswith(b"DDS |"):
+        return "image/vnd-ms.dds"
+    if head.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n"):
+        return "image/jp2"
+    if head.startswith(b"\xff\x4f\xff\x51"):
+        return "image/x-jp2-codestream"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "image/avif"
+        if brand in _HEIF_BRANDS:
+            return "image/heic"
+    if (
+        head[:2] == b"\x01\xda"
+        and head[2:3] in (b"\x00", b"\x01")
+        and head[3:4] in (b"\x01", b"\x02")
+    ):
+        return "image/x-sgi"
+    if _PNM.match(head):
+        return {
+            b"1": "image/x-portable-bitmap",
+            b"4": "image/x-portable-bitmap",
+            b"2": "image/x-portable-graymap",
+            b"5": "image/x-portable-graymap",
+            b"7": "image/x-portable-arbitrarymap",
+        }.get(head[1:2], "image/x-portable-pixmap")
+    if (
+        head[:1] == b"\x0a"
+        and head[1:2] in (b"\x00", b"\x02", b"\x03", b"\x04", b"\x05")
+        and head[2:3] == b"\x01"
+        and head[3:4] in (b"\x01", b"\x02", b"\x04", b"\x08")
+    ):
+        return "image/x-pcx"
     return None
 
 
@@ -223,6 +283,10 @@ def _xml_type(text: bytes) -> str | None:
             return "application/x-fictionbook+xml"
         if root == b"html":
             return "text/html"
+        if root == b"document":  # flat OpenDocument (.fodt, .fods, .fodp, .fodg)
+            flat = _FLAT_ODF.search(text)
+            if flat:
+                return flat.group(1).decode() + "-flat-xml"
         return "application/xml"
 
 

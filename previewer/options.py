@@ -16,6 +16,9 @@ from previewer.geometry import SizeSpec
 
 __all__ = ["Limits", "Options", "PageSpec", "SizeSpec", "parse_sizes"]
 
+MIN_TILE_PIXELS = 64 * 64
+"""Smallest tile budget accepted: below it, per-tile overhead would dominate."""
+
 _RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
@@ -81,6 +84,13 @@ class PageSpec:
         """True when the specification names exactly one page."""
         return len(self.ranges) == 1 and self.ranges[0][0] in self.singles
 
+    @property
+    def last(self) -> int | None:
+        """The highest page number the specification can select, or None for "to the end"."""
+        if any(last is None for _first, last in self.ranges):
+            return None
+        return max(last for _first, last in self.ranges if last is not None)
+
     def resolve(self, page_count: int) -> list[int]:
         """Return the 1-based page numbers to render for a document of ``page_count`` pages.
 
@@ -144,25 +154,51 @@ def parse_sizes(
 class Limits:
     """Resource budgets applied to every input.
 
+    Memory does not grow with the page: a page is rendered in one piece only when the output
+    fits ``max_tile_pixels``; otherwise it is rendered as a grid of tiles, each within that
+    budget, and an output larger than the budget is streamed into its PNG band by band.
+
     Attributes:
-        max_pixels: Largest raster image (width x height of the decoded source) accepted.
-            Pillow's decompression-bomb guard is set to this value.
-        max_output_pixels: Largest rendered image (the biggest requested size of one page).
+        max_pixels: Largest raster image (width x height of the decoded source) accepted; checked
+            from the header, before anything is decoded. Pillow's decompression-bomb guard is
+            set to this value.
+        max_output_pixels: Largest preview (the biggest requested size of one page). Since large
+            previews are streamed, this bounds time and disk, not memory.
+        max_tile_pixels: Largest image one engine call may render (the pixel budget of a tile);
+            it bounds the memory of a conversion whatever the page or output size.
         max_file_size: Largest input file, in bytes.
         max_pages: Largest number of pages rendered from one input.
-        timeout: Wall-clock seconds an external engine process may run.
+        timeout: Wall-clock seconds an external engine process may run (and, in batch workers,
+            the whole conversion of one file).
+        max_memory: Address-space cap of a batch worker process, in bytes.
     """
 
-    max_pixels: int = 178_956_970
+    max_pixels: int = 1024 * 1024 * 1024
     max_output_pixels: int = 64_000_000
+    max_tile_pixels: int = 16 * 1024 * 1024
     max_file_size: int = 512 * 1024 * 1024
     max_pages: int = 1000
     timeout: float = 60.0
+    max_memory: int = 2 * 1024**3
 
     def __post_init__(self) -> None:
-        for name in ("max_pixels", "max_output_pixels", "max_file_size", "max_pages"):
-            if getattr(self, name) < 1:
+        for name in (
+            "max_pixels",
+            "max_output_pixels",
+            "max_tile_pixels",
+            "max_file_size",
+            "max_pages",
+            "max_memory",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidOptionsError(f"{name} must be an integer, not {value!r}")
+            if value < 1:
                 raise InvalidOptionsError(f"{name} must be at least 1")
+        if self.max_tile_pixels < MIN_TILE_PIXELS:
+            raise InvalidOptionsError(
+                f"max_tile_pixels must be at least {MIN_TILE_PIXELS:,} (a 64x64 tile)"
+            )
         if not self.timeout > 0:
             raise InvalidOptionsError("timeout must be positive")
 

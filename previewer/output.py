@@ -13,7 +13,7 @@ import io
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -23,7 +23,15 @@ from previewer.geometry import SizeSpec
 if TYPE_CHECKING:
     from PIL import Image, PngImagePlugin
 
-__all__ = ["clean_png", "encode_png", "output_name", "write_file", "write_png"]
+__all__ = [
+    "clean_png",
+    "encode_png",
+    "output_name",
+    "stream_png",
+    "write_file",
+    "write_png",
+    "write_png_stream",
+]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SRGB_CHUNK = b"sRGB"
@@ -92,6 +100,85 @@ def write_png(image: Image.Image, path: Path) -> None:
         OutputError: If the directory or file cannot be written.
     """
     write_file(path, lambda fh: save_png(image, fh))
+
+
+def stream_png(fh: BinaryIO, width: int, height: int, bands: Iterable[Image.Image]) -> None:
+    """Encode an image given as horizontal bands into ``fh`` as PNG, band by band.
+
+    Only one band is held at a time (the PNG encoder is pypng, fed row by row), so an output
+    larger than memory can be written. The PNG carries the sRGB chunk and nothing else but the
+    image; rows use PNG filter type 0, which costs some size on photographs, none on documents.
+
+    Args:
+        fh: A binary file object.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        bands: Bands of whole rows, top to bottom, adding up to ``height`` rows, all ``width``
+            wide and of one mode, ``"RGB"`` or ``"RGBA"`` (the first band's decides).
+
+    Raises:
+        ValueError: If the bands do not match the declared size or mode.
+    """
+    import png
+
+    class _Writer(png.Writer):  # type: ignore[misc]
+        def write_preamble(self, outfile: BinaryIO) -> None:
+            super().write_preamble(outfile)
+            png.write_chunk(outfile, SRGB_CHUNK, b"\x00")  # rendering intent: perceptual
+
+    source = iter(bands)
+    held = [next(source)]
+    mode = held[0].mode
+    if mode not in ("RGB", "RGBA"):
+        raise ValueError(f"cannot stream a {mode} image as PNG")
+    stride = width * len(mode)
+    chunk_rows = max(1, (4 << 20) // stride)
+
+    def every_band() -> Iterator[Image.Image]:
+        yield held.pop()
+        yield from source
+
+    def rows() -> Iterator[memoryview]:
+        # Bands are exported a few MB at a time and dropped before the next one is rendered,
+        # so memory holds one band plus one chunk of bytes.
+        seen = 0
+        for band in every_band():
+            if band.mode != mode or band.width != width:
+                raise ValueError(f"band {band.mode} {band.size} does not fit {mode} {width} wide")
+            for top in range(0, band.height, chunk_rows):
+                bottom = min(top + chunk_rows, band.height)
+                data = memoryview(band.crop((0, top, width, bottom)).tobytes())
+                for start in range(0, len(data), stride):
+                    yield data[start : start + stride]
+            seen += band.height
+            del band
+        if seen != height:
+            raise ValueError(f"bands hold {seen} rows, not {height}")
+
+    writer = _Writer(
+        width,
+        height,
+        greyscale=False,
+        alpha=mode == "RGBA",
+        bitdepth=8,
+        compression=PNG_COMPRESS_LEVEL,
+    )
+    writer.write_packed(fh, rows())
+
+
+def write_png_stream(path: Path, width: int, height: int, bands: Iterable[Image.Image]) -> None:
+    """Write bands of an image to ``path`` as one PNG, atomically (see :func:`stream_png`).
+
+    Args:
+        path: Destination file; its directory is created if missing.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        bands: Bands of whole rows, top to bottom, all RGB or all RGBA.
+
+    Raises:
+        OutputError: If the directory or file cannot be written.
+    """
+    write_file(path, lambda fh: stream_png(fh, width, height, bands))
 
 
 def clean_png(data: bytes, size: tuple[int, int]) -> bytes | None:

@@ -164,12 +164,17 @@ class ConvertContext:
         mime: The sniffed MIME type of the input.
         password: Password for encrypted documents, if the user gave one.
         log: Logger to report through (``previewer.converter.<name>``).
+        max_page: The highest page number this conversion will render, or None when every
+            page may be needed (``--pages all``, open ranges, ``previewer info``). A converter
+            whose engine can stop early (LibreOffice exporting a page range) may produce only
+            the first ``max_page`` pages; ``page_count`` then counts those pages only.
     """
 
     limits: Limits
     mime: str
     password: str | None = field(default=None, repr=False)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("previewer.converter"))
+    max_page: int | None = None
     _workdir: Callable[[], Path] | None = field(default=None, repr=False)
     _run: Callable[..., RunResult] | None = field(default=None, repr=False)
     _delegate: Callable[[Path, str], Document] | None = field(default=None, repr=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 from previewer.errors import EngineError, EngineTimeoutError
 from previewer.plugin import RunResult
 
-__all__ = ["kill_group", "minimal_env", "run"]
+__all__ = ["kill_group", "minimal_env", "run", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +167,47 @@ def run(
     ):
         raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
     return RunResult(tuple(argv), proc.returncode, stdout, stderr)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stderr: Path,
+) -> subprocess.Popen[bytes]:
+    """Start a long-lived helper program that is talked to over its stdin and stdout.
+
+    For engines kept warm across conversions (the LibreOffice bridge). Like :func:`run`: an argv
+    list, never a shell, its own session and process group (stop it with :func:`kill_group`),
+    no inherited file descriptors. Its stderr is appended to the file ``stderr``.
+
+    Args:
+        argv: The program (absolute path) and its arguments.
+        cwd: Working directory.
+        env: The complete environment.
+        stderr: File to append the program's stderr to.
+
+    Returns:
+        The running process, with ``stdin`` and ``stdout`` pipes.
+
+    Raises:
+        EngineError: The program could not be started.
+    """
+    argv = [os.fspath(a) for a in argv]
+    program = Path(argv[0]).name
+    logging.getLogger(f"{__name__}.{program}").debug("spawning %s", argv)
+    try:
+        with open(stderr, "ab") as err:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+                close_fds=True,
+            )
+    except OSError as exc:
+        raise EngineError(f"cannot start {program}: {exc.strerror or exc}") from exc

@@ -1,7 +1,14 @@
 """From a document page to finished preview images, one per requested size.
 
 Each page is rendered once, at the largest requested size (fixed by :mod:`previewer.geometry`
-before the engine runs), and the smaller sizes are derived from that image. Whatever mode the
+before the engine runs), and the smaller sizes are derived from that image.
+
+Memory is bounded by ``Limits.max_tile_pixels``: geometry decides before anything renders
+whether one engine call fits that budget. If not, the page is rendered as a grid of tiles (the
+document's ``render(..., clip=...)``), each within the budget, with clips computed from whole
+pixel rows and columns so tiles abut exactly. A preview that itself fits the budget is
+assembled in memory; a larger one is only ever written by :func:`write_previews`, which streams
+it into its PNG band by band, so the full image never exists in memory. Whatever mode the
 engine returns is normalised here to 8-bit sRGB (RGB, or RGBA when the source has alpha), so
 every converter, built-in or plugin, gets the same colour handling.
 
@@ -15,18 +22,26 @@ from __future__ import annotations
 import functools
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from previewer.errors import LimitExceededError
-from previewer.geometry import SizeSpec, fit
+from previewer.geometry import SizeSpec, band_grid, fit
 from previewer.options import Limits
 from previewer.plugin import Document
 
 if TYPE_CHECKING:
     from PIL import Image, ImageCms
 
-__all__ = ["plan_page", "render_page", "render_page_png", "to_srgb"]
+__all__ = [
+    "plan_page",
+    "render_page",
+    "render_page_png",
+    "render_tiled",
+    "to_srgb",
+    "write_previews",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +61,9 @@ def render_page(
         index: 0-based page index.
         sizes: The requested sizes.
         upscale: Allow raster sources to be enlarged.
-        limits: Budgets; the largest output must fit ``limits.max_output_pixels``.
+        limits: Budgets; the largest output must fit ``limits.max_output_pixels``. When it
+            exceeds ``limits.max_tile_pixels`` it is rendered in tiles and assembled in memory
+            (use :func:`write_previews` to stream it instead).
 
     Returns:
         8-bit RGB or RGBA images, one per size.
@@ -57,9 +74,10 @@ def render_page(
     from PIL import Image
 
     targets, largest, scale = plan_page(doc, index, sizes, upscale=upscale, limits=limits)
-    image = doc.render(index, scale=scale)
-    image = _exact(image, largest)
-    image = to_srgb(image)
+    if largest[0] * largest[1] <= limits.max_tile_pixels:
+        image = to_srgb(_exact(doc.render(index, scale=scale), largest))
+    else:
+        image = render_tiled(doc, index, largest, scale, limits=limits)
     results = []
     for target in targets:
         if target == largest:
@@ -104,8 +122,128 @@ def plan_page(
             f"budget of {limits.max_output_pixels:,} pixels",
             hint="ask for a smaller size",
         )
-    scale = largest[0] / width if largest[0] >= largest[1] else largest[1] / height
-    return targets, largest, scale
+    return targets, largest, _scale(largest, (width, height))
+
+
+def _scale(target: tuple[int, int], page: tuple[float, float]) -> float:
+    """Pixels per native unit that map the page onto ``target`` along its longer edge."""
+    return target[0] / page[0] if target[0] >= target[1] else target[1] / page[1]
+
+
+def _tile(doc: Document, index: int, box: tuple[int, int, int, int], scale: float) -> Image.Image:
+    """Render the pixels ``box`` of the page drawn at ``scale``, as exactly that many pixels.
+
+    The clip is derived from whole pixel rows and columns, so neighbouring tiles share their
+    edges exactly; an engine's rounding (at most one pixel) is absorbed at the far edges.
+    """
+    x0, y0, x1, y1 = box
+    clip = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
+    return to_srgb(_exact(doc.render(index, scale=scale, clip=clip), (x1 - x0, y1 - y0)))
+
+
+def _bands(
+    doc: Document, index: int, target: tuple[int, int], scale: float, limits: Limits
+) -> Iterator[Image.Image]:
+    """Yield the page at ``target`` size as horizontal bands, each rendered in budget tiles."""
+    from PIL import Image
+
+    mode: str | None = None
+    for band in band_grid(target[0], target[1], limits.max_tile_pixels):
+        tiles = [_tile(doc, index, box, scale) for box in band] if len(band) > 1 else None
+        if tiles is None:
+            image = _tile(doc, index, band[0], scale)
+        else:
+            mode = mode or ("RGBA" if any(t.mode == "RGBA" for t in tiles) else "RGB")
+            image = Image.new(mode, (target[0], band[0][3] - band[0][1]), "white")
+            for box, tile in zip(band, tiles, strict=True):
+                image.paste(tile.convert(mode) if tile.mode != mode else tile, (box[0], 0))
+            del tiles
+        mode = mode or image.mode
+        yield image.convert(mode) if image.mode != mode else image
+        del image  # before the next band is rendered
+
+
+def render_tiled(
+    doc: Document, index: int, target: tuple[int, int], scale: float, *, limits: Limits
+) -> Image.Image:
+    """Render a page at ``target`` size as tiles within the budget and paste them together.
+
+    Args:
+        doc: An open document.
+        index: 0-based page index.
+        target: Output size in pixels.
+        scale: Pixels per native unit.
+        limits: Budgets; each tile holds at most ``limits.max_tile_pixels`` pixels.
+
+    Returns:
+        The assembled 8-bit sRGB image (RGB, or RGBA when a tile has alpha).
+    """
+    from PIL import Image
+
+    canvas: Image.Image | None = None
+    y = 0
+    for band in _bands(doc, index, target, scale, limits):
+        if canvas is None:
+            canvas = Image.new(band.mode, target, "white")
+        canvas.paste(band, (0, y))
+        y += band.height
+    assert canvas is not None  # band_grid never yields nothing
+    return canvas
+
+
+def write_previews(
+    doc: Document,
+    index: int,
+    sizes: Sequence[SizeSpec],
+    dests: Sequence[Path],
+    *,
+    upscale: bool,
+    limits: Limits,
+) -> list[tuple[int, int]]:
+    """Render page ``index`` at every size and write each preview to its path, atomically.
+
+    Previews within ``limits.max_tile_pixels`` are made as :func:`render_page` does (one
+    render, smaller sizes derived from it; a single one through the document's PNG fast path
+    when it has one). Each larger preview is rendered on its own in bands of tiles and streamed
+    into its PNG, so memory stays near one band whatever the output size.
+
+    Args:
+        doc: An open document.
+        index: 0-based page index.
+        sizes: The requested sizes.
+        dests: One destination path per size (directories are created).
+        upscale: Allow raster sources to be enlarged.
+        limits: Budgets.
+
+    Returns:
+        The pixel size of each preview written, in ``sizes`` order.
+
+    Raises:
+        LimitExceededError: If the largest output exceeds ``limits.max_output_pixels``.
+        OutputError: If a destination cannot be written.
+    """
+    from previewer import output
+
+    if len(dests) != len(sizes):
+        raise ValueError("write_previews needs one destination per size")
+    targets, _, _ = plan_page(doc, index, sizes, upscale=upscale, limits=limits)
+    small = [i for i, t in enumerate(targets) if t[0] * t[1] <= limits.max_tile_pixels]
+    if len(small) == 1:
+        direct = render_page_png(doc, index, sizes[small[0]], upscale=upscale, limits=limits)
+        if direct is not None:
+            output.write_file(dests[small[0]], direct[0])
+            small = []
+    if small:
+        images = render_page(doc, index, [sizes[i] for i in small], upscale=upscale, limits=limits)
+        for i, image in zip(small, images, strict=True):
+            output.write_png(image, dests[i])
+    page = doc.page_size(index)
+    for i, target in enumerate(targets):
+        if i in small or target[0] * target[1] <= limits.max_tile_pixels:
+            continue
+        bands = _bands(doc, index, target, _scale(target, page), limits)
+        output.write_png_stream(dests[i], target[0], target[1], bands)
+    return targets
 
 
 def render_page_png(
@@ -127,8 +265,9 @@ def render_page_png(
 
     Returns:
         The PNG bytes (8-bit RGB/RGBA, only an sRGB chunk besides the image data) and the
-        pixel size, or None when the document has no such fast path or it could not hit the
-        exact size; the caller then uses :func:`render_page`.
+        pixel size, or None when the document has no such fast path, the output would not fit
+        one tile (``limits.max_tile_pixels``), or it could not hit the exact size; the caller
+        then uses :func:`render_page`.
 
     Raises:
         LimitExceededError: If the output exceeds the pixel budget.
@@ -137,6 +276,8 @@ def render_page_png(
     if not callable(direct):
         return None
     _, target, _ = plan_page(doc, index, [size], upscale=upscale, limits=limits)
+    if target[0] * target[1] > limits.max_tile_pixels:
+        return None  # one engine render would exceed the tile budget
     data = direct(index, size=target)
     if not isinstance(data, bytes):
         return None

@@ -19,6 +19,14 @@ done
 
 # python3-venv: the virtual environment; libmagic1: content sniffing (python-magic).
 PACKAGES="python3 python3-venv libmagic1"
+# ghostscript: EPS/PS; libmagickwand-6.q16-6 (Wand) and imagemagick-6-common (its coders and
+# configuration): the ImageMagick catch-all converter.
+PACKAGES="$PACKAGES ghostscript libmagickwand-6.q16-6 imagemagick-6-common"
+# Office documents: headless LibreOffice (-nogui), its Python UNO bridge for Debian's python3,
+# and metric-compatible fonts (Calibri/Cambria, Arial/Times/Courier, DejaVu, CJK).
+PACKAGES="$PACKAGES libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui"
+PACKAGES="$PACKAGES libreoffice-draw-nogui python3-uno fonts-liberation2 fonts-crosextra-carlito"
+PACKAGES="$PACKAGES fonts-crosextra-caladea fonts-dejavu-core fonts-wqy-zenhei"
 if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
 fi

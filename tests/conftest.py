@@ -28,8 +28,8 @@ FIXTURES = TESTS / "fixtures"
 VENDORED = FIXTURES / "corpus"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
-FAMILIES = ("pdf", "xps", "epub", "raster", "misc")
-"""Manifest families whose converters exist (psd, office and vector converters do not yet)."""
+FAMILIES = ("pdf", "xps", "epub", "raster", "misc", "office")
+"""Manifest families whose converters exist (psd and vector converters do not yet)."""
 
 _SIZE = re.compile(r"^([\d.]+)x([\d.]+)(pt)?$")
 

@@ -136,3 +136,47 @@ def test_csv_only_when_named(tmp_path: Path) -> None:
     data = b"a,b,c\n1,2,3\n"
     assert sniff(write(tmp_path, "table.csv", data)) == "text/csv"
     assert sniff(write(tmp_path, "table.txt", data)) == "text/plain"
+
+
+@pytest.mark.parametrize(
+    ("data", "mime"),
+    [
+        (b"gimp xcf v011\x00" + b"\x00\x00\x02\x12\x00\x00\x00\xbd" + b"\x00" * 20, "image/x-xcf"),
+        (b"P1\n2 2\n0 1 1 0\n", "image/x-portable-bitmap"),
+        (b"P4 2 2\n\x00\x00", "image/x-portable-bitmap"),
+        (b"P2\n# c\n2 2 255\n0 1 2 3\n", "image/x-portable-graymap"),
+        (b"P5\n2 2\n255\n\x00\x01\x02\x03", "image/x-portable-graymap"),
+        (b"P3\n1 1\n255\n1 2 3\n", "image/x-portable-pixmap"),
+        (b"P6\n1 1\n255\n\x01\x02\x03", "image/x-portable-pixmap"),
+        (
+            b"P7\nWIDTH 1\nHEIGHT 1\nDEPTH 1\nMAXVAL 255\nENDHDR\n\x00",
+            "image/x-portable-arbitrarymap",
+        ),
+        (b"DDS |\x00\x00\x00" + b"\x00" * 120, "image/vnd-ms.dds"),
+        (b"\x01\xda\x01\x01\x00\x03" + b"\x00" * 100, "image/x-sgi"),
+        (b"\x0a\x05\x01\x08" + b"\x00" * 124, "image/x-pcx"),
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n\x00\x00\x00\x14ftypjp2 ", "image/jp2"),
+        (b"\xff\x4f\xff\x51\x00\x2f" + b"\x00" * 40, "image/x-jp2-codestream"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "image/heic"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "image/avif"),
+    ],
+    ids=[
+        "xcf",
+        "p1",
+        "p4",
+        "p2",
+        "p5",
+        "p3",
+        "p6",
+        "p7",
+        "dds",
+        "sgi",
+        "pcx",
+        "jp2",
+        "j2k",
+        "heic",
+        "avif",
+    ],
+)
+def test_imagemagick_signatures(tmp_path: Path, data: bytes, mime: str) -> None:
+    assert sniff(write(tmp_path, "file.bin", data)) == mime

@@ -1,0 +1,265 @@
+"""EPS, PostScript and non-PDF Illustrator files through Ghostscript (``gs``).
+
+Debian's ImageMagick policy denies the PS/EPS/PDF coders (and a project policy can only tighten
+it), so ``gs`` runs directly, through ``ctx.run``: ``-dSAFER -dBATCH -dNOPAUSE``, an argv list, a
+wall-clock timeout with the process group killed, and a private, empty ``TMPDIR`` for every run
+(Ghostscript 10.0 in SAFER mode still lets PostScript read the shared temp directory). Each
+``render`` call renders one page straight to a PNG of the target size in the work directory.
+
+EPS files are sized by their bounding box (``%%HiResBoundingBox`` when present) and fitted to the
+output with ``-dEPSFitPage``; a DOS EPS binary header (TIFF/WMF preview) is stripped first, so
+only the PostScript section reaches Ghostscript. PostScript documents use DSC comments for the
+page count and ``%%BoundingBox``/``%%DocumentMedia`` for the page size, else A4. Illustrator
+files that are PDF-compatible start with ``%PDF`` and are sniffed as PDF, never reaching here.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from previewer.errors import EngineError, InputError, LimitExceededError
+from previewer.plugin import Availability, Box, ConvertContext
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["GhostscriptConverter"]
+
+DOS_EPS_MAGIC = b"\xc5\xd0\xd3\xc6"
+A4 = (595.0, 842.0)
+DSC_BYTES = 65536
+"""How much of the head (and tail, for ``(atend)``) is searched for DSC comments."""
+
+_BBOX = re.compile(
+    rb"^%%(HiRes)?BoundingBox:[ \t]*(-?[\d.]+)[ \t]+(-?[\d.]+)[ \t]+(-?[\d.]+)[ \t]+(-?[\d.]+)",
+    re.M,
+)
+_PAGES = re.compile(rb"^%%Pages:[ \t]*(\d+)", re.M)
+_MEDIA = re.compile(rb"^%%DocumentMedia:[ \t]*\S+[ \t]+([\d.]+)[ \t]+([\d.]+)", re.M)
+_CREATOR = re.compile(rb"^%%Creator:[ \t]*([^\r\n]{0,200})", re.M)
+# Ghostscript's report of a PostScript error in the input ("Error: /undefined in foo").
+_PS_ERROR = re.compile(r"Error: /(\w+)")
+
+
+class GhostscriptConverter:
+    """Renders EPS/PS with Ghostscript."""
+
+    name: ClassVar[str] = "postscript-ghostscript"
+    mime_types: ClassVar[frozenset[str]] = frozenset(
+        {"application/postscript", "application/eps", "image/x-eps", "application/x-eps"}
+    )
+    priority: ClassVar[int] = 50
+
+    @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
+    def availability(self) -> Availability:
+        """Find ``gs`` on the PATH (version read lazily: starting it costs a process)."""
+        gs = shutil.which("gs")
+        if gs is None:
+            return Availability(
+                False, "Ghostscript", reason="gs not found; apt-get install ghostscript"
+            )
+        return Availability(True, "Ghostscript", version=_gs_version(gs))
+
+    def open(self, source: Path, ctx: ConvertContext) -> PostScriptDocument:
+        """Read the DSC comments of ``source`` and return a document (nothing rendered yet).
+
+        Raises:
+            InputError: Not PostScript, or a DOS EPS header pointing outside the file.
+        """
+        gs = shutil.which("gs")
+        if gs is None:
+            from previewer.errors import EngineUnavailableError
+
+            raise EngineUnavailableError("gs not found", hint="apt-get install ghostscript")
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read the file: {exc.strerror or exc}") from exc
+        preview = None
+        ps_path = source
+        if data.startswith(DOS_EPS_MAGIC):
+            data, preview = _dos_eps(data)
+            ps_path = ctx.workdir / "input.eps"
+            ps_path.write_bytes(data)
+        if not data.lstrip(b"\x04").startswith(b"%!"):
+            raise InputError("not a PostScript file (no %! header)")
+        return PostScriptDocument(gs, ps_path.resolve(), data, preview, ctx)
+
+
+@functools.cache
+def _gs_version(gs: str) -> str | None:
+    """Return Ghostscript's version from its install layout (no process started)."""
+    for candidate in sorted(Path("/usr/share/ghostscript").glob("[0-9]*"), reverse=True):
+        return candidate.name
+    return None
+
+
+def _dos_eps(data: bytes) -> tuple[bytes, str | None]:
+    """Split a DOS EPS binary file into its PostScript section and the kind of preview."""
+    if len(data) < 30:
+        raise InputError("truncated DOS EPS header")
+    ps_off, ps_len, _wmf_off, wmf_len, _tif_off, tif_len = (
+        int.from_bytes(data[i : i + 4], "little") for i in range(4, 28, 4)
+    )
+    if ps_off < 30 or ps_len == 0 or ps_off + ps_len > len(data):
+        raise InputError("corrupt DOS EPS header (PostScript section outside the file)")
+    preview = "TIFF" if tif_len else "WMF" if wmf_len else None
+    return data[ps_off : ps_off + ps_len], preview
+
+
+class PostScriptDocument:
+    """A PostScript or EPS file: pages in points, rendered on demand by ``gs``."""
+
+    units: Literal["pt", "px"] = "pt"
+
+    def __init__(
+        self, gs: str, path: Path, data: bytes, preview: str | None, ctx: ConvertContext
+    ) -> None:
+        self._gs = gs
+        self._path = path
+        self._ctx = ctx
+        self._runs = 0
+        self._last: tuple[tuple[int, float], Image.Image] | None = None
+        head = data[:DSC_BYTES]
+        tail = data[-DSC_BYTES:]
+        first_line = head.split(b"\n", 1)[0]
+        self.is_eps = b"EPSF" in first_line
+        self.preview = preview
+        self.bbox = _bbox(head) or _bbox(tail)
+        pages = _PAGES.search(head) or _PAGES.search(tail)
+        self.page_count = 1 if self.is_eps or not pages else max(1, int(pages.group(1)))
+        self.creator = m.group(1).decode("latin-1").strip() if (m := _CREATOR.search(head)) else ""
+        media = _MEDIA.search(head)
+        if self.bbox is not None and (self.is_eps or media is None):
+            x0, y0, x1, y1 = self.bbox
+            self._size = (x1 - x0, y1 - y0)
+        elif media is not None:
+            self._size = (float(media.group(1)), float(media.group(2)))
+        else:
+            self._size = A4
+        if self._size[0] <= 0 or self._size[1] <= 0:
+            if self.is_eps:
+                raise InputError(f"empty bounding box {self.bbox}")
+            self._size = A4
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """Return the page (EPS: bounding box) size in points."""
+        return self._size
+
+    def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
+        """Run ``gs`` for page ``index`` at ``scale`` pixels per point and open its PNG.
+
+        A ``clip`` (tiled rendering) is cut from the whole page, which is kept for the next tile
+        of the same page and scale, so ``gs`` runs once per page.
+        """
+        if clip is None:
+            return self._render(index, scale)
+        if self._last is None or self._last[0] != (index, scale):
+            self._last = ((index, scale), self._render(index, scale))
+        image = self._last[1]
+        x0, y0, x1, y1 = (round(v * scale) for v in clip)
+        return image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+
+    def _render(self, index: int, scale: float) -> Image.Image:
+        from PIL import Image
+
+        width, height = self._size
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if target[0] * target[1] > self._ctx.limits.max_output_pixels:
+            raise LimitExceededError(f"a {target[0]}x{target[1]} rendering is over the budget")
+        self._runs += 1
+        run_dir = self._ctx.workdir / f"gs-{self._runs}"
+        tmp = run_dir / "tmp"
+        tmp.mkdir(parents=True)
+        out = run_dir / "page.png"
+        argv = [
+            self._gs,
+            "-dSAFER",
+            "-dBATCH",
+            "-dNOPAUSE",
+            "-dQUIET",
+            "-dNOPROMPT",
+            "-sstdout=%stderr",
+            "-sDEVICE=" + ("pngalpha" if self.is_eps else "png16m"),
+            "-dTextAlphaBits=4",
+            "-dGraphicsAlphaBits=4",
+            f"-g{target[0]}x{target[1]}",
+            "-dFIXEDMEDIA",
+        ]
+        if self.is_eps:
+            # The page is exactly the output size at 72 dpi; EPSFitPage scales the bounding box
+            # onto it (no tiny resolutions, which make Ghostscript 10.0 abort).
+            argv += ["-r72", "-dEPSFitPage"]
+        else:
+            argv += [
+                f"-r{72 * target[0] / width:.6f}x{72 * target[1] / height:.6f}",
+                f"-dFirstPage={index + 1}",
+                f"-dLastPage={index + 1}",
+            ]
+        argv += ["-sOutputFile=" + str(out), "-f", str(self._path)]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(run_dir),
+            "TMPDIR": str(tmp),
+            "TEMP": str(tmp),
+        }
+        try:
+            self._ctx.run(argv, cwd=run_dir, env=env, expect_output=out)
+        except EngineError as exc:
+            error = _PS_ERROR.search(str(exc))
+            if error is not None and type(exc) is EngineError:
+                raise InputError(
+                    f"Ghostscript cannot interpret the file (PostScript error /{error.group(1)})"
+                ) from exc
+            raise
+        with Image.open(out, formats=["PNG"]) as image:
+            image.load()
+            result = image.copy()
+        out.unlink()
+        return result
+
+    def metadata(self) -> dict[str, Any]:
+        """Return the kind, bounding box, creator and DOS EPS preview type."""
+        return {
+            "format": "EPS" if self.is_eps else "PostScript",
+            "bounding_box": list(self.bbox) if self.bbox else None,
+            "creator": self.creator,
+            "binary_preview": self.preview,
+        }
+
+    def close(self) -> None:
+        """Drop the last rendered page (every render is its own process)."""
+        self._last = None
+
+    def __enter__(self) -> PostScriptDocument:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _bbox(data: bytes) -> tuple[float, float, float, float] | None:
+    """The most precise bounding box in ``data`` (HiRes over integer), or None."""
+    found: tuple[float, float, float, float] | None = None
+    for match in _BBOX.finditer(data):
+        box = (
+            float(match.group(2)),
+            float(match.group(3)),
+            float(match.group(4)),
+            float(match.group(5)),
+        )
+        if match.group(1):
+            return box
+        found = found or box
+    return found

@@ -1,0 +1,258 @@
+"""The catch-all: raster formats ImageMagick reads well, through Wand in a child process.
+
+XCF, TGA, PCX, PNM/PBM/PGM/PPM/PAM, DDS, PICT, SGI, JPEG 2000, HEIC/AVIF: types no dedicated
+converter claims. ImageMagick can abort or crash the interpreter on hostile input, so Wand never
+runs in previewer's process: :mod:`converters.magick_worker` runs under ``ctx.run`` (timeout,
+process group killed), decodes the file once and writes a full-size 8-bit sRGB PNG into the work
+directory, which this module opens with Pillow (``formats=["PNG"]`` only) and scales.
+
+Every run gets previewer's policy (``magick-policy/policy.xml``, shipped with this package, filled
+in with the conversion's limits and written into a private ``MAGICK_CONFIGURE_PATH``): every
+coder, delegate and path denied, read access only to the coders above (the write side only to
+PNG), MVG/MSL/TEXT/URL/EPHEMERAL/SVG/PS/PDF/XPS and ``@`` paths denied, resource limits from
+``max_pixels`` and the timeout. The worker checks that this policy is in force before reading
+and the converter reports ImageMagick unavailable when it is not. The input is given to
+ImageMagick as an open file with an explicit coder chosen from previewer's sniffing, never as a
+file name (ImageMagick interprets ``name[2x2+0+0]`` and ``coder:`` prefixes).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import functools
+import json
+import string
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from previewer.errors import (
+    EngineError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InputError,
+    LimitExceededError,
+)
+from previewer.plugin import Availability, Box, ConvertContext
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["CODERS", "MagickConverter"]
+
+CODERS: dict[str, str] = {
+    "image/x-xcf": "XCF",
+    "image/x-tga": "TGA",
+    "image/x-targa": "TGA",
+    "image/x-pcx": "PCX",
+    "image/vnd.zbrush.pcx": "PCX",
+    "image/x-portable-anymap": "PNM",
+    "image/x-portable-bitmap": "PNM",
+    "image/x-portable-graymap": "PNM",
+    "image/x-portable-greymap": "PNM",
+    "image/x-portable-pixmap": "PNM",
+    "image/x-portable-arbitrarymap": "PNM",
+    "image/vnd-ms.dds": "DDS",
+    "image/vnd.ms-dds": "DDS",
+    "image/x-dds": "DDS",
+    "image/x-pict": "PICT",
+    "image/x-sgi": "SGI",
+    "image/sgi": "SGI",
+    "image/jp2": "JP2",
+    "image/jpx": "JP2",
+    "image/x-jp2-codestream": "J2K",
+    "image/heic": "HEIC",
+    "image/heif": "HEIC",
+    "image/avif": "AVIF",
+}
+"""Sniffed MIME type -> the ImageMagick coder the input is read with (and nothing else)."""
+
+POLICY_TEMPLATE = Path(__file__).with_name("magick-policy") / "policy.xml"
+_MIB = 1 << 20
+
+
+class MagickConverter:
+    """Decodes the remaining raster formats with ImageMagick (Wand), isolated in a child."""
+
+    name: ClassVar[str] = "magick-wand"
+    mime_types: ClassVar[frozenset[str]] = frozenset(CODERS)
+    priority: ClassVar[int] = 10
+
+    @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
+    def availability(self) -> Availability:
+        """Check Wand, libMagickWand and the policy template are there (no ImageMagick loaded).
+
+        Whether the policy is in force is checked by the worker before each read.
+        """
+        from importlib import metadata
+
+        try:
+            version = metadata.version("wand")
+        except metadata.PackageNotFoundError:
+            return Availability(False, "ImageMagick", reason="Wand is missing; pip install wand")
+        if not any(
+            ctypes.util.find_library(name) for name in ("MagickWand-6.Q16", "MagickWand-7.Q16HDRI")
+        ):
+            return Availability(
+                False,
+                "ImageMagick",
+                reason="libMagickWand not found; apt-get install libmagickwand-6.q16-6",
+            )
+        if not POLICY_TEMPLATE.is_file():
+            return Availability(
+                False, "ImageMagick", reason=f"policy template missing: {POLICY_TEMPLATE}"
+            )
+        return Availability(True, "ImageMagick", version=f"Wand {version}")
+
+    def open(self, source: Path, ctx: ConvertContext) -> MagickDocument:
+        """Decode ``source`` in the worker and return the document.
+
+        Raises:
+            UnsupportedFormatError: No coder is allowed for ``ctx.mime``.
+            InputError: ImageMagick cannot read the file (or the policy refused it).
+            LimitExceededError: A resource limit was reached.
+            EngineUnavailableError: The expected policy is not in force.
+            EngineError: The worker crashed.
+        """
+        from previewer.errors import UnsupportedFormatError
+
+        coder = CODERS.get(ctx.mime)
+        if coder is None:
+            raise UnsupportedFormatError(f"ImageMagick is not allowed to decode {ctx.mime} here")
+        run_dir = ctx.workdir / "magick"
+        config, tmp = run_dir / "config", run_dir / "tmp"
+        config.mkdir(parents=True)
+        tmp.mkdir()
+        (config / "policy.xml").write_text(_policy(ctx, tmp), encoding="utf-8")
+        out = run_dir / "image.png"
+        argv = [sys.executable, "-I", "-m", "converters.magick_worker", coder]
+        argv += [str(source.resolve()), str(out)]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(run_dir),
+            "TMPDIR": str(tmp),
+            "MAGICK_TEMPORARY_PATH": str(tmp),
+            "MAGICK_CONFIGURE_PATH": str(config),
+            "MAGICK_THREAD_LIMIT": "1",
+        }
+        try:
+            result = ctx.run(argv, cwd=run_dir, env=env, expect_output=out)
+        except EngineTimeoutError:
+            raise
+        except EngineError as exc:
+            raise _translate(exc) from exc
+        try:
+            facts = json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
+        except (ValueError, IndexError) as exc:
+            raise EngineError("the ImageMagick worker reported nothing") from exc
+        width, height = facts["size"]
+        if width * height > ctx.limits.max_pixels:
+            raise LimitExceededError(
+                f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                f"{ctx.limits.max_pixels:,}",
+                hint="raise --max-pixels to accept it",
+            )
+        return MagickDocument(out, facts, ctx)
+
+
+def _policy(ctx: ConvertContext, tmp: Path) -> str:
+    """Fill the policy template in with this conversion's limits."""
+    pixels = ctx.limits.max_pixels
+    memory = max(64 * _MIB, min(pixels * 8, 2048 * _MIB))  # Q16 RGBA: 8 bytes per pixel
+    template = string.Template(POLICY_TEMPLATE.read_text(encoding="utf-8"))
+    return template.substitute(
+        memory=f"{memory // _MIB}MiB",
+        map=f"{2 * memory // _MIB}MiB",
+        disk=f"{4 * memory // _MIB}MiB",
+        area=str(pixels),
+        width=str(min(pixels, 1 << 20)),
+        height=str(min(pixels, 1 << 20)),
+        time=str(max(1, int(ctx.limits.timeout))),
+        tmpdir=str(tmp),
+    )
+
+
+def _translate(exc: EngineError) -> Exception:
+    """Map the worker's exit report to previewer's errors."""
+    text = str(exc)
+    for tag, kind in (
+        ("PREVIEWER-INPUT:", InputError),
+        ("PREVIEWER-LIMIT:", LimitExceededError),
+        ("PREVIEWER-POLICY:", EngineUnavailableError),
+    ):
+        if tag in text:
+            message = text.split(tag, 1)[1].strip().splitlines()[0]
+            return kind(f"ImageMagick: {message}")
+    if "killed by signal" in text:
+        return EngineError(f"ImageMagick crashed on this file ({text.split(':', 1)[0]})")
+    return EngineError(text)
+
+
+class MagickDocument:
+    """The worker's full-size PNG of the input: one page, in pixels."""
+
+    units: Literal["pt", "px"] = "px"
+    page_count = 1
+
+    def __init__(self, png: Path, facts: dict[str, Any], ctx: ConvertContext) -> None:
+        self._png = png
+        self._facts = facts
+        self._ctx = ctx
+        width, height = facts["size"]
+        self._size = (float(width), float(height))
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """Return the image size in pixels (after EXIF orientation, layers flattened)."""
+        return self._size
+
+    def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
+        """Open the worker's PNG and scale it by ``scale`` (then cut ``clip`` out, if given)."""
+        from PIL import Image
+
+        try:
+            with Image.open(self._png, formats=["PNG"]) as opened:
+                opened.load()
+                image = opened.convert("RGBA" if _has_alpha(opened) else "RGB")
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"the ImageMagick worker wrote an unreadable PNG: {exc}") from exc
+        target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        if image.size != target:
+            factor = min(image.width // target[0], image.height // target[1])
+            if factor >= 2:
+                image = image.reduce(factor)
+            image = image.resize(target, Image.Resampling.LANCZOS)
+        if clip is not None:  # tiled rendering: cut the tile out of the scaled image
+            x0, y0, x1, y1 = (round(v * scale) for v in clip)
+            image = image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+        return image
+
+    def metadata(self) -> dict[str, Any]:
+        """Return the coder, frame/layer count, stored size, colour space and depth."""
+        facts = self._facts
+        return {
+            "format": facts.get("coder"),
+            "frames": facts.get("frames"),
+            "size": facts.get("canvas"),
+            "colorspace": facts.get("colorspace"),
+            "depth": facts.get("depth"),
+        }
+
+    def close(self) -> None:
+        """Nothing to release: the work directory is removed by previewer."""
+
+    def __enter__(self) -> MagickDocument:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info

@@ -1,0 +1,155 @@
+"""The child process that runs ImageMagick (through Wand) for :mod:`converters.magick`.
+
+Run as ``python -m converters.magick_worker CODER INPUT OUTPUT`` by ``ctx.run`` with an
+environment that names previewer's policy (``MAGICK_CONFIGURE_PATH``) and a private temporary
+directory. ImageMagick can abort or crash the interpreter on hostile input (``text:``/``msl:``
+content under Debian's policy), so it never runs inside previewer itself: a crash here is a
+failed file there.
+
+The worker first checks that the effective policy is previewer's (dangerous coders, delegates
+and ``@`` paths denied, the input's coder allowed); it then reads INPUT from an open file with
+the explicit coder CODER (never a file name, which ImageMagick would interpret), flattens layered
+images (XCF) onto their canvas or takes the first frame, applies EXIF orientation, converts to
+8-bit sRGB and writes OUTPUT as PNG. It prints one JSON line with the source's facts.
+
+Exit statuses: 0 done, 2 bad input, 3 policy not in force, 4 resource limit reached.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+from typing import Any
+
+__all__ = ["DENIED_CODERS", "check_policy", "main"]
+
+EXIT_INPUT = 2
+EXIT_POLICY = 3
+EXIT_LIMIT = 4
+
+DENIED_CODERS = (
+    "MVG",
+    "MSL",
+    "TEXT",
+    "URL",
+    "HTTP",
+    "HTTPS",
+    "EPHEMERAL",
+    "SVG",
+    "MSVG",
+    "PS",
+    "EPS",
+    "PDF",
+    "XPS",
+)
+"""Coders the policy must deny; checked before every read."""
+
+# MagickCore enums (ImageMagick 6 policy.h).
+_CODER, _DELEGATE, _PATH = 1, 2, 4
+_READ, _WRITE, _EXECUTE = 1, 2, 4
+
+
+def check_policy(coder: str) -> str | None:
+    """Return why the effective policy is not previewer's, or None when it is.
+
+    Args:
+        coder: The coder about to be used; it must be allowed for reading.
+    """
+    from wand.api import libmagick
+
+    authorized = libmagick.IsRightsAuthorized
+    authorized.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+    authorized.restype = ctypes.c_int
+    for name in DENIED_CODERS:
+        if authorized(_CODER, _READ, name.encode()):
+            return f"the ImageMagick policy allows reading {name}"
+    if authorized(_CODER, _READ, b"SOMETHING-NEW"):
+        return "the ImageMagick policy does not deny unknown coders"
+    if authorized(_PATH, _READ, b"@/etc/passwd") or authorized(_PATH, _READ, b"/etc/passwd"):
+        return "the ImageMagick policy allows reading arbitrary paths"
+    if authorized(_DELEGATE, _EXECUTE, b"gs"):
+        return "the ImageMagick policy allows delegates"
+    if not authorized(_CODER, _READ, coder.encode()):
+        return f"the ImageMagick policy does not allow reading {coder}"
+    return None
+
+
+def _xcf_canvas(path: str) -> tuple[int, int] | None:
+    """Read the canvas size from an XCF header ("gimp xcf " + version + width + height)."""
+    with open(path, "rb") as fh:
+        head = fh.read(22)
+    if len(head) < 22 or not head.startswith(b"gimp xcf "):
+        return None
+    width, height = int.from_bytes(head[14:18], "big"), int.from_bytes(head[18:22], "big")
+    return (width, height) if 0 < width <= 524288 and 0 < height <= 524288 else None
+
+
+def main(argv: list[str]) -> int:
+    """Convert one file; see the module docstring."""
+    if len(argv) != 3:
+        print("usage: python -m converters.magick_worker CODER INPUT OUTPUT", file=sys.stderr)
+        return 64
+    coder, source, output = argv
+    try:
+        from wand.api import library
+        from wand.exceptions import (
+            PolicyError,
+            ResourceLimitError,
+            WandException,
+        )
+        from wand.image import Image
+    except ImportError as exc:
+        print(f"PREVIEWER-POLICY: cannot load Wand/ImageMagick: {exc}", file=sys.stderr)
+        return EXIT_POLICY
+    reason = check_policy(coder)
+    if reason is not None:
+        print(f"PREVIEWER-POLICY: {reason}", file=sys.stderr)
+        return EXIT_POLICY
+    facts: dict[str, Any] = {"coder": coder}
+    try:
+        with open(source, "rb") as fh, Image(file=fh, format=coder) as read:
+            frames = len(read.sequence)
+            facts.update(frames=frames, width=read.width, height=read.height)
+            canvas = _xcf_canvas(source) if coder == "XCF" else None
+            if canvas is not None:
+                # ImageMagick 6 keeps no XCF canvas size (each layer's page is its own size):
+                # compose the layers, bottom first, at their offsets onto the canvas.
+                image = Image(width=canvas[0], height=canvas[1], background="transparent")
+                for layer in read.sequence:
+                    _w, _h, x, y = layer.page
+                    with Image(image=layer) as pixels:
+                        image.composite(pixels, left=x, top=y, operator="over")
+            else:
+                image = Image(image=read.sequence[0])
+            with image:
+                facts["canvas"] = [image.width, image.height]
+                facts["colorspace"] = image.colorspace
+                facts["depth"] = image.depth
+                image.auto_orient()
+                if image.colorspace not in ("srgb", "rgb", "gray"):
+                    image.transform_colorspace("srgb")
+                image.depth = 8
+                image.compression_quality = 10  # zlib level 1: the PNG is read back at once
+                image.strip()
+                image.format = "PNG"
+                # The policy denies every path but "buffer.*" (how Wand names in-memory blobs).
+                library.MagickSetImageFilename(image.wand, b"buffer.PNG")
+                with open(output, "wb") as out:
+                    image.save(file=out)
+                facts["size"] = [image.width, image.height]
+    except ResourceLimitError as exc:
+        print(f"PREVIEWER-LIMIT: {exc}", file=sys.stderr)
+        return EXIT_LIMIT
+    except PolicyError as exc:
+        print(f"PREVIEWER-INPUT: refused by the ImageMagick policy: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except (WandException, OSError, ValueError, TypeError, IndexError) as exc:
+        print(f"PREVIEWER-INPUT: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    print(json.dumps(facts))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a child process
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,263 @@
+"""Office documents (Word, Excel, PowerPoint, OpenDocument, RTF, ...) through LibreOffice.
+
+The document is exported to a PDF in the conversion's work directory by a warm LibreOffice
+(:mod:`converters.office_engine`) and that PDF is handed on with ``ctx.delegate``, so pages are
+counted, sized and rendered exactly like any PDF. Before LibreOffice sees a file it is checked
+here: an encrypted OOXML package (an OLE2 container with an ``EncryptedPackage`` stream) fails
+at once without a password, a broken or suspiciously expanding zip is refused (LibreOffice 7.4
+spends minutes and gigabytes on a 232 KB DOCX expanding to 69 MB). LibreOffice loads documents
+hidden, read-only, with macros and link updates disabled, in a profile that blocks remote content.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from previewer.errors import EncryptedError, EngineError, InputError, LimitExceededError
+from previewer.plugin import Availability, Box, ConvertContext, Document
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["OfficeConverter"]
+
+_OOXML = "application/vnd.openxmlformats-officedocument."
+WORD = frozenset(
+    {
+        "application/msword",
+        _OOXML + "wordprocessingml.document",
+        _OOXML + "wordprocessingml.template",
+        "application/vnd.ms-word.document.macroEnabled.12",
+        "application/vnd.ms-word.template.macroEnabled.12",
+        "application/vnd.oasis.opendocument.text",
+        "application/vnd.oasis.opendocument.text-template",
+        "application/vnd.oasis.opendocument.text-flat-xml",
+        "application/vnd.wordperfect",
+        "application/rtf",
+        "text/rtf",
+    }
+)
+SHEET = frozenset(
+    {
+        "application/vnd.ms-excel",
+        _OOXML + "spreadsheetml.sheet",
+        _OOXML + "spreadsheetml.template",
+        "application/vnd.ms-excel.sheet.macroEnabled.12",
+        "application/vnd.oasis.opendocument.spreadsheet",
+        "application/vnd.oasis.opendocument.spreadsheet-template",
+        "application/vnd.oasis.opendocument.spreadsheet-flat-xml",
+        "text/csv",
+    }
+)
+SLIDES = frozenset(
+    {
+        "application/vnd.ms-powerpoint",
+        _OOXML + "presentationml.presentation",
+        _OOXML + "presentationml.slideshow",
+        _OOXML + "presentationml.template",
+        "application/vnd.ms-powerpoint.presentation.macroEnabled.12",
+        "application/vnd.oasis.opendocument.presentation",
+        "application/vnd.oasis.opendocument.presentation-template",
+        "application/vnd.oasis.opendocument.presentation-flat-xml",
+    }
+)
+DRAWING = frozenset(
+    {
+        "application/vnd.oasis.opendocument.graphics",
+        "application/vnd.oasis.opendocument.graphics-template",
+        "application/vnd.oasis.opendocument.graphics-flat-xml",
+        "application/vnd.visio",
+        "application/vnd.ms-visio.drawing",
+        "application/x-mspublisher",
+        "application/vnd.ms-publisher",
+    }
+)
+ENCRYPTED = frozenset({"application/encrypted", "application/CDFV2-encrypted"})
+"""libmagic's types for an encrypted OOXML package ("CDFV2 Encrypted")."""
+OLE_GENERIC = frozenset({"application/x-ole-storage", "application/CDFV2"})
+"""An OLE2 container libmagic could not name: LibreOffice may still know it (Works, Visio...)."""
+
+ZIP_MAX_TOTAL = 512 << 20
+"""Refuse a zip-based document that expands to more than this many bytes."""
+ZIP_MAX_RATIO = 100
+ZIP_RATIO_FLOOR = 16 << 20
+"""An entry over this size compressed more than ZIP_MAX_RATIO:1 is treated as a zip bomb."""
+
+_ENCRYPTED_STREAM = "EncryptedPackage".encode("utf-16-le")
+# LibreOffice opens CSV in Writer as plain text unless told to use Calc's CSV filter:
+# separators comma, semicolon and tab; '"' quotes; UTF-8 (76); start at line 1.
+_CSV_FILTER = ("Text - txt - csv (StarCalc)", "44/59/9,34,76,1")
+
+
+class OfficeConverter:
+    """Converts Office and OpenDocument files to PDF with LibreOffice, then renders the PDF."""
+
+    name: ClassVar[str] = "office-libreoffice"
+    mime_types: ClassVar[frozenset[str]] = WORD | SHEET | SLIDES | DRAWING | ENCRYPTED | OLE_GENERIC
+    priority: ClassVar[int] = 50
+
+    @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
+    def availability(self) -> Availability:
+        """Report whether LibreOffice and python3-uno are installed, with LibreOffice's version."""
+        try:
+            from converters import office_engine
+
+            version, reason = office_engine.probe()
+        except Exception as exc:  # noqa: BLE001 - never raises, by contract
+            return Availability(False, "LibreOffice", reason=f"cannot probe LibreOffice: {exc}")
+        if version is None:
+            return Availability(False, "LibreOffice", reason=reason)
+        return Availability(True, "LibreOffice", version=version)
+
+    def open(self, source: Path, ctx: ConvertContext) -> Document:
+        """Export ``source`` to PDF with LibreOffice and open that PDF.
+
+        Raises:
+            EncryptedError: The document needs a password (none given or a wrong one).
+            InputError: The file is corrupt or LibreOffice cannot load it.
+            LimitExceededError: A zip-based document expands suspiciously (zip bomb).
+            EngineTimeoutError: LibreOffice ran past ``ctx.limits.timeout``.
+            EngineError: LibreOffice crashed or exported nothing.
+        """
+        from converters import office_engine
+
+        source = source.resolve()
+        _precheck(source, ctx)
+        import_filter, options = _CSV_FILTER if ctx.mime == "text/csv" else (None, None)
+        out = ctx.workdir / "document.pdf"
+        office_engine.convert(
+            source,
+            out,
+            timeout=ctx.limits.timeout,
+            password=ctx.password,
+            import_filter=import_filter,
+            filter_options=options,
+            # Only the pages that will be rendered: page 1 of a 300-page report need not be
+            # exported as 300 pages (page_count then counts the exported pages only).
+            pages=f"1-{ctx.max_page}" if ctx.max_page is not None else None,
+        )
+        if not out.is_file() or out.stat().st_size == 0:
+            raise EngineError("LibreOffice reported success but wrote no PDF")
+        pdf = ctx.delegate(out, "application/pdf")
+        return OfficeDocument(pdf, ctx.mime, self.availability().version or "")
+
+
+FORMAT_NAMES = {
+    "application/msword": "Word 97-2003",
+    _OOXML + "wordprocessingml.document": "Word (OOXML)",
+    "application/vnd.ms-excel": "Excel 97-2003",
+    _OOXML + "spreadsheetml.sheet": "Excel (OOXML)",
+    "application/vnd.ms-powerpoint": "PowerPoint 97-2003",
+    _OOXML + "presentationml.presentation": "PowerPoint (OOXML)",
+    "application/vnd.oasis.opendocument.text": "OpenDocument text",
+    "application/vnd.oasis.opendocument.spreadsheet": "OpenDocument spreadsheet",
+    "application/vnd.oasis.opendocument.presentation": "OpenDocument presentation",
+    "application/vnd.oasis.opendocument.graphics": "OpenDocument drawing",
+    "text/rtf": "RTF",
+    "text/csv": "CSV",
+    "application/vnd.wordperfect": "WordPerfect",
+}
+
+
+class OfficeDocument:
+    """The PDF LibreOffice exported, standing for the Office document it came from."""
+
+    units: Literal["pt", "px"] = "pt"
+
+    def __init__(self, pdf: Document, mime: str, version: str) -> None:
+        self._pdf = pdf
+        self._mime = mime
+        self._version = version
+        self.page_count = pdf.page_count
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """Return the page size in points, as LibreOffice laid the page out."""
+        return self._pdf.page_size(index)
+
+    def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
+        """Render page ``index`` of the exported PDF."""
+        return self._pdf.render(index, scale=scale, clip=clip)
+
+    def __getattr__(self, name: str) -> Any:
+        # Optional fast paths of the PDF document (render_png) stay available.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._pdf, name)
+
+    def metadata(self) -> dict[str, Any]:
+        """Return the Office format and the LibreOffice version that laid it out."""
+        return {
+            "format": FORMAT_NAMES.get(self._mime, self._mime),
+            "engine": f"LibreOffice {self._version}".strip(),
+        }
+
+    def close(self) -> None:
+        """Close the exported PDF."""
+        self._pdf.close()
+
+    def __enter__(self) -> OfficeDocument:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _precheck(source: Path, ctx: ConvertContext) -> None:
+    """Reject what must not reach LibreOffice: encrypted packages without password, zip bombs."""
+    if ctx.mime in ENCRYPTED or ctx.mime in OLE_GENERIC:
+        if _has_encrypted_package(source) or ctx.mime in ENCRYPTED:
+            if not ctx.password:
+                raise EncryptedError(
+                    "document is encrypted and needs a password",
+                    hint="pass the password with --password",
+                )
+        return
+    with open(source, "rb") as fh:
+        is_zip = fh.read(4) == b"PK\x03\x04"
+    if is_zip:
+        _check_zip(source, ctx.mime)
+
+
+def _has_encrypted_package(source: Path) -> bool:
+    """True when an OLE2 file has an ``EncryptedPackage`` stream (an encrypted OOXML file)."""
+    tail = b""
+    with open(source, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            if _ENCRYPTED_STREAM in tail + chunk:
+                return True
+            tail = chunk[-len(_ENCRYPTED_STREAM) :]
+    return False
+
+
+def _check_zip(source: Path, mime: str) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(source) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"corrupt document package: {exc}") from exc
+    names = {info.filename for info in infos}
+    if mime.startswith(_OOXML) or "ms-" in mime:
+        if "[Content_Types].xml" not in names:
+            raise InputError("not an Office Open XML package (no [Content_Types].xml)")
+    elif "opendocument" in mime and "mimetype" not in names and "content.xml" not in names:
+        raise InputError("not an OpenDocument package (no content.xml)")
+    total = 0
+    for info in infos:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > ZIP_RATIO_FLOOR and ratio > ZIP_MAX_RATIO:
+            raise LimitExceededError(
+                f"zip bomb: {info.filename} expands {ratio:.0f}:1 to {info.file_size:,} bytes"
+            )
+    if total > ZIP_MAX_TOTAL:
+        raise LimitExceededError(f"document expands to {total:,} bytes, over {ZIP_MAX_TOTAL:,}")

@@ -1,0 +1,380 @@
+"""LibreOffice over UNO, as a small bridge program run by Debian's ``/usr/bin/python3``.
+
+Debian's ``python3-uno`` is built for the system interpreter only, so previewer (in its own
+virtual environment, possibly another Python) does not import ``uno``: it runs this script with
+``/usr/bin/python3`` and talks to it over stdin/stdout, one JSON object per line.
+
+The bridge starts ``soffice.bin`` itself, headless, with the private profile and ``HOME`` in its
+work directory (given as the only argument), in the bridge's own process group, so killing that
+group stops everything. It then answers requests until stdin closes:
+
+- ``{"op": "convert", "src": PATH, "out": PATH, "pages": "1-3" | null, "password": str | null,
+  "filter": IMPORT_FILTER | null, "filter_options": str | null}`` loads ``src`` hidden, read-only,
+  with macros and link updates disabled, and exports it to ``out`` as PDF. Reply:
+  ``{"ok": true}`` or ``{"ok": false, "error": "encrypted" | "unloadable" | "crashed" | "failed",
+  "message": str}``.
+- ``{"op": "ping"}`` starts LibreOffice if needed. Reply: ``{"ok": true, "version": str}``.
+
+Safety: the fresh profile blocks untrusted referer links (LibreOffice 7.4 otherwise fetches
+linked remote images) and disables macros before LibreOffice first reads it; a password prompt is
+answered by aborting (reported as ``encrypted``). A watchdog thread kills LibreOffice and exits
+when previewer goes away (the bridge is re-parented), so SIGTERM or SIGKILL of previewer never
+leaves ``soffice.bin`` running.
+"""
+# This file runs under the system Python with python3-uno, never inside previewer's process:
+# it cannot use previewer.process, hence the direct use of subprocess.
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess  # noqa: TID251 - a separate program; see the comment above
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uno  # type: ignore[import-not-found]
+import unohelper  # type: ignore[import-not-found]
+from com.sun.star.task import XInteractionHandler  # type: ignore[import-not-found]
+
+SOFFICE = "/usr/lib/libreoffice/program/soffice.bin"
+START_TIMEOUT = 60.0
+RESTART_EXIT = 81  # soffice.bin asks to be restarted (normally handled by oosplash)
+
+XCU = """<?xml version="1.0" encoding="UTF-8"?>
+<oor:items xmlns:oor="http://openoffice.org/2001/registry"
+ xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+{items}
+</oor:items>
+"""
+SETTINGS = (
+    # Blocks linked remote images and OLE links (fetched by default in 7.4, see ENGINES.md).
+    (
+        "/org.openoffice.Office.Common/Security/Scripting",
+        "BlockUntrustedRefererLinks",
+        "boolean",
+        "true",
+    ),
+    (
+        "/org.openoffice.Office.Common/Security/Scripting",
+        "DisableMacrosExecution",
+        "boolean",
+        "true",
+    ),
+    ("/org.openoffice.Office.Common/Security/Scripting", "MacroSecurityLevel", "int", "3"),
+    ("/org.openoffice.Office.Common/Misc", "UseLocking", "boolean", "false"),
+    ("/org.openoffice.Office.Common/Misc", "ShowTipOfTheDay", "boolean", "false"),
+    ("/org.openoffice.Office.Calc/Formula/Load", "OOXMLRecalcMode", "int", "1"),
+    ("/org.openoffice.Office.Calc/Formula/Load", "ODFRecalcMode", "int", "1"),
+)
+
+EXPORT_FILTERS = (
+    ("com.sun.star.sheet.SpreadsheetDocument", "calc_pdf_Export"),
+    ("com.sun.star.presentation.PresentationDocument", "impress_pdf_Export"),
+    ("com.sun.star.drawing.DrawingDocument", "draw_pdf_Export"),
+    ("com.sun.star.formula.FormulaProperties", "math_pdf_Export"),
+    ("com.sun.star.text.GenericTextDocument", "writer_pdf_Export"),
+)
+
+
+def _prop(name: str, value: Any) -> Any:
+    prop = uno.createUnoStruct("com.sun.star.beans.PropertyValue")
+    prop.Name = name
+    prop.Value = value
+    return prop
+
+
+class PasswordHandler(unohelper.Base, XInteractionHandler):  # type: ignore[misc]
+    """Answers every interaction by aborting; remembers whether a password was asked for."""
+
+    def __init__(self) -> None:
+        self.asked_password = False
+        self.requests: list[str] = []
+
+    def handle(self, request: Any) -> None:  # noqa: D102 - UNO callback
+        # request.getRequest() cannot be used: pyuno 7.4 on Python 3.11 raises SystemError
+        # ("returned a result with an exception set") when the request is a UNO exception.
+        # A password request is recognised by its XInteractionPassword continuation instead.
+        abort = None
+        for cont in request.getContinuations():
+            if _supports(cont, "com.sun.star.task.XInteractionPassword"):
+                self.asked_password = True
+            if abort is None and _supports(cont, "com.sun.star.task.XInteractionAbort"):
+                abort = cont
+        self.requests.append("password" if self.asked_password else "other")
+        if abort is not None:
+            abort.select()
+
+
+def _supports(obj: Any, interface: str) -> bool:
+    try:
+        return bool(obj.queryInterface(uno.getTypeByName(interface)))
+    except Exception:  # noqa: BLE001 - not a UNO object
+        return False
+
+
+class Bridge:
+    """One soffice.bin and the UNO connection to it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.desktop: Any = None
+        self.version = ""
+        self.starts = 0
+
+    def _write_profile(self) -> Path:
+        profile = self.workdir / "profile"
+        user = profile / "user"
+        user.mkdir(parents=True, exist_ok=True)
+        items = "\n".join(
+            f'<item oor:path="{path}"><prop oor:name="{name}" oor:op="fuse">'
+            f"<value>{value}</value></prop></item>"
+            for path, name, _kind, value in SETTINGS
+        )
+        (user / "registrymodifications.xcu").write_text(XCU.format(items=items), "utf-8")
+        return profile
+
+    def alive(self) -> bool:
+        """True while soffice.bin runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start soffice.bin with a fresh profile and connect to it."""
+        self.stop()
+        profile = self._write_profile()
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        self.starts += 1
+        pipe = f"previewer-{os.getpid()}-{self.starts}-{time.monotonic_ns()}"
+        argv = [
+            SOFFICE,
+            f"-env:UserInstallation={profile.as_uri()}",
+            "--headless",
+            "--invisible",
+            "--nologo",
+            "--norestore",
+            "--nodefault",
+            "--nolockcheck",
+            "--nofirststartwizard",
+            f"--accept=pipe,name={pipe};urp;StarOffice.ComponentContext",
+        ]
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": str(self.workdir),
+            "TMPDIR": str(tmp),
+            "SAL_USE_VCLPLUGIN": "svp",
+        }
+        log = open(self.workdir / "soffice.log", "ab")  # noqa: SIM115 - handed to the child
+        deadline = time.monotonic() + START_TIMEOUT
+        for _attempt in range(3):
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+                env=env,
+                close_fds=True,
+                preexec_fn=_die_with_parent,
+            )
+            ok = self._connect(pipe, deadline)
+            if ok:
+                break
+            if self.proc.poll() != RESTART_EXIT:
+                break
+        log.close()
+        if self.desktop is None:
+            raise RuntimeError("LibreOffice did not start: " + _tail(self.workdir / "soffice.log"))
+
+    def _connect(self, pipe: str, deadline: float) -> bool:
+        local = uno.getComponentContext()
+        resolver = local.ServiceManager.createInstanceWithContext(
+            "com.sun.star.bridge.UnoUrlResolver", local
+        )
+        url = f"uno:pipe,name={pipe};urp;StarOffice.ComponentContext"
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            try:
+                ctx = resolver.resolve(url)
+            except Exception:  # noqa: BLE001 - NoConnectException until it listens
+                time.sleep(0.05)
+                continue
+            smgr = ctx.ServiceManager
+            self.desktop = smgr.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
+            try:
+                provider = smgr.createInstanceWithContext(
+                    "com.sun.star.configuration.ConfigurationProvider", ctx
+                )
+                access = provider.createInstanceWithArguments(
+                    "com.sun.star.configuration.ConfigurationAccess",
+                    (_prop("nodepath", "/org.openoffice.Setup/Product"),),
+                )
+                self.version = str(access.getByName("ooSetupVersionAboutBox"))
+            except Exception:  # noqa: BLE001 - the version is informative only
+                self.version = ""
+            return True
+        return False
+
+    def stop(self) -> None:
+        """Kill soffice.bin."""
+        self.desktop = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def ensure(self) -> None:
+        """Start LibreOffice unless it runs and is connected."""
+        if not self.alive() or self.desktop is None:
+            self.start()
+
+    def convert(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Load one document and export it to PDF; return the reply."""
+        self.ensure()
+        handler = PasswordHandler()
+        props = [
+            _prop("Hidden", True),  # without it 7.4 returns no document for XLSX, then aborts
+            _prop("ReadOnly", True),
+            _prop("MacroExecutionMode", 0),  # NEVER_EXECUTE
+            _prop("UpdateDocMode", 0),  # NO_UPDATE: no links, no external data
+            _prop("InteractionHandler", handler),
+        ]
+        if req.get("password"):
+            props.append(_prop("Password", req["password"]))
+        if req.get("filter"):
+            props.append(_prop("FilterName", req["filter"]))
+        if req.get("filter_options"):
+            props.append(_prop("FilterOptions", req["filter_options"]))
+        url = uno.systemPathToFileUrl(req["src"])
+        try:
+            doc = self.desktop.loadComponentFromURL(url, "_blank", 0, tuple(props))
+        except Exception as exc:  # noqa: BLE001 - UNO exceptions are not Python classes
+            return self._load_failure(handler, exc)
+        if doc is None:
+            return self._load_failure(handler, None)
+        try:
+            export = next(
+                (f for service, f in EXPORT_FILTERS if doc.supportsService(service)), None
+            )
+            if export is None:
+                return {"ok": False, "error": "unloadable", "message": "not a printable document"}
+            data = []
+            if req.get("pages"):
+                data.append(_prop("PageRange", req["pages"]))
+            store = (
+                _prop("FilterName", export),
+                _prop(
+                    "FilterData",
+                    uno.Any("[]com.sun.star.beans.PropertyValue", tuple(data)),
+                ),
+                _prop("Overwrite", True),
+            )
+            doc.storeToURL(uno.systemPathToFileUrl(req["out"]), store)
+        except Exception as exc:  # noqa: BLE001
+            if self.died(exc):
+                self.stop()
+                return {"ok": False, "error": "crashed", "message": "LibreOffice crashed"}
+            return {"ok": False, "error": "failed", "message": f"PDF export failed: {exc}"}
+        finally:
+            try:
+                doc.close(True)
+            except Exception:  # noqa: BLE001, S110 - already gone
+                pass
+        return {"ok": True}
+
+    def died(self, exc: BaseException | None) -> bool:
+        """True when LibreOffice is gone (killed or crashed) rather than the document failing."""
+        if exc is not None and "disposed" in f"{type(exc).__name__} {exc}".lower():
+            # The UNO connection broke: soffice.bin died, perhaps not yet reaped; either way this
+            # instance is unusable.
+            if self.proc is not None:
+                try:
+                    self.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+            return True
+        return not self.alive()
+
+    def _load_failure(self, handler: PasswordHandler, exc: Exception | None) -> dict[str, Any]:
+        if self.died(exc):
+            self.stop()
+            return {"ok": False, "error": "crashed", "message": "LibreOffice crashed on load"}
+        if handler.asked_password:
+            return {"ok": False, "error": "encrypted", "message": "document needs a password"}
+        detail = getattr(exc, "Message", "") or (type(exc).__name__ if exc else "")
+        message = "LibreOffice cannot load it" + (f" ({detail})" if detail else "")
+        return {"ok": False, "error": "unloadable", "message": message}
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the bridge dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except Exception:  # noqa: BLE001, S110 - best effort; the watchdog remains
+        pass
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        return path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _watchdog(bridge: Bridge, parent: int) -> None:
+    while True:
+        time.sleep(0.25)
+        if os.getppid() != parent:
+            if bridge.proc is not None:
+                try:
+                    bridge.proc.kill()
+                    bridge.proc.wait(timeout=5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            shutil.rmtree(bridge.workdir, ignore_errors=True)
+            os._exit(3)
+
+
+def main() -> int:
+    """Serve requests from stdin until it closes."""
+    workdir = Path(sys.argv[1])
+    bridge = Bridge(workdir)
+    threading.Thread(target=_watchdog, args=(bridge, os.getppid()), daemon=True).start()
+    out = sys.stdout
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            if req.get("op") == "ping":
+                bridge.ensure()
+                reply: dict[str, Any] = {"ok": True, "version": bridge.version}
+            elif req.get("op") == "convert":
+                reply = bridge.convert(req)
+            else:
+                reply = {"ok": False, "error": "failed", "message": f"unknown op {req.get('op')}"}
+        except Exception as exc:  # noqa: BLE001 - reported to previewer, never a traceback
+            if bridge.died(exc):
+                bridge.stop()
+                reply = {"ok": False, "error": "crashed", "message": f"LibreOffice died: {exc}"}
+            else:
+                reply = {"ok": False, "error": "failed", "message": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    bridge.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

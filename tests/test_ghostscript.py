@@ -1,0 +1,148 @@
+"""EPS, PostScript and non-PDF Illustrator files through Ghostscript (converters/ghostscript.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from pngcheck import check_png
+
+import previewer
+from previewer.errors import EngineTimeoutError, InputError
+
+pytestmark = pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript (gs) not installed")
+
+VECTOR = Path(__file__).parent / "fixtures" / "vector"
+
+EPS_BOX = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 200 100\n%%EndComments\n"
+    b"0.8 0.1 0.1 setrgbcolor 10 10 180 80 rectfill\n"
+)
+
+
+def _eps(tmp_path: Path, body: bytes, name: str = "in.eps") -> Path:
+    path = tmp_path / name
+    path.write_bytes(EPS_BOX + body + b"\nshowpage\n")
+    return path
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and "pytest" not in cmdline:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "kind"),
+    [
+        ("zero_bb.eps", (460, 352), "EPS"),
+        ("illu10_preview.eps", (402.5206, 2447.3936), "EPS"),
+        ("raw_text.ps", (595, 842), "PostScript"),
+    ],
+)
+def test_corpus_postscript_converts(
+    name: str, size: tuple[float, float], kind: str, tmp_path: Path
+) -> None:
+    (preview,) = previewer.convert(VECTOR / name, out_dir=tmp_path, sizes=[256])
+    assert preview.converter == "postscript-ghostscript"
+    check_png(preview.path, longest=256, aspect=size)
+    info = previewer.info(VECTOR / name)
+    assert info.units == "pt"
+    (page,) = info.page_sizes
+    assert abs(page[0] - size[0]) < 0.5 and abs(page[1] - size[1]) < 0.5
+    assert info.metadata["format"] == kind
+
+
+def test_eps_with_tiff_preview_header() -> None:
+    info = previewer.info(VECTOR / "illu10_preview.eps")
+    assert info.metadata["binary_preview"] == "TIFF"
+    image = previewer.render(VECTOR / "illu10_preview.eps", size=512)
+    assert image.height == 512
+
+
+def test_eps_renders_at_requested_size(tmp_path: Path) -> None:
+    path = _eps(tmp_path, b"")
+    image = previewer.render(path, size=1000)
+    assert image.size == (1000, 500)
+    r, g, b, *_ = image.getpixel((500, 250))
+    assert r > 150 and g < 80 and b < 80
+
+
+def test_fuzzed_eps_is_bad_input(tmp_path: Path) -> None:
+    name = "timeout-d675703545fee17acab56e5fec644c19979175de.eps"
+    with pytest.raises(InputError) as excinfo:
+        previewer.convert(VECTOR / name, out_dir=tmp_path)
+    assert name in str(excinfo.value)
+
+
+def test_postscript_error_is_bad_input(tmp_path: Path) -> None:
+    path = _eps(tmp_path, b"nosuchoperator")
+    with pytest.raises(InputError, match="undefined"):
+        previewer.convert(path, out_dir=tmp_path / "out")
+
+
+def test_pipe_is_refused(tmp_path: Path) -> None:
+    marker = Path(tempfile.gettempdir()) / f"previewer-pwned-{uuid.uuid4().hex}"
+    path = _eps(tmp_path, b"(%pipe%touch " + str(marker).encode() + b") (w) file closefile")
+    with pytest.raises(InputError, match="invalidfileaccess"):
+        previewer.convert(path, out_dir=tmp_path / "out")
+    assert not marker.exists()
+
+
+def test_file_planted_in_shared_temp_is_not_readable(tmp_path: Path) -> None:
+    planted = Path(tempfile.gettempdir()) / f"previewer-planted-{uuid.uuid4().hex}.txt"
+    planted.write_text("secret")
+    try:
+        body = b"/f (" + str(planted).encode() + b") (r) file def f 6 string readstring pop pop"
+        path = _eps(tmp_path, body)
+        with pytest.raises(InputError, match="invalidfileaccess"):
+            previewer.convert(path, out_dir=tmp_path / "out")
+    finally:
+        planted.unlink()
+
+
+def test_infinite_loop_times_out_and_leaves_no_process(tmp_path: Path) -> None:
+    path = _eps(tmp_path, b"{} loop", name=f"loop-{uuid.uuid4().hex}.eps")
+    start = time.monotonic()
+    with pytest.raises(EngineTimeoutError):
+        previewer.convert(path, out_dir=tmp_path / "out", limits=previewer.Limits(timeout=2))
+    assert time.monotonic() - start < 15
+    assert _processes_mentioning(path.name) == []
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_multi_page_postscript(tmp_path: Path) -> None:
+    path = tmp_path / "two.ps"
+    path.write_bytes(
+        b"%!PS-Adobe-3.0\n%%Pages: 2\n%%EndComments\n"
+        b"%%Page: 1 1\n0 0 1 setrgbcolor 0 0 300 300 rectfill showpage\n"
+        b"%%Page: 2 2\n1 0 0 setrgbcolor 0 0 300 300 rectfill showpage\n%%EOF\n"
+    )
+    previews = previewer.convert(path, out_dir=tmp_path / "out", pages="all", sizes=[100])
+    assert [p.page for p in previews] == [1, 2]
+    with previewer.render(path, page=2, size=100) as image:
+        r, g, b = image.convert("RGB").getpixel((5, image.height - 5))
+    assert r > 200 and b < 50
+
+
+def test_tiled_rendering_matches_one_piece(tmp_path: Path) -> None:
+    from PIL import ImageChops, ImageStat
+
+    path = _eps(tmp_path, b"0 0 1 setrgbcolor 100 50 moveto 150 90 lineto stroke")
+    whole = previewer.render(path, size=800).convert("RGB")
+    tiled = previewer.render(path, size=800, limits=previewer.Limits(max_tile_pixels=40_000))
+    assert tiled.size == whole.size
+    assert max(ImageStat.Stat(ImageChops.difference(whole, tiled.convert("RGB"))).mean) < 1

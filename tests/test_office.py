@@ -1,0 +1,495 @@
+"""The Office converter with the real LibreOffice: content, isolation, warm reuse and faults.
+
+The corpus rows (Word, Excel, PowerPoint, OpenDocument, RTF, encrypted and broken files) are
+checked by ``tests/test_corpus.py``; this module covers what the corpus cannot: documents
+generated with known page-1 content, remote content never fetched, one warm LibreOffice reused
+within a process, per-document timeouts, a LibreOffice killed mid-conversion, concurrent
+previewer processes, and no ``soffice.bin`` left behind. Every test process shares one warm
+LibreOffice (the engine pool lives as long as the process), so only the subprocess tests pay
+for a cold start.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pngcheck import check_png
+
+import previewer
+from converters import office_engine
+from previewer.errors import (
+    EncryptedError,
+    EngineError,
+    EngineTimeoutError,
+    ExitCode,
+    InputError,
+    LimitExceededError,
+)
+
+OFFICE = Path(__file__).parent / "fixtures" / "corpus" / "office"
+BIGFOOT = OFFICE / "bigfoot.xlsx"
+A4 = (595.3, 841.9)
+
+pytestmark = pytest.mark.skipif(
+    not office_engine.SOFFICE_BIN.is_file(), reason="LibreOffice is not installed"
+)
+
+NS = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+    'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
+    'xmlns:fo="urn:oasis:names:tc:opendocument:xmlns:xsl-fo-compatible:1.0" '
+    'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" '
+    'xmlns:xlink="http://www.w3.org/1999/xlink" office:version="1.2"'
+)
+
+
+def make_odt(path: Path, pages: int = 1, *, image_url: str | None = None) -> Path:
+    """Write an A4 text document: page N says "Page N" in 48 pt black bold at the top."""
+    paragraphs = "".join(
+        f'<text:p text:style-name="{"Big" if n == 1 else "Break"}">Page {n}</text:p>'
+        for n in range(1, pages + 1)
+    )
+    if image_url:
+        paragraphs += (
+            '<text:p><draw:frame draw:name="remote" text:anchor-type="paragraph" '
+            'svg:width="5cm" svg:height="5cm"><draw:image xlink:href="'
+            + image_url
+            + '" xlink:type="simple" xlink:show="embed" xlink:actuate="onLoad"/>'
+            "</draw:frame></text:p>"
+        )
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {NS}>'
+        "<office:automatic-styles>"
+        '<style:style style:name="Big" style:family="paragraph">'
+        '<style:text-properties fo:font-size="48pt" fo:font-weight="bold" fo:color="#000000"/>'
+        "</style:style>"
+        '<style:style style:name="Break" style:family="paragraph" style:parent-style-name="Big">'
+        '<style:paragraph-properties fo:break-before="page"/>'
+        '<style:text-properties fo:font-size="48pt" fo:font-weight="bold"/></style:style>'
+        "</office:automatic-styles>"
+        f"<office:body><office:text>{paragraphs}</office:text></office:body>"
+        "</office:document-content>"
+    )
+    styles = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-styles {NS}>'
+        '<office:automatic-styles><style:page-layout style:name="pm1">'
+        '<style:page-layout-properties fo:page-width="21cm" fo:page-height="29.7cm" '
+        'fo:margin-top="2cm" fo:margin-bottom="2cm" fo:margin-left="2cm" fo:margin-right="2cm"/>'
+        "</style:page-layout></office:automatic-styles>"
+        '<office:master-styles><style:master-page style:name="Standard" '
+        'style:page-layout-name="pm1"/></office:master-styles></office:document-styles>'
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" '
+        'manifest:version="1.2">'
+        '<manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.text"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        '<manifest:file-entry manifest:full-path="styles.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mimetype", "application/vnd.oasis.opendocument.text", zipfile.ZIP_STORED)
+        zf.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+        zf.writestr("styles.xml", styles, zipfile.ZIP_DEFLATED)
+        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+    return path
+
+
+def soffice_processes(marker: str) -> list[int]:
+    """PIDs of running processes whose command line mentions ``marker`` (a private path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def run_cli(args: list[str], tmpdir: Path, **kwargs: object) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "previewer", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_generated_document_has_known_page_one(tmp_path: Path) -> None:
+    doc = make_odt(tmp_path / "three.odt", pages=3)
+
+    info = previewer.info(doc)
+    (preview,) = previewer.convert(doc, out_dir=tmp_path / "out", sizes=[256])
+
+    assert info.converter == "office-libreoffice"
+    assert info.pages == 3
+    assert all(abs(w - A4[0]) < 1 and abs(h - A4[1]) < 1 for w, h in info.page_sizes)
+    image = check_png(preview.path, longest=256, aspect=A4)
+    # "Page 1" in 48 pt black bold sits in the top band; the bottom half is empty paper.
+    grey = image.convert("L")
+    top = grey.crop((0, 0, grey.width, grey.height // 5))
+    bottom = grey.crop((0, grey.height // 2, grey.width, grey.height))
+    assert top.getextrema()[0] < 80, "no dark text at the top of page 1"
+    assert bottom.getextrema()[0] > 240, "page 1 is not empty below its heading"
+
+
+def test_all_pages_render_with_page_count(tmp_path: Path) -> None:
+    doc = make_odt(tmp_path / "two.odt", pages=2)
+
+    previews = previewer.convert(doc, out_dir=tmp_path, sizes=[128], pages="all")
+
+    assert [p.page for p in previews] == [1, 2]
+    for p in previews:
+        check_png(p.path, longest=128, aspect=A4)
+
+
+def test_slides_are_16_9(tmp_path: Path) -> None:
+    (preview,) = previewer.convert(
+        OFFICE / "LibreOfficeImpress_odp_1.3.odp", out_dir=tmp_path, sizes=[320]
+    )
+    image = check_png(preview.path, longest=320, aspect=(16, 9))
+    assert image.size == (320, 180)
+
+
+def test_docx_without_extension_is_sniffed(tmp_path: Path) -> None:
+    nameless = tmp_path / "document"
+    nameless.write_bytes((OFFICE / "sct-section-props.docx").read_bytes())
+
+    info = previewer.info(nameless)
+
+    assert info.mime.endswith("wordprocessingml.document")
+    assert info.pages == 5
+    assert info.page_sizes[0] == pytest.approx((792, 612), abs=0.5)
+
+
+def test_csv_named_so_opens_as_a_spreadsheet(tmp_path: Path) -> None:
+    csv = tmp_path / "table.csv"
+    csv.write_text("name,value\n" + "".join(f"row{i},{i * i}\n" for i in range(30)))
+
+    info = previewer.info(csv)
+
+    assert info.mime == "text/csv" and info.converter == "office-libreoffice"
+    assert info.pages == 1
+
+
+def test_flat_opendocument_is_sniffed_and_converted(tmp_path: Path) -> None:
+    flat = tmp_path / "flat.xml"
+    flat.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2" '
+        'office:mimetype="application/vnd.oasis.opendocument.text">'
+        "<office:body><office:text><text:p>Flat</text:p></office:text></office:body>"
+        "</office:document>"
+    )
+
+    info = previewer.info(flat)
+
+    assert info.mime == "application/vnd.oasis.opendocument.text-flat-xml"
+    assert info.converter == "office-libreoffice" and info.pages == 1
+
+
+def test_info_names_the_office_format(tmp_path: Path) -> None:
+    info = previewer.info(OFFICE / "lorem-ipsum.doc")
+    assert info.metadata["format"] == "Word 97-2003"
+    assert info.metadata["engine"].startswith("LibreOffice 7.")
+
+
+def test_file_name_starting_with_dashes(tmp_path: Path) -> None:
+    doc = make_odt(tmp_path / "--help.odt")
+    (preview,) = previewer.convert(doc, out_dir=tmp_path / "out")
+    assert preview.path.name == "--help.odt.p1.256.png"
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_encrypted_documents_fail_fast() -> None:
+    for name in ("WordPasswordProtected.docx", "Word_protected_encrypted.doc"):
+        started = time.monotonic()
+        with pytest.raises(EncryptedError) as excinfo:
+            previewer.info(OFFICE / name)
+        assert name in str(excinfo.value) and "--password" in str(excinfo.value)
+        assert excinfo.value.exit_code == ExitCode.BAD_INPUT
+        assert time.monotonic() - started < 15
+
+
+def test_zip_bomb_is_refused_before_libreoffice(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("word/document.xml", b"<w:document>" + b" " * (64 << 20) + b"</w:document>")
+
+    with pytest.raises(LimitExceededError, match="zip bomb"):
+        previewer.info(bomb)
+
+
+def test_empty_and_broken_packages_are_bad_input(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.docx"
+    empty.write_bytes(b"")
+    broken = tmp_path / "broken.odt"
+    broken.write_bytes(make_odt(tmp_path / "x.odt").read_bytes()[:300])
+    for path in (empty, broken):
+        with pytest.raises(InputError) as excinfo:
+            previewer.info(path)
+        assert not isinstance(excinfo.value, EncryptedError)
+
+
+def test_empty_file_never_starts_libreoffice(tmp_path: Path) -> None:
+    (tmp_path / "empty.xlsx").write_bytes(b"")
+    code = (
+        "import previewer, converters.office_engine as e\n"
+        "try:\n    previewer.info('empty.xlsx')\nexcept previewer.InputError:\n    pass\n"
+        "print(e._registered, len(e._idle))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60
+    )
+    assert proc.stdout.split() == [b"False", b"0"], proc.stderr
+
+
+# --------------------------------------------------------------------------- safety
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, list[str]]]:
+    """A server on 127.0.0.1 that records every request it receives."""
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            requests.append(f"{self.command} {self.path}")
+            self.send_response(404)
+            self.end_headers()
+
+        do_GET = do_HEAD = do_OPTIONS = do_PROPFIND = _record
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_linked_remote_image_is_not_fetched(
+    tmp_path: Path, http_server: tuple[str, list[str]]
+) -> None:
+    url, requests = http_server
+    doc = make_odt(tmp_path / "linked.odt", image_url=f"{url}/tracker.png")
+
+    (preview,) = previewer.convert(doc, out_dir=tmp_path)
+
+    check_png(preview.path, longest=256, aspect=A4)
+    time.sleep(0.5)
+    assert requests == []
+
+
+# --------------------------------------------------------------------------- warm engine
+
+
+def test_one_warm_instance_serves_consecutive_documents(tmp_path: Path) -> None:
+    doc = make_odt(tmp_path / "warm.odt")
+    previewer.info(doc)
+    (engine,) = office_engine._idle
+    uses = engine.uses
+
+    started = time.monotonic()
+    for _ in range(3):
+        previewer.info(doc)
+    elapsed = time.monotonic() - started
+
+    assert office_engine._idle == [engine] and engine.uses == uses + 3
+    assert engine.alive()
+    assert elapsed < 6, f"three warm conversions took {elapsed:.1f} s"
+
+
+def test_timeout_kills_the_instance_and_the_next_document_converts(tmp_path: Path) -> None:
+    doc = make_odt(tmp_path / "after.odt")
+    previewer.info(doc)
+    (engine,) = office_engine._idle
+    workdir = str(engine.workdir)
+
+    report = previewer.convert_many(
+        [BIGFOOT, doc], out_dir=tmp_path, limits=previewer.Limits(timeout=3)
+    )
+
+    first, second = report.results
+    assert isinstance(first.error, EngineTimeoutError)
+    assert first.exit_code == ExitCode.TIMEOUT
+    assert second.status == "converted"
+    assert not engine.alive()
+    assert soffice_processes(workdir) == []
+    assert not Path(workdir).exists()
+    assert office_engine._idle and office_engine._idle[0] is not engine
+
+
+@pytest.mark.slow
+def test_bigfoot_converts_to_one_blank_page() -> None:
+    info = previewer.info(BIGFOOT)
+    assert info.pages == 1
+    assert info.page_sizes[0] == pytest.approx(A4, abs=1)
+
+
+def test_libreoffice_killed_mid_conversion(tmp_path: Path) -> None:
+    doc = make_odt(tmp_path / "survivor.odt")
+    previewer.info(doc)
+    (engine,) = office_engine._idle
+    workdir = str(engine.workdir)
+
+    def kill_soffice() -> None:
+        if wait_until(lambda: engine in office_engine._busy, 30):
+            time.sleep(1.0)
+            for pid in soffice_processes(workdir):
+                if "soffice.bin" in Path(f"/proc/{pid}/cmdline").read_text():
+                    os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_soffice)
+    killer.start()
+    report = previewer.convert_many([BIGFOOT, doc], out_dir=tmp_path)
+    killer.join()
+
+    first, second = report.results
+    assert isinstance(first.error, EngineError), first.error
+    assert "crash" in str(first.error) or "died" in str(first.error)
+    assert second.status == "converted"
+    assert wait_until(lambda: soffice_processes(workdir) == [], 10)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def test_two_processes_at_once_and_nothing_left_behind(tmp_path: Path) -> None:
+    docs = [make_odt(tmp_path / f"doc{n}.odt", pages=n) for n in (1, 2)]
+    procs = [
+        run_cli(["convert", str(doc), "-o", str(tmp_path / "out"), "-p", "all"], tmp_path)
+        for doc in docs
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+
+    for proc, (_out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err.decode()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "doc1.odt.p1.256.png",
+        "doc2.odt.p1.256.png",
+        "doc2.odt.p2.256.png",
+    ]
+    assert soffice_processes(str(tmp_path)) == []
+    assert not list(tmp_path.glob("previewer-*")), "an engine work directory was left"
+
+
+def test_sigterm_leaves_no_soffice(tmp_path: Path) -> None:
+    proc = run_cli(["convert", str(BIGFOOT), "-o", str(tmp_path)], tmp_path)
+    try:
+        assert wait_until(
+            lambda: any(
+                "soffice.bin" in Path(f"/proc/{pid}/cmdline").read_text()
+                for pid in soffice_processes(str(tmp_path))
+            ),
+            60,
+        ), "LibreOffice never started"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert wait_until(lambda: soffice_processes(str(tmp_path)) == [], 10)
+        assert wait_until(lambda: not list(tmp_path.glob("previewer-office-*")), 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_converters_lists_the_libreoffice_version() -> None:
+    (office,) = [c for c in previewer.converters() if c.name == "office-libreoffice"]
+    assert office.available
+    assert office.engine == "LibreOffice"
+    assert office.version and office.version[0].isdigit()
+
+
+def test_page_range_export_in_the_bridge(tmp_path: Path) -> None:
+    doc = make_odt(tmp_path / "ten.odt", pages=10)
+    out = tmp_path / "first.pdf"
+
+    office_engine.convert(doc, out, timeout=60, pages="1")
+
+    import pymupdf
+
+    with pymupdf.open(out) as pdf:
+        assert pdf.page_count == 1
+    with Image.open(check_png_source(out, tmp_path)) as image:
+        assert image.size[1] > image.size[0]
+
+
+def check_png_source(pdf: Path, tmp_path: Path) -> Path:
+    (preview,) = previewer.convert(pdf, out_dir=tmp_path)
+    return preview.path
+
+
+def test_missing_libreoffice_is_reported_with_an_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(office_engine, "SOFFICE_BIN", Path("/nonexistent/soffice.bin"))
+    version, reason = office_engine.probe.__wrapped__()
+    assert version is None
+    assert "apt-get install" in reason and "python3-uno" in reason
+
+
+def test_only_the_pages_to_render_are_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = make_odt(tmp_path / "ten.odt", pages=10)
+    # info needs the whole document; a first-page preview needs page 1 only.
+    assert previewer.info(doc).pages == 10
+    seen: list[object] = []
+    real = office_engine.convert
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append(kwargs.get("pages"))
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(office_engine, "convert", spy)
+    (first,) = previewer.convert(doc, out_dir=tmp_path, pages="1")
+    third = previewer.convert(doc, out_dir=tmp_path, pages="2-3")
+    every = previewer.convert(doc, out_dir=tmp_path, pages="all", sizes=[64])
+    with pytest.raises(previewer.InvalidOptionsError, match="has 10 pages"):
+        previewer.convert(doc, out_dir=tmp_path, pages="12")
+    assert seen == ["1-1", "1-3", None, "1-12"]
+    assert first.page == 1 and [p.page for p in third] == [2, 3] and len(every) == 10
