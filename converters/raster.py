@@ -282,7 +282,19 @@ class RasterDocument:
             eight, region, _ = self._vips[1]
             self._vips = (key, (eight, region, y0))
             w, h = max(1, x1 - x0), max(1, y1 - y0)
-            frame = _pillow_frame(eight, w, h, region.fetch(x0, y0, w, h))
+            # Fetch a few MB at a time: libvips buffers the source rows a request needs, so
+            # one request for a whole 16 MP tile of a 2x reduction holds ~200 MB of input.
+            step = max(1, (4 << 20) // (w * eight.bands))
+            frame = None
+            for top in range(y0, y0 + h, step):
+                rows = min(step, y0 + h - top)
+                part = _pillow_frame(eight, w, rows, region.fetch(x0, top, w, rows))
+                if frame is None:
+                    frame = part if rows == h else Image.new(part.mode, (w, h))
+                    frame.info = part.info
+                if frame is not part:
+                    frame.paste(part, (0, top - y0))
+            assert frame is not None
         except pyvips.Error as exc:
             text = str(exc).strip().splitlines()
             detail = text[-1] if text else "libvips failed"

@@ -133,54 +133,40 @@ def _convert(
     state: FileResult | None = None,
 ) -> list[Preview]:
     from previewer import output
-    from previewer.rendering import render_page, render_page_png
+    from previewer.rendering import write_previews
 
     previews: list[Preview] = [] if state is None else state.outputs
     with open_input(source, opts, registry, name, state, page_hint=True) as od:
         page_numbers = _select_pages(od, opts)
         cname = od.converter.name
-
-        def emit(
-            number: int, size: SizeSpec, data: bytes | Image.Image, width: int, height: int
-        ) -> None:
-            dest = opts.out_dir / output.output_name(od.name, number, size)
-            try:
-                if isinstance(data, bytes):
-                    output.write_file(dest, data)
-                else:
-                    output.write_png(data, dest)
-            except OutputError as exc:
-                exc.message = f"{exc.message} (preview of {od.display})"
-                raise
-            previews.append(
-                Preview(
-                    source=od.display,
-                    page=number,
-                    size=size.label,
-                    path=dest,
-                    width=width,
-                    height=height,
-                    converter=cname,
-                    mime=od.mime,
-                )
-            )
-
         for number in page_numbers:
-            if len(opts.sizes) == 1:
-                with guard(od.display, cname):
-                    direct = render_page_png(
-                        od.doc, number - 1, opts.sizes[0], upscale=opts.upscale, limits=opts.limits
-                    )
-                if direct is not None:
-                    data, (width, height) = direct
-                    emit(number, opts.sizes[0], data, width, height)
-                    continue
+            dests = [opts.out_dir / output.output_name(od.name, number, s) for s in opts.sizes]
             with guard(od.display, cname):
-                images = render_page(
-                    od.doc, number - 1, opts.sizes, upscale=opts.upscale, limits=opts.limits
+                try:
+                    written = write_previews(
+                        od.doc,
+                        number - 1,
+                        opts.sizes,
+                        dests,
+                        upscale=opts.upscale,
+                        limits=opts.limits,
+                    )
+                except OutputError as exc:
+                    exc.message = f"{exc.message} (preview of {od.display})"
+                    raise
+            for size, dest, (width, height) in zip(opts.sizes, dests, written, strict=True):
+                previews.append(
+                    Preview(
+                        source=od.display,
+                        page=number,
+                        size=size.label,
+                        path=dest,
+                        width=width,
+                        height=height,
+                        converter=cname,
+                        mime=od.mime,
+                    )
                 )
-            for size, image in zip(opts.sizes, images, strict=True):
-                emit(number, size, image, image.width, image.height)
     return previews
 
 

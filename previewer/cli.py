@@ -91,6 +91,14 @@ def _limits_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 help="Refuse raster images with more pixels than this.",
             ),
             click.option(
+                "--max-tile-pixels",
+                type=click.IntRange(min=4096),
+                default=defaults.max_tile_pixels,
+                show_default=True,
+                envvar="PREVIEWER_MAX_TILE_PIXELS",
+                help="Render pages larger than this many pixels in tiles (bounds memory).",
+            ),
+            click.option(
                 "--max-file-size",
                 type=click.IntRange(min=1),
                 default=defaults.max_file_size,
@@ -120,9 +128,15 @@ def _limits_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _limits(max_pixels: int, max_file_size: int, max_pages: int, timeout: float) -> Limits:
+def _limits(
+    max_pixels: int, max_tile_pixels: int, max_file_size: int, max_pages: int, timeout: float
+) -> Limits:
     return Limits(
-        max_pixels=max_pixels, max_file_size=max_file_size, max_pages=max_pages, timeout=timeout
+        max_pixels=max_pixels,
+        max_tile_pixels=max_tile_pixels,
+        max_file_size=max_file_size,
+        max_pages=max_pages,
+        timeout=timeout,
     )
 
 
@@ -206,6 +220,7 @@ def convert(
     keep_temp: bool,
     max_memory: int,
     max_pixels: int,
+    max_tile_pixels: int,
     max_file_size: int,
     max_pages: int,
     timeout: float,
@@ -231,6 +246,7 @@ def convert(
             converter=converter_name,
             limits=Limits(
                 max_pixels=max_pixels,
+                max_tile_pixels=max_tile_pixels,
                 max_file_size=max_file_size,
                 max_pages=max_pages,
                 timeout=timeout,
@@ -455,6 +471,7 @@ def info(
     converter_name: str | None,
     as_json: bool,
     max_pixels: int,
+    max_tile_pixels: int,
     max_file_size: int,
     max_pages: int,
     timeout: float,
@@ -464,7 +481,7 @@ def info(
     from previewer.registry import Registry
 
     registry = Registry()
-    limits = _limits(max_pixels, max_file_size, max_pages, timeout)
+    limits = _limits(max_pixels, max_tile_pixels, max_file_size, max_pages, timeout)
     failures: list[PreviewerError] = []
     for item in inputs:
         try:

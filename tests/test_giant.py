@@ -78,7 +78,7 @@ GENERATE = textwrap.dedent(
     """
 )
 
-# Runs one conversion through the library under the cap and prints the result as JSON.
+# Runs one conversion through the public library API under the cap; prints the result as JSON.
 CONVERT = textwrap.dedent(
     """
     import json, resource, sys
@@ -88,19 +88,14 @@ CONVERT = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     import previewer
     from previewer.errors import PreviewerError
-    from previewer.inputs import open_input
-    from previewer.options import Limits, Options
-    from previewer.registry import Registry
-    from previewer.rendering import write_previews
+    from previewer.options import Limits
 
-    opts = Options.build(sizes=[size], out_dir=out, limits=Limits(**extra))
     try:
-        with open_input(Path(src), opts, Registry(), None) as od:
-            dest = out / f"{od.name}.p1.{opts.sizes[0].label}.png"
-            (written,) = write_previews(od.doc, 0, opts.sizes, [dest], upscale=False, limits=opts.limits)
+        (preview,) = previewer.convert(src, out_dir=out, sizes=[size], limits=Limits(**extra))
     except PreviewerError as exc:
         print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
         sys.exit(0)
+    dest, written = preview.path, (preview.width, preview.height)
     # VmHWM belongs to this process image (ru_maxrss would include the parent's at fork).
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
