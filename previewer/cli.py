@@ -38,7 +38,31 @@ class _State:
     debug = False
 
 
-@click.group(context_settings=CONTEXT)
+LAZY_COMMANDS: dict[str, str] = {}
+"""Commands defined in other modules, as ``name -> "module:attribute"``; each module is
+imported only when its command runs (or help lists it), so ``previewer convert`` stays fast."""
+
+
+class _LazyGroup(click.Group):
+    """A click group that also offers :data:`LAZY_COMMANDS`, importing each on demand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        import importlib
+
+        module, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
+        loaded = getattr(importlib.import_module(module), attribute)
+        if not isinstance(loaded, click.Command):  # pragma: no cover - a wiring mistake
+            raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
+        return loaded
+
+
+@click.group(cls=_LazyGroup, context_settings=CONTEXT)
 @click.version_option(_version(), "-V", "--version", prog_name="previewer")
 @click.option(
     "--debug",

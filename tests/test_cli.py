@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pymupdf
 import pytest
 from PIL import Image
@@ -279,7 +280,7 @@ def test_import_loads_no_engine() -> None:
 
 
 def _commands() -> list[str]:
-    return sorted(cli.commands)
+    return cli.list_commands(click.Context(cli))
 
 
 @pytest.mark.parametrize("command", _commands())
