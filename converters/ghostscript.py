@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -58,6 +57,8 @@ class GhostscriptConverter:
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
         """Find ``gs`` on the PATH (version read lazily: starting it costs a process)."""
+        import shutil
+
         gs = shutil.which("gs")
         if gs is None:
             return Availability(
@@ -71,6 +72,8 @@ class GhostscriptConverter:
         Raises:
             InputError: Not PostScript, or a DOS EPS header pointing outside the file.
         """
+        import shutil
+
         gs = shutil.which("gs")
         if gs is None:
             from previewer.errors import EngineUnavailableError

@@ -18,7 +18,6 @@ file name (ImageMagick interprets ``name[2x2+0+0]`` and ``coder:`` prefixes).
 
 from __future__ import annotations
 
-import ctypes.util
 import functools
 import json
 import string
@@ -85,6 +84,7 @@ class MagickConverter:
 
         Whether the policy is in force is checked by the worker before each read.
         """
+        import ctypes.util
         from importlib import metadata
 
         try:
