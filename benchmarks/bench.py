@@ -764,6 +764,139 @@ def run_batch(
     return [ours, peer]
 
 
+# --------------------------------------------------------------------------- pool (batches)
+
+POOL_FILES = 1000
+
+
+def pool_inputs(inputs: Path) -> tuple[Path, Path, Path]:
+    """1,000 mixed small files (PDF, JPEG, PNG, PSD), a 250-file subset, 1,000 1-px PNGs."""
+    pool = inputs / "pool"
+    mixed, subset, trivial = pool / "mixed", pool / "subset", pool / "trivial"
+    stamp = pool / "STAMP"
+    if stamp.exists():
+        return mixed, subset, trivial
+    from PIL import Image
+
+    shutil.rmtree(pool, ignore_errors=True)
+    for d in (mixed, subset, trivial):
+        d.mkdir(parents=True)
+    batch = inputs / "batch"
+    pdfs, jpegs = sorted(batch.glob("*.pdf")), sorted(batch.glob("*.jpg"))
+    sources: list[Path] = []
+    for i in range(400):
+        sources.append(pdfs[i % len(pdfs)])
+    for i in range(350):
+        sources.append(jpegs[i % len(jpegs)])
+    png_src = pool / "src.png"
+    with Image.open(jpegs[0]) as im:
+        im.convert("RGB").resize((320, 240)).save(png_src)
+    sources += [png_src] * 200
+    psd_src = pool / "src.psd"
+    try:
+        from psd_tools import PSDImage
+
+        with Image.open(jpegs[1]) as im:
+            PSDImage.frompil(im.convert("RGB").resize((400, 300))).save(psd_src)
+        sources += [psd_src] * 50
+    except Exception:  # noqa: BLE001 - psd-tools missing: 50 more PNGs instead
+        sources += [png_src] * 50
+    for i, src in enumerate(sources):
+        name = f"{i:04d}{src.suffix}"
+        shutil.copyfile(src, mixed / name)
+        if i % 4 == 0:
+            shutil.copyfile(src, subset / name)
+    for i in range(POOL_FILES):
+        Image.new("RGB", (1, 1), (i % 256, 0, 0)).save(trivial / f"{i:04d}.png")
+    stamp.write_text("ok\n")
+    return mixed, subset, trivial
+
+
+def run_pool(runner: Runner, previewer: Tool, inputs: Path, runs: int, work: Path) -> list[Row]:
+    """Batches through the worker pool: -j 1 vs -j 2, the pool's per-file cost, RSS vs count.
+
+    Peak RSS is the main process's: workers are children of multiprocessing's fork server, so
+    wait4 does not count them (each converts one file at a time under --max-memory).
+    """
+    if not previewer.exe:
+        return [Row("pool", "previewer", available=False, note="n/a (previewer not found)")]
+    mixed, subset, trivial = pool_inputs(inputs)
+    variants = [
+        (f"pool-{POOL_FILES}-mixed", "previewer -j 1", mixed, ["-j", "1"], POOL_FILES),
+        (f"pool-{POOL_FILES}-mixed", "previewer -j 2", mixed, ["-j", "2"], POOL_FILES),
+        ("pool-250-mixed", "previewer -j 2", subset, ["-j", "2"], POOL_FILES // 4),
+        (
+            f"pool-{POOL_FILES}-trivial",
+            "previewer -j 0 (in-process)",
+            trivial,
+            ["-j", "0"],
+            POOL_FILES,
+        ),
+        (f"pool-{POOL_FILES}-trivial", "previewer -j 1", trivial, ["-j", "1"], POOL_FILES),
+    ]
+    rows = [Row(case, tool) for case, tool, *_ in variants]
+    progress(f"pool: {POOL_FILES} mixed files with -j 1 and -j 2, 250 files, 1-px PNGs")
+    for rnd in range(runs):
+        order = list(range(len(variants)))
+        order = order[rnd % len(order) :] + order[: rnd % len(order)]
+        for i in order:
+            case, tool, src, flags, total = variants[i]
+            outdir = work / "results" / case / tool.replace(" ", "_")
+            shutil.rmtree(outdir, ignore_errors=True)
+            argv = [previewer.exe, "convert", str(src), "-o", str(outdir), "-q", *flags]
+            rows[i].argv = argv
+            sample = runner.run(argv, f"{case}.{tool}", timeout=BATCH_TIMEOUT)
+            written = sum(1 for _ in outdir.rglob("*.png")) if outdir.exists() else 0
+            if sample.rc != 0 or written != total:
+                rows[i].note = f"failed: exit {sample.rc}, {written}/{total} PNGs"
+                continue
+            rows[i].samples.append(sample)
+        progress(".", end="")
+    progress("")
+    for row, (_case, _tool, _src, _flags, total) in zip(rows, variants, strict=True):
+        if row.median:
+            row.files_per_s = total / row.median
+    return rows
+
+
+def pool_targets(rows: list[Row]) -> list[dict[str, Any]]:
+    by = {(r.case, r.tool): r for r in rows}
+    found: list[dict[str, Any]] = []
+    j1 = by.get((f"pool-{POOL_FILES}-mixed", "previewer -j 1"))
+    j2 = by.get((f"pool-{POOL_FILES}-mixed", "previewer -j 2"))
+    if j1 and j2 and j1.files_per_s and j2.files_per_s:
+        speedup = j2.files_per_s / j1.files_per_s
+        found.append(
+            {
+                "target": f"pool: -j 2 >= 1.8x the files/s of -j 1 ({POOL_FILES} mixed files)",
+                "pass": speedup >= 1.8,
+                "value": f"{speedup:.2f}x ({j2.files_per_s:.1f} vs {j1.files_per_s:.1f} files/s)",
+            }
+        )
+    t0 = by.get((f"pool-{POOL_FILES}-trivial", "previewer -j 0 (in-process)"))
+    t1 = by.get((f"pool-{POOL_FILES}-trivial", "previewer -j 1"))
+    if t0 and t1 and t0.median and t1.median:
+        per_file_ms = (t1.median - t0.median) / POOL_FILES * 1000
+        found.append(
+            {
+                "target": "pool: per-file overhead of a worker (1-px PNGs, -j 1 vs -j 0) < 5 ms",
+                "pass": per_file_ms < 5,
+                "value": f"{per_file_ms:.2f} ms/file ({t1.median:.2f} s vs {t0.median:.2f} s)",
+            }
+        )
+    small = by.get(("pool-250-mixed", "previewer -j 2"))
+    if small and j2 and small.peak_rss_mb and j2.peak_rss_mb:
+        ratio = j2.peak_rss_mb / small.peak_rss_mb
+        found.append(
+            {
+                "target": "pool: main-process peak RSS, 1000 vs 250 files (<= 1.2x)",
+                "pass": ratio <= 1.2,
+                "value": f"{j2.peak_rss_mb:.0f} MB vs {small.peak_rss_mb:.0f} MB ({ratio:.2f}x)",
+            }
+        )
+    return found
+
+
 # --------------------------------------------------------------------------- office
 
 OFFICE_BATCH = 20
@@ -1275,7 +1408,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated case prefixes (pdf, jpeg, png, import, batch, office; giant "
+        help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, office; giant "
         "only when named: giant, giant-vector, giant-image, giant-png)",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
@@ -1396,6 +1529,8 @@ def main() -> None:
         }
         peers = pick_batch_peers(runner, files, candidates, work)
         rows += run_batch(runner, t["previewer"], files, peers, args.batch_runs, work)
+    if wanted("pool"):
+        rows += run_pool(runner, t["previewer"], inputs, args.batch_runs, work)
     if wanted("office"):
         rows += run_office(runner, t["previewer"], py, args.batch_runs, inputs, work)
     if only and any(x.startswith("giant") for x in only):  # slow: only when asked for
@@ -1418,7 +1553,7 @@ def main() -> None:
     print(table(rows, floor_mb))
     print()
     print("targets")
-    found = targets(rows) + office_targets(rows)
+    found = targets(rows) + office_targets(rows) + pool_targets(rows)
     width = max((len(x["target"]) for x in found), default=0)
     for item in found:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["pass"]]

@@ -38,7 +38,11 @@ class _State:
     debug = False
 
 
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "desktop": "previewer.thumbnailer:desktop",
+    "thumbnail": "previewer.thumbnailer:thumbnail",
+    "worker": "previewer.worker_cli:worker",
+}
 """Commands defined in other modules, as ``name -> "module:attribute"``; each module is
 imported only when its command runs (or help lists it), so ``previewer convert`` stays fast."""
 

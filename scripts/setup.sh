@@ -27,6 +27,8 @@ PACKAGES="$PACKAGES ghostscript libmagickwand-6.q16-6 imagemagick-6-common"
 PACKAGES="$PACKAGES libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui"
 PACKAGES="$PACKAGES libreoffice-draw-nogui python3-uno fonts-liberation2 fonts-crosextra-carlito"
 PACKAGES="$PACKAGES fonts-crosextra-caladea fonts-dejavu-core fonts-wqy-zenhei"
+# redis-server: the broker the queue tests (tests/test_queue.py) start on a loopback port.
+PACKAGES="$PACKAGES redis-server"
 if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
 fi

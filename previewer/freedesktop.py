@@ -1,0 +1,556 @@
+"""The freedesktop.org Thumbnail Managing Standard: cache names, keys, fail entries, filling.
+
+A thumbnail of ``/home/u/a b.pdf`` at size "large" lives in
+``$XDG_CACHE_HOME/thumbnails/large/<md5 of "file:///home/u/a%20b.pdf">.png``; it is an RGBA PNG
+whose tEXt chunks carry ``Thumb::URI`` and ``Thumb::MTime`` (the file's modification time in
+whole seconds), plus the optional ``Thumb::Size``, ``Thumb::Mimetype``, ``Thumb::Document::Pages``
+or ``Thumb::Image::Width``/``Height``, and ``Software``. A thumbnail is valid while its
+``Thumb::MTime`` (and URI) match the file. A file that cannot be thumbnailed gets a 1x1 PNG with
+the URI and MTime under ``fail/previewer-<version>/`` so it is not retried until it changes.
+Directories are created 0700 and files 0600, written under a temporary name in the same
+directory and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from previewer.errors import (
+    EngineUnavailableError,
+    InvalidOptionsError,
+    OutputError,
+    PreviewerError,
+    UnsupportedFormatError,
+)
+from previewer.results import BatchReport, FileResult, Preview
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from previewer.options import Limits
+    from previewer.registry import Registry
+
+__all__ = [
+    "SIZES",
+    "ThumbnailFacts",
+    "cache_root",
+    "fail_path",
+    "fill_cache",
+    "is_valid",
+    "thumbnail_name",
+    "thumbnail_path",
+    "to_uri",
+    "uri_to_path",
+    "write_thumbnail",
+]
+
+SIZES: dict[str, int] = {"normal": 128, "large": 256, "x-large": 512, "xx-large": 1024}
+"""The spec's size directories and the longest side of the thumbnails in each."""
+
+# Characters GLib's g_filename_to_uri leaves unescaped in a path (besides letters and digits),
+# so our names are the ones GNOME, KDE and Xfce compute for the same file.
+_URI_SAFE = "!$&'()*+,-./:=@_~"
+
+
+def _software() -> str:
+    from previewer import __version__
+
+    return f"previewer {__version__}"
+
+
+def cache_root(environ: dict[str, str] | None = None) -> Path:
+    """Return the thumbnail cache directory: ``$XDG_CACHE_HOME/thumbnails``.
+
+    Args:
+        environ: Environment to read (default: ``os.environ``).
+
+    Returns:
+        ``$XDG_CACHE_HOME/thumbnails``, or ``~/.cache/thumbnails`` when it is unset or relative.
+    """
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME", "")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "thumbnails"
+
+
+def to_uri(path: str | os.PathLike[str]) -> str:
+    """Return the canonical ``file://`` URI of ``path``, escaped like GLib does.
+
+    The path is made absolute and normalised (``.`` and ``..`` removed); symbolic links are
+    kept, as file managers keep them. Non-UTF-8 bytes are percent-escaped as bytes.
+
+    Args:
+        path: A file path.
+
+    Returns:
+        ``file:///...``.
+    """
+    absolute = os.path.normpath(os.path.abspath(os.fspath(path)))
+    if absolute.startswith("//"):
+        absolute = "/" + absolute.lstrip("/")
+    raw = os.fsencode(absolute)
+    return "file://" + urllib.parse.quote_from_bytes(raw, safe=_URI_SAFE)
+
+
+def uri_to_path(value: str) -> Path:
+    """Return the local path of a ``file://`` URI, or ``value`` itself if it is a plain path.
+
+    Args:
+        value: A path, or a ``file://`` URI (``file:///x`` or ``file://localhost/x``).
+
+    Returns:
+        The path.
+
+    Raises:
+        InvalidOptionsError: If it is a URI of another scheme or host.
+    """
+    if "://" not in value:
+        return Path(value)
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme.lower() != "file" or parsed.netloc not in ("", "localhost"):
+        raise InvalidOptionsError(f"only local file:// URIs can be thumbnailed, not {value!r}")
+    return Path(os.fsdecode(urllib.parse.unquote_to_bytes(parsed.path)))
+
+
+def thumbnail_name(uri: str) -> str:
+    """Return the cache file name for ``uri``: the hex MD5 of the URI, then ``.png``.
+
+    Args:
+        uri: A canonical URI (see :func:`to_uri`).
+
+    Returns:
+        The file name.
+    """
+    return (
+        hashlib.md5(uri.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
+        + ".png"
+    )
+
+
+def thumbnail_path(uri: str, size: str, root: Path | None = None) -> Path:
+    """Return where the ``size`` thumbnail of ``uri`` lives.
+
+    Args:
+        uri: A canonical URI.
+        size: ``"normal"``, ``"large"``, ``"x-large"`` or ``"xx-large"``.
+        root: The cache directory (default: :func:`cache_root`).
+
+    Returns:
+        The path.
+    """
+    if size not in SIZES:
+        raise InvalidOptionsError(f"unknown thumbnail size {size!r} (known: {', '.join(SIZES)})")
+    return (root or cache_root()) / size / thumbnail_name(uri)
+
+
+def fail_path(uri: str, root: Path | None = None) -> Path:
+    """Return where previewer's fail entry for ``uri`` lives.
+
+    Args:
+        uri: A canonical URI.
+        root: The cache directory (default: :func:`cache_root`).
+
+    Returns:
+        ``<root>/fail/previewer-<version>/<md5>.png``.
+    """
+    from previewer import __version__
+
+    return (root or cache_root()) / "fail" / f"previewer-{__version__}" / thumbnail_name(uri)
+
+
+@dataclass(frozen=True)
+class ThumbnailFacts:
+    """What a cache entry records about its file.
+
+    Attributes:
+        uri: The canonical URI.
+        mtime: Modification time in whole seconds.
+        size: File size in bytes.
+        mime: MIME type.
+        pages: Page count of a document (``units == "pt"`` or several pages).
+        width: Width in pixels of a single-image raster source.
+        height: Height in pixels of a single-image raster source.
+    """
+
+    uri: str
+    mtime: int
+    size: int | None = None
+    mime: str | None = None
+    pages: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def text(self) -> dict[str, str]:
+        """Return the tEXt keys and values, in the spec's order."""
+        keys = {"Thumb::URI": self.uri, "Thumb::MTime": str(self.mtime)}
+        if self.size is not None:
+            keys["Thumb::Size"] = str(self.size)
+        if self.mime:
+            keys["Thumb::Mimetype"] = self.mime
+        if self.pages is not None:
+            keys["Thumb::Document::Pages"] = str(self.pages)
+        if self.width is not None and self.height is not None:
+            keys["Thumb::Image::Width"] = str(self.width)
+            keys["Thumb::Image::Height"] = str(self.height)
+        keys["Software"] = _software()
+        return keys
+
+
+def _mkdirs(directory: Path) -> None:
+    """Create ``directory`` and missing parents with mode 0700 (existing ones are left alone)."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+
+
+def atomic_write(path: Path, writer: Callable[[BinaryIO], None], *, mode: int = 0o600) -> None:
+    """Write ``path`` under a temporary name in its directory, set ``mode``, then rename.
+
+    Args:
+        path: Destination; missing directories are created with mode 0700.
+        writer: Writes the content into an open binary file.
+        mode: Permission bits of the finished file.
+
+    Raises:
+        OutputError: If the file cannot be written; nothing is left behind then.
+    """
+    import tempfile
+
+    try:
+        _mkdirs(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to {path.parent}: {exc.strerror or exc}", path=str(path)
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=str(path)) from exc
+        raise
+
+
+def save_rgba_png(image: Image.Image, fh: BinaryIO, text: dict[str, str] | None = None) -> None:
+    """Encode ``image`` as an 8-bit RGBA, non-interlaced PNG with ``text`` as tEXt chunks.
+
+    Args:
+        image: Any Pillow image (converted to RGBA).
+        fh: A binary file object.
+        text: tEXt keys and values (Latin-1; other characters are written as iTXt by Pillow).
+    """
+    from PIL import PngImagePlugin
+
+    rgba = image.convert("RGBA") if image.mode != "RGBA" else image.copy()
+    rgba.info = {}
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    rgba.save(fh, "PNG", compress_level=6, pnginfo=info)
+
+
+def write_thumbnail(path: Path, image: Image.Image, facts: ThumbnailFacts) -> None:
+    """Write a cache entry: an RGBA PNG carrying ``facts`` as tEXt, mode 0600, atomically.
+
+    Args:
+        path: From :func:`thumbnail_path` or :func:`fail_path`.
+        image: The thumbnail (a 1x1 transparent image for a fail entry).
+        facts: What to record.
+
+    Raises:
+        OutputError: If it cannot be written.
+    """
+    atomic_write(path, lambda fh: save_rgba_png(image, fh, facts.text()))
+
+
+def write_fail_entry(uri: str, mtime: int, root: Path | None = None) -> Path:
+    """Record that previewer cannot thumbnail the file at ``uri`` as it was at ``mtime``.
+
+    Args:
+        uri: The canonical URI.
+        mtime: The file's modification time in whole seconds.
+        root: The cache directory.
+
+    Returns:
+        The fail entry's path.
+    """
+    from PIL import Image
+
+    path = fail_path(uri, root)
+    write_thumbnail(path, Image.new("RGBA", (1, 1)), ThumbnailFacts(uri=uri, mtime=mtime))
+    return path
+
+
+def read_text(path: Path) -> dict[str, str] | None:
+    """Return the tEXt keys of the PNG at ``path``, or None if it is missing or unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                return None
+            return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def is_valid(path: Path, uri: str, mtime: int) -> bool:
+    """Tell whether the entry at ``path`` is valid for ``uri`` modified at ``mtime``.
+
+    Args:
+        path: A thumbnail or fail entry.
+        uri: The file's canonical URI.
+        mtime: The file's modification time in whole seconds.
+
+    Returns:
+        True when its ``Thumb::URI`` is ``uri`` and its ``Thumb::MTime`` equals ``mtime``.
+    """
+    text = read_text(path)
+    if text is None:
+        return False
+    return text.get("Thumb::URI") == uri and text.get("Thumb::MTime") == str(mtime)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
+
+
+def _facts(
+    uri: str,
+    st: os.stat_result,
+    mime: str,
+    doc_units: str,
+    pages: int,
+    page_size: tuple[float, float],
+) -> ThumbnailFacts:
+    if doc_units == "px" and pages == 1:
+        return ThumbnailFacts(
+            uri,
+            int(st.st_mtime),
+            st.st_size,
+            mime,
+            width=round(page_size[0]),
+            height=round(page_size[1]),
+        )
+    return ThumbnailFacts(uri, int(st.st_mtime), st.st_size, mime, pages=pages)
+
+
+def thumbnail_file(
+    path: str | os.PathLike[str],
+    *,
+    sizes: Sequence[str] = ("normal", "large"),
+    root: Path | None = None,
+    registry: Registry | None = None,
+    limits: Limits | None = None,
+    walked: bool = False,
+) -> FileResult:
+    """Bring the cache entries of one file up to date; never raises for a bad input.
+
+    Entries whose ``Thumb::MTime`` matches the file are reused; a file with a valid fail entry
+    of this previewer version is not retried. On failure a fail entry is written, except when
+    no available converter handles the file's type (then nothing is recorded).
+
+    Args:
+        path: The file.
+        sizes: Size directories to fill (keys of :data:`SIZES`).
+        root: The cache directory (default: :func:`cache_root`).
+        registry: The converters.
+        limits: Resource budgets.
+        walked: The file was found by walking a directory: an unsupported type is then
+            skipped rather than failed.
+
+    Returns:
+        ``converted`` (outputs are the entries written), ``skipped`` (reason ``up to date``,
+        ``failed before``, ``inside the thumbnail cache`` or an unsupported type) or ``failed``.
+    """
+    from previewer.inputs import guard, open_input
+    from previewer.options import Options
+    from previewer.registry import Registry
+    from previewer.rendering import render_page
+
+    started = time.monotonic()
+    display = os.fspath(path)
+    result = FileResult(input=display, status="failed")
+    cache = root or cache_root()
+    try:
+        for size in sizes:
+            if size not in SIZES:
+                raise InvalidOptionsError(
+                    f"unknown thumbnail size {size!r} (known: {', '.join(SIZES)})"
+                )
+        uri = to_uri(path)
+        real = os.path.realpath(path)
+        if _inside(real, os.path.realpath(cache)):
+            result.status, result.reason = "skipped", "inside the thumbnail cache"
+            return result
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            from previewer.errors import InputError
+
+            raise InputError(f"cannot read: {exc.strerror or exc}", path=display) from exc
+        mtime = int(st.st_mtime)
+        wanted = [s for s in sizes if not is_valid(thumbnail_path(uri, s, cache), uri, mtime)]
+        if not wanted:
+            result.status, result.reason = "skipped", "up to date"
+            return result
+        if is_valid(fail_path(uri, cache), uri, mtime):
+            result.status, result.reason = "skipped", "failed before"
+            return result
+        wanted.sort(key=lambda s: SIZES[s])
+        opts = Options.build(sizes=[SIZES[s] for s in wanted], limits=limits)
+        try:
+            with open_input(path, opts, registry or Registry(), None, result, page_hint=True) as od:
+                with guard(od.display, od.converter.name):
+                    # The source's size before rendering (a JPEG may be decoded reduced).
+                    facts = _facts(
+                        uri, st, od.mime, od.doc.units, od.doc.page_count, od.doc.page_size(0)
+                    )
+                    images = render_page(od.doc, 0, opts.sizes, upscale=False, limits=opts.limits)
+        except (UnsupportedFormatError, EngineUnavailableError) as exc:
+            if walked:
+                result.status, result.reason = "skipped", exc.message
+                return result
+            raise
+        except PreviewerError:
+            write_fail_entry(uri, mtime, cache)
+            raise
+        for size, image in zip(wanted, images, strict=True):
+            dest = thumbnail_path(uri, size, cache)
+            write_thumbnail(dest, image, facts)
+            result.outputs.append(
+                Preview(
+                    source=display,
+                    page=1,
+                    size=size,
+                    path=dest,
+                    width=image.width,
+                    height=image.height,
+                    converter=result.converter or "",
+                    mime=result.mime or "",
+                )
+            )
+        result.status = "converted"
+    except PreviewerError as exc:
+        if exc.path is None:
+            exc.path = display
+        result.error = exc
+        result.status = "failed"
+    finally:
+        result.duration = time.monotonic() - started
+    return result
+
+
+def fill_cache(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    sizes: Sequence[str] = ("normal", "large"),
+    root: str | os.PathLike[str] | None = None,
+    registry: Registry | None = None,
+    limits: Limits | None = None,
+    jobs: int = 0,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    hidden: bool = False,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BatchReport:
+    """Fill the freedesktop thumbnail cache for files and directory trees.
+
+    Args:
+        paths: Files and directories (walked recursively, like :func:`previewer.convert_many`;
+            the cache itself is never walked or thumbnailed).
+        sizes: Size directories to fill: ``"normal"`` (128), ``"large"`` (256), ``"x-large"``
+            (512), ``"xx-large"`` (1024).
+        root: The cache directory (default: ``$XDG_CACHE_HOME/thumbnails``).
+        registry: The converters (default: built-ins and installed plugins).
+        limits: Resource budgets per file.
+        jobs: 0 works in this process; N >= 1 uses N worker processes.
+        include: Globs a walked file must match.
+        exclude: Globs of walked files to leave out.
+        hidden: Also walk hidden files and folders.
+        on_result: Called with each :class:`FileResult` as soon as it is known.
+        on_progress: Called with ``(done, total)`` after each input.
+
+    Returns:
+        The report: ``converted`` results list the entries written, up-to-date files are
+        ``skipped`` with reason ``up to date``; its ``exit_code`` follows the usual rules.
+
+    Raises:
+        InvalidOptionsError: If ``sizes`` or ``jobs`` are invalid.
+    """
+    from previewer.batch import collect
+
+    for size in sizes:
+        if size not in SIZES:
+            raise InvalidOptionsError(
+                f"unknown thumbnail size {size!r} (known: {', '.join(SIZES)})"
+            )
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
+        raise InvalidOptionsError(f"jobs must be 0 or a positive integer, not {jobs!r}")
+    cache = Path(root) if root is not None else cache_root()
+    batch = [
+        j
+        for j in collect(list(paths), cache, include=include, exclude=exclude, hidden=hidden)
+        if isinstance(j.source, str)
+    ]
+    report = BatchReport()
+    started = time.monotonic()
+    total = len(batch)
+    if on_progress is not None:
+        on_progress(0, total)
+
+    def finished(result: FileResult) -> None:
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        if on_progress is not None:
+            on_progress(len(report.results), total)
+
+    args = [(str(j.source), tuple(sizes), cache, registry, limits, j.walked) for j in batch]
+    if jobs == 0 or total <= 1:
+        for a in args:
+            finished(_one(a))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [pool.submit(_one, a) for a in args]
+            for future in as_completed(futures):
+                finished(future.result())
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+def _one(
+    args: tuple[str, tuple[str, ...], Path, Registry | None, Limits | None, bool],
+) -> FileResult:
+    path, sizes, cache, registry, limits, walked = args
+    return thumbnail_file(
+        path, sizes=sizes, root=cache, registry=registry, limits=limits, walked=walked
+    )

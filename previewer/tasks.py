@@ -1,0 +1,527 @@
+"""Queue workers: a Celery app (Redis broker and result backend) and the submitting side.
+
+Workers on one or many machines run :func:`convert_file`, one task per input; the submitting
+side (:func:`submit_many`) walks the inputs exactly like a local batch, enqueues one task per
+file and rebuilds the same :class:`~previewer.results.FileResult` objects from the JSON results,
+so reports, failure counts and exit codes match a local run. Inputs and the output directory
+must be reachable under the same absolute paths on every machine (shared storage).
+
+Reliability settings: late acknowledgement with requeue when a worker dies mid-task, a prefetch
+of one, soft and hard time limits derived from the timeout, a Redis visibility timeout just above
+the hard limit (a task of a killed worker is redelivered after it), per-child task and memory
+recycling, JSON only. Tasks are idempotent: the same input and options give the same output
+paths, and previews are written atomically, so a redelivered task is harmless.
+
+Usage: ``celery -A previewer.tasks worker`` or ``previewer worker``; the broker URL comes from
+``PREVIEWER_BROKER_URL`` (default ``redis://127.0.0.1:6379/0``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from previewer import errors
+from previewer.errors import (
+    EngineError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InvalidOptionsError,
+    OutputError,
+    PreviewerError,
+    UnsupportedFormatError,
+)
+from previewer.geometry import SizeSpec
+from previewer.options import Limits, Options, PageSpec
+from previewer.results import BatchReport, FileResult, Preview
+
+__all__ = [
+    "DEFAULT_BROKER",
+    "BrokerUnavailableError",
+    "app",
+    "broker_url",
+    "configure",
+    "convert_file",
+    "options_from_dict",
+    "options_to_dict",
+    "submit_many",
+    "time_limits",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+"""Broker (and result backend) used when neither ``--broker`` nor the environment names one."""
+
+BROKER_ENV = "PREVIEWER_BROKER_URL"
+"""Environment variable naming the broker URL."""
+
+TASK_NAME = "previewer.convert_file"
+HARD_GRACE = 2.0
+"""Seconds between the soft time limit (the task cleans up) and the hard one (its child dies)."""
+VISIBILITY_MARGIN = 2.0
+"""Seconds the Redis visibility timeout stays above the hard limit."""
+MAX_TASKS_PER_CHILD = 200
+MAX_MEMORY_PER_CHILD_KB = 2 * 1024 * 1024
+"""Resident memory (KiB) after which a worker child is replaced once its task ends."""
+
+
+class BrokerUnavailableError(EngineUnavailableError):
+    """The queue's broker (Redis) cannot be reached."""
+
+
+def broker_url(broker: str | None = None) -> str:
+    """Return the broker URL: ``broker``, else ``$PREVIEWER_BROKER_URL``, else the default."""
+    return broker or os.environ.get(BROKER_ENV) or DEFAULT_BROKER
+
+
+def time_limits(timeout: float) -> tuple[float, float, float]:
+    """Return ``(soft, hard, visibility)`` seconds derived from a per-file ``timeout``."""
+    soft = float(timeout)
+    hard = soft + HARD_GRACE
+    return soft, hard, hard + VISIBILITY_MARGIN
+
+
+def configure(
+    celery_app: Celery,
+    *,
+    broker: str | None = None,
+    timeout: float = Limits().timeout,
+    max_tasks_per_child: int = MAX_TASKS_PER_CHILD,
+    max_memory_per_child: int = MAX_MEMORY_PER_CHILD_KB,
+) -> Celery:
+    """Apply previewer's broker and reliability settings to a Celery app.
+
+    Args:
+        celery_app: The app to configure.
+        broker: Broker URL (see :func:`broker_url`); the result backend is the same Redis.
+        timeout: Per-file seconds; the soft/hard limits and visibility timeout derive from it.
+        max_tasks_per_child: Replace a worker child after this many tasks.
+        max_memory_per_child: Replace a worker child whose resident memory exceeds this (KiB).
+
+    Returns:
+        The app.
+    """
+    url = broker_url(broker)
+    soft, hard, visibility = time_limits(timeout)
+    celery_app.conf.update(
+        broker_url=url,
+        result_backend=url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=soft,
+        task_time_limit=hard,
+        worker_max_tasks_per_child=max_tasks_per_child,
+        worker_max_memory_per_child=max_memory_per_child,
+        broker_transport_options={"visibility_timeout": visibility},
+        result_backend_transport_options={"visibility_timeout": visibility},
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        redis_socket_connect_timeout=5,
+        redis_socket_timeout=30,
+        task_publish_retry_policy={
+            "max_retries": 3,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return celery_app
+
+
+app = configure(Celery("previewer"))
+"""The workers' app (``celery -A previewer.tasks worker``), configured from the environment."""
+
+
+# --------------------------------------------------------------------------- options as JSON
+
+
+def options_to_dict(options: Options) -> dict[str, Any]:
+    """Return ``options`` as a JSON-serialisable dict (see :func:`options_from_dict`)."""
+    lim = options.limits
+    return {
+        "sizes": [[s.width, s.height, s.square] for s in options.sizes],
+        "pages": options.pages.text,
+        "out_dir": os.fspath(options.out_dir),
+        "upscale": options.upscale,
+        "password": options.password,
+        "converter": options.converter,
+        "keep_temp": options.keep_temp,
+        "limits": {
+            "max_pixels": lim.max_pixels,
+            "max_output_pixels": lim.max_output_pixels,
+            "max_tile_pixels": lim.max_tile_pixels,
+            "max_file_size": lim.max_file_size,
+            "max_pages": lim.max_pages,
+            "timeout": lim.timeout,
+            "max_memory": lim.max_memory,
+        },
+    }
+
+
+def options_from_dict(data: dict[str, Any]) -> Options:
+    """Rebuild :class:`Options` from :func:`options_to_dict` output.
+
+    Raises:
+        InvalidOptionsError: If a value is invalid.
+    """
+    try:
+        return Options(
+            sizes=tuple(SizeSpec(w, h, square=bool(sq)) for w, h, sq in data["sizes"]),
+            pages=PageSpec.parse(data["pages"]),
+            out_dir=Path(data["out_dir"]),
+            upscale=bool(data["upscale"]),
+            password=data["password"],
+            converter=data["converter"],
+            limits=Limits(**data["limits"]),
+            keep_temp=bool(data["keep_temp"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidOptionsError(f"invalid options in a queued task: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- worker side
+
+_registry: Any = None
+
+
+def _remove_partial_outputs(out_dir: Path, name: str) -> None:
+    """Remove temporary files an earlier, killed attempt left while writing these previews."""
+    prefix = f".{name[:100]}."
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return
+    for entry in names:
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            try:
+                os.unlink(out_dir / entry)
+            except OSError:
+                pass
+
+
+def _error_dict(error: PreviewerError) -> dict[str, Any]:
+    return {
+        "type": type(error).__name__,
+        "message": error.message,
+        "path": error.path,
+        "converter": error.converter,
+        "hint": error.hint,
+    }
+
+
+@app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def convert_file(
+    path: str, options_dict: dict[str, Any], name: str | None = None
+) -> dict[str, Any]:
+    """Convert one input on a worker and return its JSON result.
+
+    Args:
+        path: Absolute path of the input, as seen by the workers.
+        options_dict: The options, from :func:`options_to_dict` (``out_dir`` absolute).
+        name: File name for the outputs (default: the path's name).
+
+    Returns:
+        ``FileResult.to_dict()`` plus ``error_detail`` (the error's parts, to rebuild it).
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from previewer.api import convert_one
+    from previewer.registry import Registry
+
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    started = time.monotonic()
+    try:
+        options = options_from_dict(options_dict)
+    except InvalidOptionsError as exc:
+        result = FileResult(input=path, status="failed", error=exc)
+    else:
+        _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
+        try:
+            result = convert_one(path, options, _registry, name=name)
+        except SoftTimeLimitExceeded:
+            _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
+            result = FileResult(
+                input=path,
+                status="failed",
+                error=EngineTimeoutError(
+                    f"conversion took longer than {options.limits.timeout:g} s", path=path
+                ),
+            )
+    result.duration = time.monotonic() - started
+    data = result.to_dict()
+    data["error_detail"] = _error_dict(result.error) if result.error is not None else None
+    return data
+
+
+# --------------------------------------------------------------------------- submitting side
+
+
+def _rebuild_error(detail: dict[str, Any], display: str, abs_path: str) -> PreviewerError:
+    cls = getattr(errors, str(detail.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, PreviewerError)):
+        cls = EngineError
+    path = detail.get("path")
+    return cls(
+        str(detail.get("message", "")),
+        path=display if path in (abs_path, None) else path,
+        converter=detail.get("converter"),
+        hint=detail.get("hint"),
+    )
+
+
+def _rebuild_result(data: dict[str, Any], display: str, abs_path: str, out_dir: Path) -> FileResult:
+    detail = data.get("error_detail")
+    result = FileResult(
+        input=display,
+        status=str(data["status"]),
+        mime=data.get("mime"),
+        converter=data.get("converter"),
+        error=_rebuild_error(detail, display, abs_path) if detail else None,
+        reason=str(data.get("reason", "")),
+        duration=float(data.get("duration", 0.0)),
+    )
+    for item in data.get("outputs", []):
+        written = item.get("path")
+        result.outputs.append(
+            Preview(
+                source=display,
+                page=int(item["page"]),
+                size=str(item["size"]),
+                path=out_dir / Path(written).name if written else None,
+                width=int(item["width"]),
+                height=int(item["height"]),
+                converter=result.converter or "",
+                mime=result.mime or "",
+            )
+        )
+    return result
+
+
+def _failure_result(meta: dict[str, Any], display: str, timeout: float) -> FileResult:
+    """A result for a task that raised on the worker (hard time limit, lost worker, bug)."""
+    info = meta.get("result") or {}
+    exc_type = str(info.get("exc_type", "")) if isinstance(info, dict) else ""
+    exc_message = info.get("exc_message", "") if isinstance(info, dict) else str(info)
+    error: PreviewerError
+    if "TimeLimitExceeded" in exc_type:
+        error = EngineTimeoutError(
+            f"conversion killed after the hard time limit ({time_limits(timeout)[1]:g} s)",
+            path=display,
+        )
+    else:
+        error = EngineError(
+            f"queue worker failed: {exc_type or 'error'} {exc_message}".strip(), path=display
+        )
+    return FileResult(input=display, status="failed", error=error)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from kombu.exceptions import OperationalError
+
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover - celery[redis] installs redis
+        return isinstance(exc, (OperationalError, ConnectionError, TimeoutError))
+    return isinstance(
+        exc,
+        (OperationalError, ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError),
+    )
+
+
+def submit_many(
+    sources: Iterable[Any],
+    options: Options,
+    *,
+    broker: str | None = None,
+    include: tuple[str, ...] | list[str] = (),
+    exclude: tuple[str, ...] | list[str] = (),
+    hidden: bool = False,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    outage_grace: float = 60.0,
+    poll_interval: float = 0.1,
+) -> BatchReport:
+    """Convert files and directory trees on queue workers; report like a local batch.
+
+    Inputs are walked and mirrored under ``options.out_dir`` exactly as by
+    :func:`previewer.convert_many`; each file becomes one task. Results arrive in the order
+    they finish and are the same :class:`FileResult` objects a local run gives.
+
+    Args:
+        sources: Paths of files or directories (on storage the workers share).
+        options: The options; ``limits.timeout`` also sets each task's time limits.
+        broker: Broker URL (default ``$PREVIEWER_BROKER_URL`` or ``redis://127.0.0.1:6379/0``).
+        include: Globs a walked file must match.
+        exclude: Globs of walked files to leave out.
+        hidden: Also walk hidden files and folders.
+        on_result: Called with each :class:`FileResult` as soon as it is known.
+        on_progress: Called with ``(done, total)`` before the first and after each input.
+        outage_grace: Seconds to keep retrying while the broker is unreachable mid-run.
+        poll_interval: Seconds between polls of the result backend.
+
+    Returns:
+        The report; its ``exit_code`` is 0, the single input's code, or 10.
+
+    Raises:
+        InvalidOptionsError: If an input has no path (bytes or stdin cannot be queued).
+        BrokerUnavailableError: If the broker cannot be reached at the start, or stays
+            unreachable for ``outage_grace`` seconds during the run.
+    """
+    from previewer.batch import collect
+
+    url = broker_url(broker)
+    started = time.monotonic()
+    jobs = collect(sources, options.out_dir, include=include, exclude=exclude, hidden=hidden)
+    for job in jobs:
+        if not isinstance(job.source, str):
+            raise InvalidOptionsError(
+                f"{job.display}: only files and directories can be sent to queue workers"
+            )
+    client = configure(Celery("previewer-submit"), broker=url, timeout=options.limits.timeout)
+    shown = _redact(url)
+    try:
+        with client.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.3, timeout=5)
+        client.backend.client.ping()
+    except Exception as exc:
+        if not _is_connection_error(exc):
+            raise
+        raise BrokerUnavailableError(
+            f"cannot reach the queue broker {shown}: {exc}",
+            hint="start Redis (redis-server) or pass --broker / PREVIEWER_BROKER_URL",
+        ) from exc
+
+    report = BatchReport()
+    total = len(jobs)
+    if on_progress is not None:
+        on_progress(0, total)
+
+    def finish(job: Any, result: FileResult) -> None:
+        if (
+            job.walked
+            and result.status == "failed"
+            and isinstance(result.error, UnsupportedFormatError)
+        ):
+            result.status = "skipped"
+            result.reason = f"no converter for {result.mime or 'this type'}"
+            result.error = None
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        if on_progress is not None:
+            on_progress(len(report.results), total)
+
+    soft, hard, _visibility = time_limits(options.limits.timeout)
+    pending: dict[str, tuple[Any, str]] = {}
+    claimed: dict[tuple[Path, str], Any] = {}
+    try:
+        for job in jobs:
+            owner = claimed.setdefault((job.out_dir.absolute(), job.name), job)
+            if owner is not job:
+                error = OutputError(
+                    f"its previews would overwrite those of {owner.display} ({job.name} in "
+                    f"{job.out_dir})",
+                    path=job.display,
+                    hint="give inputs distinct names or convert them into separate output "
+                    "directories",
+                )
+                finish(job, FileResult(input=job.display, status="failed", error=error))
+                continue
+            abs_path = os.path.abspath(str(job.source))
+            opts = replace(options, out_dir=Path(os.path.abspath(job.out_dir)))
+            async_result = client.send_task(
+                TASK_NAME,
+                args=[abs_path, options_to_dict(opts), job.name],
+                soft_time_limit=soft,
+                time_limit=hard,
+            )
+            pending[async_result.id] = (job, abs_path)
+        _gather(client, pending, finish, options, outage_grace, poll_interval, shown)
+    except Exception as exc:
+        if not _is_connection_error(exc):
+            raise
+        raise BrokerUnavailableError(
+            f"lost the queue broker {shown}: {exc}",
+            hint="restart Redis and run again (finished previews are kept)",
+        ) from exc
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+def _gather(
+    client: Celery,
+    pending: dict[str, tuple[Any, str]],
+    finish: Callable[[Any, FileResult], None],
+    options: Options,
+    outage_grace: float,
+    poll_interval: float,
+    shown: str,
+) -> None:
+    """Collect results as they complete, riding out broker outages up to ``outage_grace``."""
+    backend = client.backend
+    outage_since: float | None = None
+    while pending:
+        try:
+            ready = list(
+                backend.get_many(
+                    set(pending), interval=poll_interval, max_iterations=1, no_ack=True
+                )
+            )
+        except Exception as exc:
+            if not _is_connection_error(exc):
+                raise
+            now = time.monotonic()
+            if outage_since is None:
+                outage_since = now
+                log.warning("queue broker %s unreachable (%s); retrying", shown, exc)
+            if now - outage_since > outage_grace:
+                raise BrokerUnavailableError(
+                    f"the queue broker {shown} has been unreachable for {outage_grace:g} s: {exc}",
+                    hint="restart Redis and run again (finished previews are kept)",
+                ) from exc
+            time.sleep(min(1.0, max(poll_interval, 0.2)))
+            continue
+        if outage_since is not None:
+            log.warning("queue broker %s is back", shown)
+            outage_since = None
+        for task_id, meta in ready:
+            job, abs_path = pending.pop(task_id)
+            backend._cache.pop(task_id, None)
+            if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
+                result = _rebuild_result(meta["result"], job.display, abs_path, job.out_dir)
+            else:
+                result = _failure_result(meta, job.display, options.limits.timeout)
+            try:
+                backend.forget(task_id)
+            except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
+                log.debug("cannot forget task %s: %s", task_id, exc)
+            finish(job, result)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a broker URL before it is shown."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user + ':***' if ':' in creds else user}@{host}"
+    return url

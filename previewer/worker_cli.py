@@ -1,0 +1,97 @@
+"""The ``previewer worker`` command: a Celery queue worker with previewer's settings."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["worker"]
+
+
+@click.command("worker", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: the number of CPUs).",
+)
+@click.option(
+    "-Q",
+    "--queues",
+    multiple=True,
+    help="Queues to consume, repeatable or comma-separated (default: celery).",
+)
+@click.option(
+    "--broker",
+    envvar="PREVIEWER_BROKER_URL",
+    default=None,
+    help="Redis URL of the broker and result backend  [default: redis://127.0.0.1:6379/0].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds one file may take: the soft time limit; the hard limit and the Redis "
+    "visibility timeout follow just above it.",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Replace a worker process after this many files.",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    default=2 * 1024 * 1024,
+    show_default=True,
+    help="Replace a worker process after a file leaves it above this resident memory (KiB).",
+)
+@click.option("-n", "--hostname", default=None, help="Worker node name (default: celery@HOSTNAME).")
+@click.option(
+    "-l",
+    "--loglevel",
+    default="INFO",
+    show_default=True,
+    help="Celery log level.",
+)
+def worker(
+    concurrency: int | None,
+    queues: tuple[str, ...],
+    broker: str | None,
+    timeout: float,
+    max_tasks_per_child: int,
+    max_memory_per_child: int,
+    hostname: str | None,
+    loglevel: str,
+) -> None:
+    """Run a queue worker that converts files sent by `previewer convert --broker`.
+
+    Start one per machine (inputs and the output directory on storage every machine sees
+    under the same paths). Needs the queue extra: pip install 'previewer[queue]'.
+    """
+    try:
+        from previewer import tasks
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise click.UsageError(
+            f"the queue worker needs Celery ({exc}); install it with pip install 'previewer[queue]'"
+        ) from exc
+
+    tasks.configure(
+        tasks.app,
+        broker=broker,
+        timeout=timeout,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+    )
+    argv = ["worker", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if concurrency is not None:
+        argv.append(f"--concurrency={concurrency}")
+    names = [q.strip() for item in queues for q in item.split(",") if q.strip()]
+    if names:
+        argv.append(f"--queues={','.join(names)}")
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    tasks.app.worker_main(argv)

@@ -1,0 +1,256 @@
+"""Queue workers: a real redis-server on a loopback port and real Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("celery")
+
+import previewer
+from previewer.errors import EngineUnavailableError, InputError
+from previewer.options import Limits, Options, PageSpec, parse_sizes
+from previewer.results import BatchReport
+
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Redis:
+    def __init__(self, tmp: Path) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        assert REDIS is not None
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        _wait_for(up, 10, "redis-server")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+class Worker:
+    def __init__(self, url: str, name: str, log: Path, *, timeout: float = 30, concurrency: int = 1) -> None:
+        self.log = log
+        self.fh = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "previewer", "worker", "--broker", url, "-c", str(concurrency), "--timeout", str(timeout), "-n", f"{name}@%h"],
+            stdout=self.fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=log.parent,
+        )
+        _wait_for(lambda: b"ready." in log.read_bytes() or self.proc.poll() is not None, 30, f"worker {name}")
+        assert self.proc.poll() is None, log.read_text()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.fh.close()
+
+
+@pytest.fixture(scope="module")
+def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Worker]]]:
+    tmp = tmp_path_factory.mktemp("queue")
+    redis = Redis(tmp)
+    workers: list[Worker] = []
+    try:
+        workers = [Worker(redis.url, f"w{i}", tmp / f"w{i}.log") for i in range(2)]
+        yield redis.url, workers
+    finally:
+        for w in workers:
+            w.kill()
+        redis.stop()
+
+
+def _make_inputs(root: Path) -> None:
+    import pymupdf
+    from PIL import Image, ImageDraw
+
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "report.pdf", root / "report.pdf")
+    shutil.copy(SAMPLES / "photo.jpg", root / "sub" / "photo.jpg")
+    for i in range(9):
+        doc = pymupdf.open()
+        for p in range(1 + i % 3):
+            page = doc.new_page(width=300 + 40 * i, height=400)
+            page.draw_rect((20, 20, 200, 100 + 20 * p), color=(0, 0, 1), fill=(i / 9, 0.5, 0.2))
+            page.insert_text((30, 300), f"doc {i} page {p}", fontsize=20)
+        doc.save(root / ("sub" if i % 2 else ".") / f"gen{i}.pdf")
+    for i in range(8):
+        im = Image.new("RGB", (200 + 30 * i, 150 + 10 * i), (20 * i, 100, 200 - 20 * i))
+        ImageDraw.Draw(im).ellipse((10, 10, 100 + 5 * i, 90), fill=(255, 255, 0))
+        im.save(root / f"img{i}.jpg", quality=85)
+    (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj<<>>\ngarbage" * 3)
+
+
+def _pngs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".previewer-journal")}
+
+
+def _summary(report: BatchReport) -> list[tuple[str, str, list[tuple[int, str, str, int, int]], str | None]]:
+    return sorted(
+        (
+            r.input,
+            r.status,
+            sorted((o.page, o.size, str(o.path), o.width, o.height) for o in r.outputs),
+            type(r.error).__name__ if r.error else None,
+        )
+        for r in report.results
+    )
+
+
+def test_mixed_batch_matches_local_run_and_bad_file_fails(queue: tuple[str, list[Worker]], tmp_path: Path) -> None:
+    from previewer.tasks import submit_many
+
+    url, workers = queue
+    src = tmp_path / "in"
+    _make_inputs(src)
+    options = Options(sizes=parse_sizes(["128", "300x200"]), pages=PageSpec.parse("all"), out_dir=tmp_path / "remote")
+    progress: list[tuple[int, int]] = []
+    seen: list[str] = []
+    report = submit_many([src], options, broker=url, on_result=lambda r: seen.append(r.input), on_progress=lambda d, t: progress.append((d, t)))
+    local = previewer.convert_many([src], options=Options(sizes=options.sizes, pages=options.pages, out_dir=tmp_path / "local"))
+
+    assert len(report.results) == len(local.results) == 20
+    assert progress[0] == (0, 20) and progress[-1] == (20, 20)
+    assert sorted(seen) == sorted(r.input for r in report.results)
+    assert report.converted == local.converted == 19
+    assert report.skipped == local.skipped == 0
+    assert report.failures_by_type() == local.failures_by_type() == {"InputError": 1}
+    assert report.exit_code == local.exit_code == 10
+    bad = next(r for r in report.results if r.status == "failed")
+    assert bad.input.endswith("broken.pdf") and isinstance(bad.error, InputError)
+    assert str(bad.error) == str(next(r for r in local.results if r.status == "failed").error)
+    # Same outputs, same names (mirrored tree), identical bytes; paths reported like a local run.
+    remote_files, local_files = _pngs(tmp_path / "remote"), _pngs(tmp_path / "local")
+    assert len(remote_files) > 40 and remote_files == local_files
+    assert _summary(report) == [
+        (i, s, [(p, z, path.replace(str(tmp_path / "local"), str(tmp_path / "remote")), w, h) for p, z, path, w, h in o], e)
+        for i, s, o, e in _summary(local)
+    ]
+    # Both workers took part, and they keep serving after the bad file.
+    assert all("previewer.convert_file" in w.text() for w in workers)
+    again = submit_many([SAMPLES / "photo.jpg"], options, broker=url)
+    assert again.exit_code == 0 and again.results[0].status == "converted"
+    single_bad = submit_many([src / "broken.pdf"], options, broker=url)
+    assert single_bad.exit_code == 5 and isinstance(single_bad.results[0].error, InputError)
+
+
+def test_killed_worker_task_is_redelivered(tmp_path: Path) -> None:
+    import pymupdf
+
+    from previewer.tasks import submit_many
+
+    doc = pymupdf.open()
+    for i in range(10):
+        page = doc.new_page(width=600, height=800)
+        for k in range(300):
+            page.draw_circle((50 + (k * 37 + i) % 500, 50 + (k * 53) % 700), 10 + k % 40, color=(0, 0.2, 0.5), fill=(0.1, k % 5 / 5, 0.3))
+    doc.save(tmp_path / "long.pdf")
+    options = Options(sizes=parse_sizes(["1600"]), pages=PageSpec.parse("all"), out_dir=tmp_path / "out", limits=Limits(timeout=8))
+    redis = Redis(tmp_path)
+    first = second = None
+    try:
+        first = Worker(redis.url, "first", tmp_path / "first.log", timeout=8)
+        box: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: box.update(report=submit_many([tmp_path / "long.pdf"], options, broker=redis.url)), daemon=True)
+        thread.start()
+        _wait_for(lambda: "previewer.convert_file" in first.text(), 20, "the task to reach the first worker")
+        time.sleep(0.8)
+        first.kill()  # SIGKILL to the whole worker (main process and child), mid-task
+        assert "succeeded" not in first.text()
+        second = Worker(redis.url, "second", tmp_path / "second.log", timeout=8)
+        thread.join(60)  # visibility timeout (12 s) + Redis transport restore interval (10 s)
+        assert not thread.is_alive(), "the task was not redelivered"
+        report = box["report"]
+        assert isinstance(report, BatchReport)
+        assert "succeeded" in second.text()
+    finally:
+        for w in (first, second):
+            if w is not None:
+                w.kill()
+        redis.stop()
+    assert report.exit_code == 0 and len(report.results[0].outputs) == 10
+    local = previewer.convert_many([tmp_path / "long.pdf"], options=Options(sizes=options.sizes, pages=options.pages, out_dir=tmp_path / "local"))
+    assert _pngs(tmp_path / "out") == _pngs(tmp_path / "local")  # nothing missing, no .tmp leftovers
+
+
+def test_unreachable_broker_fails_cleanly(tmp_path: Path) -> None:
+    from previewer.tasks import BrokerUnavailableError, submit_many
+
+    url = f"redis://127.0.0.1:{_free_port()}/0"
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError) as info:
+        submit_many([SAMPLES / "photo.jpg"], Options(out_dir=tmp_path), broker=url)
+    assert time.monotonic() - started < 20
+    assert isinstance(info.value, EngineUnavailableError) and info.value.exit_code == 4
+    assert "cannot reach the queue broker" in str(info.value) and str(_free_port) not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_worker_command_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "previewer", "worker", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "--concurrency" in out.stdout and "--broker" in out.stdout
+
+
+def test_options_round_trip() -> None:
+    from previewer.tasks import options_from_dict, options_to_dict
+
+    options = Options(
+        sizes=parse_sizes(["128", "300x", "x200", "1024x768"]),
+        pages=PageSpec.parse("1,3,5-7"),
+        out_dir=Path("/x/y"),
+        upscale=True,
+        password="pw",
+        converter="pdf",
+        limits=Limits(max_pages=7, timeout=3.5, max_memory=10**9),
+        keep_temp=True,
+    )
+    assert options_from_dict(options_to_dict(options)) == options
+    assert options_from_dict(options_to_dict(Options())) == Options()
