@@ -18,11 +18,10 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.errors import EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, Box, ConvertContext
+from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -115,7 +114,7 @@ def _dos_eps(data: bytes) -> tuple[bytes, str | None]:
     return data[ps_off : ps_off + ps_len], preview
 
 
-class PostScriptDocument:
+class PostScriptDocument(BaseDocument):
     """A PostScript or EPS file: pages in points, rendered on demand by ``gs``."""
 
     units: Literal["pt", "px"] = "pt"
@@ -239,17 +238,6 @@ class PostScriptDocument:
     def close(self) -> None:
         """Drop the last rendered page (every render is its own process)."""
         self._last = None
-
-    def __enter__(self) -> PostScriptDocument:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _bbox(data: bytes) -> tuple[float, float, float, float] | None:

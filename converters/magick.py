@@ -23,7 +23,6 @@ import json
 import string
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.errors import (
@@ -33,7 +32,7 @@ from previewer.errors import (
     InputError,
     LimitExceededError,
 )
-from previewer.plugin import Availability, Box, ConvertContext
+from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -190,7 +189,7 @@ def _translate(exc: EngineError) -> Exception:
     return EngineError(text)
 
 
-class MagickDocument:
+class MagickDocument(BaseDocument):
     """The worker's full-size PNG of the input: one page, in pixels."""
 
     units: Literal["pt", "px"] = "px"
@@ -241,17 +240,6 @@ class MagickDocument:
 
     def close(self) -> None:
         """Nothing to release: the work directory is removed by previewer."""
-
-    def __enter__(self) -> MagickDocument:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _has_alpha(image: Image.Image) -> bool:

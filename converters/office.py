@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.errors import EncryptedError, EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, Box, ConvertContext, Document
+from previewer.plugin import Availability, BaseDocument, Box, ConvertContext, Document
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -162,7 +161,7 @@ FORMAT_NAMES = {
 }
 
 
-class OfficeDocument:
+class OfficeDocument(BaseDocument):
     """The PDF LibreOffice exported, standing for the Office document it came from."""
 
     units: Literal["pt", "px"] = "pt"
@@ -197,17 +196,6 @@ class OfficeDocument:
     def close(self) -> None:
         """Close the exported PDF."""
         self._pdf.close()
-
-    def __enter__(self) -> OfficeDocument:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _precheck(source: Path, ctx: ConvertContext) -> None:

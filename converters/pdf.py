@@ -14,11 +14,10 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.errors import EncryptedError, EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, Box, ConvertContext
+from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -128,7 +127,7 @@ class PdfConverter:
         return PdfDocument(doc, count, ctx)
 
 
-class PdfDocument:
+class PdfDocument(BaseDocument):
     """An open PyMuPDF document."""
 
     units: Literal["pt", "px"] = "pt"
@@ -259,14 +258,3 @@ class PdfDocument:
         if self._doc is not None:
             self._doc.close()
             self._doc = None
-
-    def __enter__(self) -> PdfDocument:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

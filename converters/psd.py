@@ -25,11 +25,10 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.errors import EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, Box, ConvertContext
+from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -258,7 +257,7 @@ def _engine_errors(what: str, ctx: ConvertContext) -> Iterator[None]:
         ctx.log.debug("psd: %s", warning.message)
 
 
-class PsdDocument:
+class PsdDocument(BaseDocument):
     """An opened Photoshop document: one page, the canvas, in pixels."""
 
     units: Literal["pt", "px"] = "px"
@@ -359,17 +358,6 @@ class PsdDocument:
         """Drop the psd-tools document."""
         self._psd = None
         self._last = None
-
-    def __enter__(self) -> PsdDocument:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _simple_stack(psd: Any) -> bool:

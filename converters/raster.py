@@ -22,11 +22,10 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.errors import InputError, LimitExceededError, UnsupportedFormatError
-from previewer.plugin import Availability, Box, ConvertContext
+from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -135,7 +134,7 @@ def _pillow_warnings(ctx: ConvertContext) -> Iterator[None]:
         ctx.log.debug("Pillow: %s", warning.message)
 
 
-class RasterDocument:
+class RasterDocument(BaseDocument):
     """An open Pillow image; each frame of a TIFF is a page."""
 
     units: Literal["pt", "px"] = "px"
@@ -325,17 +324,6 @@ class RasterDocument:
         if self._image is not None:
             self._image.close()
             self._image = None
-
-    def __enter__(self) -> RasterDocument:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _bomb(exc: Exception, limit: int) -> LimitExceededError:

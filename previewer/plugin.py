@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from previewer.geometry import Box
 from previewer.options import Limits
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Availability",
+    "BaseDocument",
     "Box",
     "ConvertContext",
     "Converter",
@@ -125,6 +126,27 @@ class Document(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class BaseDocument:
+    """Optional base class for documents: the context-manager half of :class:`Document`.
+
+    Subclasses implement ``close()`` (and the rest of the protocol); ``with`` closes them.
+    """
+
+    def close(self) -> None:
+        """Release the engine's handles; safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 @runtime_checkable
