@@ -219,6 +219,12 @@ def _limits(
     help="Write one JSON line per input to this file as it finishes.",
 )
 @click.option("--force", is_flag=True, help="Convert even inputs whose previews are up to date.")
+@click.option(
+    "--freedesktop",
+    is_flag=True,
+    help="Fill the desktop's thumbnail cache ($XDG_CACHE_HOME/thumbnails) instead of OUT_DIR; "
+    "-s 128/256/512/1024 pick normal/large/x-large/xx-large (default: 128 and 256).",
+)
 @click.option("--keep-temp", is_flag=True, help="Keep work directories (for debugging).")
 @click.option(
     "--max-memory",
@@ -245,6 +251,7 @@ def convert(
     hidden: bool,
     report_path: str | None,
     force: bool,
+    freedesktop: bool,
     keep_temp: bool,
     max_memory: int,
     max_pixels: int,
@@ -308,6 +315,26 @@ def convert(
             results_out(result)
             progress.advance(result)
 
+        if freedesktop:
+            from previewer.freedesktop import fill_cache
+
+            if "-" in inputs:
+                raise click.UsageError("--freedesktop thumbnails files, not stdin")
+            report = fill_cache(
+                inputs,
+                sizes=_cache_sizes(sizes),
+                registry=registry,
+                limits=options.limits,
+                jobs=jobs,
+                include=include,
+                exclude=exclude,
+                hidden=hidden,
+                on_result=on_result,
+                on_progress=progress.total,
+            )
+            if (len(report.results) > 1 or walking) and not quiet:
+                _summary(report)
+            return report.exit_code
         sources = [(sys.stdin.buffer, "stdin") if item == "-" else item for item in inputs]
         report = api.convert_many(
             sources,
@@ -324,6 +351,21 @@ def convert(
     if (len(report.results) > 1 or walking) and not quiet:
         _summary(report)
     return report.exit_code
+
+
+_CACHE_SIZES = {"128": "normal", "256": "large", "512": "x-large", "1024": "xx-large"}
+
+
+def _cache_sizes(sizes: Sequence[str]) -> tuple[str, ...]:
+    """Map -s values to the thumbnail cache's size directories."""
+    if tuple(sizes) == ("256",):  # the default -s: fill the two sizes file managers ask for
+        return ("normal", "large")
+    try:
+        return tuple(dict.fromkeys(_CACHE_SIZES[str(size).strip()] for size in sizes))
+    except KeyError as exc:
+        raise click.UsageError(
+            f"--freedesktop sizes are 128, 256, 512 and 1024, not {exc.args[0]}"
+        ) from None
 
 
 def _convert_to_stdout(inputs: Sequence[str], options: Options, registry: Any) -> int:

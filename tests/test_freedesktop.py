@@ -81,7 +81,8 @@ def test_thumbnail_file_uri_with_escapes(
     assert code == 0, err
     assert ihdr(out)[:2] == (256, 192)
     with Image.open(out) as im:
-        assert im.mode == "RGBA" and im.getpixel((128, 96))[3] == 255
+        pixel = im.getpixel((128, 96))
+        assert im.mode == "RGBA" and isinstance(pixel, tuple) and pixel[3] == 255
 
 
 def test_thumbnail_never_enlarges_a_raster(
@@ -364,3 +365,26 @@ def test_desktop_install_and_uninstall(
     assert code == 0 and not entry.exists()
     code, _, err = run(capsysbinary, "desktop", "uninstall", "--user")
     assert code == 0 and "was not installed" in err
+
+
+def test_convert_freedesktop_flag_fills_the_cache(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    argv = [sys.executable, "-m", "previewer", "convert", "--freedesktop", str(samples)]
+    first = subprocess.run(
+        argv + ["-s", "128", "-s", "1024"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    thumbs = tmp_path / "cache" / "thumbnails"
+    assert sorted(p.name for p in thumbs.iterdir()) == ["normal", "xx-large"]
+    assert len(list((thumbs / "normal").glob("*.png"))) == 2
+    assert "2 converted" in first.stderr
+    again = subprocess.run(
+        argv + ["-s", "128", "-s", "1024"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and "0 converted, 2 skipped" in again.stderr
+    bad = subprocess.run(argv + ["-s", "300"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "sizes are 128, 256, 512 and 1024" in bad.stderr
