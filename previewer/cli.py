@@ -220,6 +220,13 @@ def _limits(
 )
 @click.option("--force", is_flag=True, help="Convert even inputs whose previews are up to date.")
 @click.option(
+    "--broker",
+    envvar="PREVIEWER_BROKER_URL",
+    metavar="URL",
+    help="Send each file to queue workers through this broker (redis://...) instead of "
+    "converting here; see 'previewer worker'.",
+)
+@click.option(
     "--freedesktop",
     is_flag=True,
     help="Fill the desktop's thumbnail cache ($XDG_CACHE_HOME/thumbnails) instead of OUT_DIR; "
@@ -251,6 +258,7 @@ def convert(
     hidden: bool,
     report_path: str | None,
     force: bool,
+    broker: str | None,
     freedesktop: bool,
     keep_temp: bool,
     max_memory: int,
@@ -303,7 +311,11 @@ def convert(
             keep_log.setLevel(logging.WARNING)
     registry = Registry()
     if out_dir == "-":
+        if broker:
+            raise click.UsageError("-o - converts here; it cannot be combined with --broker")
         return _convert_to_stdout(inputs, options, registry)
+    if broker and freedesktop:
+        raise click.UsageError("--broker and --freedesktop cannot be combined")
 
     walking = any(item != "-" and os.path.isdir(item) for item in inputs)
     if jobs is None:
@@ -326,6 +338,24 @@ def convert(
                 registry=registry,
                 limits=options.limits,
                 jobs=jobs,
+                include=include,
+                exclude=exclude,
+                hidden=hidden,
+                on_result=on_result,
+                on_progress=progress.total,
+            )
+            if (len(report.results) > 1 or walking) and not quiet:
+                _summary(report)
+            return report.exit_code
+        if broker:
+            from previewer.tasks import submit_many
+
+            if "-" in inputs:
+                raise click.UsageError("--broker sends files to workers, not stdin")
+            report = submit_many(
+                list(inputs),
+                options,
+                broker=broker,
                 include=include,
                 exclude=exclude,
                 hidden=hidden,

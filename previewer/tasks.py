@@ -125,7 +125,13 @@ def configure(
         task_time_limit=hard,
         worker_max_tasks_per_child=max_tasks_per_child,
         worker_max_memory_per_child=max_memory_per_child,
-        broker_transport_options={"visibility_timeout": visibility},
+        # kombu scans for unacknowledged tasks of dead workers only every interval x throttle
+        # seconds (10 x 10 by default); scan every few seconds so redelivery follows the timeout.
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, int(visibility / 4))),
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"visibility_timeout": visibility},
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,

@@ -50,7 +50,19 @@ class Redis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         assert REDIS is not None
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+            [
+                REDIS,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -71,17 +83,36 @@ class Redis:
 
 
 class Worker:
-    def __init__(self, url: str, name: str, log: Path, *, timeout: float = 30, concurrency: int = 1) -> None:
+    def __init__(
+        self, url: str, name: str, log: Path, *, timeout: float = 30, concurrency: int = 1
+    ) -> None:
         self.log = log
         self.fh = open(log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "previewer", "worker", "--broker", url, "-c", str(concurrency), "--timeout", str(timeout), "-n", f"{name}@%h"],
+            [
+                sys.executable,
+                "-m",
+                "previewer",
+                "worker",
+                "--broker",
+                url,
+                "-c",
+                str(concurrency),
+                "--timeout",
+                str(timeout),
+                "-n",
+                f"{name}@%h",
+            ],
             stdout=self.fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=log.parent,
         )
-        _wait_for(lambda: b"ready." in log.read_bytes() or self.proc.poll() is not None, 30, f"worker {name}")
+        _wait_for(
+            lambda: b"ready." in log.read_bytes() or self.proc.poll() is not None,
+            30,
+            f"worker {name}",
+        )
         assert self.proc.poll() is None, log.read_text()
 
     def text(self) -> str:
@@ -130,10 +161,16 @@ def _make_inputs(root: Path) -> None:
 
 
 def _pngs(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".previewer-journal")}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not p.name.startswith(".previewer-journal")
+    }
 
 
-def _summary(report: BatchReport) -> list[tuple[str, str, list[tuple[int, str, str, int, int]], str | None]]:
+def _summary(
+    report: BatchReport,
+) -> list[tuple[str, str, list[tuple[int, str, str, int, int]], str | None]]:
     return sorted(
         (
             r.input,
@@ -145,17 +182,31 @@ def _summary(report: BatchReport) -> list[tuple[str, str, list[tuple[int, str, s
     )
 
 
-def test_mixed_batch_matches_local_run_and_bad_file_fails(queue: tuple[str, list[Worker]], tmp_path: Path) -> None:
+def test_mixed_batch_matches_local_run_and_bad_file_fails(
+    queue: tuple[str, list[Worker]], tmp_path: Path
+) -> None:
     from previewer.tasks import submit_many
 
     url, workers = queue
     src = tmp_path / "in"
     _make_inputs(src)
-    options = Options(sizes=parse_sizes(["128", "300x200"]), pages=PageSpec.parse("all"), out_dir=tmp_path / "remote")
+    options = Options(
+        sizes=parse_sizes(["128", "300x200"]),
+        pages=PageSpec.parse("all"),
+        out_dir=tmp_path / "remote",
+    )
     progress: list[tuple[int, int]] = []
     seen: list[str] = []
-    report = submit_many([src], options, broker=url, on_result=lambda r: seen.append(r.input), on_progress=lambda d, t: progress.append((d, t)))
-    local = previewer.convert_many([src], options=Options(sizes=options.sizes, pages=options.pages, out_dir=tmp_path / "local"))
+    report = submit_many(
+        [src],
+        options,
+        broker=url,
+        on_result=lambda r: seen.append(r.input),
+        on_progress=lambda d, t: progress.append((d, t)),
+    )
+    local = previewer.convert_many(
+        [src], options=Options(sizes=options.sizes, pages=options.pages, out_dir=tmp_path / "local")
+    )
 
     assert len(report.results) == len(local.results) == 20
     assert progress[0] == (0, 20) and progress[-1] == (20, 20)
@@ -171,7 +222,15 @@ def test_mixed_batch_matches_local_run_and_bad_file_fails(queue: tuple[str, list
     remote_files, local_files = _pngs(tmp_path / "remote"), _pngs(tmp_path / "local")
     assert len(remote_files) > 40 and remote_files == local_files
     assert _summary(report) == [
-        (i, s, [(p, z, path.replace(str(tmp_path / "local"), str(tmp_path / "remote")), w, h) for p, z, path, w, h in o], e)
+        (
+            i,
+            s,
+            [
+                (p, z, path.replace(str(tmp_path / "local"), str(tmp_path / "remote")), w, h)
+                for p, z, path, w, h in o
+            ],
+            e,
+        )
         for i, s, o, e in _summary(local)
     ]
     # Both workers took part, and they keep serving after the bad file.
@@ -191,22 +250,41 @@ def test_killed_worker_task_is_redelivered(tmp_path: Path) -> None:
     for i in range(10):
         page = doc.new_page(width=600, height=800)
         for k in range(300):
-            page.draw_circle((50 + (k * 37 + i) % 500, 50 + (k * 53) % 700), 10 + k % 40, color=(0, 0.2, 0.5), fill=(0.1, k % 5 / 5, 0.3))
+            page.draw_circle(
+                (50 + (k * 37 + i) % 500, 50 + (k * 53) % 700),
+                10 + k % 40,
+                color=(0, 0.2, 0.5),
+                fill=(0.1, k % 5 / 5, 0.3),
+            )
     doc.save(tmp_path / "long.pdf")
-    options = Options(sizes=parse_sizes(["1600"]), pages=PageSpec.parse("all"), out_dir=tmp_path / "out", limits=Limits(timeout=8))
+    options = Options(
+        sizes=parse_sizes(["1600"]),
+        pages=PageSpec.parse("all"),
+        out_dir=tmp_path / "out",
+        limits=Limits(timeout=8),
+    )
     redis = Redis(tmp_path)
     first = second = None
     try:
         first = Worker(redis.url, "first", tmp_path / "first.log", timeout=8)
         box: dict[str, object] = {}
-        thread = threading.Thread(target=lambda: box.update(report=submit_many([tmp_path / "long.pdf"], options, broker=redis.url)), daemon=True)
+        thread = threading.Thread(
+            target=lambda: box.update(
+                report=submit_many([tmp_path / "long.pdf"], options, broker=redis.url)
+            ),
+            daemon=True,
+        )
         thread.start()
-        _wait_for(lambda: "previewer.convert_file" in first.text(), 20, "the task to reach the first worker")
+        _wait_for(
+            lambda: "previewer.convert_file" in first.text(),
+            20,
+            "the task to reach the first worker",
+        )
         time.sleep(0.8)
         first.kill()  # SIGKILL to the whole worker (main process and child), mid-task
         assert "succeeded" not in first.text()
         second = Worker(redis.url, "second", tmp_path / "second.log", timeout=8)
-        thread.join(60)  # visibility timeout (12 s) + Redis transport restore interval (10 s)
+        thread.join(40)  # visibility timeout (12 s) + restore scan interval (3 s)
         assert not thread.is_alive(), "the task was not redelivered"
         report = box["report"]
         assert isinstance(report, BatchReport)
@@ -217,8 +295,13 @@ def test_killed_worker_task_is_redelivered(tmp_path: Path) -> None:
                 w.kill()
         redis.stop()
     assert report.exit_code == 0 and len(report.results[0].outputs) == 10
-    local = previewer.convert_many([tmp_path / "long.pdf"], options=Options(sizes=options.sizes, pages=options.pages, out_dir=tmp_path / "local"))
-    assert _pngs(tmp_path / "out") == _pngs(tmp_path / "local")  # nothing missing, no .tmp leftovers
+    previewer.convert_many(
+        [tmp_path / "long.pdf"],
+        options=Options(sizes=options.sizes, pages=options.pages, out_dir=tmp_path / "local"),
+    )
+    assert _pngs(tmp_path / "out") == _pngs(
+        tmp_path / "local"
+    )  # nothing missing, no .tmp leftovers
 
 
 def test_unreachable_broker_fails_cleanly(tmp_path: Path) -> None:
@@ -230,12 +313,19 @@ def test_unreachable_broker_fails_cleanly(tmp_path: Path) -> None:
         submit_many([SAMPLES / "photo.jpg"], Options(out_dir=tmp_path), broker=url)
     assert time.monotonic() - started < 20
     assert isinstance(info.value, EngineUnavailableError) and info.value.exit_code == 4
-    assert "cannot reach the queue broker" in str(info.value) and str(_free_port) not in str(info.value)
+    assert "cannot reach the queue broker" in str(info.value) and str(_free_port) not in str(
+        info.value
+    )
     assert not list(tmp_path.iterdir())
 
 
 def test_worker_command_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "previewer", "worker", "--help"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "previewer", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0 and "--concurrency" in out.stdout and "--broker" in out.stdout
 
 
@@ -254,3 +344,46 @@ def test_options_round_trip() -> None:
     )
     assert options_from_dict(options_to_dict(options)) == options
     assert options_from_dict(options_to_dict(Options())) == Options()
+
+
+def test_cli_broker_flag_matches_a_local_run(
+    queue: tuple[str, list[Worker]], tmp_path: Path
+) -> None:
+    import json
+
+    url, _workers = queue
+    src = tmp_path / "in"
+    _make_inputs(src)
+    common = [sys.executable, "-m", "previewer", "convert", str(src), "-s", "96", "--json"]
+    remote = subprocess.run(
+        common
+        + [
+            "-o",
+            str(tmp_path / "remote"),
+            "--broker",
+            url,
+            "--report",
+            str(tmp_path / "remote.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    local = subprocess.run(
+        common + ["-o", str(tmp_path / "local"), "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert remote.returncode == local.returncode == 10, remote.stderr
+    assert "1 failed (InputError: 1)" in remote.stderr
+    lines = [json.loads(x) for x in remote.stdout.splitlines()]
+    assert lines == [json.loads(x) for x in (tmp_path / "remote.jsonl").read_text().splitlines()]
+    assert sorted((Path(r["input"]).name, r["status"]) for r in lines) == sorted(
+        (Path(r["input"]).name, r["status"]) for r in map(json.loads, local.stdout.splitlines())
+    )
+    assert _pngs(tmp_path / "remote") == _pngs(tmp_path / "local")
+    bad = subprocess.run(
+        common + ["-o", "-", "--broker", url], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "cannot be combined with --broker" in bad.stderr
