@@ -5,17 +5,23 @@
 #
 #   scripts/setup.sh            libraries and tools previewer and its tests need
 #   scripts/setup.sh --bench    also the peer tools the benchmark compares with
+#   scripts/setup.sh --desktop  also GNOME's thumbnail factory (python3-gi, gir1.2-gnomedesktop-3.0,
+#                               bubblewrap) and a copy of previewer under /usr/local, where the
+#                               factory's sandbox can run it (tests/test_gnome_factory.py; CI uses it)
 set -eu
 
 cd "$(dirname "$0")/.."
 
 BENCH=0
+DESKTOP=0
 for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
-        *) echo "usage: scripts/setup.sh [--bench]" >&2; exit 2 ;;
+        --desktop) DESKTOP=1 ;;
+        *) echo "usage: scripts/setup.sh [--bench] [--desktop]" >&2; exit 2 ;;
     esac
 done
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
 # python3-venv: the virtual environment; libmagic1: content sniffing (python-magic).
 PACKAGES="python3 python3-venv libmagic1"
@@ -32,6 +38,9 @@ PACKAGES="$PACKAGES redis-server"
 if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
 fi
+if [ "$DESKTOP" = 1 ]; then
+    PACKAGES="$PACKAGES python3-gi gir1.2-gnomedesktop-3.0 bubblewrap"
+fi
 
 missing=""
 for pkg in $PACKAGES; do
@@ -40,7 +49,6 @@ for pkg in $PACKAGES; do
     fi
 done
 if [ -n "$missing" ]; then
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     echo "setup: installing system packages:$missing" >&2
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -53,4 +61,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+if [ "$DESKTOP" = 1 ]; then
+    # GNOME runs thumbnailers under bubblewrap with only /usr visible: a copy of previewer on
+    # Debian's own Python under /usr/local (README, "Desktop thumbnails").
+    echo "setup: installing previewer under /usr/local for desktop thumbnailers" >&2
+    [ -x /usr/local/lib/previewer/bin/python ] || $SUDO /usr/bin/python3 -m venv /usr/local/lib/previewer
+    $SUDO /usr/local/lib/previewer/bin/python -m pip install -q --disable-pip-version-check \
+        --require-hashes -r requirements.lock
+    $SUDO /usr/local/lib/previewer/bin/python -m pip install -q --disable-pip-version-check \
+        --no-deps --no-build-isolation --force-reinstall .
+    $SUDO ln -sf /usr/local/lib/previewer/bin/previewer /usr/local/bin/previewer
+fi
 echo "setup: ready; run .venv/bin/previewer --help" >&2
