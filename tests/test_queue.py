@@ -387,3 +387,105 @@ def test_cli_broker_flag_matches_a_local_run(
         common + ["-o", "-", "--broker", url], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "cannot be combined with --broker" in bad.stderr
+
+
+def test_redis_restart_mid_run_completes(tmp_path: Path) -> None:
+    """Redis stopped and started again (with its data) in the middle of a run: the submitter
+    rides out the outage and the run completes. A task whose worker could not reach Redis at
+    that moment fails cleanly with the connection error (it is not retried); the rest convert."""
+    import pymupdf
+
+    from previewer.tasks import submit_many
+
+    data = tmp_path / "redis"
+    data.mkdir()
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    assert REDIS is not None
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                REDIS,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        _wait_for(up, 10, "redis-server")
+        return proc
+
+    server = start()
+    worker = Worker(url, "restart", tmp_path / "w.log")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):
+        doc = pymupdf.open()
+        for p in range(4):
+            page = doc.new_page()
+            page.insert_text((72, 72 + p * 20), f"document {i} page {p}")
+        doc.save(src / f"doc{i}.pdf")
+    options = Options(
+        sizes=parse_sizes(["800"]), pages=PageSpec.parse("all"), out_dir=tmp_path / "out"
+    )
+    results: list[str] = []
+    outcome: list[object] = []
+
+    def submit() -> None:
+        try:
+            outcome.append(
+                submit_many(
+                    [src],
+                    options,
+                    broker=url,
+                    outage_grace=30,
+                    on_result=lambda r: results.append(r.status),
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    try:
+        _wait_for(lambda: len(results) >= 1, 60, "a first result")
+        server.terminate()  # SIGTERM: Redis writes its data and exits
+        server.wait(10)
+        time.sleep(2)
+        server = start()
+        thread.join(120)
+        assert not thread.is_alive(), "the submitter hung after the outage"
+    finally:
+        worker.kill()
+        server.kill()
+        server.wait(10)
+    (report,) = outcome
+    assert isinstance(report, BatchReport), report
+    assert len(report.results) == 8
+    failed = [r for r in report.results if r.status != "converted"]
+    for result in failed:
+        assert result.error is not None and "connect" in str(result.error).lower(), result.error
+    assert report.converted >= 6 and report.converted + len(failed) == 8
+    # A task whose result could not be stored had still written its previews, atomically.
+    assert len(list((tmp_path / "out").glob("*.png"))) == 8 * 4
+    assert list((tmp_path / "out").glob("*.tmp")) == []
