@@ -34,7 +34,8 @@ from previewer.results import BatchReport, FileResult, Preview
 if TYPE_CHECKING:
     from PIL import Image
 
-    from previewer.options import Limits
+    from previewer.batch import Job
+    from previewer.options import Limits, Options
     from previewer.registry import Registry
 
 __all__ = [
@@ -530,27 +531,45 @@ def fill_cache(
         if on_progress is not None:
             on_progress(len(report.results), total)
 
-    args = [(str(j.source), tuple(sizes), cache, registry, limits, j.walked) for j in batch]
     if jobs == 0 or total <= 1:
-        for a in args:
-            finished(_one(a))
+        for job in batch:
+            finished(
+                thumbnail_file(
+                    str(job.source),
+                    sizes=tuple(sizes),
+                    root=cache,
+                    registry=registry,
+                    limits=limits,
+                    walked=job.walked,
+                )
+            )
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import functools
 
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = [pool.submit(_one, a) for a in args]
-            for future in as_completed(futures):
-                finished(future.result())
+        from previewer.options import Limits, Options
+        from previewer.pool import WorkerPool
+        from previewer.registry import Registry
+
+        # The batch worker pool: per-file deadline, memory cap and crash isolation, as for
+        # `previewer convert DIR -j N`.
+        task = functools.partial(_pool_task, sizes=tuple(sizes), cache=cache)
+        options = Options(out_dir=cache, limits=limits or Limits())
+        with WorkerPool(jobs, options, registry or Registry(), task=task) as pool:
+            for _job, _stat, result in pool.run([(job, None) for job in batch]):
+                finished(result)
     report.elapsed = time.monotonic() - started
     return report
 
 
-def _one(
-    args: tuple[str, tuple[str, ...], Path, Registry | None, Limits | None, bool],
+def _pool_task(
+    job: Job, options: Options, registry: Registry, *, sizes: tuple[str, ...], cache: Path
 ) -> FileResult:
-    path, sizes, cache, registry, limits, walked = args
+    """Worker-pool task: thumbnail one file into the cache."""
     return thumbnail_file(
-        path, sizes=sizes, root=cache, registry=registry, limits=limits, walked=walked
+        str(job.source),
+        sizes=sizes,
+        root=cache,
+        registry=registry,
+        limits=options.limits,
+        walked=job.walked,
     )

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -42,12 +42,32 @@ DEADLINE_GRACE = 2.0
 """Seconds a worker gets beyond the timeout (its engines time out first and say so)."""
 
 
-def _worker_main(conn: Connection, registry: Registry, max_memory: int, tmp: str) -> None:
-    """Worker process: convert jobs received on ``conn`` until told to stop."""
+Task = Callable[["Job", Options, "Registry"], FileResult]
+"""What a worker does with one job: a picklable (module-level) function returning its result."""
+
+
+def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
+    """The default task: convert one input with :func:`previewer.api.convert_one`.
+
+    Args:
+        job: The input.
+        options: The options (``out_dir`` already set for this job).
+        registry: The converters.
+
+    Returns:
+        The input's result.
+    """
+    from previewer.api import convert_one
+
+    return convert_one(job.source, options, registry, name=job.name)
+
+
+def _worker_main(
+    conn: Connection, registry: Registry, max_memory: int, tmp: str, task: Task
+) -> None:
+    """Worker process: run ``task`` on jobs received on ``conn`` until told to stop."""
     import resource
     import tempfile
-
-    from previewer.api import convert_one
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C
 
@@ -69,7 +89,7 @@ def _worker_main(conn: Connection, registry: Registry, max_memory: int, tmp: str
         if message is None:
             return
         job, options = message
-        result = convert_one(job.source, options, registry, name=job.name)
+        result = task(job, options, registry)
         result.input = job.display
         try:
             conn.send(result)
@@ -90,10 +110,13 @@ class _Worker:
 class WorkerPool:
     """Worker processes with per-file deadlines, crash detection and replacement."""
 
-    def __init__(self, size: int, options: Options, registry: Registry) -> None:
+    def __init__(
+        self, size: int, options: Options, registry: Registry, task: Task = convert_job
+    ) -> None:
         import multiprocessing
         import tempfile
 
+        self.task = task
         self.size = size
         self.options = options
         self.registry = registry
@@ -114,7 +137,7 @@ class WorkerPool:
         parent, child = self.ctx.Pipe()
         process = self.ctx.Process(
             target=_worker_main,
-            args=(child, self.registry, self.options.limits.max_memory, self.tmp),
+            args=(child, self.registry, self.options.limits.max_memory, self.tmp, self.task),
             name="previewer-worker",
             daemon=True,
         )

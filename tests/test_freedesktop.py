@@ -388,3 +388,29 @@ def test_convert_freedesktop_flag_fills_the_cache(tmp_path: Path) -> None:
     assert again.returncode == 0 and "0 converted, 2 skipped" in again.stderr
     bad = subprocess.run(argv + ["-s", "300"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "sizes are 128, 256, 512 and 1024" in bad.stderr
+
+
+def test_fill_cache_workers_isolate_a_hanging_file(tmp_path: Path) -> None:
+    from converters import BUILTIN
+    from previewer.errors import EngineTimeoutError
+    from previewer.registry import Registry
+    from tests.plugins.faulty import TripwireConverter
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "hang.txt").write_text("HANG")
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    for sample in samples.glob("*.*"):
+        if sample.suffix in (".pdf", ".jpg"):
+            (src / sample.name).write_bytes(sample.read_bytes())
+    report = fd.fill_cache(
+        [src],
+        root=tmp_path / "cache",
+        registry=Registry(converters=[*BUILTIN, TripwireConverter], entry_points=False),
+        limits=previewer.Limits(timeout=2),
+        jobs=2,
+    )
+    by_name = {Path(r.input).name: r for r in report.results}
+    assert isinstance(by_name["hang.txt"].error, EngineTimeoutError)
+    assert by_name["report.pdf"].status == by_name["photo.jpg"].status == "converted"
+    assert report.exit_code == 10
