@@ -31,7 +31,7 @@ from previewer.results import BatchReport, FileResult
 if TYPE_CHECKING:
     from previewer.registry import Registry
 
-__all__ = ["Job", "collect", "run_batch"]
+__all__ = ["Job", "collect", "overwrite_error", "run_batch", "skip_if_unsupported"]
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,38 @@ class Journal:
 # --------------------------------------------------------------------------- running
 
 
+def overwrite_error(job: Job, claimed: dict[tuple[Path, str], Job]) -> OutputError | None:
+    """Claim ``job``'s output names; return the error if an earlier job already has them.
+
+    Args:
+        job: The job about to run.
+        claimed: Output directory and name of every job seen so far in this run (updated).
+
+    Returns:
+        None when the names are free, else the ``OutputError`` to fail ``job`` with.
+    """
+    owner = claimed.setdefault((job.out_dir.absolute(), job.name), job)
+    if owner is job:
+        return None
+    return OutputError(
+        f"its previews would overwrite those of {owner.display} ({job.name} in {job.out_dir})",
+        path=job.display,
+        hint="give inputs distinct names or convert them into separate output directories",
+    )
+
+
+def skip_if_unsupported(job: Job, result: FileResult) -> None:
+    """A walked file that no converter claims is skipped, not failed (named files fail)."""
+    if (
+        job.walked
+        and result.status == "failed"
+        and isinstance(result.error, UnsupportedFormatError)
+    ):
+        result.status = "skipped"
+        result.reason = f"no converter for {result.mime or 'this type'}"
+        result.error = None
+
+
 def run_batch(
     jobs: Sequence[Job],
     options: Options,
@@ -309,25 +341,13 @@ def run_batch(
     """
     report = BatchReport()
     started = time.monotonic()
-    journals: dict[Path, Journal] = {}
-
-    def journal_for(job: Job) -> Journal:
-        root = options.out_dir
-        if root not in journals:
-            journals[root] = Journal(root, options)
-        return journals[root]
+    # One journal for the run, in the output directory (jobs' subdirectories included).
+    journal = Journal(options.out_dir, options) if resume else None
 
     def finish(job: Job, result: FileResult, stat: tuple[int, int] | None = None) -> None:
-        if (
-            job.walked
-            and result.status == "failed"
-            and isinstance(result.error, UnsupportedFormatError)
-        ):
-            result.status = "skipped"
-            result.reason = f"no converter for {result.mime or 'this type'}"
-            result.error = None
-        if resume and stat is not None:
-            journal_for(job).record(job, result, stat)
+        skip_if_unsupported(job, result)
+        if journal is not None and stat is not None:
+            journal.record(job, result, stat)
         report.results.append(result)
         if on_result is not None:
             on_result(result)
@@ -336,16 +356,9 @@ def run_batch(
     ready: dict[int, FileResult] = {}  # jobs settled before running, reported in their turn
     claimed: dict[tuple[Path, str], Job] = {}
     for job in jobs:
-        owner = claimed.setdefault((job.out_dir.absolute(), job.name), job)
-        if owner is not job:
-            error = OutputError(
-                f"its previews would overwrite those of {owner.display} ({job.name} in "
-                f"{job.out_dir})",
-                path=job.display,
-                hint="give inputs distinct names or convert them into separate output directories",
-            )
+        if (error := overwrite_error(job, claimed)) is not None:
             ready[job.index] = FileResult(input=job.display, status="failed", error=error)
-        elif resume and (done := journal_for(job).up_to_date(job)) is not None:
+        elif journal is not None and (done := journal.up_to_date(job)) is not None:
             ready[job.index] = done
         todo.append((job, Journal._stat(job.source) if isinstance(job.source, str) else None))
 
@@ -373,7 +386,7 @@ def run_batch(
                 for job, stat, result in pool.run(runnable):
                     finish(job, result, stat)
     finally:
-        for journal in journals.values():
+        if journal is not None:
             journal.close()
     report.elapsed = time.monotonic() - started
     return report

@@ -344,10 +344,7 @@ def convert(
                 on_result=on_result,
                 on_progress=progress.total,
             )
-            if (len(report.results) > 1 or walking) and not quiet:
-                _summary(report)
-            return report.exit_code
-        if broker:
+        elif broker:
             from previewer.tasks import submit_many
 
             if "-" in inputs:
@@ -362,22 +359,20 @@ def convert(
                 on_result=on_result,
                 on_progress=progress.total,
             )
-            if (len(report.results) > 1 or walking) and not quiet:
-                _summary(report)
-            return report.exit_code
-        sources = [(sys.stdin.buffer, "stdin") if item == "-" else item for item in inputs]
-        report = api.convert_many(
-            sources,
-            options=options,
-            registry=registry,
-            jobs=jobs,
-            include=include,
-            exclude=exclude,
-            hidden=hidden,
-            resume=walking and not force,
-            on_result=on_result,
-            on_progress=progress.total,
-        )
+        else:
+            sources = [(sys.stdin.buffer, "stdin") if item == "-" else item for item in inputs]
+            report = api.convert_many(
+                sources,
+                options=options,
+                registry=registry,
+                jobs=jobs,
+                include=include,
+                exclude=exclude,
+                hidden=hidden,
+                resume=walking and not force,
+                on_result=on_result,
+                on_progress=progress.total,
+            )
     if (len(report.results) > 1 or walking) and not quiet:
         _summary(report)
     return report.exit_code

@@ -231,28 +231,15 @@ def atomic_write(path: Path, writer: Callable[[BinaryIO], None], *, mode: int = 
     Raises:
         OutputError: If the file cannot be written; nothing is left behind then.
     """
-    import tempfile
+    from previewer.output import write_file
 
     try:
-        _mkdirs(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _mkdirs(path.parent)  # 0700, as the specification asks
     except OSError as exc:
         raise OutputError(
             f"cannot write to {path.parent}: {exc.strerror or exc}", path=str(path)
         ) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write: {exc.strerror or exc}", path=str(path)) from exc
-        raise
+    write_file(path, writer, mode=mode)
 
 
 def save_rgba_png(image: Image.Image, fh: BinaryIO, text: dict[str, str] | None = None) -> None:

@@ -223,12 +223,15 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
-def write_file(path: Path, writer: bytes | Callable[[BinaryIO], None]) -> None:
+def write_file(
+    path: Path, writer: bytes | Callable[[BinaryIO], None], *, mode: int | None = None
+) -> None:
     """Write ``path`` atomically: into a temporary file in the same directory, then rename.
 
     Args:
         path: Destination file; its directory is created if missing.
         writer: The bytes to write, or a function writing them into an open binary file.
+        mode: Permission bits of the finished file (default: 0666 minus the umask).
 
     Raises:
         OutputError: If the directory or file cannot be written.
@@ -246,7 +249,7 @@ def write_file(path: Path, writer: bytes | Callable[[BinaryIO], None]) -> None:
                 fh.write(writer)
             else:
                 writer(fh)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException as exc:
         try:

@@ -34,9 +34,7 @@ from previewer.errors import (
     EngineTimeoutError,
     EngineUnavailableError,
     InvalidOptionsError,
-    OutputError,
     PreviewerError,
-    UnsupportedFormatError,
 )
 from previewer.geometry import SizeSpec
 from previewer.options import Limits, Options, PageSpec
@@ -392,7 +390,7 @@ def submit_many(
         BrokerUnavailableError: If the broker cannot be reached at the start, or stays
             unreachable for ``outage_grace`` seconds during the run.
     """
-    from previewer.batch import collect
+    from previewer.batch import collect, overwrite_error, skip_if_unsupported
 
     url = broker_url(broker)
     started = time.monotonic()
@@ -422,14 +420,7 @@ def submit_many(
         on_progress(0, total)
 
     def finish(job: Any, result: FileResult) -> None:
-        if (
-            job.walked
-            and result.status == "failed"
-            and isinstance(result.error, UnsupportedFormatError)
-        ):
-            result.status = "skipped"
-            result.reason = f"no converter for {result.mime or 'this type'}"
-            result.error = None
+        skip_if_unsupported(job, result)
         report.results.append(result)
         if on_result is not None:
             on_result(result)
@@ -441,15 +432,7 @@ def submit_many(
     claimed: dict[tuple[Path, str], Any] = {}
     try:
         for job in jobs:
-            owner = claimed.setdefault((job.out_dir.absolute(), job.name), job)
-            if owner is not job:
-                error = OutputError(
-                    f"its previews would overwrite those of {owner.display} ({job.name} in "
-                    f"{job.out_dir})",
-                    path=job.display,
-                    hint="give inputs distinct names or convert them into separate output "
-                    "directories",
-                )
+            if (error := overwrite_error(job, claimed)) is not None:
                 finish(job, FileResult(input=job.display, status="failed", error=error))
                 continue
             abs_path = os.path.abspath(str(job.source))

@@ -23,6 +23,14 @@ from typing import Any
 
 import pytest
 
+from previewer.errors import (
+    EncryptedError,
+    InputError,
+    LimitExceededError,
+    PreviewerError,
+    UnsupportedFormatError,
+)
+
 TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"
 VENDORED = FIXTURES / "corpus"
@@ -30,6 +38,18 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 FAMILIES = ("pdf", "xps", "epub", "raster", "misc", "office")
 """Manifest families whose converters exist (psd and vector converters do not yet)."""
+
+# The error class each manifest ``error:<kind>`` calls for (corpus README, STYLE.md section 4).
+ERRORS: dict[str, type[PreviewerError]] = {
+    "encrypted": EncryptedError,
+    "corrupt": InputError,
+    "truncated": InputError,
+    "empty": InputError,
+    "no-pages": InputError,
+    "unloadable": InputError,
+    "decompression-bomb": LimitExceededError,
+    "unsupported": UnsupportedFormatError,
+}
 
 _SIZE = re.compile(r"^([\d.]+)x([\d.]+)(pt)?$")
 

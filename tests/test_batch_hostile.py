@@ -30,23 +30,12 @@ from previewer.errors import (
     UnsupportedFormatError,
 )
 from previewer.registry import Registry
-from tests.conftest import load_manifest
+from tests.conftest import ERRORS, load_manifest
 from tests.plugins.faulty import TripwireConverter
 
 ROOT = Path(__file__).resolve().parents[1]
 PDF = ROOT / "samples" / "report.pdf"
 JPEG = ROOT / "samples" / "photo.jpg"
-
-KINDS: dict[str, type[PreviewerError]] = {
-    "encrypted": EncryptedError,
-    "corrupt": InputError,
-    "truncated": InputError,
-    "empty": InputError,
-    "no-pages": InputError,
-    "unloadable": InputError,
-    "decompression-bomb": LimitExceededError,
-    "unsupported": UnsupportedFormatError,
-}
 
 # (status, error class) by file name; "skipped" inputs are unsupported files met while walking.
 Expect = tuple[str, type[PreviewerError] | None]
@@ -86,7 +75,7 @@ def build(base: Path) -> tuple[Path, dict[str, Expect], Path]:
             continue
         name = f"corpus-{row.family}-{row.name}"
         shutil.copyfile(row.file, (office if row.family == "office" else src) / name)
-        kind = KINDS[row.kind]
+        kind = ERRORS[row.kind]
         # Walking a tree, files nobody claims are skipped rather than failed.
         expect[name] = ("skipped", None) if kind is UnsupportedFormatError else ("failed", kind)
 

@@ -21,10 +21,9 @@ from previewer.errors import (
     EncryptedError,
     ExitCode,
     InputError,
-    LimitExceededError,
     PreviewerError,
-    UnsupportedFormatError,
 )
+from tests.conftest import ERRORS
 
 CRASH_TIFF = "raster/crash-0c7e0e8e11ce787078f00b5b0ca409a167f070e0.tif"
 
@@ -40,17 +39,6 @@ SLOW = {
 ROW_MARKS: dict[str, list[Any]] = {
     **{path: [pytest.mark.xfail(strict=True, reason=reason)] for path, reason in PENDING.items()},
     **{path: [pytest.mark.skip(reason=reason)] for path, reason in SLOW.items()},
-}
-
-ERRORS: dict[str, type[PreviewerError]] = {
-    "encrypted": EncryptedError,
-    "corrupt": InputError,
-    "truncated": InputError,
-    "empty": InputError,
-    "no-pages": InputError,
-    "unloadable": InputError,
-    "decompression-bomb": LimitExceededError,
-    "unsupported": UnsupportedFormatError,
 }
 
 
