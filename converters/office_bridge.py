@@ -5,8 +5,10 @@ virtual environment, possibly another Python) does not import ``uno``: it runs t
 ``/usr/bin/python3`` and talks to it over stdin/stdout, one JSON object per line.
 
 The bridge starts ``soffice.bin`` itself, headless, with the private profile and ``HOME`` in its
-work directory (given as the only argument), in the bridge's own process group, so killing that
-group stops everything. It then answers requests until stdin closes:
+work directory (the first argument; further ``-env:`` arguments are bootstrap options passed on
+to ``soffice.bin``, such as ``CONFIGURATION_LAYERS`` in a sandbox that hides ``/etc``), in the
+bridge's own process group, so killing that group stops everything. It then answers requests
+until stdin closes:
 
 - ``{"op": "convert", "src": PATH, "out": PATH, "pages": "1-3" | null, "password": str | null,
   "filter": IMPORT_FILTER | null, "filter_options": str | null}`` loads ``src`` hidden, read-only,
@@ -120,8 +122,9 @@ def _supports(obj: Any, interface: str) -> bool:
 class Bridge:
     """One soffice.bin and the UNO connection to it."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, options: list[str] | None = None) -> None:
         self.workdir = workdir
+        self.options = [o for o in options or [] if o.startswith("-env:")]
         self.proc: subprocess.Popen[bytes] | None = None
         self.desktop: Any = None
         self.version = ""
@@ -153,6 +156,7 @@ class Bridge:
         pipe = f"previewer-{os.getpid()}-{self.starts}-{time.monotonic_ns()}"
         argv = [
             SOFFICE,
+            *self.options,
             f"-env:UserInstallation={profile.as_uri()}",
             "--headless",
             "--invisible",
@@ -171,6 +175,8 @@ class Bridge:
             "TMPDIR": str(tmp),
             "SAL_USE_VCLPLUGIN": "svp",
         }
+        if os.environ.get("FONTCONFIG_FILE"):  # set by previewer when /etc/fonts is hidden
+            env["FONTCONFIG_FILE"] = os.environ["FONTCONFIG_FILE"]
         log = open(self.workdir / "soffice.log", "ab")  # noqa: SIM115 - handed to the child
         deadline = time.monotonic() + START_TIMEOUT
         for _attempt in range(3):
@@ -349,7 +355,7 @@ def _watchdog(bridge: Bridge, parent: int) -> None:
 def main() -> int:
     """Serve requests from stdin until it closes."""
     workdir = Path(sys.argv[1])
-    bridge = Bridge(workdir)
+    bridge = Bridge(workdir, sys.argv[2:])
     threading.Thread(target=_watchdog, args=(bridge, os.getppid()), daemon=True).start()
     out = sys.stdout
     for line in sys.stdin:

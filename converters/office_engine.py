@@ -32,7 +32,7 @@ from previewer.errors import EncryptedError, EngineError, EngineTimeoutError, In
 if TYPE_CHECKING:
     import subprocess  # noqa: TID251 - only for the type of process.spawn's result
 
-__all__ = ["Engine", "convert", "probe", "shutdown"]
+__all__ = ["Engine", "convert", "probe", "shutdown", "soffice_options"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,44 @@ RECYCLE_AFTER = 100
 """Documents an instance converts before it is replaced by a fresh one."""
 START_TIMEOUT = 90.0
 """Seconds a new instance may take to start and accept the UNO connection."""
+PRISTINE_REGISTRY = PROGRAM_DIR.parent / "share" / ".registry"
+"""Debian's packaged copy of the registry that ``/etc/libreoffice/registry`` is installed from."""
+
+
+@functools.cache
+def soffice_options() -> tuple[str, ...]:
+    """Bootstrap overrides ``soffice.bin`` needs on this system; usually none.
+
+    Debian's LibreOffice reads its configuration registry (``CONFIGURATION_LAYERS`` in
+    ``program/fundamentalrc``) from ``/etc/libreoffice/registry``, which sandboxes showing only
+    ``/usr`` (GNOME's thumbnailer bubblewrap) hide; ``soffice.bin`` then aborts with
+    ``NoSuchElementException``. When a registry layer there is unreadable and Debian's pristine
+    copy under ``/usr/lib/libreoffice/share/.registry`` exists, the layers are pointed at that
+    copy with ``-env:CONFIGURATION_LAYERS``; every other layer (the private profile's
+    ``registrymodifications.xcu`` holding the security settings included) is kept as it is.
+    """
+    try:
+        lines = (PROGRAM_DIR / "fundamentalrc").read_text("utf-8", "replace").splitlines()
+    except OSError:
+        return ()
+    value = next(
+        (ln.split("=", 1)[1] for ln in lines if ln.startswith("CONFIGURATION_LAYERS=")), ""
+    )
+    layers, changed = [], False
+    for layer in value.split():
+        kind, _, url = layer.partition(":")
+        if kind in ("xcsxcu", "res") and url.startswith("file:///"):
+            folder = Path(url.removeprefix("file://"))
+            if (
+                not os.access(folder, os.R_OK | os.X_OK)
+                and (PRISTINE_REGISTRY / "main.xcd").is_file()
+            ):
+                layer, changed = f"{kind}:{PRISTINE_REGISTRY.as_uri()}", True
+        layers.append(layer)
+    if changed:
+        log.debug("LibreOffice registry not readable; using %s", PRISTINE_REGISTRY)
+        return (f"-env:CONFIGURATION_LAYERS={' '.join(layers)}",)
+    return ()
 
 
 @functools.cache
@@ -64,13 +102,71 @@ def probe() -> tuple[str | None, str]:
 
     home = tempfile.mkdtemp(prefix="previewer-office-probe-")
     try:
-        result = process.run([str(SOFFICE_BIN), "--version"], timeout=30, cwd=Path(home))
+        result = process.run(
+            [str(SOFFICE_BIN), *soffice_options(), "--version"], timeout=30, cwd=Path(home)
+        )
     except Exception as exc:  # noqa: BLE001 - availability never raises
         return None, f"LibreOffice does not run ({exc}); {hint}"
     finally:
         shutil.rmtree(home, ignore_errors=True)
     words = result.stdout.decode("utf-8", "replace").split()
     return (words[1] if len(words) > 1 else "unknown"), ""
+
+
+FONT_RULES = (
+    "30-metric-aliases",
+    "40-nonlatin",
+    "45-generic",
+    "45-latin",
+    "48-spacing",
+    "49-sansserif",
+    "60-generic",
+    "60-latin",
+    "65-fonts-persian",
+    "65-nonlatin",
+    "69-unifont",
+    "70-no-bitmaps",
+    "80-delicious",
+    "90-synthetic",
+)
+"""fontconfig's default font-matching rules (from ``/usr/share/fontconfig/conf.avail``)."""
+FONTS_CONF = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">
+<fontconfig>
+<dir>/usr/share/fonts</dir>
+<dir>/usr/local/share/fonts</dir>
+{includes}
+<cachedir>/var/cache/fontconfig</cachedir>
+<cachedir>{cache}</cachedir>
+</fontconfig>
+"""
+
+
+def fontconfig_env(workdir: Path) -> dict[str, str]:
+    """``FONTCONFIG_FILE`` for LibreOffice when the system's fontconfig setup is hidden.
+
+    Without ``/etc/fonts/fonts.conf`` (a sandbox showing only ``/usr``) fontconfig falls back to
+    a bare configuration with no aliases, so documents asking for Calibri, Arial or Courier get
+    arbitrary fonts instead of their metric-compatible replacements. A private ``fonts.conf`` in
+    ``workdir`` then lists the fonts under ``/usr`` and fontconfig's default matching rules.
+
+    Returns:
+        ``{}`` normally, else the variable to add to LibreOffice's environment.
+    """
+    if os.access("/etc/fonts/fonts.conf", os.R_OK):
+        return {}
+    from xml.sax.saxutils import escape
+
+    avail = Path("/usr/share/fontconfig/conf.avail")
+    includes = "\n".join(
+        f"<include>{escape(str(avail / (name + '.conf')))}</include>"
+        for name in FONT_RULES
+        if (avail / (name + ".conf")).is_file()
+    )
+    conf = workdir / "fonts.conf"
+    cache = escape(str(workdir / "fontconfig"))
+    conf.write_text(FONTS_CONF.format(includes=includes, cache=cache), "utf-8")
+    return {"FONTCONFIG_FILE": str(conf)}
 
 
 class Engine:
@@ -86,9 +182,9 @@ class Engine:
         self._buffer = b""
         try:
             self.proc: subprocess.Popen[bytes] | None = process.spawn(
-                [SYSTEM_PYTHON, "-I", str(BRIDGE), str(self.workdir)],
+                [SYSTEM_PYTHON, "-I", str(BRIDGE), str(self.workdir), *soffice_options()],
                 cwd=self.workdir,
-                env=process.minimal_env(self.workdir),
+                env=process.minimal_env(self.workdir, fontconfig_env(self.workdir)),
                 stderr=self.workdir / "bridge.log",
             )
             reply = self.request({"op": "ping"}, START_TIMEOUT)
