@@ -37,7 +37,7 @@ from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["CODERS", "MagickConverter"]
+__all__ = ["CODERS", "FALLBACK_CODERS", "MagickConverter"]
 
 CODERS: dict[str, str] = {
     "image/x-xcf": "XCF",
@@ -66,6 +66,23 @@ CODERS: dict[str, str] = {
 }
 """Sniffed MIME type -> the ImageMagick coder the input is read with (and nothing else)."""
 
+FALLBACK_CODERS: dict[str, str] = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/apng": "PNG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/tiff": "TIFF",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",
+    "image/vnd.microsoft.icon": "ICO",
+    "image/x-icon": "ICO",
+    "image/vnd.adobe.photoshop": "PSD",
+    "image/x-photoshop": "PSD",
+    "application/x-photoshop": "PSD",
+}
+"""Types other converters claim that ImageMagick reads (strictly) when they fail on a file."""
+
 POLICY_TEMPLATE = Path(__file__).with_name("magick-policy") / "policy.xml"
 _MIB = 1 << 20
 
@@ -75,6 +92,7 @@ class MagickConverter:
 
     name: ClassVar[str] = "magick-wand"
     mime_types: ClassVar[frozenset[str]] = frozenset(CODERS)
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_CODERS)
     priority: ClassVar[int] = 10
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
@@ -117,6 +135,8 @@ class MagickConverter:
         from previewer.errors import UnsupportedFormatError
 
         coder = CODERS.get(ctx.mime)
+        if coder is None and ctx.fallback_for is not None:
+            coder = FALLBACK_CODERS.get(ctx.mime)
         if coder is None:
             raise UnsupportedFormatError(f"ImageMagick is not allowed to decode {ctx.mime} here")
         run_dir = ctx.workdir / "magick"
@@ -125,7 +145,10 @@ class MagickConverter:
         tmp.mkdir()
         (config / "policy.xml").write_text(_policy(ctx, tmp), encoding="utf-8")
         out = run_dir / "image.png"
-        argv = [sys.executable, "-I", "-m", "converters.magick_worker", coder]
+        argv = [sys.executable, "-I", "-m", "converters.magick_worker"]
+        if ctx.fallback_for is not None:
+            argv.append("--strict")  # a fallback must not render damaged data
+        argv.append(coder)
         argv += [str(source.resolve()), str(out)]
         env = {
             "PATH": "/usr/bin:/bin",

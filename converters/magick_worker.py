@@ -12,6 +12,10 @@ the explicit coder CODER (never a file name, which ImageMagick would interpret),
 images (XCF) onto their canvas or takes the first frame, applies EXIF orientation, converts to
 8-bit sRGB and writes OUTPUT as PNG. It prints one JSON line with the source's facts.
 
+With ``--strict`` before CODER (previewer's fallback after another converter failed), any
+ImageMagick warning while reading (corrupt or truncated data, which it would otherwise render
+grey-filled) is a failure.
+
 Exit statuses: 0 done, 2 bad input, 3 policy not in force, 4 resource limit reached.
 """
 
@@ -75,6 +79,49 @@ def check_policy(coder: str) -> str | None:
     return None
 
 
+class _ExceptionInfo(ctypes.Structure):
+    # The head of MagickCore's ExceptionInfo (ImageMagick 6 exception.h).
+    _fields_ = (
+        ("severity", ctypes.c_int),
+        ("error_number", ctypes.c_int),
+        ("reason", ctypes.c_char_p),
+        ("description", ctypes.c_char_p),
+    )
+
+
+def _read_warning(image: Any) -> str | None:
+    """Return the first warning ImageMagick recorded while reading ``image``'s frames, if any.
+
+    Wand raises only when a read fails; the coders' warnings (truncated or corrupt data, which
+    ImageMagick fills in grey) stay on each frame's own exception record.
+    """
+    from wand.api import libmagick, library
+
+    wand_warning = image.get_exception()
+    if wand_warning is not None:
+        return str(wand_warning)
+    frame_of = library.GetImageFromMagickWand
+    frame_of.argtypes, frame_of.restype = [ctypes.c_void_p], ctypes.c_void_p
+    acquire = libmagick.AcquireExceptionInfo
+    acquire.argtypes, acquire.restype = [], ctypes.POINTER(_ExceptionInfo)
+    get = libmagick.GetImageException
+    get.argtypes, get.restype = [ctypes.c_void_p, ctypes.POINTER(_ExceptionInfo)], None
+    destroy = libmagick.DestroyExceptionInfo
+    destroy.argtypes, destroy.restype = [ctypes.POINTER(_ExceptionInfo)], ctypes.c_void_p
+    for index in range(len(image.sequence)):
+        library.MagickSetIteratorIndex(image.wand, index)
+        info = acquire()
+        try:
+            get(frame_of(image.wand), info)
+            if info.contents.severity:
+                reason = (info.contents.reason or b"").decode("utf-8", "replace")
+                return reason.split(" `", 1)[0] or f"severity {info.contents.severity}"
+        finally:
+            destroy(info)
+    library.MagickSetIteratorIndex(image.wand, 0)
+    return None
+
+
 def _xcf_canvas(path: str) -> tuple[int, int] | None:
     """Read the canvas size from an XCF header ("gimp xcf " + version + width + height)."""
     with open(path, "rb") as fh:
@@ -87,10 +134,17 @@ def _xcf_canvas(path: str) -> tuple[int, int] | None:
 
 def main(argv: list[str]) -> int:
     """Convert one file; see the module docstring."""
+    strict = bool(argv) and argv[0] == "--strict"
+    if strict:
+        argv = argv[1:]
     if len(argv) != 3:
-        print("usage: python -m converters.magick_worker CODER INPUT OUTPUT", file=sys.stderr)
+        print(
+            "usage: python -m converters.magick_worker [--strict] CODER INPUT OUTPUT",
+            file=sys.stderr,
+        )
         return 64
     coder, source, output = argv
+
     try:
         from wand.api import library
         from wand.exceptions import (
@@ -109,6 +163,10 @@ def main(argv: list[str]) -> int:
     facts: dict[str, Any] = {"coder": coder}
     try:
         with open(source, "rb") as fh, Image(file=fh, format=coder) as read:
+            warning = _read_warning(read) if strict else None
+            if warning is not None:
+                print(f"PREVIEWER-INPUT: damaged data: {warning}", file=sys.stderr)
+                return EXIT_INPUT
             frames = len(read.sequence)
             facts.update(frames=frames, width=read.width, height=read.height)
             canvas = _xcf_canvas(source) if coder == "XCF" else None

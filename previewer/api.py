@@ -132,42 +132,52 @@ def _convert(
     name: str | None,
     state: FileResult | None = None,
 ) -> list[Preview]:
+    previews: list[Preview] = [] if state is None else state.outputs
+    with open_input(source, opts, registry, name, state, page_hint=True) as od:
+        try:
+            _write_pages(od, opts, previews)
+        except PreviewerError as exc:
+            if previews:
+                raise  # some previews are out: never mix two converters' pages
+            with od.fall_back(exc) as again:
+                _write_pages(again, opts, previews)
+    return previews
+
+
+def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
     from previewer import output
     from previewer.rendering import write_previews
 
-    previews: list[Preview] = [] if state is None else state.outputs
-    with open_input(source, opts, registry, name, state, page_hint=True) as od:
-        page_numbers = _select_pages(od, opts)
-        cname = od.converter.name
-        for number in page_numbers:
-            dests = [opts.out_dir / output.output_name(od.name, number, s) for s in opts.sizes]
-            with guard(od.display, cname):
-                try:
-                    written = write_previews(
-                        od.doc,
-                        number - 1,
-                        opts.sizes,
-                        dests,
-                        upscale=opts.upscale,
-                        limits=opts.limits,
-                    )
-                except OutputError as exc:
-                    exc.message = f"{exc.message} (preview of {od.display})"
-                    raise
-            for size, dest, (width, height) in zip(opts.sizes, dests, written, strict=True):
-                previews.append(
-                    Preview(
-                        source=od.display,
-                        page=number,
-                        size=size.label,
-                        path=dest,
-                        width=width,
-                        height=height,
-                        converter=cname,
-                        mime=od.mime,
-                    )
+    page_numbers = _select_pages(od, opts)
+    cname = od.converter.name
+    for number in page_numbers:
+        dests = [opts.out_dir / output.output_name(od.name, number, s) for s in opts.sizes]
+        with guard(od.display, cname):
+            try:
+                written = write_previews(
+                    od.doc,
+                    number - 1,
+                    opts.sizes,
+                    dests,
+                    upscale=opts.upscale,
+                    limits=opts.limits,
                 )
-    return previews
+            except OutputError as exc:
+                exc.message = f"{exc.message} (preview of {od.display})"
+                raise
+        for size, dest, (width, height) in zip(opts.sizes, dests, written, strict=True):
+            previews.append(
+                Preview(
+                    source=od.display,
+                    page=number,
+                    size=size.label,
+                    path=dest,
+                    width=width,
+                    height=height,
+                    converter=cname,
+                    mime=od.mime,
+                )
+            )
 
 
 def _select_pages(od: Opened, opts: Options) -> list[int]:
@@ -230,13 +240,21 @@ def render(
         converter=converter,
         limits=limits,
     )
-    with open_input(source, opts, registry or Registry(), name, page_hint=True) as od:
+
+    def render_one(od: Opened) -> Image.Image:
         (number,) = _select_pages(od, opts)
         with guard(od.display, od.converter.name):
             (image,) = render_page(
                 od.doc, number - 1, opts.sizes, upscale=opts.upscale, limits=opts.limits
             )
         return image
+
+    with open_input(source, opts, registry or Registry(), name, page_hint=True) as od:
+        try:
+            return render_one(od)
+        except PreviewerError as exc:
+            with od.fall_back(exc) as again:
+                return render_one(again)
 
 
 def info(

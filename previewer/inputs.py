@@ -20,18 +20,22 @@ from typing import IO, Any, Union
 from previewer import limits as _limits
 from previewer import mime as _mime
 from previewer.errors import (
+    EncryptedError,
     EngineError,
+    EngineTimeoutError,
     InputError,
     InvalidOptionsError,
     LimitExceededError,
+    OutputError,
     PreviewerError,
+    UnsupportedFormatError,
 )
 from previewer.options import Limits, Options
 from previewer.plugin import ConvertContext, Converter, Document
 from previewer.registry import Registry
 from previewer.results import FileResult
 
-__all__ = ["Opened", "Source", "guard", "open_input"]
+__all__ = ["Opened", "Source", "fallback_converter", "guard", "open_input"]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,62 @@ class Opened:
     display: str
     name: str
     path: Path
+    _fallback: Callable[[PreviewerError], contextlib.AbstractContextManager[Opened]] | None = None
+
+    def fall_back(self, error: PreviewerError) -> contextlib.AbstractContextManager[Opened]:
+        """Open the same input with the fallback converter after ``error`` while rendering.
+
+        Args:
+            error: What the converter raised.
+
+        Returns:
+            A context manager yielding the input opened by the fallback converter.
+
+        Raises:
+            PreviewerError: ``error`` itself when no fallback applies; ``error`` with the
+                fallback's reason added when the fallback fails too.
+        """
+        if self._fallback is None:
+            raise error
+        with contextlib.suppress(Exception):
+            self.doc.close()  # release the failed engine's memory before the next one starts
+        return self._fallback(error)
+
+
+_NO_FALLBACK = (EncryptedError, LimitExceededError, EngineTimeoutError)
+
+
+def fallback_converter(
+    registry: Registry, mime: str, failed: str, error: PreviewerError
+) -> Converter | None:
+    """Return the converter to retry with after ``failed`` raised ``error``, or None.
+
+    A retry is made only for failures about the file's content or the engine (corrupt data,
+    an unsupported variant, an engine crash), never for encrypted files, exceeded limits or
+    timeouts. The candidate is the highest-priority available converter, other than
+    ``failed``, that lists ``mime`` in its ``fallback_mime_types``.
+
+    Args:
+        registry: The converters.
+        mime: The sniffed MIME type.
+        failed: The name of the converter that failed.
+        error: What it raised.
+    """
+    if isinstance(error, _NO_FALLBACK) or not isinstance(
+        error, (InputError, UnsupportedFormatError, EngineError)
+    ):
+        return None
+    candidates = [
+        e
+        for e in registry.entries
+        if e.name != failed
+        and e.converter is not None
+        and mime in getattr(e.converter, "fallback_mime_types", ())
+    ]
+    for entry in sorted(candidates, key=lambda e: (-e.priority, e.name)):
+        if registry.availability(entry).ok and entry.converter is not None:
+            return entry.converter
+    return None
 
 
 @contextlib.contextmanager
@@ -169,6 +229,11 @@ def open_input(
     page_hint: bool = False,
 ) -> Iterator[Opened]:
     """Open ``source`` with the converter its content calls for; close everything on exit.
+
+    When that converter fails on the file and another one declares itself its fallback for
+    the type (ImageMagick for the common raster types and PSD), the file is opened again with
+    the fallback (see :func:`fallback_converter`); :meth:`Opened.fall_back` does the same for
+    failures while rendering. If the fallback fails too, the first converter's error is raised.
 
     Args:
         source: A path, bytes or a binary file object.
@@ -195,37 +260,80 @@ def open_input(
             if state is not None:
                 state.mime = mime
             conv = registry.resolve(mime, name=options.converter)
-        cname = conv.name
         if state is not None:
-            state.converter = cname
-        with _limits.applied(limits, mime):
-            workdir = _WorkDir("previewer-")
-            if options.keep_temp:
-                workdir()  # asked for: make it exist even if the converter needs none
+            state.converter = conv.name
+
+        @contextlib.contextmanager
+        def retry(error: PreviewerError) -> Iterator[Opened]:
+            alt = None
+            if options.converter is None:
+                alt = fallback_converter(registry, mime, conv.name, error)
+            if alt is None:
+                raise error
+            log.info("%s: %s failed (%s); trying %s", inp.display, conv.name, error, alt.name)
             try:
-                ctx = ConvertContext(
-                    limits=limits,
-                    mime=mime,
-                    password=options.password,
-                    log=logging.getLogger(f"previewer.converter.{cname}"),
-                    max_page=options.pages.last if page_hint else None,
-                    _workdir=workdir,
-                    _run=_runner(),
-                    _delegate=_delegator(registry, options, workdir),
+                with _open(alt, inp, mime, options, registry, page_hint, conv.name) as od:
+                    if state is not None:
+                        state.converter = alt.name
+                    yield od
+            except PreviewerError as exc:
+                if exc.converter != alt.name or isinstance(exc, OutputError):
+                    raise  # not about reading the file: report it as it is
+                error.message = (
+                    f"{error.message}; {alt.name} could not read it either: {exc.message}"
                 )
-                with guard(inp.display, cname):
-                    doc = conv.open(inp.path, ctx)
-                try:
-                    with guard(inp.display, cname):
-                        count = doc.page_count
-                        if count < 1:
-                            raise InputError("document has no pages")
-                    yield Opened(doc, mime, conv, inp.display, inp.name, inp.path)
-                finally:
-                    with contextlib.suppress(Exception):
-                        doc.close()
-            finally:
-                workdir.cleanup(keep=options.keep_temp)
+                raise error from exc
+
+        with _limits.applied(limits, mime), contextlib.ExitStack() as stack:
+            try:
+                od = stack.enter_context(_open(conv, inp, mime, options, registry, page_hint, None))
+            except PreviewerError as exc:
+                od = stack.enter_context(retry(exc))
+            else:
+                od._fallback = retry
+            yield od
+
+
+@contextlib.contextmanager
+def _open(
+    conv: Converter,
+    inp: _Input,
+    mime: str,
+    options: Options,
+    registry: Registry,
+    page_hint: bool,
+    fallback_for: str | None,
+) -> Iterator[Opened]:
+    """Open ``inp`` with ``conv`` in a private work directory; close and clean up on exit."""
+    cname = conv.name
+    workdir = _WorkDir("previewer-")
+    if options.keep_temp:
+        workdir()  # asked for: make it exist even if the converter needs none
+    try:
+        ctx = ConvertContext(
+            limits=options.limits,
+            mime=mime,
+            password=options.password,
+            log=logging.getLogger(f"previewer.converter.{cname}"),
+            max_page=options.pages.last if page_hint else None,
+            fallback_for=fallback_for,
+            _workdir=workdir,
+            _run=_runner(),
+            _delegate=_delegator(registry, options, workdir),
+        )
+        with guard(inp.display, cname):
+            doc = conv.open(inp.path, ctx)
+        try:
+            with guard(inp.display, cname):
+                count = doc.page_count
+                if count < 1:
+                    raise InputError("document has no pages")
+            yield Opened(doc, mime, conv, inp.display, inp.name, inp.path)
+        finally:
+            with contextlib.suppress(Exception):
+                doc.close()
+    finally:
+        workdir.cleanup(keep=options.keep_temp)
 
 
 class _WorkDir:

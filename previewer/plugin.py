@@ -157,6 +157,13 @@ class Converter(Protocol):
         name: Unique name, ``family-engine`` (``"pdf-pymupdf"``).
         mime_types: Exact MIME types handled; ``"image/*"`` style wildcards allowed.
         priority: Higher wins among available candidates for the same type.
+
+    A converter may also declare ``fallback_mime_types: ClassVar[frozenset[str]]``: types it
+    does not claim but can take over when the converter chosen for them fails on a file (see
+    :attr:`ConvertContext.fallback_for`). previewer retries with it only for failures about the
+    file's content or the engine (:class:`~previewer.errors.InputError`,
+    :class:`~previewer.errors.UnsupportedFormatError`, :class:`~previewer.errors.EngineError`),
+    never for encrypted files, exceeded limits or timeouts, nor when the user forced a converter.
     """
 
     name: ClassVar[str]
@@ -190,6 +197,10 @@ class ConvertContext:
             page may be needed (``--pages all``, open ranges, ``previewer info``). A converter
             whose engine can stop early (LibreOffice exporting a page range) may produce only
             the first ``max_page`` pages; ``page_count`` then counts those pages only.
+        fallback_for: When set, this converter was called as the fallback of the named
+            converter, which failed on this file. The converter must then be strict: refuse
+            damaged data (any warning of its engine about corrupt or truncated input) instead
+            of rendering what it can, so a damaged file still fails with the first error.
     """
 
     limits: Limits
@@ -197,6 +208,7 @@ class ConvertContext:
     password: str | None = field(default=None, repr=False)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("previewer.converter"))
     max_page: int | None = None
+    fallback_for: str | None = None
     _workdir: Callable[[], Path] | None = field(default=None, repr=False)
     _run: Callable[..., RunResult] | None = field(default=None, repr=False)
     _delegate: Callable[[Path, str], Document] | None = field(default=None, repr=False)

@@ -1,10 +1,10 @@
 """Shared test set-up: the test corpus, its manifest, and per-row parametrisation.
 
-The files of the shared corpus (``/work/shared/corpus``, beside the repository) that the PDF,
-XPS, EPUB, raster and misc tests need are vendored into ``tests/fixtures/corpus/`` with a copy of
-their MANIFEST.tsv rows, so the suite runs on a fresh clone. Three rows are not vendored (see
-``tests/fixtures/README.md``); their tests use the shared corpus when it is present and skip only
-when it is absent.
+The files of the shared corpus (``/work/shared/corpus``, beside the repository) are vendored into
+``tests/fixtures/corpus/`` (PDF, XPS, EPUB, raster, misc, office) and ``tests/fixtures/psd/``,
+``tests/fixtures/vector/``, with a copy of the manifest in ``tests/fixtures/corpus/MANIFEST.tsv``,
+so the suite runs on a fresh clone. The few rows not vendored (see ``tests/fixtures/README.md``)
+use the shared corpus when it is present and skip only when it is absent.
 
 A test that takes an argument named ``ok_row`` is run once per manifest row expected to convert,
 ``error_row`` once per row expected to fail, ``corpus_row`` once per row. A test module can attach
@@ -36,8 +36,8 @@ FIXTURES = TESTS / "fixtures"
 VENDORED = FIXTURES / "corpus"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
-FAMILIES = ("pdf", "xps", "epub", "raster", "misc", "office")
-"""Manifest families whose converters exist (psd and vector converters do not yet)."""
+FAMILIES = ("pdf", "xps", "epub", "raster", "misc", "office", "psd", "vector")
+"""Manifest families the tests run (all of them)."""
 
 # The error class each manifest ``error:<kind>`` calls for (corpus README, STYLE.md section 4).
 ERRORS: dict[str, type[PreviewerError]] = {
@@ -51,7 +51,7 @@ ERRORS: dict[str, type[PreviewerError]] = {
     "unsupported": UnsupportedFormatError,
 }
 
-_SIZE = re.compile(r"^([\d.]+)x([\d.]+)(pt)?$")
+_SIZE = re.compile(r"^([\d.]+)x([\d.]+)(pt|@72dpi)?$")
 
 
 @dataclass(frozen=True)
@@ -98,13 +98,22 @@ class Row:
 
     @property
     def units(self) -> str:
-        """``"pt"`` for vector sources (a ``page1=...pt`` field), ``"px"`` for raster ones."""
-        return "pt" if "page1" in self.fields else "px"
+        """``"pt"`` for vector sources, ``"px"`` for raster ones.
+
+        Vector rows give ``page1=WxHpt``, ``size=WxH@72dpi`` (PostScript: points), ``size=WxH``
+        (SVG user units, which the engine takes as points) or the flag ``no-intrinsic-size``;
+        XCF rows (vector family, but raster content) give ``canvas=WxH`` in pixels.
+        """
+        if "page1" in self.fields:
+            return "pt"
+        return "pt" if self.family == "vector" and "canvas" not in self.fields else "px"
 
     @property
     def displayed(self) -> tuple[float, float] | None:
-        """Page 1 as displayed: ``page1``, else ``displayed`` (EXIF), else ``size``."""
-        return self.dims("page1") or self.dims("displayed") or self.dims("size")
+        """Page 1 as displayed: ``page1``, else ``displayed`` (EXIF), ``size``, ``canvas``."""
+        return (
+            self.dims("page1") or self.dims("displayed") or self.dims("size") or self.dims("canvas")
+        )
 
 
 def _parse(raw: dict[str, str], root: Path) -> Row:
@@ -123,7 +132,7 @@ def _parse(raw: dict[str, str], root: Path) -> Row:
         else:
             flags.add(word)
     file = None
-    for base in (root, VENDORED, CORPUS):
+    for base in (root, VENDORED, FIXTURES, CORPUS):
         candidate = base / raw["path"]
         if candidate.is_file():
             file = candidate
