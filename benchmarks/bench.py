@@ -897,6 +897,195 @@ def pool_targets(rows: list[Row]) -> list[dict[str, Any]]:
     return found
 
 
+# --------------------------------------------------------------------------- queue (Celery workers)
+
+QUEUE_WORKERS = (1, 2)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(predicate: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {seconds:g} s")
+        time.sleep(0.1)
+
+
+class QueueSetup:
+    """A private redis-server and groups of ``previewer worker`` processes (one DB per group).
+
+    Each group of N single-process workers (``-c 1``, like N one-core machines) listens on its
+    own Redis database, so idle groups take no tasks from the group being measured; workers stay
+    up across rounds, as a deployment's do.
+    """
+
+    def __init__(self, previewer: str, env: dict[str, str], logdir: Path) -> None:
+        import subprocess
+
+        redis = shutil.which("redis-server")
+        if redis is None:
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        self.port = _free_port()
+        self.procs: list[Any] = []
+        self.logs: list[Any] = []
+        self.procs.append(
+            subprocess.Popen(
+                [redis, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+                + ["--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+
+        def redis_up() -> bool:
+            import socket
+
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        _wait(redis_up, 15, "redis-server")
+        self.previewer, self.env, self.logdir = previewer, env, logdir
+
+    def url(self, workers: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{workers}"
+
+    def start_workers(self, workers: int) -> None:
+        import subprocess
+
+        for i in range(workers):
+            log = self.logdir / f"queue-worker-{workers}-{i}.log"
+            fh = open(log, "wb")  # noqa: SIM115 - closed in close()
+            self.logs.append(fh)
+            proc = subprocess.Popen(
+                [self.previewer, "worker", "--broker", self.url(workers), "-c", "1"]
+                + ["-n", f"bench{workers}-{i}@%h"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+            )
+            self.procs.append(proc)
+            _wait(
+                lambda log=log, proc=proc: b"ready." in log.read_bytes() or proc.poll() is not None,
+                60,
+                f"worker {i} of group {workers}",
+            )
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {log.read_text(errors='replace')[-500:]}")
+
+    def close(self) -> None:
+        import signal
+
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(20)
+                except Exception:  # noqa: BLE001 - then kill it
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+        for fh in self.logs:
+            fh.close()
+
+
+def run_queue(
+    runner: Runner, previewer: Tool, inputs: Path, runs: int, work: Path, env: dict[str, str]
+) -> list[Row]:
+    """The 1,000-file mixed batch through Celery workers vs the local pool (issue 6).
+
+    ``previewer convert DIR --broker URL`` (submit every file, gather every result) with 1 and
+    2 warm single-process workers, against ``previewer convert DIR -j 2`` on the same machine,
+    round robin. The workers share the 2 cores with the submitter and Redis, as local -j 2's
+    workers share them with its main process.
+    """
+    if not previewer.exe:
+        return [Row("queue", "previewer", available=False, note="n/a (previewer not found)")]
+    mixed, subset, _trivial = pool_inputs(inputs)
+    try:
+        setup = QueueSetup(previewer.exe, env, runner.logdir)
+    except RuntimeError as exc:
+        return [Row("queue", "previewer", available=False, note=f"n/a ({exc})")]
+    case = f"queue-{POOL_FILES}-mixed"
+    variants: list[tuple[str, list[str]]] = [("previewer -j 2 (local)", ["-j", "2"])]
+    try:
+        for workers in QUEUE_WORKERS:
+            setup.start_workers(workers)
+            flags = ["--broker", setup.url(workers)]
+            # Warm-up: every worker child imports previewer and its engines once.
+            warm = work / "results" / case / f"warm-{workers}"
+            shutil.rmtree(warm, ignore_errors=True)
+            runner.run(
+                [previewer.exe, "convert", str(subset), "-o", str(warm), "-q", *flags],
+                f"{case}.warm",
+                timeout=BATCH_TIMEOUT,
+            )
+            variants.append((f"previewer --broker, {workers} worker(s)", flags))
+        rows = [Row(case, tool) for tool, _flags in variants]
+        progress(f"queue: {POOL_FILES} mixed files, local -j 2 vs {QUEUE_WORKERS} queue workers")
+        for rnd in range(runs):
+            order = list(range(len(variants)))
+            order = order[rnd % len(order) :] + order[: rnd % len(order)]
+            for i in order:
+                tool, flags = variants[i]
+                outdir = work / "results" / case / tool.replace(" ", "_").replace(",", "")
+                shutil.rmtree(outdir, ignore_errors=True)
+                argv = [previewer.exe, "convert", str(mixed), "-o", str(outdir), "-q", *flags]
+                rows[i].argv = argv
+                sample = runner.run(argv, f"{case}.{i}", timeout=BATCH_TIMEOUT)
+                written = sum(1 for _ in outdir.rglob("*.png")) if outdir.exists() else 0
+                if sample.rc != 0 or written != POOL_FILES:
+                    rows[i].note = f"failed: exit {sample.rc}, {written}/{POOL_FILES} PNGs"
+                    continue
+                rows[i].samples.append(sample)
+            progress(".", end="")
+        progress("")
+    finally:
+        setup.close()
+    for row in rows:
+        if row.median:
+            row.files_per_s = POOL_FILES / row.median
+    return rows
+
+
+def queue_targets(rows: list[Row]) -> list[dict[str, Any]]:
+    by = {(r.case, r.tool): r for r in rows}
+    case = f"queue-{POOL_FILES}-mixed"
+    local = by.get((case, "previewer -j 2 (local)"))
+    one = by.get((case, "previewer --broker, 1 worker(s)"))
+    two = by.get((case, "previewer --broker, 2 worker(s)"))
+    found: list[dict[str, Any]] = []
+    if local and two and local.files_per_s and two.files_per_s:
+        ratio = two.files_per_s / local.files_per_s
+        found.append(
+            {
+                "target": f"queue: 2 workers >= 0.8x local -j 2 files/s ({POOL_FILES} files)",
+                "pass": ratio >= 0.8,
+                "value": f"{ratio:.2f}x ({two.files_per_s:.1f} vs {local.files_per_s:.1f} files/s)",
+            }
+        )
+    if one and two and one.files_per_s and two.files_per_s:
+        scale = two.files_per_s / one.files_per_s
+        found.append(
+            {
+                "target": "queue: 2 workers >= 1.8x the files/s of 1 worker (linear on 2 cores)",
+                "pass": scale >= 1.8,
+                "value": f"{scale:.2f}x ({two.files_per_s:.1f} vs {one.files_per_s:.1f} files/s)",
+            }
+        )
+    return found
+
+
 # --------------------------------------------------------------------------- office
 
 OFFICE_BATCH = 20
@@ -1408,8 +1597,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, office; giant "
-        "only when named: giant, giant-vector, giant-image, giant-png)",
+        help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, queue, office; "
+        "giant only when named: giant, giant-vector, giant-image, giant-png)",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate-giant", type=Path, help=argparse.SUPPRESS)
@@ -1531,6 +1720,8 @@ def main() -> None:
         rows += run_batch(runner, t["previewer"], files, peers, args.batch_runs, work)
     if wanted("pool"):
         rows += run_pool(runner, t["previewer"], inputs, args.batch_runs, work)
+    if wanted("queue"):
+        rows += run_queue(runner, t["previewer"], inputs, args.batch_runs, work, env)
     if wanted("office"):
         rows += run_office(runner, t["previewer"], py, args.batch_runs, inputs, work)
     if only and any(x.startswith("giant") for x in only):  # slow: only when asked for
@@ -1553,7 +1744,7 @@ def main() -> None:
     print(table(rows, floor_mb))
     print()
     print("targets")
-    found = targets(rows) + office_targets(rows) + pool_targets(rows)
+    found = targets(rows) + office_targets(rows) + pool_targets(rows) + queue_targets(rows)
     width = max((len(x["target"]) for x in found), default=0)
     for item in found:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["pass"]]

@@ -1,18 +1,20 @@
 """The converter registry: built-ins plus entry-point plugins, loaded lazily, per instance.
 
-A :class:`Registry` loads ``converters.BUILTIN`` and the classes registered under the entry-point
-group ``previewer.converters`` the first time it is asked for anything. A plugin that fails to
-import or instantiate is listed as unavailable with the error as its reason; it never breaks a
-run. There is no module-level registry: tests and embedders build isolated ones with
-``Registry(converters=[...], entry_points=False)``.
+A :class:`Registry` loads the built-in converters (``converters.BUILTIN_SPECS``) and the classes
+registered under the entry-point group ``previewer.converters`` the first time it is asked for
+anything. Built-ins are declared statically (name, MIME types, priority), so each one's module is
+imported only when its converter is first used: a one-off preview imports one converter module,
+not all of them. A plugin that fails to import or instantiate is listed as unavailable with the
+error as its reason; it never breaks a run. There is no module-level registry: tests and
+embedders build isolated ones with ``Registry(converters=[...], entry_points=False)``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from previewer.errors import (
     EngineUnavailableError,
@@ -26,7 +28,6 @@ __all__ = ["ConverterEntry", "Registry"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class ConverterEntry:
     """One converter as the registry knows it.
 
@@ -35,16 +36,53 @@ class ConverterEntry:
         mime_types: MIME types it declares.
         priority: Its priority.
         origin: ``"builtin"`` or ``"entry point <name> (<distribution>)"``.
-        converter: The instance, or None when loading failed.
+        converter: The instance, or None when loading failed. A built-in is imported and
+            instantiated on first access.
         load_error: Why loading failed.
     """
 
-    name: str
-    mime_types: frozenset[str]
-    priority: int
-    origin: str
-    converter: Converter | None
-    load_error: str = ""
+    __slots__ = ("_converter", "_load_error", "_loader", "mime_types", "name", "origin", "priority")
+
+    def __init__(
+        self,
+        name: str,
+        mime_types: frozenset[str],
+        priority: int,
+        origin: str,
+        converter: Converter | None,
+        load_error: str = "",
+        *,
+        loader: Callable[[], ConverterEntry] | None = None,
+    ) -> None:
+        self.name = name
+        self.mime_types = mime_types
+        self.priority = priority
+        self.origin = origin
+        self._converter = converter
+        self._load_error = load_error
+        self._loader = loader
+
+    @property
+    def converter(self) -> Converter | None:
+        """The converter instance (loaded on first access), or None when loading failed."""
+        loader = self._loader
+        if loader is not None:
+            # Cleared only once loaded, so a concurrent first access never sees a half state
+            # (at worst two threads each instantiate it once).
+            loaded = loader()
+            self._converter, self._load_error = loaded.converter, loaded.load_error
+            self._loader = None
+        return self._converter
+
+    @property
+    def load_error(self) -> str:
+        """Why loading failed (empty when it did not)."""
+        _ = self.converter
+        return self._load_error
+
+    def __repr__(self) -> str:
+        state = "not loaded" if self._loader is not None else repr(self._converter)
+        return f"ConverterEntry({self.name!r}, priority={self.priority}, {self.origin}, {state})"
 
     def availability(self) -> Availability:
         """Return the converter's availability; a load failure is an unavailable engine.
@@ -107,13 +145,22 @@ class Registry:
     def _load(self) -> list[ConverterEntry]:
         entries: list[ConverterEntry] = []
         if self._given is None:
-            from converters import BUILTIN
+            from converters import BUILTIN_SPECS
 
-            given: list[type[Converter] | Converter] = list(BUILTIN)
+            for spec in BUILTIN_SPECS:
+                entries.append(
+                    ConverterEntry(
+                        spec.name,
+                        spec.mime_types,
+                        spec.priority,
+                        "builtin",
+                        None,
+                        loader=functools.partial(_load_builtin, spec.target),
+                    )
+                )
         else:
-            given = list(self._given)
-        for item in given:
-            entries.append(_entry(item, "builtin" if self._given is None else "given"))
+            for item in self._given:
+                entries.append(_entry(item, "given"))
         if self._use_entry_points:
             for ep in find_entry_points(ENTRY_POINT_GROUP):
                 origin = f"entry point {ep.name} ({ep.dist})"
@@ -221,6 +268,18 @@ def _rebuild_registry(given: list[Any] | None, entry_points: bool) -> Registry:
     return Registry(given, entry_points=entry_points)
 
 
+def _load_builtin(target: str) -> ConverterEntry:
+    """Import a built-in converter class (``module:class``) and describe its instance."""
+    from converters import load_class
+
+    try:
+        item = load_class(target)
+    except Exception as exc:  # noqa: BLE001 - tolerant loading
+        log.warning("converter %s failed to load: %r", target, exc)
+        return ConverterEntry(target, frozenset(), 0, "builtin", None, f"failed to load: {exc!r}")
+    return _entry(item, "builtin")
+
+
 def _entry(item: object, origin: str) -> ConverterEntry:
     """Instantiate a converter class (or take an instance) and describe it."""
     label = getattr(item, "__qualname__", None) or type(item).__qualname__
@@ -235,9 +294,11 @@ def _entry(item: object, origin: str) -> ConverterEntry:
     return ConverterEntry(name, mime_types, priority, origin, instance)
 
 
-@dataclass(frozen=True)
-class EntryPoint:
+class EntryPoint(NamedTuple):
     """One ``name = module:attribute`` line of an installed distribution's entry points.
+
+    A NamedTuple rather than a dataclass: it is defined on every start, and a frozen dataclass
+    costs about 1 ms to create.
 
     Attributes:
         name: The entry point's name.

@@ -66,7 +66,7 @@ HARD_GRACE = 2.0
 """Seconds between the soft time limit (the task cleans up) and the hard one (its child dies)."""
 VISIBILITY_MARGIN = 2.0
 """Seconds the Redis visibility timeout stays above the hard limit."""
-MAX_TASKS_PER_CHILD = 200
+MAX_TASKS_PER_CHILD = 1000
 MAX_MEMORY_PER_CHILD_KB = 2 * 1024 * 1024
 """Resident memory (KiB) after which a worker child is replaced once its task ends."""
 
@@ -132,6 +132,12 @@ def configure(
         },
         result_backend_transport_options={"visibility_timeout": visibility},
         result_expires=24 * 3600,
+        # A worker that finishes while Redis is away keeps retrying to store the result (with
+        # backoff, up to about two minutes) instead of failing the task: the result is not lost.
+        result_backend_always_retry=True,
+        result_backend_max_retries=60,
+        result_backend_base_sleep_between_retries_ms=100,
+        result_backend_max_sleep_between_retries_ms=2000,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         redis_socket_connect_timeout=5,
@@ -201,6 +207,34 @@ def options_from_dict(data: dict[str, Any]) -> Options:
 
 # --------------------------------------------------------------------------- worker side
 
+PRELOAD = (
+    "previewer.api",
+    "previewer.rendering",
+    "previewer.output",
+    "converters",
+    "PIL.Image",
+    "PIL.PngImagePlugin",
+    "PIL.JpegImagePlugin",
+    "pymupdf",
+)
+"""Modules a worker imports before it forks its processes, so each new one starts warm."""
+
+
+def preload() -> None:
+    """Import :data:`PRELOAD` (what nearly every task needs) in the worker's main process.
+
+    Worker processes are forked from it and replaced every ``max_tasks_per_child`` files; with
+    these already imported, a replacement converts its first file without a cold start.
+    """
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a missing engine only costs the warm start
+            log.debug("cannot preload %s: %s", name, exc)
+
+
 _registry: Any = None
 
 
@@ -229,13 +263,14 @@ def _error_dict(error: PreviewerError) -> dict[str, Any]:
     }
 
 
-@app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def convert_file(
-    path: str, options_dict: dict[str, Any], name: str | None = None
+    self: Any, path: str, options_dict: dict[str, Any], name: str | None = None
 ) -> dict[str, Any]:
     """Convert one input on a worker and return its JSON result.
 
     Args:
+        self: The task (Celery's bound-task argument).
         path: Absolute path of the input, as seen by the workers.
         options_dict: The options, from :func:`options_to_dict` (``out_dir`` absolute).
         name: File name for the outputs (default: the path's name).
@@ -257,7 +292,9 @@ def convert_file(
     except InvalidOptionsError as exc:
         result = FileResult(input=path, status="failed", error=exc)
     else:
-        _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
+        if (self.request.delivery_info or {}).get("redelivered"):
+            # An earlier attempt died mid-write: remove its temporary files.
+            _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
         try:
             result = convert_one(path, options, _registry, name=name)
         except SoftTimeLimitExceeded:
@@ -430,20 +467,27 @@ def submit_many(
     soft, hard, _visibility = time_limits(options.limits.timeout)
     pending: dict[str, tuple[Any, str]] = {}
     claimed: dict[tuple[Path, str], Any] = {}
+    # Results are collected by polling (_gather); the pub/sub subscription Celery's Redis
+    # backend opens for every sent task (and closes in forget) would only add round trips.
+    client.backend.on_task_call = lambda producer, task_id: None
     try:
-        for job in jobs:
-            if (error := overwrite_error(job, claimed)) is not None:
-                finish(job, FileResult(input=job.display, status="failed", error=error))
-                continue
-            abs_path = os.path.abspath(str(job.source))
-            opts = replace(options, out_dir=Path(os.path.abspath(job.out_dir)))
-            async_result = client.send_task(
-                TASK_NAME,
-                args=[abs_path, options_to_dict(opts), job.name],
-                soft_time_limit=soft,
-                time_limit=hard,
-            )
-            pending[async_result.id] = (job, abs_path)
+        with client.producer_or_acquire() as producer:
+            for job in jobs:
+                if (error := overwrite_error(job, claimed)) is not None:
+                    finish(job, FileResult(input=job.display, status="failed", error=error))
+                    continue
+                abs_path = os.path.abspath(str(job.source))
+                opts = replace(options, out_dir=Path(os.path.abspath(job.out_dir)))
+                async_result = client.send_task(
+                    TASK_NAME,
+                    args=[abs_path, options_to_dict(opts), job.name],
+                    argsrepr=repr(abs_path),  # what worker logs show, without the options
+                    kwargsrepr="{}",
+                    soft_time_limit=soft,
+                    time_limit=hard,
+                    producer=producer,
+                )
+                pending[async_result.id] = (job, abs_path)
         _gather(client, pending, finish, options, outage_grace, poll_interval, shown)
     except Exception as exc:
         if not _is_connection_error(exc):
@@ -492,6 +536,11 @@ def _gather(
         if outage_since is not None:
             log.warning("queue broker %s is back", shown)
             outage_since = None
+        if ready:
+            try:  # one round trip for the whole poll's results
+                backend.client.delete(*(backend.get_key_for_task(t) for t, _meta in ready))
+            except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
+                log.debug("cannot delete %d stored results: %s", len(ready), exc)
         for task_id, meta in ready:
             job, abs_path = pending.pop(task_id)
             backend._cache.pop(task_id, None)
@@ -499,10 +548,6 @@ def _gather(
                 result = _rebuild_result(meta["result"], job.display, abs_path, job.out_dir)
             else:
                 result = _failure_result(meta, job.display, options.limits.timeout)
-            try:
-                backend.forget(task_id)
-            except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
-                log.debug("cannot forget task %s: %s", task_id, exc)
             finish(job, result)
 
 

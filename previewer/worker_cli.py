@@ -38,7 +38,7 @@ __all__ = ["worker"]
 @click.option(
     "--max-tasks-per-child",
     type=click.IntRange(min=1),
-    default=200,
+    default=1000,
     show_default=True,
     help="Replace a worker process after this many files.",
 )
@@ -55,7 +55,7 @@ __all__ = ["worker"]
     "--loglevel",
     default="INFO",
     show_default=True,
-    help="Celery log level.",
+    help='Celery log level (a task\'s "succeeded" line, with its result, appears at DEBUG only).',
 )
 def worker(
     concurrency: int | None,
@@ -86,6 +86,14 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
     )
+    if loglevel.upper() != "DEBUG":
+        # One "succeeded" line per file with the whole result is noise on a busy queue (the
+        # submitter reports every file); "received" lines stay, task crashes are ERRORs.
+        import logging
+
+        for name in ("celery.app.trace",):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    tasks.preload()
     argv = ["worker", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")

@@ -146,3 +146,29 @@ def test_tiled_rendering_matches_one_piece(tmp_path: Path) -> None:
     tiled = previewer.render(path, size=800, limits=previewer.Limits(max_tile_pixels=40_000))
     assert tiled.size == whole.size
     assert max(ImageStat.Stat(ImageChops.difference(whole, tiled.convert("RGB"))).mean) < 1
+
+
+def test_one_size_preview_is_gs_png_without_pillow(tmp_path: Path) -> None:
+    # The fast path hands Ghostscript's PNG on (no Pillow import, no decode and re-encode);
+    # its pixels are those of the decoded path.
+    import subprocess
+    import sys
+
+    path = _eps(tmp_path, b"0 0 1 setrgbcolor 50 20 moveto 150 80 lineto stroke")
+    code = (
+        "import sys, previewer\n"
+        f"(p,) = previewer.convert({str(path)!r}, out_dir={str(tmp_path / 'out')!r}, sizes=[300])\n"
+        "print(p.path, 'PIL' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    out, pil = proc.stdout.split()
+    assert pil == "False"
+    check_png(Path(out), longest=300, aspect=(200, 100))
+    from PIL import Image, ImageChops
+
+    with Image.open(out) as fast:
+        assert fast.mode == "RGBA" and fast.size == (300, 150)
+        decoded = previewer.render(path, size=300)
+        assert ImageChops.difference(fast, decoded).getbbox() is None

@@ -136,3 +136,26 @@ def test_tiled_rendering_matches_one_piece() -> None:
     ).convert("RGB")
     assert tiled.size == whole.size
     assert max(ImageStat.Stat(ImageChops.difference(whole, tiled)).mean) < 1
+
+
+def test_stored_composite_needs_neither_psd_tools_nor_metadata(tmp_path: Path) -> None:
+    # The fast path (Pillow reads the stored composite) must stay free of psd-tools' and
+    # importlib.metadata's import costs; availability still reports the installed version.
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    code = (
+        "import sys, previewer\n"
+        f"previewer.convert({str(PSD / 'gray1.psd')!r}, out_dir={str(tmp_path)!r})\n"
+        "loaded = 'psd_tools' in sys.modules, 'importlib.metadata' in sys.modules\n"
+        "from converters.psd import PsdConverter\n"
+        "print(PsdConverter().availability().version, *loaded)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    version, psd_tools, meta = proc.stdout.split()
+    assert version == metadata.version("psd-tools")
+    assert (psd_tools, meta) == ("False", "False")
+    check_png(tmp_path / "gray1.psd.p1.256.png", longest=256, aspect=(1800, 1200))

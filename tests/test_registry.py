@@ -45,6 +45,45 @@ def test_builtins_are_listed_and_available() -> None:
     assert all(c.available for c in names.values())
 
 
+def test_builtin_declarations_match_the_classes() -> None:
+    # The registry chooses among built-ins by these declarations, before importing any module.
+    from converters import BUILTIN, BUILTIN_SPECS
+
+    declared = [(s.name, s.priority, s.mime_types) for s in BUILTIN_SPECS]
+    actual = [(c.name, c.priority, frozenset(c.mime_types)) for c in BUILTIN]
+    assert declared == actual
+    assert [s.target.rpartition(":")[2] for s in BUILTIN_SPECS] == [c.__name__ for c in BUILTIN]
+
+
+def test_only_the_chosen_builtin_is_imported() -> None:
+    code = (
+        "import sys\n"
+        "from previewer.registry import Registry\n"
+        "reg = Registry(entry_points=False)\n"
+        "assert len(reg.entries) >= 6\n"
+        "print(reg.resolve('application/postscript').name)\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('converters.'))))\n"
+        "print(len([e for e in reg.entries if e.converter is not None]))\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('converters.'))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    chosen, before, loaded, after = proc.stdout.splitlines()
+    assert chosen == "postscript-ghostscript"
+    assert before == "converters.ghostscript"
+    assert int(loaded) >= 6  # the others still load on demand (listing, fallbacks)
+    assert {"converters.pdf", "converters.psd", "converters.magick"} <= set(after.split())
+
+
+def test_builtin_that_fails_to_import_is_listed_not_fatal() -> None:
+    from previewer.registry import _load_builtin
+
+    entry = _load_builtin("converters.no_such_module:Nothing")
+    assert entry.converter is None and "failed to load" in entry.load_error
+    assert not entry.availability().ok
+
+
 def test_exact_type_beats_wildcard_and_priority_orders() -> None:
     class Wild(faulty.GoodConverter):
         name = "wild"
