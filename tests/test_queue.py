@@ -109,12 +109,16 @@ class Worker:
             start_new_session=True,
             cwd=log.parent,
         )
-        _wait_for(
-            lambda: b"ready." in log.read_bytes() or self.proc.poll() is not None,
-            30,
-            f"worker {name}",
-        )
-        assert self.proc.poll() is None, log.read_text()
+        try:
+            _wait_for(
+                lambda: b"ready." in log.read_bytes() or self.proc.poll() is not None,
+                30,
+                f"worker {name}",
+            )
+            assert self.proc.poll() is None, log.read_text()
+        except BaseException:
+            self.kill()  # a worker that did not start is not left behind
+            raise
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -132,7 +136,8 @@ def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[
     redis = Redis(tmp)
     workers: list[Worker] = []
     try:
-        workers = [Worker(redis.url, f"w{i}", tmp / f"w{i}.log") for i in range(2)]
+        for i in range(2):  # one by one: a worker that fails to start leaves none behind
+            workers.append(Worker(redis.url, f"w{i}", tmp / f"w{i}.log"))
         yield redis.url, workers
     finally:
         for w in workers:
@@ -438,7 +443,12 @@ def test_redis_restart_mid_run_completes(tmp_path: Path) -> None:
         return proc
 
     server = start()
-    worker = Worker(url, "restart", tmp_path / "w.log")
+    try:
+        worker = Worker(url, "restart", tmp_path / "w.log")
+    except BaseException:
+        server.kill()  # never leave the server behind, even when the worker cannot start
+        server.wait(10)
+        raise
     src = tmp_path / "in"
     src.mkdir()
     for i in range(8):
