@@ -18,11 +18,12 @@ Usage: ``celery -A previewer.tasks worker`` or ``previewer worker``; the broker 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -400,6 +401,7 @@ def submit_many(
     on_progress: Callable[[int, int], None] | None = None,
     outage_grace: float = 60.0,
     poll_interval: float = 0.1,
+    stall_check: float = 30.0,
 ) -> BatchReport:
     """Convert files and directory trees on queue workers; report like a local batch.
 
@@ -417,6 +419,9 @@ def submit_many(
         on_result: Called with each :class:`FileResult` as soon as it is known.
         on_progress: Called with ``(done, total)`` before the first and after each input.
         outage_grace: Seconds to keep retrying while the broker is unreachable mid-run.
+        stall_check: After this many seconds without a result (and after every outage), look
+            for files the broker lost (not queued, not running, no result: a Redis restarted
+            without persistence) and send them again; tasks are idempotent.
         poll_interval: Seconds between polls of the result backend.
 
     Returns:
@@ -465,11 +470,25 @@ def submit_many(
             on_progress(len(report.results), total)
 
     soft, hard, _visibility = time_limits(options.limits.timeout)
-    pending: dict[str, tuple[Any, str]] = {}
+    pending: dict[str, _Sent] = {}
     claimed: dict[tuple[Path, str], Any] = {}
     # Results are collected by polling (_gather); the pub/sub subscription Celery's Redis
     # backend opens for every sent task (and closes in forget) would only add round trips.
     client.backend.on_task_call = lambda producer, task_id: None
+
+    def send(task: _Sent, producer: Any) -> str:
+        async_result = client.send_task(
+            TASK_NAME,
+            args=task.args,
+            task_id=task.task_id,
+            argsrepr=repr(task.abs_path),  # what worker logs show, without the options
+            kwargsrepr="{}",
+            soft_time_limit=soft,
+            time_limit=hard,
+            producer=producer,
+        )
+        return str(async_result.id)
+
     try:
         with client.producer_or_acquire() as producer:
             for job in jobs:
@@ -478,17 +497,11 @@ def submit_many(
                     continue
                 abs_path = os.path.abspath(str(job.source))
                 opts = replace(options, out_dir=Path(os.path.abspath(job.out_dir)))
-                async_result = client.send_task(
-                    TASK_NAME,
-                    args=[abs_path, options_to_dict(opts), job.name],
-                    argsrepr=repr(abs_path),  # what worker logs show, without the options
-                    kwargsrepr="{}",
-                    soft_time_limit=soft,
-                    time_limit=hard,
-                    producer=producer,
-                )
-                pending[async_result.id] = (job, abs_path)
-        _gather(client, pending, finish, options, outage_grace, poll_interval, shown)
+                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.name])
+                task.task_id = send(task, producer)
+                pending[task.task_id] = task
+        gather = _Gatherer(client, pending, finish, options, shown, send)
+        gather.run(outage_grace, poll_interval, stall_check)
     except Exception as exc:
         if not _is_connection_error(exc):
             raise
@@ -500,55 +513,135 @@ def submit_many(
     return report
 
 
-def _gather(
-    client: Celery,
-    pending: dict[str, tuple[Any, str]],
-    finish: Callable[[Any, FileResult], None],
-    options: Options,
-    outage_grace: float,
-    poll_interval: float,
-    shown: str,
-) -> None:
-    """Collect results as they complete, riding out broker outages up to ``outage_grace``."""
-    backend = client.backend
-    outage_since: float | None = None
-    while pending:
-        try:
-            ready = list(
-                backend.get_many(
-                    set(pending), interval=poll_interval, max_iterations=1, no_ack=True
+@dataclass
+class _Sent:
+    """One file sent to the queue: what is needed to report it and to send it again."""
+
+    job: Any
+    abs_path: str
+    args: list[Any]
+    task_id: str | None = None
+
+
+class _Gatherer:
+    """Collects results as they complete, riding out broker outages, resending lost files."""
+
+    def __init__(
+        self,
+        client: Celery,
+        pending: dict[str, _Sent],
+        finish: Callable[[Any, FileResult], None],
+        options: Options,
+        shown: str,
+        send: Callable[[_Sent, Any], str],
+    ) -> None:
+        self.client, self.pending, self.finish = client, pending, finish
+        self.options, self.shown, self.send = options, shown, send
+
+    def run(self, outage_grace: float, poll_interval: float, stall_check: float) -> None:
+        backend = self.client.backend
+        outage_since: float | None = None
+        progress_at = time.monotonic()
+        while self.pending:
+            try:
+                if time.monotonic() - progress_at > stall_check:
+                    self.resend_lost()
+                    progress_at = time.monotonic()
+                ready = list(
+                    backend.get_many(
+                        set(self.pending), interval=poll_interval, max_iterations=1, no_ack=True
+                    )
                 )
-            )
-        except Exception as exc:
-            if not _is_connection_error(exc):
-                raise
-            now = time.monotonic()
-            if outage_since is None:
-                outage_since = now
-                log.warning("queue broker %s unreachable (%s); retrying", shown, exc)
-            if now - outage_since > outage_grace:
-                raise BrokerUnavailableError(
-                    f"the queue broker {shown} has been unreachable for {outage_grace:g} s: {exc}",
-                    hint="restart Redis and run again (finished previews are kept)",
-                ) from exc
-            time.sleep(min(1.0, max(poll_interval, 0.2)))
-            continue
-        if outage_since is not None:
-            log.warning("queue broker %s is back", shown)
-            outage_since = None
-        if ready:
-            try:  # one round trip for the whole poll's results
-                backend.client.delete(*(backend.get_key_for_task(t) for t, _meta in ready))
-            except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
-                log.debug("cannot delete %d stored results: %s", len(ready), exc)
+                if outage_since is not None:
+                    log.warning("queue broker %s is back", self.shown)
+                    outage_since = None
+                    self.resend_lost()
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    raise
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    log.warning("queue broker %s unreachable (%s); retrying", self.shown, exc)
+                if now - outage_since > outage_grace:
+                    raise BrokerUnavailableError(
+                        f"the queue broker {self.shown} has been unreachable for "
+                        f"{outage_grace:g} s: {exc}",
+                        hint="restart Redis and run again (finished previews are kept)",
+                    ) from exc
+                time.sleep(min(1.0, max(poll_interval, 0.2)))
+                continue
+            if ready:
+                progress_at = time.monotonic()
+                self.collect(ready)
+
+    def collect(self, ready: list[tuple[str, dict[str, Any]]]) -> None:
+        backend = self.client.backend
+        try:  # one round trip for the whole poll's results
+            backend.client.delete(*(backend.get_key_for_task(t) for t, _meta in ready))
+        except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
+            log.debug("cannot delete %d stored results: %s", len(ready), exc)
         for task_id, meta in ready:
-            job, abs_path = pending.pop(task_id)
+            sent = self.pending.pop(task_id, None)
+            if sent is None:
+                continue  # a duplicate of a file resent after an outage
             backend._cache.pop(task_id, None)
+            job = sent.job
             if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
-                result = _rebuild_result(meta["result"], job.display, abs_path, job.out_dir)
+                result = _rebuild_result(meta["result"], job.display, sent.abs_path, job.out_dir)
             else:
-                result = _failure_result(meta, job.display, options.limits.timeout)
-            finish(job, result)
+                result = _failure_result(meta, job.display, self.options.limits.timeout)
+            self.finish(job, result)
+
+    def resend_lost(self) -> None:
+        """Send again the pending files the broker no longer knows about."""
+        lost = _lost_tasks(self.client, set(self.pending))
+        if not lost:
+            return
+        log.warning(
+            "queue broker %s lost %d queued file(s) (restarted without its data?); sending them "
+            "again",
+            self.shown,
+            len(lost),
+        )
+        with self.client.producer_or_acquire() as producer:
+            for task_id in sorted(lost):
+                self.send(self.pending[task_id], producer)
+
+
+def _lost_tasks(client: Celery, task_ids: set[str]) -> set[str]:
+    """Return the tasks among ``task_ids`` that are neither queued, nor running, nor done.
+
+    Reads kombu's Redis layout: the queue is a list of messages, messages being processed are
+    kept (late acknowledgement) in the ``unacked`` hash, results are ``celery-task-meta-<id>``
+    keys. They are read in the order a task moves through them, so a task that moves on while
+    they are read is still seen; one caught in between is sent again, which is harmless.
+    """
+    seen: set[str] = set()
+    with client.connection_for_read() as conn:
+        channel = conn.default_channel
+        redis = channel.client
+        queue = client.conf.task_default_queue
+        for raw in redis.lrange(queue, 0, -1):
+            seen.add(_message_id(raw))
+        for raw in redis.hvals(channel.unacked_key):
+            seen.add(_message_id(raw, unacked=True))
+    left = sorted(task_ids - seen)
+    if left:
+        backend = client.backend
+        stored = backend.client.mget([backend.get_key_for_task(t) for t in left])
+        seen.update(t for t, value in zip(left, stored, strict=True) if value is not None)
+    return task_ids - seen
+
+
+def _message_id(raw: bytes | str, *, unacked: bool = False) -> str:
+    """The task id of a message as kombu stores it in Redis ('' when it cannot be read)."""
+    try:
+        data = json.loads(raw)
+        payload = data[0] if unacked else data
+        return str(payload["headers"]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
 
 
 def _redact(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -396,10 +397,14 @@ def test_cli_broker_flag_matches_a_local_run(
     assert bad.returncode == 2 and "cannot be combined with --broker" in bad.stderr
 
 
-def test_redis_restart_mid_run_completes(tmp_path: Path) -> None:
-    """Redis stopped and started again (with its data) in the middle of a run: the submitter
-    rides out the outage, a worker that finished a task meanwhile keeps retrying to store its
-    result, and the run completes with every file converted."""
+@pytest.mark.parametrize("persistent", [True, False], ids=["with-its-data", "data-lost"])
+def test_redis_restart_mid_run_completes(
+    tmp_path: Path, persistent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stopped and started again in the middle of a run: the submitter rides out the
+    outage, a worker that finished a task meanwhile keeps retrying to store its result, and the
+    run completes with every file converted. Without persistence Redis comes back empty (queue,
+    running tasks and results lost): the submitter notices and sends the lost files again."""
     import pymupdf
 
     from previewer.tasks import submit_many
@@ -423,7 +428,7 @@ def test_redis_restart_mid_run_completes(tmp_path: Path) -> None:
                 "--save",
                 "",
                 "--appendonly",
-                "yes",
+                "yes" if persistent else "no",
                 "--appendfsync",
                 "always",
             ],
@@ -477,6 +482,7 @@ def test_redis_restart_mid_run_completes(tmp_path: Path) -> None:
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             outcome.append(exc)
 
+    caplog.set_level(logging.WARNING, logger="previewer.tasks")
     thread = threading.Thread(target=submit)
     thread.start()
     try:
@@ -500,3 +506,5 @@ def test_redis_restart_mid_run_completes(tmp_path: Path) -> None:
     assert report.exit_code == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 8 * 4
     assert list((tmp_path / "out").glob("*.tmp")) == []
+    if not persistent:
+        assert "sending them again" in caplog.text, caplog.text
