@@ -55,6 +55,10 @@ def test_xcf_layers_are_flattened_onto_the_canvas(
         (".pbm", "1", "image/x-portable-bitmap"),
         (".pcx", "RGB", "image/x-pcx"),
         (".sgi", "RGB", "image/x-sgi"),
+        (".jp2", "RGB", "image/jp2"),  # JPEG 2000 file (OpenJPEG through ImageMagick)
+        (".j2k", "RGB", "image/x-jp2-codestream"),
+        (".dds", "RGB", "image/vnd-ms.dds"),
+        (".avif", "RGB", "image/avif"),  # libheif through ImageMagick's HEIC coder
     ],
 )
 def test_raster_formats(
