@@ -374,7 +374,7 @@ def thumbnail_file(
         ``converted`` (outputs are the entries written), ``skipped`` (reason ``up to date``,
         ``failed before``, ``inside the thumbnail cache`` or an unsupported type) or ``failed``.
     """
-    from previewer.inputs import guard, open_input
+    from previewer.inputs import Opened, guard, open_input
     from previewer.options import Options
     from previewer.registry import Registry
     from previewer.rendering import render_page
@@ -410,14 +410,23 @@ def thumbnail_file(
             return result
         wanted.sort(key=lambda s: SIZES[s])
         opts = Options.build(sizes=[SIZES[s] for s in wanted], limits=limits)
+
+        def render(od: Opened) -> tuple[ThumbnailFacts, list[Image.Image]]:
+            with guard(od.display, od.converter.name):
+                # The source's size before rendering (a JPEG may be decoded reduced).
+                facts = _facts(
+                    uri, st, od.mime, od.doc.units, od.doc.page_count, od.doc.page_size(0)
+                )
+                images = render_page(od.doc, 0, opts.sizes, upscale=False, limits=opts.limits)
+            return facts, images
+
         try:
             with open_input(path, opts, registry or Registry(), None, result, page_hint=True) as od:
-                with guard(od.display, od.converter.name):
-                    # The source's size before rendering (a JPEG may be decoded reduced).
-                    facts = _facts(
-                        uri, st, od.mime, od.doc.units, od.doc.page_count, od.doc.page_size(0)
-                    )
-                    images = render_page(od.doc, 0, opts.sizes, upscale=False, limits=opts.limits)
+                try:
+                    facts, images = render(od)
+                except PreviewerError as exc:  # ImageMagick may read what the converter cannot
+                    with od.fall_back(exc) as again:
+                        facts, images = render(again)
         except (UnsupportedFormatError, EngineUnavailableError) as exc:
             if walked:
                 result.status, result.reason = "skipped", exc.message

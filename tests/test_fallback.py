@@ -215,3 +215,19 @@ def test_no_fallback_once_pages_are_written(tmp_path: Path) -> None:
     assert caught.value.converter == "test-crashing-page-2"
     # Page 1 (written before the failure) is kept, as for any multi-page failure.
     assert [p.name for p in out.iterdir()] == ["a.png.p1.256.png"]
+
+
+def test_thumbnail_cache_uses_the_fallback(tmp_path: Path) -> None:
+    from previewer import freedesktop as fd
+
+    tiff = float_rgb_tiff(tmp_path / "float.tif")
+    png = _png(tmp_path / "a.png")
+    registry = Registry([CrashingPng, RasterConverter, MagickConverter], entry_points=False)
+    root = tmp_path / "cache"
+    report = fd.fill_cache([tiff, png], sizes=("normal",), root=root, registry=registry)
+    assert [r.status for r in report.results] == ["converted", "converted"]
+    assert [r.converter for r in report.results] == ["magick-wand", "magick-wand"]
+    for source, colour in ((tiff, RED), (png, BLUE)):
+        with Image.open(fd.thumbnail_path(fd.to_uri(source), "normal", root)) as im:
+            assert im.mode == "RGBA"
+            assert im.convert("RGB").getpixel((2, 5)) == colour
