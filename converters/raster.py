@@ -202,9 +202,10 @@ class RasterDocument(BaseDocument):
         width, height = image.size
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
         budget = self._ctx.limits.max_tile_pixels
-        if self._path is not None and self.format in VIPS_FORMATS and _pyvips() is not None:
+        if self._path is not None and self.format in VIPS_FORMATS:
             decoded = _decoded_pixels(image, target)
-            if decoded > budget or target[0] * target[1] > budget:
+            # libvips (a large library: ~50 ms to load) only for images over the budget.
+            if (decoded > budget or target[0] * target[1] > budget) and _pyvips() is not None:
                 return self._render_vips(index, scale, clip)
         frame = self._render_pillow(index, target)
         if clip is not None:

@@ -707,3 +707,25 @@ def test_check_png_accepts_a_good_preview_and_refuses_bad_ones() -> None:
             check_png(data, **options)
             pytest.fail(f"check_png accepted a bad preview: {label}")
     assert check_png(_png(Image.new("RGB", (10, 10), RED)), allow_flat=True).size == (10, 10)
+
+
+def test_images_within_the_tile_budget_never_load_libvips(tmp_path: Path) -> None:
+    # libvips takes ~50 ms to load: only images over the tile budget may pay for it.
+    import subprocess
+    import sys
+
+    png, jpeg = tmp_path / "a.png", tmp_path / "b.jpg"
+    Image.new("RGB", (2000, 1500), (10, 200, 30)).save(png)
+    Image.new("RGB", (3000, 2000), (10, 200, 30)).save(jpeg)
+    code = (
+        "import sys, previewer\n"
+        f"previewer.convert({str(png)!r}, out_dir={str(tmp_path)!r})\n"
+        f"previewer.convert({str(jpeg)!r}, out_dir={str(tmp_path)!r})\n"
+        "print('pyvips' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.split() == ["False"]
+    check_png(tmp_path / "a.png.p1.256.png", longest=256, aspect=(2000, 1500), allow_flat=True)
+    check_png(tmp_path / "b.jpg.p1.256.png", longest=256, aspect=(3000, 2000), allow_flat=True)
