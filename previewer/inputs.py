@@ -279,6 +279,8 @@ def open_input(
             except PreviewerError as exc:
                 if exc.converter != alt.name or isinstance(exc, OutputError):
                     raise  # not about reading the file: report it as it is
+                if state is not None:
+                    state.converter = conv.name  # the error reported is the first one's
                 error.message = (
                     f"{error.message}; {alt.name} could not read it either: {exc.message}"
                 )

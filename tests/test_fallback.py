@@ -231,3 +231,43 @@ def test_thumbnail_cache_uses_the_fallback(tmp_path: Path) -> None:
         with Image.open(fd.thumbnail_path(fd.to_uri(source), "normal", root)) as im:
             assert im.mode == "RGBA"
             assert im.convert("RGB").getpixel((2, 5)) == colour
+
+
+def test_failed_fallback_reports_the_first_converter(tmp_path: Path) -> None:
+    report = previewer.convert_many([VENDORED / "raster" / "truncated_jpeg.jpg"], out_dir=tmp_path)
+    (result,) = report.results
+    assert result.status == "failed"
+    assert result.converter == "raster-pillow"
+    assert result.error is not None and result.error.converter == "raster-pillow"
+
+
+class BrokenFallback:
+    """A third-party fallback for PNG that opens the file and then fails to render it."""
+
+    name: ClassVar[str] = "test-broken-fallback"
+    mime_types: ClassVar[frozenset[str]] = frozenset({"image/x-test-none"})
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset({"image/png"})
+    priority: ClassVar[int] = 5
+
+    def availability(self) -> Availability:
+        return Availability(True, "test")
+
+    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+        assert ctx.fallback_for == "test-crashing-png"
+        return _Doc((30, 10), 1, 0)
+
+
+def test_fallback_failing_while_rendering_reports_the_first_error(tmp_path: Path) -> None:
+    registry = Registry([CrashingPng, BrokenFallback], entry_points=False)
+    report = previewer.convert_many(
+        [_png(tmp_path / "a.png")], out_dir=tmp_path / "out", registry=registry
+    )
+    (result,) = report.results
+    assert result.status == "failed" and result.outputs == []
+    assert result.converter == "test-crashing-png"
+    assert isinstance(result.error, EngineError)
+    assert result.error.converter == "test-crashing-png"
+    assert str(result.error).endswith(
+        "the engine crashed while decoding; test-broken-fallback could not read it either: "
+        "the engine crashed while decoding [test-crashing-png]"
+    )
