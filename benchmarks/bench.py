@@ -812,6 +812,10 @@ def pool_inputs(inputs: Path) -> tuple[Path, Path, Path]:
     return mixed, subset, trivial
 
 
+BatchVariant = tuple[str, str, Path, list[str], int]
+"""(case, tool, input directory, extra ``previewer convert`` flags, PNGs expected)."""
+
+
 def run_pool(runner: Runner, previewer: Tool, inputs: Path, runs: int, work: Path) -> list[Row]:
     """Batches through the worker pool: -j 1 vs -j 2, the pool's per-file cost, RSS vs count.
 
@@ -821,7 +825,7 @@ def run_pool(runner: Runner, previewer: Tool, inputs: Path, runs: int, work: Pat
     if not previewer.exe:
         return [Row("pool", "previewer", available=False, note="n/a (previewer not found)")]
     mixed, subset, trivial = pool_inputs(inputs)
-    variants = [
+    variants: list[BatchVariant] = [
         (f"pool-{POOL_FILES}-mixed", "previewer -j 1", mixed, ["-j", "1"], POOL_FILES),
         (f"pool-{POOL_FILES}-mixed", "previewer -j 2", mixed, ["-j", "2"], POOL_FILES),
         ("pool-250-mixed", "previewer -j 2", subset, ["-j", "2"], POOL_FILES // 4),
@@ -834,18 +838,29 @@ def run_pool(runner: Runner, previewer: Tool, inputs: Path, runs: int, work: Pat
         ),
         (f"pool-{POOL_FILES}-trivial", "previewer -j 1", trivial, ["-j", "1"], POOL_FILES),
     ]
-    rows = [Row(case, tool) for case, tool, *_ in variants]
     progress(f"pool: {POOL_FILES} mixed files with -j 1 and -j 2, 250 files, 1-px PNGs")
+    return time_batches(runner, previewer.exe, variants, runs, work)
+
+
+def time_batches(
+    runner: Runner, exe: str, variants: list[BatchVariant], runs: int, work: Path
+) -> list[Row]:
+    """Time ``previewer convert DIR -o OUT -q FLAGS`` per variant, round robin, in files/s.
+
+    A run counts only if it exits 0 and writes every expected PNG.
+    """
+    rows = [Row(case, tool) for case, tool, *_ in variants]
     for rnd in range(runs):
         order = list(range(len(variants)))
         order = order[rnd % len(order) :] + order[: rnd % len(order)]
         for i in order:
             case, tool, src, flags, total = variants[i]
-            outdir = work / "results" / case / tool.replace(" ", "_")
+            label = "".join(c if c.isalnum() or c in ".-" else "_" for c in tool)
+            outdir = work / "results" / case / label
             shutil.rmtree(outdir, ignore_errors=True)
-            argv = [previewer.exe, "convert", str(src), "-o", str(outdir), "-q", *flags]
+            argv = [exe, "convert", str(src), "-o", str(outdir), "-q", *flags]
             rows[i].argv = argv
-            sample = runner.run(argv, f"{case}.{tool}", timeout=BATCH_TIMEOUT)
+            sample = runner.run(argv, f"{case}.{label}", timeout=BATCH_TIMEOUT)
             written = sum(1 for _ in outdir.rglob("*.png")) if outdir.exists() else 0
             if sample.rc != 0 or written != total:
                 rows[i].note = f"failed: exit {sample.rc}, {written}/{total} PNGs"
@@ -1017,7 +1032,8 @@ def run_queue(
     except RuntimeError as exc:
         return [Row("queue", "previewer", available=False, note=f"n/a ({exc})")]
     case = f"queue-{POOL_FILES}-mixed"
-    variants: list[tuple[str, list[str]]] = [("previewer -j 2 (local)", ["-j", "2"])]
+    local: BatchVariant = (case, "previewer -j 2 (local)", mixed, ["-j", "2"], POOL_FILES)
+    variants = [local]
     try:
         for workers in QUEUE_WORKERS:
             setup.start_workers(workers)
@@ -1030,32 +1046,12 @@ def run_queue(
                 f"{case}.warm",
                 timeout=BATCH_TIMEOUT,
             )
-            variants.append((f"previewer --broker, {workers} worker(s)", flags))
-        rows = [Row(case, tool) for tool, _flags in variants]
+            tool = f"previewer --broker, {workers} worker(s)"
+            variants.append((case, tool, mixed, flags, POOL_FILES))
         progress(f"queue: {POOL_FILES} mixed files, local -j 2 vs {QUEUE_WORKERS} queue workers")
-        for rnd in range(runs):
-            order = list(range(len(variants)))
-            order = order[rnd % len(order) :] + order[: rnd % len(order)]
-            for i in order:
-                tool, flags = variants[i]
-                outdir = work / "results" / case / tool.replace(" ", "_").replace(",", "")
-                shutil.rmtree(outdir, ignore_errors=True)
-                argv = [previewer.exe, "convert", str(mixed), "-o", str(outdir), "-q", *flags]
-                rows[i].argv = argv
-                sample = runner.run(argv, f"{case}.{i}", timeout=BATCH_TIMEOUT)
-                written = sum(1 for _ in outdir.rglob("*.png")) if outdir.exists() else 0
-                if sample.rc != 0 or written != POOL_FILES:
-                    rows[i].note = f"failed: exit {sample.rc}, {written}/{POOL_FILES} PNGs"
-                    continue
-                rows[i].samples.append(sample)
-            progress(".", end="")
-        progress("")
+        return time_batches(runner, previewer.exe, variants, runs, work)
     finally:
         setup.close()
-    for row in rows:
-        if row.median:
-            row.files_per_s = POOL_FILES / row.median
-    return rows
 
 
 def queue_targets(rows: list[Row]) -> list[dict[str, Any]]:
