@@ -419,9 +419,10 @@ def submit_many(
         on_result: Called with each :class:`FileResult` as soon as it is known.
         on_progress: Called with ``(done, total)`` before the first and after each input.
         outage_grace: Seconds to keep retrying while the broker is unreachable mid-run.
-        stall_check: After this many seconds without a result (and after every outage), look
-            for files the broker lost (not queued, not running, no result: a Redis restarted
-            without persistence) and send them again; tasks are idempotent.
+        stall_check: Seconds without a result after which the submitter checks whether Redis
+            was restarted unnoticed. After an outage or such a restart it looks for files the
+            broker lost (not queued, not running, no result: a Redis restarted without its
+            data) and sends them again; tasks are idempotent.
         poll_interval: Seconds between polls of the result backend.
 
     Returns:
@@ -542,11 +543,17 @@ class _Gatherer:
         backend = self.client.backend
         outage_since: float | None = None
         progress_at = time.monotonic()
+        server = _server_id(self.client)
         while self.pending:
             try:
                 if time.monotonic() - progress_at > stall_check:
-                    self.resend_lost()
+                    # No result for a while: a Redis restarted between two polls goes unseen
+                    # as an outage, but not as a new server.
                     progress_at = time.monotonic()
+                    current = _server_id(self.client)
+                    if current is not None and current != server:
+                        server = current
+                        self.resend_lost()
                 ready = list(
                     backend.get_many(
                         set(self.pending), interval=poll_interval, max_iterations=1, no_ack=True
@@ -555,7 +562,10 @@ class _Gatherer:
                 if outage_since is not None:
                     log.warning("queue broker %s is back", self.shown)
                     outage_since = None
-                    self.resend_lost()
+                    current = _server_id(self.client)
+                    if current is None or current != server:  # restarted (or cannot tell)
+                        server = current
+                        self.resend_lost()
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
@@ -622,8 +632,10 @@ def _lost_tasks(client: Celery, task_ids: set[str]) -> set[str]:
         channel = conn.default_channel
         redis = channel.client
         queue = client.conf.task_default_queue
-        for raw in redis.lrange(queue, 0, -1):
-            seen.add(_message_id(raw))
+        start, chunk = 0, 1000  # a long queue is read a thousand messages at a time
+        while batch := redis.lrange(queue, start, start + chunk - 1):
+            seen.update(_message_id(raw) for raw in batch)
+            start += chunk
         for raw in redis.hvals(channel.unacked_key):
             seen.add(_message_id(raw, unacked=True))
     left = sorted(task_ids - seen)
@@ -632,6 +644,14 @@ def _lost_tasks(client: Celery, task_ids: set[str]) -> set[str]:
         stored = backend.client.mget([backend.get_key_for_task(t) for t in left])
         seen.update(t for t, value in zip(left, stored, strict=True) if value is not None)
     return task_ids - seen
+
+
+def _server_id(client: Celery) -> str | None:
+    """The Redis server's run id (new at every start), or None when it cannot be read."""
+    try:
+        return str(client.backend.client.info("server")["run_id"])
+    except Exception:  # noqa: BLE001 - INFO may be disabled; the caller then assumes a restart
+        return None
 
 
 def _message_id(raw: bytes | str, *, unacked: bool = False) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -508,3 +509,34 @@ def test_redis_restart_mid_run_completes(
     assert list((tmp_path / "out").glob("*.tmp")) == []
     if not persistent:
         assert "sending them again" in caplog.text, caplog.text
+
+
+def test_lost_tasks_reads_the_brokers_layout(tmp_path: Path) -> None:
+    """What the submitter counts as lost, against kombu's real Redis layout: a task in the
+    queue, one being processed (the ``unacked`` hash) and one with a stored result are not
+    lost; once the queue is gone, its task is."""
+    from celery import Celery
+
+    from previewer.tasks import TASK_NAME, _lost_tasks, _server_id, configure
+
+    redis = Redis(tmp_path)
+    try:
+        client = configure(Celery("lost-test"), broker=redis.url)
+        client.backend.on_task_call = lambda producer, task_id: None
+        ids = [client.send_task(TASK_NAME, args=[f"/f{i}", {}, None]).id for i in range(3)]
+        assert _lost_tasks(client, set(ids)) == set()
+        with client.connection_for_write() as conn:
+            channel = conn.default_channel
+            raw = channel.client.rpop("celery")  # the oldest message, as a worker takes it
+            message = json.loads(raw)
+            channel.client.hset(channel.unacked_key, "tag-1", json.dumps([message, "", "celery"]))
+            taken = message["headers"]["id"]
+            assert taken == ids[0]
+            backend = client.backend  # a stored result, as a worker leaves it
+            backend.client.set(backend.get_key_for_task(ids[1]), json.dumps({"status": "SUCCESS"}))
+            assert _lost_tasks(client, set(ids)) == set()
+            channel.client.delete("celery")  # the queue is lost; ids[1] is done, ids[0] running
+        assert _lost_tasks(client, set(ids)) == {ids[2]}
+        assert _server_id(client) not in (None, "")
+    finally:
+        redis.stop()
