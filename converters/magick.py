@@ -37,7 +37,7 @@ from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["CODERS", "FALLBACK_CODERS", "MagickConverter"]
+__all__ = ["CODERS", "FALLBACK_CODERS", "MagickConverter", "pixel_budget"]
 
 CODERS: dict[str, str] = {
     "image/x-xcf": "XCF",
@@ -146,6 +146,7 @@ class MagickConverter:
         (config / "policy.xml").write_text(_policy(ctx, tmp), encoding="utf-8")
         out = run_dir / "image.png"
         argv = [sys.executable, "-I", "-m", "converters.magick_worker"]
+        argv.append(f"--max-pixels={pixel_budget(ctx)}")
         if ctx.fallback_for is not None:
             argv.append("--strict")  # a fallback must not render damaged data
         argv.append(coder)
@@ -179,15 +180,33 @@ class MagickConverter:
         return MagickDocument(out, facts, ctx)
 
 
+def _cache_bytes(ctx: ConvertContext) -> int:
+    """ImageMagick's pixel-cache budget: half the worker memory cap, within the pixel limit.
+
+    ImageMagick 6 decodes whole images (no streaming) into a cache of 8 bytes per pixel (Q16
+    RGBA); the other half of ``--max-memory`` is for the interpreter, the libraries and the
+    output.
+    """
+    limits = ctx.limits
+    return max(64 * _MIB, min(limits.max_pixels * 8, limits.max_memory // 2))
+
+
+def pixel_budget(ctx: ConvertContext) -> int:
+    """Largest image (in pixels) handed to ImageMagick: what its pixel cache can hold."""
+    return min(ctx.limits.max_pixels, _cache_bytes(ctx) // 8)
+
+
 def _policy(ctx: ConvertContext, tmp: Path) -> str:
     """Fill the policy template in with this conversion's limits."""
     pixels = ctx.limits.max_pixels
-    memory = max(64 * _MIB, min(pixels * 8, 2048 * _MIB))  # Q16 RGBA: 8 bytes per pixel
+    memory = _cache_bytes(ctx)
     template = string.Template(POLICY_TEMPLATE.read_text(encoding="utf-8"))
+    # Map and disk (files in the private temp directory) only as much again as memory: images
+    # over pixel_budget() are refused from their header before anything is decoded.
     return template.substitute(
         memory=f"{memory // _MIB}MiB",
-        map=f"{2 * memory // _MIB}MiB",
-        disk=f"{4 * memory // _MIB}MiB",
+        map=f"{memory // _MIB}MiB",
+        disk=f"{memory // _MIB}MiB",
         area=str(pixels),
         width=str(min(pixels, 1 << 20)),
         height=str(min(pixels, 1 << 20)),

@@ -12,9 +12,10 @@ the explicit coder CODER (never a file name, which ImageMagick would interpret),
 images (XCF) onto their canvas or takes the first frame, applies EXIF orientation, converts to
 8-bit sRGB and writes OUTPUT as PNG. It prints one JSON line with the source's facts.
 
-With ``--strict`` before CODER (previewer's fallback after another converter failed), any
-ImageMagick warning while reading (corrupt or truncated data, which it would otherwise render
-grey-filled) is a failure.
+With ``--max-pixels=N`` before CODER, an image whose header declares more pixels than N (in
+any frame) is refused before it is decoded (exit 4). With ``--strict`` before CODER
+(previewer's fallback after another converter failed), any ImageMagick warning while reading
+(corrupt or truncated data, which it would otherwise render grey-filled) is a failure.
 
 Exit statuses: 0 done, 2 bad input, 3 policy not in force, 4 resource limit reached.
 """
@@ -134,12 +135,19 @@ def _xcf_canvas(path: str) -> tuple[int, int] | None:
 
 def main(argv: list[str]) -> int:
     """Convert one file; see the module docstring."""
-    strict = bool(argv) and argv[0] == "--strict"
-    if strict:
-        argv = argv[1:]
+    strict, max_pixels = False, 0
+    while argv and argv[0].startswith("--"):
+        flag, argv = argv[0], argv[1:]
+        if flag == "--strict":
+            strict = True
+        elif flag.startswith("--max-pixels=") and flag.split("=", 1)[1].isdigit():
+            max_pixels = int(flag.split("=", 1)[1])
+        else:
+            argv = []  # unknown flag: usage
     if len(argv) != 3:
         print(
-            "usage: python -m converters.magick_worker [--strict] CODER INPUT OUTPUT",
+            "usage: python -m converters.magick_worker [--strict] [--max-pixels=N] "
+            "CODER INPUT OUTPUT",
             file=sys.stderr,
         )
         return 64
@@ -162,6 +170,20 @@ def main(argv: list[str]) -> int:
         return EXIT_POLICY
     facts: dict[str, Any] = {"coder": coder}
     try:
+        if max_pixels:
+            # ImageMagick decodes whole images: refuse one too large from its header alone.
+            with open(source, "rb") as fh, Image.ping(file=fh, format=coder) as pinged:
+                sizes = [(frame.width, frame.height) for frame in pinged.sequence]
+            canvas = _xcf_canvas(source) if coder == "XCF" else None
+            width, height = max([*sizes, *([canvas] if canvas else [])], key=lambda s: s[0] * s[1])
+            if width * height > max_pixels:
+                print(
+                    f"PREVIEWER-LIMIT: image is {width}x{height} = {width * height:,} pixels; "
+                    f"ImageMagick decodes whole images (8 bytes a pixel) and may take "
+                    f"{max_pixels:,} here (raise --max-memory or --max-pixels)",
+                    file=sys.stderr,
+                )
+                return EXIT_LIMIT
         with open(source, "rb") as fh, Image(file=fh, format=coder) as read:
             warning = _read_warning(read) if strict else None
             if warning is not None:

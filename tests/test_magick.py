@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pngcheck import check_png
 
 import previewer
 from converters.magick import POLICY_TEMPLATE, MagickConverter
-from previewer.errors import InputError, UnsupportedFormatError
+from previewer.errors import InputError, LimitExceededError, UnsupportedFormatError
 
 pytestmark = pytest.mark.skipif(
     not MagickConverter().availability().ok, reason="Wand/libMagickWand not installed"
@@ -207,3 +208,30 @@ def test_tiled_rendering_matches_one_piece() -> None:
     ).convert("RGB")
     assert tiled.size == whole.size
     assert max(ImageStat.Stat(ImageChops.difference(whole, tiled)).mean) < 1
+
+
+def test_images_too_large_for_imagemagick_are_refused_from_the_header(tmp_path: Path) -> None:
+    # 20000x20000 black PBM (a sparse 50 MB file): 400 MP would need 3.2 GB of pixel cache.
+    path = tmp_path / "huge.pbm"
+    with open(path, "wb") as fh:
+        fh.write(b"P4\n20000 20000\n")
+        fh.truncate(fh.tell() + 20000 // 8 * 20000)
+    started = time.monotonic()
+    with pytest.raises(LimitExceededError, match="400,000,000 pixels; ImageMagick decodes whole"):
+        previewer.convert(path, out_dir=tmp_path / "out")
+    assert time.monotonic() - started < 20
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_imagemagick_pixel_budget_follows_the_limits() -> None:
+    from converters.magick import pixel_budget
+    from previewer.options import Limits
+    from previewer.plugin import ConvertContext
+
+    def budget(**limits: int) -> int:
+        return pixel_budget(ConvertContext(limits=Limits(**limits), mime="image/x-tga"))
+
+    gib = 1024**3
+    assert budget() == gib // 8  # half of the default 2 GiB cap, 8 bytes a pixel
+    assert budget(max_memory=8 * gib) == 4 * gib // 8
+    assert budget(max_pixels=1_000_000) == 1_000_000
