@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -26,6 +26,7 @@ from previewer.cli import cli
 from previewer.errors import EngineError, InputError, LimitExceededError
 from previewer.plugin import Availability, ConvertContext
 from previewer.registry import Registry
+from tests.plugins.faulty import FakeDocument
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -137,36 +138,6 @@ def test_limits_are_not_retried(tmp_path: Path) -> None:
     assert "could not read it either" not in str(caught.value)
 
 
-class _Doc:
-    units: Literal["pt", "px"] = "px"
-
-    def __init__(self, size: tuple[int, int], pages: int, fail_from: int) -> None:
-        self._size = size
-        self.page_count = pages
-        self._fail_from = fail_from
-
-    def page_size(self, index: int) -> tuple[float, float]:
-        return (float(self._size[0]), float(self._size[1]))
-
-    def render(self, index: int, *, scale: float, clip: Any = None) -> Image.Image:
-        if index >= self._fail_from:
-            raise EngineError("the engine crashed while decoding")
-        w, h = round(self._size[0] * scale), round(self._size[1] * scale)
-        return Image.new("RGB", (w, h), (0, 255, 0))
-
-    def metadata(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Doc:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class CrashingPng:
     """Claims PNG, opens fine, and crashes while rendering page ``FAIL_FROM`` onwards."""
 
@@ -179,9 +150,9 @@ class CrashingPng:
     def availability(self) -> Availability:
         return Availability(True, "test")
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         with Image.open(source) as im:
-            return _Doc(im.size, self.PAGES, self.FAIL_FROM)
+            return FakeDocument(im.size, self.PAGES, self.FAIL_FROM)
 
 
 class CrashingSecondPage(CrashingPng):
@@ -201,7 +172,9 @@ def test_failure_while_rendering_falls_back(tmp_path: Path) -> None:
     assert preview.converter == "magick-wand"
     with Image.open(preview.path) as im:
         assert im.size == (30, 10)
-        assert im.convert("RGB").getpixel((15, 5)) == BLUE  # ImageMagick's pixels, not green
+        assert (
+            im.convert("RGB").getpixel((15, 5)) == BLUE
+        )  # ImageMagick's pixels, not the crashing converter's
 
 
 def test_no_fallback_once_pages_are_written(tmp_path: Path) -> None:
@@ -252,9 +225,9 @@ class BrokenFallback:
     def availability(self) -> Availability:
         return Availability(True, "test")
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         assert ctx.fallback_for == "test-crashing-png"
-        return _Doc((30, 10), 1, 0)
+        return FakeDocument((30, 10), 1, 0)
 
 
 def test_fallback_failing_while_rendering_reports_the_first_error(tmp_path: Path) -> None:

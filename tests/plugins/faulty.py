@@ -11,18 +11,30 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
+from previewer.errors import EngineError
 from previewer.plugin import Availability, ConvertContext
 
 
-class _Doc:
+class FakeDocument:
+    """``pages`` pages of ``size`` px in one colour; pages from ``fail_from`` on crash."""
+
     units: Literal["pt", "px"] = "px"
-    page_count = 1
+
+    def __init__(
+        self, size: tuple[int, int] = (40, 20), pages: int = 1, fail_from: int | None = None
+    ) -> None:
+        self._size = size
+        self.page_count = pages
+        self._fail_from = fail_from
 
     def page_size(self, index: int) -> tuple[float, float]:
-        return (40.0, 20.0)
+        return (float(self._size[0]), float(self._size[1]))
 
     def render(self, index: int, *, scale: float, clip: Any = None) -> Image.Image:
-        return Image.new("RGB", (round(40 * scale), round(20 * scale)), (0, 128, 255))
+        if self._fail_from is not None and index >= self._fail_from:
+            raise EngineError("the engine crashed while decoding")
+        width, height = round(self._size[0] * scale), round(self._size[1] * scale)
+        return Image.new("RGB", (width, height), (0, 128, 255))
 
     def metadata(self) -> dict[str, Any]:
         return {}
@@ -30,7 +42,7 @@ class _Doc:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> _Doc:
+    def __enter__(self) -> FakeDocument:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -50,11 +62,11 @@ class SleepConverter(_Base):
 
     name: ClassVar[str] = "test-sleep"
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         sh = shutil.which("sh") or "/bin/sh"
         marker = source.with_name(source.name + ".pid")  # the test reads the grandchild's pid
         ctx.run([sh, "-c", f"sleep 30 & echo $! > {marker}; sleep 30"], timeout=1.0)
-        return _Doc()
+        return FakeDocument()
 
 
 class ExitConverter(_Base):
@@ -62,10 +74,10 @@ class ExitConverter(_Base):
 
     name: ClassVar[str] = "test-exit"
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         sh = shutil.which("sh") or "/bin/sh"
         ctx.run([sh, "-c", "echo 'engine exploded' >&2; exit 3"])
-        return _Doc()
+        return FakeDocument()
 
 
 class NoOutputConverter(_Base):
@@ -73,9 +85,9 @@ class NoOutputConverter(_Base):
 
     name: ClassVar[str] = "test-nooutput"
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         ctx.run(["/bin/true"], expect_output=ctx.workdir / "out.pdf")
-        return _Doc()
+        return FakeDocument()
 
 
 class ForeignErrorConverter(_Base):
@@ -83,8 +95,8 @@ class ForeignErrorConverter(_Base):
 
     name: ClassVar[str] = "test-foreign"
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
-        class Broken(_Doc):
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
+        class Broken(FakeDocument):
             def render(self, index: int, *, scale: float, clip: Any = None) -> Image.Image:
                 raise ZeroDivisionError("engine bug")
 
@@ -102,7 +114,7 @@ class UnavailableConverter(_Base):
             False, "Nothing", reason="nothing is not installed; apt-get install nothing"
         )
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         raise AssertionError("must never be opened")
 
 
@@ -111,8 +123,8 @@ class GoodConverter(_Base):
 
     name: ClassVar[str] = "test-good"
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
-        return _Doc()
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
+        return FakeDocument()
 
 
 class BrokenInitConverter(_Base):
@@ -134,7 +146,7 @@ class TripwireConverter(_Base):
 
     name: ClassVar[str] = "test-tripwire"
 
-    def open(self, source: Path, ctx: ConvertContext) -> _Doc:
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         import os
         import time
 
@@ -149,4 +161,4 @@ class TripwireConverter(_Base):
                 hoard.append(bytearray(64 * 1024 * 1024))
         elif word == b"SLOW":
             time.sleep(1)
-        return _Doc()
+        return FakeDocument()
