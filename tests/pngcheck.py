@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-__all__ = ["check_png", "png_chunks"]
+__all__ = ["check_png", "check_tiling", "png_chunks"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -132,3 +132,23 @@ def check_png(
             f"{label}: the image is one flat colour {image.getpixel((0, 0))}"
         )
     return image
+
+
+def check_tiling(source: str | PathLike[str], size: int, max_tile_pixels: int) -> None:
+    """Render ``source`` whole and in tiles of ``max_tile_pixels``; the two must match.
+
+    Args:
+        source: The input.
+        size: Longest side of the rendering.
+        max_tile_pixels: A tile budget small enough to force several tiles.
+    """
+    from PIL import ImageChops, ImageStat
+
+    import previewer
+
+    whole = previewer.render(source, size=size).convert("RGB")
+    tiled = previewer.render(
+        source, size=size, limits=previewer.Limits(max_tile_pixels=max_tile_pixels)
+    ).convert("RGB")
+    assert tiled.size == whole.size
+    assert max(ImageStat.Stat(ImageChops.difference(whole, tiled)).mean) < 1

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pngcheck import check_png
+from pngcheck import check_png, check_tiling
 
 import previewer
 from previewer.errors import EngineTimeoutError, InputError
@@ -139,13 +139,8 @@ def test_multi_page_postscript(tmp_path: Path) -> None:
 
 
 def test_tiled_rendering_matches_one_piece(tmp_path: Path) -> None:
-    from PIL import ImageChops, ImageStat
-
     path = _eps(tmp_path, b"0 0 1 setrgbcolor 100 50 moveto 150 90 lineto stroke")
-    whole = previewer.render(path, size=800).convert("RGB")
-    tiled = previewer.render(path, size=800, limits=previewer.Limits(max_tile_pixels=40_000))
-    assert tiled.size == whole.size
-    assert max(ImageStat.Stat(ImageChops.difference(whole, tiled.convert("RGB"))).mean) < 1
+    check_tiling(path, 800, max_tile_pixels=40_000)
 
 
 def test_one_size_preview_is_gs_png_without_pillow(tmp_path: Path) -> None:

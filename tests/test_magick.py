@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from pngcheck import check_png
+from pngcheck import check_png, check_tiling
 
 import previewer
 from converters.magick import POLICY_TEMPLATE, MagickConverter
@@ -200,14 +200,7 @@ def test_svg_fetches_nothing_local_or_remote(tmp_path: Path) -> None:
 
 
 def test_tiled_rendering_matches_one_piece() -> None:
-    from PIL import ImageChops, ImageStat
-
-    whole = previewer.render(VECTOR / "the_xcf.xcf", size=530).convert("RGB")
-    tiled = previewer.render(
-        VECTOR / "the_xcf.xcf", size=530, limits=previewer.Limits(max_tile_pixels=20_000)
-    ).convert("RGB")
-    assert tiled.size == whole.size
-    assert max(ImageStat.Stat(ImageChops.difference(whole, tiled)).mean) < 1
+    check_tiling(VECTOR / "the_xcf.xcf", 530, max_tile_pixels=20_000)
 
 
 def test_images_too_large_for_imagemagick_are_refused_from_the_header(tmp_path: Path) -> None:
