@@ -134,13 +134,8 @@ def _convert(
 ) -> list[Preview]:
     previews: list[Preview] = [] if state is None else state.outputs
     with open_input(source, opts, registry, name, state, page_hint=True) as od:
-        try:
-            _write_pages(od, opts, previews)
-        except PreviewerError as exc:
-            if previews:
-                raise  # some previews are out: never mix two converters' pages
-            with od.fall_back(exc) as again:
-                _write_pages(again, opts, previews)
+        # Once some previews are out, never mix two converters' pages.
+        od.attempt(lambda o: _write_pages(o, opts, previews), unless=lambda: bool(previews))
     return previews
 
 
@@ -250,11 +245,7 @@ def render(
         return image
 
     with open_input(source, opts, registry or Registry(), name, page_hint=True) as od:
-        try:
-            return render_one(od)
-        except PreviewerError as exc:
-            with od.fall_back(exc) as again:
-                return render_one(again)
+        return od.attempt(render_one)
 
 
 def info(

@@ -422,11 +422,7 @@ def thumbnail_file(
 
         try:
             with open_input(path, opts, registry or Registry(), None, result, page_hint=True) as od:
-                try:
-                    facts, images = render(od)
-                except PreviewerError as exc:  # ImageMagick may read what the converter cannot
-                    with od.fall_back(exc) as again:
-                        facts, images = render(again)
+                facts, images = od.attempt(render)  # ImageMagick may read what it cannot
         except (UnsupportedFormatError, EngineUnavailableError) as exc:
             if walked:
                 result.status, result.reason = "skipped", exc.message

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, TypeVar, Union
 
 from previewer import limits as _limits
 from previewer import mime as _mime
@@ -38,6 +38,8 @@ from previewer.results import FileResult
 __all__ = ["Opened", "Source", "fallback_converter", "guard", "open_input"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 """An input: a file path, the file's bytes, or a readable binary file object."""
@@ -162,24 +164,33 @@ class Opened:
     path: Path
     _fallback: Callable[[PreviewerError], contextlib.AbstractContextManager[Opened]] | None = None
 
-    def fall_back(self, error: PreviewerError) -> contextlib.AbstractContextManager[Opened]:
-        """Open the same input with the fallback converter after ``error`` while rendering.
+    def attempt(self, work: Callable[[Opened], T], *, unless: Callable[[], bool] = bool) -> T:
+        """Run ``work`` on this input; if it fails, run it again on the fallback's document.
+
+        A failure while rendering is retried like one while opening (see :func:`open_input`):
+        the failed document is closed first and the fallback converter opens the same file.
 
         Args:
-            error: What the converter raised.
+            work: What to do with an opened input.
+            unless: Called after a failure; when it returns True the failure is raised as it
+                is (say, some pages of the first converter are already written).
 
         Returns:
-            A context manager yielding the input opened by the fallback converter.
+            What ``work`` returned.
 
         Raises:
-            PreviewerError: ``error`` itself when no fallback applies; ``error`` with the
-                fallback's reason added when the fallback fails too.
+            PreviewerError: The failure, when no fallback applies; the first failure with the
+                fallback's reason added, when the fallback fails too.
         """
-        if self._fallback is None:
-            raise error
-        with contextlib.suppress(Exception):
-            self.doc.close()  # release the failed engine's memory before the next one starts
-        return self._fallback(error)
+        try:
+            return work(self)
+        except PreviewerError as exc:
+            if self._fallback is None or unless():
+                raise
+            with contextlib.suppress(Exception):
+                self.doc.close()  # release the failed engine's memory before the next one starts
+            with self._fallback(exc) as again:
+                return work(again)
 
 
 _NO_FALLBACK = (EncryptedError, LimitExceededError, EngineTimeoutError)
@@ -232,7 +243,7 @@ def open_input(
 
     When that converter fails on the file and another one declares itself its fallback for
     the type (ImageMagick for the common raster types and PSD), the file is opened again with
-    the fallback (see :func:`fallback_converter`); :meth:`Opened.fall_back` does the same for
+    the fallback (see :func:`fallback_converter`); :meth:`Opened.attempt` does the same for
     failures while rendering. If the fallback fails too, the first converter's error is raised.
 
     Args:
