@@ -358,8 +358,6 @@ def test_options_round_trip() -> None:
 def test_cli_broker_flag_matches_a_local_run(
     queue: tuple[str, list[Worker]], tmp_path: Path
 ) -> None:
-    import json
-
     url, _workers = queue
     src = tmp_path / "in"
     _make_inputs(src)
