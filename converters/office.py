@@ -97,6 +97,9 @@ class OfficeConverter:
     name: ClassVar[str] = "office-libreoffice"
     mime_types: ClassVar[frozenset[str]] = WORD | SHEET | SLIDES | DRAWING | ENCRYPTED | OLE_GENERIC
     priority: ClassVar[int] = 50
+    warm_engine: ClassVar[bool] = True
+    """Its engine is a warm LibreOffice outside this process, under the timeout: previewer
+    converts in the calling process rather than a throw-away child, so LibreOffice stays up."""
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:

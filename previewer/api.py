@@ -8,11 +8,12 @@ prints, exits or configures logging.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from previewer.errors import (
     InvalidOptionsError,
@@ -44,6 +45,11 @@ __all__ = [
 ]
 
 SizeArg = str | int | SizeSpec
+T = TypeVar("T")
+
+# The library never prints: without this, Python's last-resort handler would write previewer's
+# warnings to the host's stderr when the host has configured no logging.
+logging.getLogger("previewer").addHandler(logging.NullHandler())
 
 
 def _options(
@@ -100,7 +106,13 @@ def convert(
         upscale: Enlarge raster sources smaller than the box.
         password: Password for an encrypted document.
         converter: Force a converter by name.
-        limits: Resource budgets (defaults when None).
+        limits: Resource budgets (defaults when None). The conversion runs in a child
+            process where they apply: ``timeout`` bounds it (:class:`EngineTimeoutError`) and
+            ``max_memory`` caps its memory (:class:`LimitExceededError`). From a process with
+            several threads the child comes from a fork server (started on first use), since
+            forking a multi-threaded process is unsafe. Office documents run in this process
+            instead, keeping LibreOffice warm between calls; LibreOffice itself runs under
+            the timeout.
         name: File name to use for outputs and messages (default: the path's name;
             ``"input"`` for bytes and streams).
         options: A ready :class:`Options`, used instead of the individual arguments above.
@@ -122,7 +134,104 @@ def convert(
         converter=converter,
         limits=limits,
     )
-    return _convert(source, opts, registry or Registry(), name)
+    reg = registry or Registry()
+    previews, _ = _limited(_convert, source, opts, reg, name, writes=True)
+    return previews
+
+
+def _display(source: Source, name: str | None) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return name or "<bytes>"
+
+
+def _in_caller(source: Source, opts: Options, registry: Registry, name: str | None) -> bool:
+    """Whether ``source`` goes to a converter whose engine is an external, warm process.
+
+    Such a converter (LibreOffice's, ``warm_engine = True``) keeps its engine running between
+    conversions in the converting process, under the timeout and in its own process group; a
+    throw-away child per conversion would start a new engine every time. Its conversions run
+    in the caller.
+    """
+    from previewer import mime as _mime
+
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            kind = _mime.sniff(source, name)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            head = bytes(source[: _mime.HEAD_BYTES])
+            kind = _mime.sniff_bytes(head, name or "")
+            if kind == "application/zip":
+                import io
+
+                kind = _mime._zip_type(io.BytesIO(source))  # type: ignore[arg-type]
+        else:
+            return False
+        conv = registry.resolve(kind, name=opts.converter)
+    except (PreviewerError, OSError, ValueError):
+        return False  # the child reports it
+    return bool(getattr(conv, "warm_engine", False))
+
+
+def _limited(
+    func: Callable[[Source, Options, Registry, str | None], T],
+    source: Source,
+    opts: Options,
+    registry: Registry,
+    name: str | None,
+    *,
+    writes: bool = False,
+) -> tuple[T, list[str]]:
+    """Run one conversion where its limits apply; return its value and the engine messages.
+
+    The conversion runs in a child process under ``opts.limits`` (see
+    :func:`previewer.pool.run_limited`): a hang is stopped at the timeout, an allocation beyond
+    ``max_memory`` fails, a crash fails only this input. Inputs for a converter with a warm
+    external engine (see :func:`_in_caller`) run in this process, their engine under the
+    timeout. Streams are read here (up to the size limit), so the child never reads the
+    caller's file objects.
+    """
+    from previewer import pool
+
+    display = _display(source, name)
+    if _in_caller(source, opts, registry, name):
+        try:
+            return func(source, opts, registry, name), []
+        except Exception as exc:
+            raise pool.library_error(exc, display, opts.limits) from exc
+    if not isinstance(source, (str, os.PathLike, bytes)):
+        if isinstance(source, (bytearray, memoryview)):
+            source = bytes(source)
+        elif hasattr(source, "read"):
+            source = _read_stream(source, opts.limits.max_file_size)
+    name_out = None
+    if writes:
+        name_out = name or (os.path.basename(display) if isinstance(source, str) else "input")
+    value, messages = pool.run_limited(
+        func,
+        (source, opts, registry, name),
+        limits=opts.limits,
+        display=display,
+        out_dir=opts.out_dir if writes else None,
+        name=name_out,
+    )
+    pool.report_messages(display, messages)
+    return value, messages
+
+
+def _read_stream(stream: Any, limit: int) -> bytes:
+    """Read a binary stream, stopping one byte past ``limit`` (the child refuses that)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit and (chunk := stream.read(min(1 << 20, limit + 1 - total))):
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise InvalidOptionsError(
+                f"cannot read input of type {type(stream).__name__}: "
+                "give a path, bytes or a binary file object"
+            )
+        chunks.append(bytes(chunk))
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _convert(
@@ -186,7 +295,7 @@ def _select_pages(od: Opened, opts: Options) -> list[int]:
         raise LimitExceededError(
             f"{len(numbers)} pages selected, over the limit of {opts.limits.max_pages}",
             path=od.display,
-            hint="select fewer pages with --pages or raise --max-pages",
+            hint="select fewer pages with pages= or raise max_pages",
         )
     return numbers
 
@@ -222,8 +331,6 @@ def render(
     Raises:
         PreviewerError: A subclass naming the input and the reason.
     """
-    from previewer.rendering import render_page
-
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise InvalidOptionsError(f"page must be a positive integer, not {page!r}")
     opts = _options(
@@ -236,6 +343,13 @@ def render(
         limits=limits,
     )
 
+    image, _ = _limited(_render, source, opts, registry or Registry(), name)
+    return image
+
+
+def _render(source: Source, opts: Options, registry: Registry, name: str | None) -> Image.Image:
+    from previewer.rendering import render_page
+
     def render_one(od: Opened) -> Image.Image:
         (number,) = _select_pages(od, opts)
         with guard(od.display, od.converter.name):
@@ -244,7 +358,7 @@ def render(
             )
         return image
 
-    with open_input(source, opts, registry or Registry(), name, page_hint=True) as od:
+    with open_input(source, opts, registry, name, page_hint=True) as od:
         return od.attempt(render_one)
 
 
@@ -274,7 +388,11 @@ def info(
         PreviewerError: A subclass naming the input and the reason.
     """
     opts = _options(None, password=password, converter=converter, limits=limits)
-    reg = registry or Registry()
+    facts, _ = _limited(_info, source, opts, registry or Registry(), name)
+    return facts
+
+
+def _info(source: Source, opts: Options, reg: Registry, name: str | None) -> DocumentInfo:
     with open_input(source, opts, reg, name) as od:
         cname = od.converter.name
         with guard(od.display, cname):
@@ -339,11 +457,12 @@ def convert_many(
         upscale: See :func:`convert`.
         password: See :func:`convert`.
         converter: See :func:`convert`.
-        limits: See :func:`convert`; ``timeout`` and ``max_memory`` bound each file in a worker.
+        limits: See :func:`convert`; ``timeout`` and ``max_memory`` bound each file.
         options: A ready :class:`Options` used instead of the individual arguments.
         registry: The converters to use (one registry serves the whole run).
-        jobs: 0 converts in this process; N >= 1 uses N worker processes, so a hang, crash or
-            memory blow-up fails only that file.
+        jobs: 0 converts one file at a time, each in a child process of this one; N >= 1
+            uses N worker processes. Either way a hang, crash or memory blow-up fails only
+            that file.
         include: Globs a walked file must match (its path relative to the tree, or its name).
         exclude: Globs of walked files to leave out.
         hidden: Also walk hidden files and folders.
@@ -397,6 +516,7 @@ def convert_one(
     registry: Registry,
     *,
     name: str | None = None,
+    isolate: bool = False,
 ) -> FileResult:
     """Convert one input and return its result instead of raising.
 
@@ -405,24 +525,49 @@ def convert_one(
         options: The options.
         registry: The converters.
         name: File name for outputs and messages (default: the path's name, or ``input``).
+        isolate: Run it where its limits apply (a child process, see :func:`_limited`);
+            False when the caller already is such a place (a batch or queue worker).
 
     Returns:
-        The result: converted, skipped (no selected page exists) or failed.
+        The result: converted, skipped (no selected page exists) or failed; engine messages
+        captured in a child are in its ``warnings``.
     """
-    if isinstance(source, (str, os.PathLike)):
-        display = os.fspath(source)
-    else:
-        display = name or "<bytes>"
+    if not isolate:
+        return _convert_one(source, options, registry, name)
+    display = _display(source, name)
+    started = time.monotonic()
+    try:
+        result, messages = _limited(_convert_one, source, options, registry, name, writes=True)
+    except PreviewerError as exc:  # the child timed out, crashed or ran out of memory
+        return FileResult(
+            input=display, status="failed", error=exc, duration=time.monotonic() - started
+        )
+    result.warnings.extend(m for m in messages if m not in result.warnings)
+    return result
+
+
+def _convert_one(
+    source: Source, options: Options, registry: Registry, name: str | None
+) -> FileResult:
+    display = _display(source, name)
     started = time.monotonic()
     result = FileResult(input=display, status="failed")
     try:
         _convert(source, options, registry, name, result)
     except PreviewerError as exc:
-        result.error = exc
+        from previewer.pool import library_error
+
+        error = library_error(exc, display, options.limits)
+        assert isinstance(error, PreviewerError)
+        result.error = error
+    except MemoryError as exc:
+        from previewer.pool import library_error
+
+        result.error = library_error(exc, display, options.limits)  # type: ignore[assignment]
     else:
         result.status = "converted" if result.outputs else "skipped"
         if not result.outputs:
-            result.reason = f"no page selected by --pages {options.pages}"
+            result.reason = f"no page selected by pages={options.pages}"
     result.duration = time.monotonic() - started
     return result
 

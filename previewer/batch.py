@@ -331,8 +331,9 @@ def run_batch(
         jobs: From :func:`collect`.
         options: The options (``out_dir`` is replaced per job).
         registry: The converters.
-        workers: 0 runs in this process; N >= 1 runs in N worker processes with per-file
-            deadlines, memory caps and crash isolation.
+        workers: 0 runs one file at a time, each in a child process of this one (see
+            :func:`previewer.pool.run_limited`); N >= 1 runs in N worker processes. Either way
+            each file has its deadline, memory cap and crash isolation.
         resume: Skip inputs whose previews are up to date (see :class:`Journal`).
         on_result: Called with each result as soon as it is known.
 
@@ -371,7 +372,11 @@ def run_batch(
                     finish(job, ready[job.index])
                     continue
                 result = convert_one(
-                    job.source, replace(options, out_dir=job.out_dir), registry, name=job.name
+                    job.source,
+                    replace(options, out_dir=job.out_dir),
+                    registry,
+                    name=job.name,
+                    isolate=True,
                 )
                 result.input = job.display
                 finish(job, result, stat)

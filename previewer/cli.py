@@ -87,23 +87,71 @@ def cli(debug: bool) -> None:
       previewer converters
     """
     _State.debug = debug
+    for logger in (logging.root, log):  # one handler, however often main() runs in a process
+        for old in [h for h in logger.handlers if isinstance(h, _MessageHandler)]:
+            logger.removeHandler(old)
+    handler = _MessageHandler()
     if debug:
-        logging.basicConfig(
-            level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-        )
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.root.addHandler(handler)
+        logging.root.setLevel(logging.DEBUG)
+    else:
+        # The library's warnings (engine messages captured during a conversion, kept work
+        # directories) as warning lines; details stay for --debug.
+        handler.setFormatter(logging.Formatter("previewer: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        log.addHandler(handler)
 
 
 # --------------------------------------------------------------------------- messages
 
 
+class _Console:
+    """The rich console of the live progress bar, if any: messages go through it."""
+
+    live: Any = None
+
+
 def _err(text: str, *, style: str | None = None) -> None:
+    """Write a message line on stderr, clearing the progress bar first when one is shown."""
+    console = _Console.live
+    if console is not None:
+        console.print(text, style=style, markup=False, highlight=False, emoji=False)
+        return
     if style and sys.stderr.isatty():
         text = click.style(text, fg=style)
     click.echo(text, err=True)
 
 
+class _MessageHandler(logging.Handler):
+    """Shows log records as message lines (see :func:`_err`), warnings in yellow."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - logging must not fail the run
+            self.handleError(record)
+            return
+        style = "yellow" if record.levelno >= logging.WARNING else None
+        _err(text, style="red" if record.levelno >= logging.ERROR else style)
+
+
+def _describe(exc: BaseException) -> str:
+    """The error as the command line shows it: the library's hint in terms of flags."""
+    if isinstance(exc, PreviewerError) and exc.hint:
+        from previewer.errors import flag_words
+
+        hint = exc.hint
+        try:
+            exc.hint = flag_words(hint)
+            return str(exc)
+        finally:
+            exc.hint = hint
+    return str(exc)
+
+
 def _report_error(exc: BaseException) -> None:
-    _err(f"previewer: error: {exc}", style="red")
+    _err(f"previewer: error: {_describe(exc)}", style="red")
 
 
 def _limits_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -239,7 +287,7 @@ def _limits(
     default=Limits().max_memory,
     show_default=True,
     envvar="PREVIEWER_MAX_MEMORY",
-    help="Address-space cap of each worker process, in bytes.",
+    help="Memory (address space) one input's conversion may use, in bytes.",
 )
 @_limits_options
 def convert(
@@ -301,14 +349,6 @@ def convert(
         raise click.UsageError(exc.message) from exc
     if inputs.count("-") > 1:
         raise click.UsageError("stdin (-) can be given only once")
-    if keep_temp and not _State.debug:
-        # The library logs kept work directories; show those lines even without --debug.
-        keep_log = logging.getLogger("previewer.inputs")
-        if not keep_log.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("previewer: %(message)s"))
-            keep_log.addHandler(handler)
-            keep_log.setLevel(logging.WARNING)
     registry = Registry()
     if out_dir == "-":
         if broker:
@@ -462,7 +502,9 @@ class _ResultPrinter:
         if result.error is not None:
             _report_error(result.error)
         elif result.status == "skipped" and result.reason != "up to date":
-            _err(f"previewer: skipped {result.input}: {result.reason}", style="yellow")
+            from previewer.errors import flag_words
+
+            _err(f"previewer: skipped {result.input}: {flag_words(result.reason)}", style="yellow")
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -531,9 +573,11 @@ def _progress(*, quiet: bool) -> Iterator[_Progress]:
         auto_refresh=True,
     )
     tracker = _Progress(bar)
+    _Console.live = bar.console  # messages printed meanwhile clear the bar and redraw it
     try:
         yield tracker
     finally:
+        _Console.live = None
         if tracker.task is not None:
             bar.stop()
 

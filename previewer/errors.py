@@ -4,11 +4,17 @@ Every error previewer raises derives from :class:`PreviewerError`. Each class ca
 exit code the command line uses for it (mapped in exactly one place, ``cli.main``), and each
 instance names the file it is about, the converter involved and, where it helps, what the user can
 do about it.
+
+Messages and hints speak of the library's parameters (``raise max_pixels``, ``pass password=``),
+never of command-line flags (the command line maps them with :func:`flag_words`), and never show
+previewer's private temporary paths (:func:`scrub_paths` replaces them with the input's name).
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import re
 
 __all__ = [
     "EncryptedError",
@@ -22,6 +28,10 @@ __all__ = [
     "OutputError",
     "PreviewerError",
     "UnsupportedFormatError",
+    "flag_words",
+    "out_of_memory",
+    "parameter_words",
+    "scrub_paths",
 ]
 
 
@@ -46,6 +56,10 @@ class ExitCode(enum.IntEnum):
 class PreviewerError(Exception):
     """Base class of every error previewer raises on purpose.
 
+    ``str(error)`` is ``"<path>: <message> [<converter>]; <hint>"`` (the parts that are set).
+    Errors pickle with all their attributes, so an error raised in a worker or a forked child
+    reaches the caller as it was raised.
+
     Args:
         message: What went wrong, without the file name (it is added from ``path``).
         path: The input (or output) the error is about, as the user named it.
@@ -53,6 +67,13 @@ class PreviewerError(Exception):
         hint: What the user can do about it, shown after the message.
 
     Attributes:
+        message: What went wrong, without the file name. It speaks of the library's
+            parameters, and names inputs by their display name (no temporary paths).
+        path: The input (or output) as the caller named it: the path given, the ``name=``
+            passed with bytes or a stream, or ``"<bytes>"``; None when no input is involved.
+        converter: The converter involved (``"pdf-pymupdf"``), or None.
+        hint: What the caller can do about it, in terms of parameters
+            (``"raise max_pixels to accept it"``), or None.
         exit_code: The :class:`ExitCode` the command line exits with for this error.
     """
 
@@ -155,3 +176,126 @@ class OutputError(PreviewerError):
     """The destination cannot be written."""
 
     exit_code = ExitCode.OUTPUT
+
+
+# --------------------------------------------------------------------------- message text
+
+_FLAGS = {
+    "max_pixels": "--max-pixels",
+    "max_output_pixels": "--max-output-pixels",
+    "max_tile_pixels": "--max-tile-pixels",
+    "max_file_size": "--max-file-size",
+    "max_pages": "--max-pages",
+    "max_memory": "--max-memory",
+    "timeout": "--timeout",
+    "pages": "--pages",
+}
+_PHRASES = (
+    ("pass password=", "pass the password with --password"),
+    ("with pages=", "with --pages"),
+    ("raise timeout", "raise --timeout"),
+    ("selected by pages=", "selected by --pages "),
+)
+_FLAG_RE = re.compile(r"(?<![\w-])--(" + "|".join(f.replace("_", "-") for f in _FLAGS) + r")\b")
+_PARAM_RE = re.compile(r"(?<![\w-])(max_[a-z_]+)\b")
+
+
+def parameter_words(text: str) -> str:
+    """Reword command-line flags in ``text`` as the library's parameters.
+
+    Args:
+        text: A message or hint, possibly written for the command line
+            (``"pass the password with --password"``, ``"raise --max-pixels"``).
+
+    Returns:
+        The text in library terms (``"pass password="``, ``"raise max_pixels"``).
+    """
+    for library, cli in _PHRASES:
+        text = text.replace(cli, library)
+    return _FLAG_RE.sub(lambda m: m.group(1).replace("-", "_"), text)
+
+
+def flag_words(text: str) -> str:
+    """Reword the library's parameters in a hint as command-line flags (the inverse).
+
+    Args:
+        text: A hint in library terms.
+
+    Returns:
+        The hint for the command line.
+    """
+    for library, cli in _PHRASES:
+        text = text.replace(library, cli)
+
+    def flag(match: re.Match[str]) -> str:
+        word = match.group(1)
+        return _FLAGS.get(word, word)
+
+    return _PARAM_RE.sub(flag, text)
+
+
+_PATH_END = r"[^\s'\"`:;,()\[\]<>]*"
+
+
+def scrub_paths(text: str, display: str) -> str:
+    """Replace previewer's private temporary paths in ``text`` with ``display``.
+
+    Engines name the files they read, and those are copies in work directories
+    (``/tmp/previewer-.../magick/tmp/magick-...``): server-side details a caller has no use for.
+
+    Args:
+        text: A message from an engine.
+        display: The input's display name, put in their place.
+
+    Returns:
+        The text without temporary paths.
+    """
+    import tempfile
+
+    if "previewer-" not in text and "magick-" not in text:
+        return text
+    roots = {tempfile.gettempdir(), "/tmp", "/var/tmp", os.environ.get("TMPDIR", "/tmp")}
+    roots |= {os.path.realpath(r) for r in list(roots)}
+    alternatives = "|".join(re.escape(r.rstrip("/")) for r in sorted(roots, key=len, reverse=True))
+    pattern = re.compile(f"(?:{alternatives})/{_PATH_END}(?:previewer|magick)-{_PATH_END}")
+    return pattern.sub(lambda _m: display, text)
+
+
+_MEMORY_WORDS = re.compile(
+    r"out of memory|cannot allocate|memory allocation|malloc|calloc|realloc|MemoryError"
+    r"|std::bad_alloc|not enough memory",
+    re.IGNORECASE,
+)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Tell whether ``exc`` (or an exception it was raised from) is an allocation failure.
+
+    Under an address-space cap engines report running out of memory in their own ways:
+    Python's ``MemoryError`` (Pillow, NumPy for psd-tools), MuPDF's ``FzErrorSystem`` with a
+    ``malloc ... failed`` message, which converters may already have re-raised as a
+    "corrupt input" error.
+
+    Args:
+        exc: The exception.
+
+    Returns:
+        True when it is about memory.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError):
+            return True
+        if isinstance(current, LimitExceededError):
+            return current.message.startswith("ran out of memory")
+        if type(current).__name__ in ("FzErrorSystem", "FzErrorBase") or not isinstance(
+            current, PreviewerError
+        ):
+            if _MEMORY_WORDS.search(str(current)):
+                return True
+        elif _MEMORY_WORDS.search(current.message):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -62,6 +62,9 @@ class FileResult:
         error: The error, when ``status`` is ``"failed"``.
         reason: Why the input was skipped.
         duration: Seconds spent on this input.
+        warnings: What the engines reported while converting it (Pillow's warnings, libtiff's
+            or MuPDF's messages), without repeats; also logged to the ``previewer.engine``
+            logger.
     """
 
     input: str
@@ -72,6 +75,7 @@ class FileResult:
     error: PreviewerError | None = None
     reason: str = ""
     duration: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -88,6 +92,7 @@ class FileResult:
             "outputs": [p.to_dict() for p in self.outputs],
             "error": self.error.to_dict() if self.error is not None else None,
             "duration": round(self.duration, 4),
+            "warnings": list(self.warnings),
         }
         if self.reason:
             data["reason"] = self.reason
