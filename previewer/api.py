@@ -167,10 +167,22 @@ def _in_caller(source: Source, opts: Options, registry: Registry, name: str | No
                 kind = _mime._zip_type(io.BytesIO(source))  # type: ignore[arg-type]
         else:
             return False
-        conv = registry.resolve(kind, name=opts.converter)
+        if opts.converter is not None:
+            entry = registry.get(opts.converter)
+        else:
+            # The converter resolve() would try first, without probing availability: a probe
+            # imports the engine here, and a forked child is cheap only while this process
+            # is small.
+            ranked = sorted(
+                ((e.handles(kind), e) for e in registry.entries),
+                key=lambda c: (-c[0], -c[1].priority, c[1].name),
+            )
+            if not ranked or not ranked[0][0]:
+                return False
+            entry = ranked[0][1]
     except (PreviewerError, OSError, ValueError):
         return False  # the child reports it
-    return bool(getattr(conv, "warm_engine", False))
+    return bool(getattr(entry.converter, "warm_engine", False))
 
 
 def _limited(
@@ -194,7 +206,7 @@ def _limited(
     from previewer import pool
 
     display = _display(source, name)
-    if _in_caller(source, opts, registry, name):
+    if not pool.ISOLATE or _in_caller(source, opts, registry, name):
         try:
             return func(source, opts, registry, name), []
         except Exception as exc:

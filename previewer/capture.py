@@ -17,9 +17,9 @@ import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-__all__ = ["MAX_MESSAGES", "captured"]
+__all__ = ["MAX_MESSAGES", "captured", "distinct"]
 
 MAX_MESSAGES = 20
 """Distinct messages kept per conversion (a broken file can make an engine repeat itself)."""
@@ -97,11 +97,32 @@ def captured(*, descriptors: bool = True) -> Iterator[list[str]]:
             lines = [f"{w.category.__name__}: {w.message}" for w in caught]
             if sink is not None:
                 lines += _read(sink).splitlines()
-            seen: set[str] = set()
-            for line in lines:
-                line = line.strip()
-                if not line or line in seen:
-                    continue
-                seen.add(line)
-                if len(messages) < MAX_MESSAGES:
-                    messages.append(line[:MAX_LENGTH])
+            messages.extend(distinct(lines))
+
+
+def distinct(lines: Iterable[str], display: str | None = None) -> list[str]:
+    """Return the non-empty ``lines``, stripped, without repeats, at most :data:`MAX_MESSAGES`.
+
+    Args:
+        lines: Messages, possibly repeated.
+        display: The input's display name, replacing temporary paths in them (see
+            :func:`previewer.errors.scrub_paths`); None leaves them.
+
+    Returns:
+        The messages kept, each cut to :data:`MAX_LENGTH` characters.
+    """
+    from previewer.errors import scrub_paths
+
+    kept: list[str] = []
+    seen: set[str] = set()
+    for line in lines:
+        line = line.strip()
+        if display is not None:
+            line = scrub_paths(line, display)
+        if not line or line in seen:
+            continue
+        seen.add(line)
+        if len(kept) >= MAX_MESSAGES:
+            break
+        kept.append(line[:MAX_LENGTH])
+    return kept

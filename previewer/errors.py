@@ -104,8 +104,14 @@ class PreviewerError(Exception):
         return text
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only details survive pickling (batch workers send errors to the parent).
-        return (_rebuild, (type(self), self.message, self.path, self.converter, self.hint))
+        # Keyword-only details survive pickling (workers and children send errors to their
+        # parent), and so does the exception it was raised from.
+        state = {"cause": self.__cause__} if self.__cause__ is not None else None
+        return (_rebuild, (type(self), self.message, self.path, self.converter, self.hint), state)
+
+    def __setstate__(self, state: dict[str, BaseException | None] | None) -> None:
+        if state and state.get("cause") is not None:
+            self.__cause__ = state["cause"]
 
     def to_dict(self) -> dict[str, object]:
         """Return the error as the ``error`` object of a JSON result line.

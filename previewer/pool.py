@@ -24,6 +24,7 @@ closes its pipe.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -65,6 +66,9 @@ DEADLINE_GRACE = 2.0
 """Seconds a worker gets beyond the timeout (its engines time out first and say so)."""
 STOP_GRACE = 1.0
 """Seconds a single conversion's child gets to unwind after SIGTERM before its group is killed."""
+ISOLATE = True
+"""Run single conversions in a child process (:func:`run_limited`). False runs them in the
+caller, without the timeout and memory cap: for tests that spy on engines in this process."""
 PR_SET_PDEATHSIG = 1
 """``prctl`` option: signal to receive when the parent dies (``<linux/prctl.h>``)."""
 
@@ -102,6 +106,16 @@ def die_with_parent(parent: int) -> None:
     Args:
         parent: The pid of the process that started this one.
     """
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent or parent == 1:
+        os._exit(1)  # orphaned before the request took effect
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, or None where there is none (looked up once, before forking)."""
     try:
         import ctypes
 
@@ -109,11 +123,20 @@ def die_with_parent(parent: int) -> None:
             libc = ctypes.CDLL(None, use_errno=True)
         except OSError:  # pragma: no cover - a static interpreter
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        function: Callable[..., int] = libc.prctl
     except (OSError, AttributeError) as exc:  # pragma: no cover - not Linux
         log.debug("cannot ask to die with the parent: %s", exc)
-    if os.getppid() != parent or parent == 1:
-        os._exit(1)  # orphaned before the request took effect
+        return None
+    return function
+
+
+def _prepare_child() -> None:
+    """Import and look up here, once, what every child needs, so no child pays for it."""
+    import resource  # noqa: F401
+
+    from previewer import capture  # noqa: F401
+
+    _prctl()
 
 
 def limit_self(max_memory: int, parent: int) -> None:
@@ -537,14 +560,24 @@ def _child(
     from previewer import capture
 
     limit_self(limits.max_memory, parent)
-    records = _collect_records(level)
+    logged: list[str] = []
+    records = _collect_records(level, logged)
     outcome: tuple[str, Any]
-    with capture.captured() as messages:
+    with capture.captured() as captured:
         try:
             outcome = ("ok", func(*args))
         except Exception as exc:  # noqa: BLE001 - handed to the caller as it is
             outcome = ("error", library_error(exc, display, limits))
-    messages = [scrub_paths(m, display) for m in messages]
+    messages = capture.distinct([*captured, *logged], display)
+    try:
+        return bytes(_pickle.dumps((*outcome, messages, records), protocol=5))
+    except Exception:  # noqa: BLE001 - retried below
+        pass
+    if outcome[0] == "error" and isinstance(outcome[1], PreviewerError):
+        # An engine's exception that does not pickle: hand its text on instead.
+        cause = outcome[1].__cause__
+        if cause is not None:
+            outcome[1].__cause__ = RuntimeError(f"{type(cause).__name__}: {cause}")
     try:
         return bytes(_pickle.dumps((*outcome, messages, records), protocol=5))
     except Exception as exc:  # noqa: BLE001 - an unpicklable value or exception
@@ -558,13 +591,24 @@ def _child(
 
 
 class _Collector(logging.Handler):
-    """Keeps a child's log records (as plain dicts) for its parent to handle."""
+    """Keeps a child's log records (as plain dicts) for its parent to handle.
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    Warnings that engines log through Python's logging (pyvips forwards libvips' GLib
+    messages to the ``pyvips`` logger) are engine messages: they go to ``engine``, with those
+    captured from the descriptors.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], engine: list[str]) -> None:
         super().__init__()
         self.records = records
+        self.engine = engine
 
     def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name == "previewer" or record.name.startswith("previewer.")
+        if not ours and record.levelno >= logging.WARNING:
+            if len(self.engine) < 1000:
+                self.engine.append(record.getMessage())
+            return
         if len(self.records) >= 1000:
             return
         data = dict(record.__dict__)
@@ -580,7 +624,7 @@ def _plain(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def _collect_records(level: int) -> list[dict[str, Any]]:
+def _collect_records(level: int, engine: list[str]) -> list[dict[str, Any]]:
     """In a child: send every log record to a list instead of the handlers inherited."""
     records: list[dict[str, Any]] = []
     loggers: list[Any] = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
@@ -589,7 +633,7 @@ def _collect_records(level: int) -> list[dict[str, Any]]:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
     root = logging.getLogger()
-    root.addHandler(_Collector(records))
+    root.addHandler(_Collector(records, engine))
     root.setLevel(level)
     return records
 
@@ -612,6 +656,7 @@ def _forked(
     it died without answering, ``(None, None)`` when it missed ``deadline``."""
     import select
 
+    _prepare_child()
     parent = os.getpid()
     level = logging.getLogger().getEffectiveLevel()
     for stream in (sys.stdout, sys.stderr):  # or the child would write their buffers again

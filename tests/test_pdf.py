@@ -17,6 +17,7 @@ from pngcheck import check_png
 
 import converters.pdf
 import previewer
+import previewer.pool
 from previewer.api import render
 from previewer.errors import (
     EncryptedError,
@@ -128,6 +129,7 @@ def test_several_sizes_come_from_one_render(
         return real_render(self, index, scale=scale, clip=clip)
 
     monkeypatch.setattr(converters.pdf.PdfDocument, "render", counting_render)
+    monkeypatch.setattr(previewer.pool, "ISOLATE", False)  # the spy counts in this process
 
     previews = previewer.convert(pdf, out_dir=tmp_path / "out", sizes=[128, 512, "300x"])
 

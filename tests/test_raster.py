@@ -18,6 +18,7 @@ from PIL import Image, ImageCms, ImageDraw, ImageOps, JpegImagePlugin
 from pngcheck import check_png, png_chunks
 
 import previewer
+import previewer.pool
 from previewer.api import render
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -517,6 +518,7 @@ def test_big_jpeg_is_decoded_with_draft(tmp_path: Path, monkeypatch: pytest.Monk
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    monkeypatch.setattr(previewer.pool, "ISOLATE", False)  # the spy records in this process
 
     preview, image = _convert_one(tmp_path / "big.jpg", tmp_path / "out", sizes=[256])
 
