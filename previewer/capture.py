@@ -1,6 +1,6 @@
 """Catching what engines print while they convert one input, as messages for the caller.
 
-Engines talk on their own: Pillow issues ``UserWarning``\\ s (their text names files inside the
+Engines talk on their own: Pillow issues warnings (their text names files inside the
 installation), libtiff prints ``TIFFFillStrip: Read error ...`` on file descriptor 2, MuPDF and
 other C libraries write to descriptors 1 and 2. :func:`captured` collects all of that for the
 duration of one conversion, so it can be handed to the ``previewer`` logger and to the

@@ -106,7 +106,8 @@ class PreviewerError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only details survive pickling (workers and children send errors to their
         # parent), and so does the exception it was raised from.
-        state = {"cause": self.__cause__} if self.__cause__ is not None else None
+        cause = self.__cause__
+        state = {"cause": _portable(cause)} if cause is not None else None
         return (_rebuild, (type(self), self.message, self.path, self.converter, self.hint), state)
 
     def __setstate__(self, state: dict[str, BaseException | None] | None) -> None:
@@ -120,6 +121,21 @@ class PreviewerError(Exception):
             ``{"type": ..., "exit_code": ..., "message": ...}``.
         """
         return {"type": type(self).__name__, "exit_code": int(self.exit_code), "message": str(self)}
+
+
+def _portable(cause: BaseException) -> BaseException:
+    """Return ``cause`` if it pickles, else a RuntimeError with its type and text.
+
+    Engine exceptions can hold handles to C objects.
+    """
+    import pickle
+
+    try:
+        pickle.dumps(cause)
+    except Exception:  # noqa: BLE001 - any reason it does not pickle
+        kind = type(cause)
+        return RuntimeError(f"{kind.__module__}.{kind.__qualname__}: {cause}")
+    return cause
 
 
 def _rebuild(

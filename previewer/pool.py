@@ -115,7 +115,7 @@ def die_with_parent(parent: int) -> None:
 
 @functools.cache
 def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl``, or None where there is none (looked up once, before forking)."""
+    """Return libc's ``prctl``, or None where there is none (looked up once, before forking)."""
     try:
         import ctypes
 
@@ -137,6 +137,24 @@ def _prepare_child() -> None:
     from previewer import capture  # noqa: F401
 
     _prctl()
+
+
+def _release_forkserver() -> None:
+    """In a child of the fork server: close its copy of the main process's "alive" pipe.
+
+    multiprocessing (3.11) hands each such child the write end of the pipe the fork server
+    watches to learn that the main process is gone (``forkserver._forkserver_alive_fd``);
+    while any child holds it, the fork server outlives the main process, and children waiting
+    to die with the fork server never would.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(alive, int):
+        with contextlib.suppress(OSError):
+            os.close(alive)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
 def limit_self(max_memory: int, parent: int) -> None:
@@ -179,6 +197,7 @@ def _worker_main(
     """Worker process: run ``task`` on jobs received on ``conn`` until told to stop."""
     import tempfile
 
+    _release_forkserver()
     limit_self(max_memory, os.getppid())  # the fork server, which exits with the main process
     os.environ["TMPDIR"] = tmp
     tempfile.tempdir = tmp
@@ -196,6 +215,14 @@ def _worker_main(
             conn.send(result)
         except (BrokenPipeError, OSError):
             return
+        except Exception as exc:  # noqa: BLE001 - something in the result does not pickle
+            result.error = EngineError(f"the result could not be handed back: {exc}")
+            result.error.path = job.display
+            result.status, result.outputs = "failed", []
+            try:
+                conn.send(result)
+            except (BrokenPipeError, OSError):
+                return
 
 
 @dataclass
@@ -652,8 +679,11 @@ def _forked(
     display: str,
     deadline: float,
 ) -> tuple[bytes | None, int | None]:
-    """Fork, run in the child, and read its answer: ``(data, None)``, ``(None, exitcode)`` when
-    it died without answering, ``(None, None)`` when it missed ``deadline``."""
+    """Fork, run ``func`` in the child, and read its answer.
+
+    Returns ``(data, 0)``; ``(None, exitcode)`` when it died without answering; ``(None, None)``
+    when it missed ``deadline``.
+    """
     import select
 
     _prepare_child()
@@ -780,6 +810,7 @@ def _forkserver_child(
     """The target of a fork-server child: run :func:`_child` and send its answer."""
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
+    _release_forkserver()
     payload = _child(func, args, limits, display, os.getppid(), level)
     conn.send_bytes(payload)
     conn.close()

@@ -139,20 +139,41 @@ class BrokenInitConverter(_Base):
 class TripwireConverter(_Base):
     """Claims text/plain and misbehaves in the way the file's first word says.
 
-    HANG: sleeps in-process (no subprocess to time out); ABORT: os.abort(), as a crashing engine
-    would; HOG: allocates memory until the address-space cap stops it; SLOW: takes 1 s, then
-    converts; anything else converts to a 40x20 blue image.
+    HANG: sleeps in-process (no subprocess to time out); STUCK: like an engine looping in C,
+    deaf to SIGTERM, with a helper process of its own in its process group (both pids are
+    written to ``<file>.pids``); ABORT: os.abort(), as a crashing engine would; HOG: allocates
+    memory until the address-space cap stops it; SLOW: takes 1 s, then converts; NOISY: issues a
+    Python warning and writes engine messages on file descriptors 1 and 2, then converts; LEAK:
+    fails with a message naming a file in its work directory; anything else converts to a 40x20
+    blue image. Every input gets its converting process's pid in ``<file>.pid``.
     """
 
     name: ClassVar[str] = "test-tripwire"
 
     def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         import os
+        import signal
         import time
+        import warnings
 
         word = source.read_bytes()[:5].strip()
+        source.with_name(source.name + ".pid").write_text(str(os.getpid()))
         if word == b"HANG":
             time.sleep(3600)
+        elif word == b"STUCK":
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            helper = os.fork()
+            if helper == 0:
+                time.sleep(3600)
+                os._exit(0)
+            source.with_name(source.name + ".pids").write_text(f"{os.getpid()} {helper}")
+            time.sleep(3600)
+        elif word == b"NOISY":
+            warnings.warn("engine: strange data in chunk 7", UserWarning, stacklevel=1)
+            os.write(2, b"TIFFFillStrip: Read error on strip 3; got 0 bytes, expected 512\n")
+            os.write(1, b"mupdf: syntax error in content stream\n")
+        elif word == b"LEAK":
+            raise EngineError(f"unable to open image '{ctx.workdir}/magick/tmp/magick-Xq1'")
         elif word == b"ABORT":
             os.abort()
         elif word == b"HOG":

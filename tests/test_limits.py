@@ -1,0 +1,378 @@
+"""Limits hold on every path: single conversions (CLI and library) run where they apply.
+
+A single file runs in a child process under ``timeout`` and ``max_memory``; engine messages are
+captured and handed to the logger and the result; errors speak of parameters and never show
+temporary paths; batch workers die with the batch. The misbehaving converter is
+``tests.plugins.faulty.TripwireConverter``; the command-line runs load it as an installed plugin
+(a ``.dist-info`` on ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import previewer
+import previewer.pool
+from previewer import Limits, Registry
+from previewer.errors import (
+    EngineError,
+    EngineTimeoutError,
+    ExitCode,
+    LimitExceededError,
+    PreviewerError,
+)
+from tests.plugins.faulty import TripwireConverter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def registry() -> Registry:
+    return Registry(converters=[TripwireConverter], entry_points=False)
+
+
+def tripwire(tmp_path: Path, word: str, name: str | None = None) -> Path:
+    path = tmp_path / (name or f"{word.lower()}.txt")
+    path.write_text(f"{word}\n")
+    return path
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def marked(marker: str) -> list[int]:
+    """Live processes whose environment holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if marker.encode() not in fh.read():
+                    continue
+        except OSError:
+            continue
+        if alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def cli_env(tmp_path: Path, marker: str = "") -> dict[str, str]:
+    """An environment whose previewer loads the tripwire converter as a plugin."""
+    plugins = tmp_path / "site"
+    info = plugins / "tripwire_plugin-1.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tripwire-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[previewer.converters]\ntripwire = tests.plugins.faulty:TripwireConverter\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREVIEWER_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(plugins), str(REPO)])
+    if marker:
+        env["PREVIEWER_TEST_MARKER"] = marker
+    return env
+
+
+def run_cli(tmp_path: Path, *args: str, marker: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "previewer", *args],
+        env=cli_env(tmp_path, marker),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def interlaced_png(width: int, height: int) -> bytes:
+    """A small PNG declaring an interlaced ``width`` x ``height`` RGB image.
+
+    Pillow decodes an interlaced PNG whole (no reduced decoding), so it needs about
+    3 x width x height bytes: 1.2 GB for 20000 x 20000.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    packer = zlib.compressobj(1)
+    row = bytes(1 + 3 * width)
+    data = b"".join(packer.compress(row) for _ in range(64)) + packer.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def in_thread(func: Callable[[], Any]) -> Any:
+    """Call ``func`` from a second thread (the caller is then multi-threaded)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(60)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+# --------------------------------------------------------------------------- timeout
+
+
+def test_cli_timeout_stops_a_stuck_conversion_and_its_group(tmp_path: Path) -> None:
+    stuck = tripwire(tmp_path, "STUCK")
+    started = time.monotonic()
+    done = run_cli(
+        tmp_path,
+        "convert",
+        str(stuck),
+        "--converter",
+        "test-tripwire",
+        "--timeout",
+        "2",
+        "-o",
+        "out",
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == ExitCode.TIMEOUT, done.stderr
+    assert elapsed < 12, f"took {elapsed:.1f} s"
+    assert "timeout of 2 s" in done.stderr and "--timeout" in done.stderr
+    pids = [int(p) for p in (tmp_path / "stuck.txt.pids").read_text().split()]
+    assert wait_until(lambda: not any(alive(p) for p in pids), 3), "the child's group lives on"
+
+
+@pytest.mark.parametrize("caller", ["direct", "thread"])
+def test_library_timeout_raises_engine_timeout(tmp_path: Path, caller: str) -> None:
+    stuck = tripwire(tmp_path, "STUCK")
+
+    def convert() -> Any:
+        return previewer.convert(
+            stuck, out_dir=tmp_path / "out", limits=Limits(timeout=2), registry=registry()
+        )
+
+    started = time.monotonic()
+    with pytest.raises(EngineTimeoutError) as info:
+        convert() if caller == "direct" else in_thread(convert)
+    assert time.monotonic() - started < 12
+    assert info.value.path == str(stuck)
+    assert info.value.hint is not None and "raise timeout" in info.value.hint
+    assert "--" not in str(info.value)
+    pids = [int(p) for p in (tmp_path / "stuck.txt.pids").read_text().split()]
+    assert os.getpid() not in pids
+    assert wait_until(lambda: not any(alive(p) for p in pids), 3), "the child's group lives on"
+
+
+def test_render_and_info_are_limited_too(tmp_path: Path) -> None:
+    hang = tripwire(tmp_path, "HANG")
+    for call in (previewer.render, previewer.info):
+        started = time.monotonic()
+        with pytest.raises(EngineTimeoutError):
+            call(hang, limits=Limits(timeout=1), registry=registry())
+        assert time.monotonic() - started < 8
+        pid = int((tmp_path / "hang.txt.pid").read_text())
+        assert pid != os.getpid() and wait_until(lambda pid=pid: not alive(pid), 3)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_memory_hog_is_a_limit_error(tmp_path: Path) -> None:
+    hog = tripwire(tmp_path, "HOG")
+    with pytest.raises(LimitExceededError) as info:
+        previewer.convert(
+            hog,
+            out_dir=tmp_path / "out",
+            limits=Limits(max_memory=300_000_000),
+            registry=registry(),
+        )
+    assert info.value.exit_code == ExitCode.LIMIT
+    assert "max_memory" in info.value.message and info.value.hint == (
+        "raise max_memory or ask for a smaller size"
+    )
+    assert info.value.path == str(hog) and info.value.converter == "test-tripwire"
+
+    done = run_cli(
+        tmp_path, "convert", str(hog), "--converter", "test-tripwire", "--max-memory", "300000000"
+    )
+    assert done.returncode == ExitCode.LIMIT, done.stderr
+    assert "--max-memory" in done.stderr
+
+
+def test_giant_interlaced_png_is_a_limit_error_not_corrupt(tmp_path: Path) -> None:
+    png = tmp_path / "giant.png"
+    png.write_bytes(interlaced_png(20000, 20000))
+    assert png.stat().st_size < 1_000_000
+    with pytest.raises(LimitExceededError) as info:
+        previewer.convert(png, out_dir=tmp_path / "out", limits=Limits(max_memory=400_000_000))
+    assert "max_memory" in str(info.value)
+
+    done = run_cli(tmp_path, "convert", str(png), "-o", "out", "--max-memory", "400000000")
+    assert done.returncode == ExitCode.LIMIT, done.stderr
+    assert "ran out of memory" in done.stderr and "--max-memory" in done.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# --------------------------------------------------------------------------- results
+
+
+def test_results_and_errors_come_back_as_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = tripwire(tmp_path, "FINE")
+    leak = tripwire(tmp_path, "LEAK")
+    isolated = previewer.convert(good, out_dir=tmp_path / "a", registry=registry())
+    with pytest.raises(PreviewerError) as child_error:
+        previewer.info(leak, registry=registry())
+    monkeypatch.setattr(previewer.pool, "ISOLATE", False)
+    direct = previewer.convert(good, out_dir=tmp_path / "a", registry=registry())
+    with pytest.raises(PreviewerError) as own_error:
+        previewer.info(leak, registry=registry())
+    assert isolated == direct
+    for attr in ("message", "path", "converter", "hint", "exit_code"):
+        assert getattr(child_error.value, attr) == getattr(own_error.value, attr), attr
+    assert type(child_error.value) is type(own_error.value) is EngineError
+
+
+def test_error_messages_hide_work_directories(tmp_path: Path) -> None:
+    leak = tripwire(tmp_path, "LEAK", name="leaky.txt")
+    with pytest.raises(EngineError) as info:
+        previewer.convert(leak.read_bytes(), name="leaky.txt", registry=registry())
+    text = str(info.value)
+    assert "previewer-" not in text and "magick-Xq1" not in text
+    assert info.value.message == "unable to open image 'leaky.txt'"
+
+
+def test_hints_name_parameters_and_the_cli_maps_them_to_flags(tmp_path: Path) -> None:
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.new("RGB", (100, 100), "red").save(image)
+    with pytest.raises(LimitExceededError) as info:
+        previewer.convert(image, out_dir=tmp_path, limits=Limits(max_pixels=1000))
+    assert info.value.hint is not None and "max_pixels" in info.value.hint
+    assert "--" not in str(info.value)
+    done = run_cli(tmp_path, "convert", str(image), "--max-pixels", "1000")
+    assert done.returncode == ExitCode.LIMIT
+    assert "--max-pixels" in done.stderr and "max_pixels" not in done.stderr
+
+
+# --------------------------------------------------------------------------- engine messages
+
+
+def test_engine_messages_go_to_the_logger_and_the_result(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    noisy = tripwire(tmp_path, "NOISY")
+    caplog.set_level(logging.WARNING, logger="previewer")
+    report = previewer.convert_many([noisy], out_dir=tmp_path / "out", registry=registry())
+    (result,) = report.results
+    assert result.status == "converted"
+    assert result.warnings == [
+        "UserWarning: engine: strange data in chunk 7",
+        "TIFFFillStrip: Read error on strip 3; got 0 bytes, expected 512",
+        "mupdf: syntax error in content stream",
+    ]
+    assert result.to_dict()["warnings"] == result.warnings
+    logged = [r.getMessage() for r in caplog.records if r.name == "previewer.engine"]
+    assert logged == [f"{noisy}: {m}" for m in result.warnings]
+    out, err = capfd.readouterr()
+    assert "TIFFFillStrip" not in out + err and "mupdf:" not in out + err
+
+    previews = previewer.convert(noisy, out_dir=tmp_path / "again", registry=registry())
+    assert len(previews) == 1
+    out, err = capfd.readouterr()
+    assert "TIFFFillStrip" not in out + err and "strange data" not in out + err
+
+
+def test_cli_shows_engine_messages_as_warnings(tmp_path: Path) -> None:
+    noisy = tripwire(tmp_path, "NOISY")
+    done = run_cli(
+        tmp_path, "convert", str(noisy), "--converter", "test-tripwire", "--json", "-o", "out"
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    line = json.loads(done.stdout)
+    assert "TIFFFillStrip: Read error on strip 3; got 0 bytes, expected 512" in line["warnings"]
+    assert "mupdf:" not in done.stdout.replace(json.dumps(line["warnings"])[1:-1], "")
+    assert f"previewer: warning: {noisy}: TIFFFillStrip: Read error" in done.stderr
+
+
+def test_messages_clear_the_progress_bar_first() -> None:
+    import io
+
+    from rich.console import Console
+
+    from previewer import cli
+
+    sink = io.StringIO()
+    cli._Console.live = Console(file=sink, force_terminal=False, width=200)
+    try:
+        cli._err("previewer: error: a.pdf: [broken] data", style="red")
+    finally:
+        cli._Console.live = None
+    assert sink.getvalue() == "previewer: error: a.pdf: [broken] data\n"
+
+
+# --------------------------------------------------------------------------- dying with the parent
+
+
+def test_kill_9_of_a_batch_leaves_no_worker(tmp_path: Path) -> None:
+    tree = tmp_path / "in"
+    tree.mkdir()
+    for n in range(4):
+        tripwire(tree, "HANG", name=f"hang{n}.txt")
+    marker = f"limits-{uuid.uuid4().hex}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "previewer", "convert", str(tree), "-j", "2", "-o", "out"]
+        + ["--converter", "test-tripwire"],
+        env=cli_env(tmp_path, marker),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: len(list(tree.glob("*.pid"))) >= 2, 60), "workers never started"
+        workers = [int(p.read_text()) for p in tree.glob("*.pid")]
+        assert all(alive(pid) for pid in workers)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        assert wait_until(lambda: not marked(marker), 5), f"left alive: {marked(marker)}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in marked(marker):
+            os.kill(pid, signal.SIGKILL)
