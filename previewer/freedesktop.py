@@ -524,17 +524,30 @@ def fill_cache(
             on_progress(len(report.results), total)
 
     if jobs == 0 or total <= 1:
+        from previewer.options import Limits
+        from previewer.pool import report_messages, run_limited
+
+        budget = limits or Limits()
         for job in batch:
-            finished(
-                thumbnail_file(
-                    str(job.source),
-                    sizes=tuple(sizes),
-                    root=cache,
-                    registry=registry,
-                    limits=limits,
-                    walked=job.walked,
+            # Each file in a child process under its limits, as `previewer convert FILE`.
+            display = str(job.source)
+            started_one = time.monotonic()
+            args = (display, tuple(sizes), cache, registry, budget, job.walked)
+            try:
+                result, messages = run_limited(
+                    _thumbnail_positional, args, limits=budget, display=display
                 )
-            )
+            except PreviewerError as exc:
+                result = FileResult(
+                    input=display,
+                    status="failed",
+                    error=exc,
+                    duration=time.monotonic() - started_one,
+                )
+            else:
+                report_messages(display, messages)
+                result.warnings.extend(m for m in messages if m not in result.warnings)
+            finished(result)
     else:
         import functools
 
@@ -551,6 +564,20 @@ def fill_cache(
                 finished(result)
     report.elapsed = time.monotonic() - started
     return report
+
+
+def _thumbnail_positional(
+    path: str,
+    sizes: tuple[str, ...],
+    root: Path,
+    registry: Registry | None,
+    limits: Limits,
+    walked: bool,
+) -> FileResult:
+    """:func:`thumbnail_file` with positional arguments, for a limited child."""
+    return thumbnail_file(
+        path, sizes=sizes, root=root, registry=registry, limits=limits, walked=walked
+    )
 
 
 def _pool_task(
