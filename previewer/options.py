@@ -168,9 +168,12 @@ class Limits:
             it bounds the memory of a conversion whatever the page or output size.
         max_file_size: Largest input file, in bytes.
         max_pages: Largest number of pages rendered from one input.
-        timeout: Wall-clock seconds an external engine process may run (and, in batch workers,
-            the whole conversion of one file).
-        max_memory: Address-space cap of a batch worker process, in bytes.
+        timeout: Wall-clock seconds an external engine process may run, and (with 2 s of
+            grace) the whole conversion of one file, which runs in a batch worker or a child
+            process where the deadline applies.
+        max_memory: Address space, in bytes, the conversion of one file may take beyond what
+            its process (a batch worker, or the child of a single conversion) held when it
+            started; an allocation past it fails the file with ``LimitExceededError``.
     """
 
     max_pixels: int = 1024 * 1024 * 1024
