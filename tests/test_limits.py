@@ -376,3 +376,57 @@ def test_kill_9_of_a_batch_leaves_no_worker(tmp_path: Path) -> None:
             process.wait()
         for pid in marked(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def inflating_pdf(path: Path, megabytes: int) -> None:
+    """A one-page PDF whose content stream is a few MB that inflate to ``megabytes`` MB."""
+    packer = zlib.compressobj(1)
+    chunk = b"0 0 1 1 re " * 95325  # ~1 MiB of drawing operators
+    data = b"".join(packer.compress(chunk) for _ in range(megabytes)) + packer.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Filter /FlateDecode /Length %d >>\nstream\n" % len(data) + data + b"\nendstream",
+    ]
+    out = b"%PDF-1.7\n"
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    path.write_bytes(out)
+
+
+def test_content_stream_inflating_past_max_memory_is_a_limit_error(tmp_path: Path) -> None:
+    pdf = tmp_path / "inflates.pdf"
+    inflating_pdf(pdf, 400)
+    with pytest.raises(LimitExceededError) as info:
+        previewer.convert(pdf, out_dir=tmp_path / "out", limits=Limits(max_memory=150_000_000))
+    assert info.value.converter == "pdf-pymupdf" and "max_memory" in info.value.message
+
+
+def test_scrub_paths_and_parameter_words() -> None:
+    import tempfile
+
+    from previewer.errors import flag_words, parameter_words, scrub_paths
+
+    work = os.path.join(tempfile.gettempdir(), "previewer-batch-x1", "previewer-ab_c", "in.tif")
+    assert scrub_paths(f"TIFFReadDirectory: {work}: bad tag", "scan.tif") == (
+        "TIFFReadDirectory: scan.tif: bad tag"
+    )
+    assert scrub_paths("/home/me/previewer-notes/a.pdf: fine", "a.pdf") == (
+        "/home/me/previewer-notes/a.pdf: fine"
+    )
+    for cli, library in [
+        ("pass the password with --password", "pass password="),
+        ("raise --max-pixels to accept it", "raise max_pixels to accept it"),
+        ("raise --timeout if it is slow", "raise timeout if it is slow"),
+        ("select fewer pages with --pages or raise --max-pages", None),
+    ]:
+        words = parameter_words(cli)
+        assert "--" not in words and flag_words(words) == cli
+        if library is not None:
+            assert words == library
