@@ -594,7 +594,12 @@ def _child(
         try:
             outcome = ("ok", func(*args))
         except Exception as exc:  # noqa: BLE001 - handed to the caller as it is
-            outcome = ("error", library_error(exc, display, limits))
+            error = library_error(exc, display, limits)
+            if not isinstance(error, PreviewerError):  # a bug: keep where it happened
+                import traceback
+
+                error.add_note("in the conversion's child process:\n" + traceback.format_exc())
+            outcome = ("error", error)
     messages = capture.distinct([*captured, *logged], display)
     try:
         return bytes(_pickle.dumps((*outcome, messages, records), protocol=5))
