@@ -564,6 +564,11 @@ def run_limited(
         error = _crash_error(exitcode)
         if isinstance(error, LimitExceededError):
             error = _memory_error(display, None, limits)
+        else:
+            # The same words as for a worker, without the worker.
+            error.message = error.message.replace("; its worker was replaced", "")
+            error.message = error.message.replace("its worker exited", "the conversion exited")
+            error.message = error.message.replace("; it was replaced", "")
         error.path = display
         raise error
     kind, value, messages, records = _pickle.loads(data)

@@ -430,3 +430,11 @@ def test_scrub_paths_and_parameter_words() -> None:
         assert "--" not in words and flag_words(words) == cli
         if library is not None:
             assert words == library
+
+
+def test_an_engine_crash_fails_the_input_not_the_caller(tmp_path: Path) -> None:
+    abort = tripwire(tmp_path, "ABORT")
+    with pytest.raises(EngineError) as info:
+        previewer.convert(abort, out_dir=tmp_path / "out", registry=registry())
+    assert info.value.message == "the engine crashed (SIGABRT)"
+    assert info.value.path == str(abort) and info.value.exit_code == ExitCode.ENGINE_FAILED
