@@ -438,3 +438,19 @@ def test_an_engine_crash_fails_the_input_not_the_caller(tmp_path: Path) -> None:
         previewer.convert(abort, out_dir=tmp_path / "out", registry=registry())
     assert info.value.message == "the engine crashed (SIGABRT)"
     assert info.value.path == str(abort) and info.value.exit_code == ExitCode.ENGINE_FAILED
+
+
+def test_libtiff_and_pillow_messages_of_a_real_file_are_captured(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    broken = (
+        REPO / "tests/fixtures/corpus/raster/crash-0c7e0e8e11ce787078f00b5b0ca409a167f070e0.tif"
+    )
+    report = previewer.convert_many([broken], out_dir=tmp_path)
+    (result,) = report.results
+    assert result.status == "failed"
+    assert "UserWarning: Tag data larger than file. Skipping tag 42112" in result.warnings
+    assert any(w.startswith("TIFFFillStrip: Read error on strip 0") for w in result.warnings)
+    assert all("site-packages" not in w for w in result.warnings)
+    out, err = capfd.readouterr()
+    assert "TIFFFillStrip" not in out + err and "UserWarning" not in out + err
