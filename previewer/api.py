@@ -210,7 +210,10 @@ def _limited(
         try:
             return func(source, opts, registry, name), []
         except Exception as exc:
-            raise pool.library_error(exc, display, opts.limits) from exc
+            error = pool.library_error(exc, display, opts.limits)
+            if error is exc:
+                raise
+            raise error from exc
     if not isinstance(source, (str, os.PathLike, bytes)):
         if isinstance(source, (bytearray, memoryview)):
             source = bytes(source)

@@ -469,6 +469,7 @@ def library_error(exc: BaseException, display: str, limits: Limits) -> BaseExcep
     Returns:
         The exception to raise (``exc`` itself, updated, or a new one).
     """
+    original = exc
     if isinstance(exc, PreviewerError) and not isinstance(exc, LimitExceededError):
         if isinstance(exc, (EngineError, InputError)) and out_of_memory(exc):
             exc = _memory_error(exc.path or display, exc.converter, limits)
@@ -477,6 +478,8 @@ def library_error(exc: BaseException, display: str, limits: Limits) -> BaseExcep
             exc = _memory_error(exc.path or display, exc.converter, limits)
     elif isinstance(exc, MemoryError) or (isinstance(exc, Exception) and out_of_memory(exc)):
         exc = _memory_error(display, None, limits)
+    if exc is not original:
+        exc.__cause__ = original
     if isinstance(exc, PreviewerError):
         exc.message = scrub_paths(parameter_words(exc.message), display)
         if exc.hint:
