@@ -454,3 +454,18 @@ def test_libtiff_and_pillow_messages_of_a_real_file_are_captured(
     assert all("site-packages" not in w for w in result.warnings)
     out, err = capfd.readouterr()
     assert "TIFFFillStrip" not in out + err and "UserWarning" not in out + err
+
+
+def test_engine_output_on_stdout_never_mixes_into_png_data(tmp_path: Path) -> None:
+    noisy = tripwire(tmp_path, "NOISY")
+    done = subprocess.run(
+        [sys.executable, "-m", "previewer", "convert", str(noisy), "--converter", "test-tripwire"]
+        + ["-o", "-"],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n") and b"mupdf:" not in done.stdout
+    assert b"previewer: warning: " in done.stderr and b"mupdf: syntax error" in done.stderr
