@@ -469,3 +469,49 @@ def test_engine_output_on_stdout_never_mixes_into_png_data(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n") and b"mupdf:" not in done.stdout
     assert b"previewer: warning: " in done.stderr and b"mupdf: syntax error" in done.stderr
+
+
+def nested_forms_pdf(path: Path, depth: int = 12) -> None:
+    """A 5 KB PDF whose form XObjects each draw the next ten times: 10**depth draws for MuPDF."""
+
+    def stream(head: bytes, data: bytes) -> bytes:
+        return b"<< " + head + b" /Length %d >>\nstream\n" % len(data) + data + b"\nendstream"
+
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]"
+        b" /Resources << /XObject << /X 5 0 R >> >> /Contents 4 0 R >>",
+        stream(b"", b"/X Do"),
+    ]
+    for level in range(depth):
+        if level < depth - 1:
+            body = b" ".join([b"q 0.9 0 0 0.9 1 1 cm /X Do Q"] * 10)
+            resources = b" /Resources << /XObject << /X %d 0 R >> >>" % (6 + level)
+        else:
+            body, resources = b"0 0 100 100 re f", b""
+        objects.append(
+            stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 792]" + resources, body)
+        )
+    out = b"%PDF-1.7\n"
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    count = len(objects) + 1
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % count
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (count, xref)
+    path.write_bytes(out)
+
+
+def test_mupdf_drawing_nested_forms_is_stopped_at_the_timeout(tmp_path: Path) -> None:
+    pdf = tmp_path / "nested.pdf"
+    nested_forms_pdf(pdf)
+    started = time.monotonic()
+    with pytest.raises(EngineTimeoutError) as info:
+        previewer.convert(pdf, out_dir=tmp_path / "out", limits=Limits(timeout=2))
+    assert time.monotonic() - started < 12
+    assert info.value.path == str(pdf)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
