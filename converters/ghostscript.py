@@ -243,7 +243,7 @@ class PostScriptDocument(BaseDocument):
             "TEMP": str(tmp),
         }
         try:
-            self._ctx.run(argv, cwd=run_dir, env=env, expect_output=out)
+            self._ctx.run(argv, cwd=run_dir, env=env, expect_output=out, read=[self._path])
         except EngineError as exc:
             error = _PS_ERROR.search(str(exc))
             if error is not None and type(exc) is EngineError:

@@ -161,7 +161,7 @@ class MagickConverter:
             "MAGICK_THREAD_LIMIT": "1",
         }
         try:
-            result = ctx.run(argv, cwd=run_dir, env=env, expect_output=out)
+            result = ctx.run(argv, cwd=run_dir, env=env, expect_output=out, read=[source.resolve()])
         except EngineTimeoutError:
             raise
         except EngineError as exc:

@@ -150,6 +150,13 @@ def _limits_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 envvar="PREVIEWER_TIMEOUT",
                 help="Seconds an external engine may run per input.",
             ),
+            click.option(
+                "--allow-unisolated",
+                is_flag=True,
+                envvar="PREVIEWER_ALLOW_UNISOLATED",
+                help="Run document engines even where they cannot be isolated from the "
+                "network and the host's files (trusted input only).",
+            ),
         ]
     ):
         func = decorator(func)
@@ -157,7 +164,12 @@ def _limits_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _limits(
-    max_pixels: int, max_tile_pixels: int, max_file_size: int, max_pages: int, timeout: float
+    max_pixels: int,
+    max_tile_pixels: int,
+    max_file_size: int,
+    max_pages: int,
+    timeout: float,
+    allow_unisolated: bool,
 ) -> Limits:
     return Limits(
         max_pixels=max_pixels,
@@ -165,6 +177,7 @@ def _limits(
         max_file_size=max_file_size,
         max_pages=max_pages,
         timeout=timeout,
+        allow_unisolated=allow_unisolated,
     )
 
 
@@ -267,6 +280,7 @@ def convert(
     max_file_size: int,
     max_pages: int,
     timeout: float,
+    allow_unisolated: bool,
 ) -> int:
     """Write PNG previews of INPUTS: files, directories (walked recursively), or - for stdin.
 
@@ -294,6 +308,7 @@ def convert(
                 max_pages=max_pages,
                 timeout=timeout,
                 max_memory=max_memory,
+                allow_unisolated=allow_unisolated,
             ),
             keep_temp=keep_temp,
         )
@@ -570,13 +585,16 @@ def info(
     max_file_size: int,
     max_pages: int,
     timeout: float,
+    allow_unisolated: bool,
 ) -> int:
     """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256."""
     from previewer import api
     from previewer.registry import Registry
 
     registry = Registry()
-    limits = _limits(max_pixels, max_tile_pixels, max_file_size, max_pages, timeout)
+    limits = _limits(
+        max_pixels, max_tile_pixels, max_file_size, max_pages, timeout, allow_unisolated
+    )
     failures: list[PreviewerError] = []
     for item in inputs:
         try:

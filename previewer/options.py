@@ -171,6 +171,10 @@ class Limits:
         timeout: Wall-clock seconds an external engine process may run (and, in batch workers,
             the whole conversion of one file).
         max_memory: Address-space cap of a batch worker process, in bytes.
+        allow_unisolated: Run engines that parse documents (LibreOffice, Ghostscript, the
+            ImageMagick worker) even where they cannot be isolated from the network and the
+            host's files (see :mod:`previewer.sandbox`). Off by default: such engines are then
+            refused with ``EngineUnavailableError``. Only for trusted input.
     """
 
     max_pixels: int = 1024 * 1024 * 1024
@@ -180,6 +184,7 @@ class Limits:
     max_pages: int = 1000
     timeout: float = 60.0
     max_memory: int = 2 * 1024**3
+    allow_unisolated: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -201,6 +206,10 @@ class Limits:
             )
         if not self.timeout > 0:
             raise InvalidOptionsError("timeout must be positive")
+        if not isinstance(self.allow_unisolated, bool):
+            raise InvalidOptionsError(
+                f"allow_unisolated must be True or False, not {self.allow_unisolated!r}"
+            )
 
 
 @dataclass(frozen=True)

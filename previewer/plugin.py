@@ -231,11 +231,17 @@ class ConvertContext:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
         expect_output: Path | None = None,
+        read: Sequence[Path] = (),
+        isolate: bool = True,
     ) -> RunResult:
         """Run an external program under the subprocess discipline of previewer.
 
         The program gets its own process group, closed stdin, captured output and the
-        configured timeout; on expiry the whole group is killed.
+        configured timeout; on expiry the whole group is killed, and it dies with previewer.
+        It runs isolated (see :mod:`previewer.sandbox`): no network at all, and where
+        bubblewrap works it sees only ``/usr``, fonts and engine configuration, a private
+        ``/tmp``, its working directory (writable) and the paths in ``read``. Name the input
+        file in ``read``.
 
         Args:
             argv: Program (absolute path) and arguments; never a shell string.
@@ -243,6 +249,9 @@ class ConvertContext:
             cwd: Working directory (default: ``workdir``).
             env: Environment (default: a minimal one with ``HOME`` and ``TMPDIR`` in ``workdir``).
             expect_output: A file that must exist and be non-empty afterwards.
+            read: Files and directories outside ``/usr`` the program needs to read.
+            isolate: False runs the program with the host's network and files; only for
+                programs that never parse the input (a version probe).
 
         Returns:
             The program's result.
@@ -250,6 +259,8 @@ class ConvertContext:
         Raises:
             previewer.errors.EngineError: Non-zero exit or missing output.
             previewer.errors.EngineTimeoutError: Killed after the timeout.
+            previewer.errors.EngineUnavailableError: The program cannot be isolated here
+                (and ``limits.allow_unisolated`` is false).
         """
         if self._run is None:
             raise RuntimeError("this context cannot run programs")
@@ -259,6 +270,9 @@ class ConvertContext:
             cwd=cwd or self.workdir,
             env=env,
             expect_output=expect_output,
+            isolate=isolate,
+            read=tuple(read),
+            allow_unisolated=self.limits.allow_unisolated,
         )
 
     def delegate(self, path: Path, mime: str) -> Document:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from previewer.errors import EngineError, EngineTimeoutError
 from previewer.plugin import RunResult
 
-__all__ = ["kill_group", "minimal_env", "run", "spawn"]
+__all__ = ["die_with_parent", "kill_group", "minimal_env", "run", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,31 @@ def minimal_env(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[s
     if extra:
         env.update(extra)
     return env
+
+
+SETPRIV = "/usr/bin/setpriv"
+"""util-linux ``setpriv``: sets the parent-death signal before running the program."""
+
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """Prefix ``argv`` so the program is SIGKILLed when the thread that started it dies.
+
+    bubblewrap's ``--die-with-parent`` already does this for sandboxed programs; others get
+    ``setpriv --pdeathsig KILL`` (util-linux; ``PR_SET_PDEATHSIG`` survives ``exec``), so a
+    SIGKILLed previewer never leaves an engine running until its timeout. Setting the signal
+    with a ``preexec_fn`` instead would not be safe in a multi-threaded host. The signal fires
+    when the *thread* that started the program exits, so only programs waited for by that
+    thread (:func:`run`) use it.
+
+    Args:
+        argv: The command.
+
+    Returns:
+        The command, prefixed when ``setpriv`` is available and the program is not bwrap.
+    """
+    if Path(argv[0]).name == "bwrap" or not os.access(SETPRIV, os.X_OK):
+        return argv
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
@@ -97,6 +123,9 @@ def run(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     expect_output: Path | None = None,
+    isolate: bool = False,
+    read: Sequence[os.PathLike[str] | str] = (),
+    allow_unisolated: bool = False,
 ) -> RunResult:
     """Run a program to completion under a timeout, killing its process group if it overruns.
 
@@ -107,6 +136,13 @@ def run(
         env: Environment; defaults to :func:`minimal_env` of ``cwd`` when ``cwd`` is given,
             else the current environment.
         expect_output: A file the program must leave behind, non-empty.
+        isolate: Run the program through :func:`previewer.sandbox.wrap`: no network, and
+            (with bubblewrap) only ``/usr``, ``read``, ``cwd`` (writable) and a private
+            ``/tmp`` visible. A program that is this Python interpreter also sees its
+            installation (:func:`previewer.sandbox.python_paths`).
+        read: Paths the isolated program may read (its input).
+        allow_unisolated: With ``isolate``, run unisolated where no isolation works instead
+            of raising :class:`~previewer.errors.EngineUnavailableError`.
 
     Returns:
         The result, with captured stdout and stderr.
@@ -122,6 +158,20 @@ def run(
     plog = logging.getLogger(f"{__name__}.{program}")
     if env is None and cwd is not None:
         env = minimal_env(cwd)
+    if isolate:
+        from previewer import sandbox
+
+        extra: tuple[os.PathLike[str] | str, ...] = ()
+        if os.path.realpath(argv[0]) == os.path.realpath(sys.executable):
+            extra = sandbox.python_paths()
+        argv = sandbox.wrap(
+            argv,
+            read=(*read, *extra),
+            write=(cwd,) if cwd is not None else (),
+            allow_unisolated=allow_unisolated,
+            program=program,
+        )
+    argv = die_with_parent(argv)
     plog.debug("running %s", argv)
     try:
         proc = subprocess.Popen(

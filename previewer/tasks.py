@@ -164,6 +164,8 @@ app = configure(Celery("previewer"))
 
 def options_to_dict(options: Options) -> dict[str, Any]:
     """Return ``options`` as a JSON-serialisable dict (see :func:`options_from_dict`)."""
+    import dataclasses
+
     lim = options.limits
     return {
         "sizes": [[s.width, s.height, s.square] for s in options.sizes],
@@ -173,15 +175,7 @@ def options_to_dict(options: Options) -> dict[str, Any]:
         "password": options.password,
         "converter": options.converter,
         "keep_temp": options.keep_temp,
-        "limits": {
-            "max_pixels": lim.max_pixels,
-            "max_output_pixels": lim.max_output_pixels,
-            "max_tile_pixels": lim.max_tile_pixels,
-            "max_file_size": lim.max_file_size,
-            "max_pages": lim.max_pages,
-            "timeout": lim.timeout,
-            "max_memory": lim.max_memory,
-        },
+        "limits": dataclasses.asdict(lim),
     }
 
 
