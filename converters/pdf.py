@@ -7,6 +7,10 @@ so the page's content is interpreted once, not once per tile. MuPDF's messages a
 stdout (MuPDF prints warnings and errors there by default) and logged instead. MuPDF never
 executes JavaScript or actions and ignores external images in SVG, so
 documents cannot reach the network or other local files from here.
+
+Damage that PDF readers work around is worked around here too (:mod:`converters.pdf_repair`): a
+page tree with a wrong ``/Count`` or a loop is rebuilt in memory and the document's page count
+reported as unknown; a PDF that encrypts only its embedded files is read without a password.
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ def _pymupdf() -> Any:
 
     pymupdf.TOOLS.mupdf_display_warnings(False)  # type: ignore[no-untyped-call]
     pymupdf.TOOLS.mupdf_display_errors(False)  # type: ignore[no-untyped-call]
-    pymupdf.set_messages(pylogging_logger=log, pylogging_level=logging.DEBUG)  # type: ignore[no-untyped-call]
-    pymupdf.set_log(pylogging_logger=log, pylogging_level=logging.DEBUG)  # type: ignore[no-untyped-call]
+    to_log: dict[str, Any] = {"pylogging_logger": log, "pylogging_level": logging.DEBUG}
+    pymupdf.set_messages(**to_log)  # type: ignore[no-untyped-call]
+    pymupdf.set_log(**to_log)  # type: ignore[no-untyped-call]
     return pymupdf
 
 

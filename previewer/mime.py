@@ -12,13 +12,22 @@ from __future__ import annotations
 import functools
 import os
 import re
-import struct
-from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["GENERIC_TYPES", "sniff", "sniff_bytes"]
+from previewer.mime_heuristics import (
+    RAW_TYPES,
+    camera_raw,
+    damaged_pdf,
+    pdf_structure,
+    picture_hint,
+    raw_type,
+    tiff_reader,
+)
+
+__all__ = ["GENERIC_TYPES", "RAW_TYPES", "sniff", "sniff_bytes"]
 
 HEAD_BYTES = 8192
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 GENERIC_TYPES = frozenset(
     {
@@ -131,10 +140,12 @@ def sniff(path: str | os.PathLike[str], name: str | None = None) -> str:
     if mime == "application/zip":
         mime = _zip_type(path)
     elif mime == "image/tiff":
-        mime = _camera_raw(path, head) or mime
+        mime = camera_raw(path, head) or mime
     elif mime is None:
-        mime = _damaged_pdf(path, head) or _libmagic(path)
-    return _picture_hint(_tie_break(mime, name or path.name), head, name or path.name)
+        if not head.startswith(_OLE2_MAGIC):  # OLE2: libmagic reads its stream names
+            mime = damaged_pdf(path, head)
+        mime = mime or _libmagic(path)
+    return picture_hint(_tie_break(mime, name or path.name), head, name or path.name)
 
 
 def sniff_bytes(head: bytes, name: str = "") -> str:
@@ -151,10 +162,10 @@ def sniff_bytes(head: bytes, name: str = "") -> str:
         return "application/x-empty"
     mime = _from_signature(head)
     if mime == "image/tiff":
-        mime = _raw_type(_tiff_reader(head)) or mime
+        mime = raw_type(tiff_reader(head)) or mime
     elif mime is None:
-        mime = ("application/pdf" if _pdf_structure(head, head) else None) or _libmagic_buffer(head)
-    return _picture_hint(_tie_break(mime, name), head, name)
+        mime = "application/pdf" if pdf_structure(head, head) else _libmagic_buffer(head)
+    return picture_hint(_tie_break(mime, name), head, name)
 
 
 def _tie_break(mime: str, name: str) -> str:
@@ -357,176 +368,3 @@ def _libmagic_buffer(head: bytes) -> str:
         return str(detector.from_buffer(head))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001
         return "application/octet-stream"
-
-
-# --------------------------------------------------------------------------- damaged PDFs
-
-_PDF_OBJECT = re.compile(rb"(?m)^[ \t\r\f\0]*\d{1,10}[ \t\r\n]+\d{1,5}[ \t\r\n]+obj\b")
-_PDF_END = (b"%%EOF", b"startxref", b"trailer")
-
-
-def _damaged_pdf(path: Path, head: bytes) -> str | None:
-    """Return ``application/pdf`` for a PDF whose ``%PDF-`` header is damaged or missing.
-
-    PDF readers do not need the header: MuPDF (like mutool and poppler) rebuilds the
-    cross-reference table from the objects it finds. A file is taken for such a PDF when an
-    indirect object (``1 0 obj``) starts a line in its first bytes and its end has the trailer
-    structure (``%%EOF``, ``startxref`` or ``trailer``); the converter then reports it as a bad
-    input if MuPDF cannot repair it after all.
-    """
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 1024))
-            tail = fh.read()
-    except OSError:
-        return None
-    return "application/pdf" if _pdf_structure(head, tail) else None
-
-
-def _pdf_structure(head: bytes, tail: bytes) -> bool:
-    return _PDF_OBJECT.search(head) is not None and any(word in tail for word in _PDF_END)
-
-
-# --------------------------------------------------------------------------- camera RAW
-
-_DNG_VERSION = 50706
-_MAKE, _NEW_SUBFILE_TYPE, _PHOTOMETRIC, _SUB_IFDS = 271, 254, 262, 330
-_CFA_PHOTOMETRIC = frozenset({32803, 34892})  # CFA, LinearRaw (DNG)
-
-# Camera makers (TIFF Make, lower case, prefix) -> the RAW type their TIFF-based files have.
-_RAW_MAKERS: tuple[tuple[str, str], ...] = (
-    ("nikon", "image/x-nikon-nef"),
-    ("sony", "image/x-sony-arw"),
-    ("eastman kodak", "image/x-kodak-kdc"),
-    ("kodak", "image/x-kodak-kdc"),
-    ("canon", "image/x-canon-cr2"),
-    ("pentax", "image/x-pentax-pef"),
-    ("ricoh", "image/x-pentax-pef"),
-    ("samsung", "image/x-samsung-srw"),
-    ("hasselblad", "image/x-hasselblad-3fr"),
-    ("mamiya", "image/x-mamiya-mef"),
-    ("seiko epson", "image/x-epson-erf"),
-    ("leaf", "image/x-leaf-mos"),
-    ("phase one", "image/x-phaseone-iiq"),
-    ("olympus", "image/x-olympus-orf"),
-    ("panasonic", "image/x-panasonic-raw"),
-    ("fujifilm", "image/x-fuji-raf"),
-)
-RAW_TYPES = frozenset({"image/x-adobe-dng", "image/x-dcraw"} | {t for _m, t in _RAW_MAKERS})
-"""Camera RAW types: TIFF containers whose first image is only a thumbnail of the photo."""
-
-_RAW_READ = 1 << 16
-
-
-def _camera_raw(path: Path, head: bytes) -> str | None:
-    """Return the camera RAW type of a TIFF-structured file, or None for an ordinary TIFF."""
-    try:
-        with open(path, "rb") as fh:
-
-            def read(offset: int, size: int) -> bytes:
-                if offset + size <= len(head):
-                    return head[offset : offset + size]
-                fh.seek(offset)
-                return fh.read(size)
-
-            return _raw_type(read)
-    except OSError:
-        return None
-
-
-def _tiff_reader(data: bytes) -> Callable[[int, int], bytes]:
-    return lambda offset, size: data[offset : offset + size]
-
-
-def _raw_type(read: Callable[[int, int], bytes]) -> str | None:
-    """Tell camera RAW files from TIFF images by the tags of the first IFD.
-
-    Camera RAW files (DNG, NEF, ARW, KDC, CR2, PEF, ...) are TIFF containers whose first image is
-    usually a small preview (a 160 x 120 or 96 x 64 thumbnail) and whose photo is undemosaiced
-    sensor data in a sub-IFD; a TIFF decoder "converts" them as the thumbnail. They are: CR2
-    (``CR`` at offset 8), files with ``DNGVersion`` (tag 50706), and files whose ``Make`` is a
-    camera maker and whose first IFD holds sensor data (PhotometricInterpretation CFA or
-    LinearRaw), is a reduced-resolution image (NewSubfileType 1) or points at sub-IFDs.
-    A scanner's or editor's TIFF naming a camera maker has none of these.
-    """
-    header = read(0, 16)
-    if len(header) < 8 or header[:2] not in (b"II", b"MM"):
-        return None
-    order = "<" if header[:2] == b"II" else ">"
-    if struct.unpack(order + "H", header[2:4])[0] != 42:
-        return None  # BigTIFF: no camera writes it
-    if header[8:10] == b"CR":
-        return "image/x-canon-cr2"
-    (ifd,) = struct.unpack(order + "I", header[4:8])
-    raw = read(ifd, 2)
-    if len(raw) < 2:
-        return None
-    (count,) = struct.unpack(order + "H", raw)
-    entries = read(ifd + 2, 12 * min(count, 512))
-    tags: dict[int, tuple[int, int, bytes]] = {}
-    for start in range(0, len(entries) - 11, 12):
-        tag, kind, n = struct.unpack(order + "HHI", entries[start : start + 8])
-        tags[tag] = (kind, n, entries[start + 8 : start + 12])
-    if _DNG_VERSION in tags:
-        return "image/x-adobe-dng"
-    make = _ascii(read, order, tags.get(_MAKE)).lower()
-    if not make:
-        return None
-    sensor = (
-        _SUB_IFDS in tags
-        or _short(order, tags.get(_PHOTOMETRIC)) in _CFA_PHOTOMETRIC
-        or _short(order, tags.get(_NEW_SUBFILE_TYPE)) == 1
-    )
-    if not sensor:
-        return None
-    for prefix, mime in _RAW_MAKERS:
-        if make.startswith(prefix):
-            return mime
-    return None
-
-
-def _ascii(
-    read: Callable[[int, int], bytes], order: str, entry: tuple[int, int, bytes] | None
-) -> str:
-    if entry is None or entry[0] != 2:
-        return ""
-    kind, count, value = entry
-    count = min(count, 256)
-    data = value[:count] if count <= 4 else read(struct.unpack(order + "I", value)[0], count)
-    return data.split(b"\0", 1)[0].decode("latin-1").strip()
-
-
-def _short(order: str, entry: tuple[int, int, bytes] | None) -> int | None:
-    if entry is None:
-        return None
-    kind, _count, value = entry
-    if kind == 3:
-        return int(struct.unpack(order + "H", value[:2])[0])
-    if kind == 4:
-        return int(struct.unpack(order + "I", value)[0])
-    return None
-
-
-# --------------------------------------------------------------------------- PICT
-
-_INCONCLUSIVE = frozenset({"application/octet-stream", "text/plain"})
-
-
-def _picture_hint(mime: str, head: bytes, name: str) -> str:
-    """Return ``image/x-pict`` for a file named ``.pct``/``.pict`` that content did not settle.
-
-    PICT has no magic number: a 512-byte header of application data, then the picture size and
-    frame, then (version 2) the opcodes ``0011 02FF`` at offset 522 or (version 1) ``1101``.
-    The name is needed to suspect it: the type is taken when libmagic recognised nothing (or
-    only text), or when the version opcode is where PICT has it.
-    """
-    if os.path.splitext(name)[1].lower() not in (".pct", ".pict"):
-        return mime
-    if mime in _INCONCLUSIVE or _pict_version(head):
-        return "image/x-pict"
-    return mime
-
-
-def _pict_version(head: bytes) -> bool:
-    return head[522:526] == b"\x00\x11\x02\xff" or head[522:524] == b"\x11\x01"
