@@ -15,6 +15,7 @@ reported as unknown; a PDF that encrypts only its embedded files is read without
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -128,6 +129,8 @@ class PdfConverter:
             if filetype == "epub":
                 doc.layout(width=400, height=600)
             count, damage = _count_pages(pymupdf, doc)
+            if damage:
+                ctx.log.info("page tree rebuilt (%s): %d pages found", damage, count)
         except BaseException:
             doc.close()
             raise
@@ -178,8 +181,8 @@ def _count_pages(pymupdf: Any, doc: Any) -> tuple[int, str]:
     """Return the number of pages that can be loaded and what was wrong with the page tree.
 
     The damage is "" for a sound document. For a PDF whose ``/Count`` MuPDF rejects, that says
-    no pages although some are there, or whose first page reveals a loop in ``/Kids``, the tree
-    is rebuilt in memory (:func:`repair_page_tree`) and the pages found are counted.
+    no pages although some are there, or whose page map MuPDF cannot build (a loop in ``/Kids``,
+    a kid that is not a page), the tree is rebuilt in memory (:func:`repair_page_tree`) and the pages found are counted.
 
     Raises:
         InputError: No page can be found.
@@ -187,16 +190,18 @@ def _count_pages(pymupdf: Any, doc: Any) -> tuple[int, str]:
     damage = ""
     try:
         count = doc.page_count
-        if doc.is_pdf and count >= 1:
-            doc.load_page(0)
-            if page_tree_damaged(pymupdf.TOOLS.mupdf_warnings(reset=False)):
-                damage = "the page tree loops back on itself"
-        elif doc.is_pdf:
-            damage = f"the page tree declares {count} pages"
     except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
         if not doc.is_pdf:
             raise InputError(f"broken page tree: {exc}") from exc
         damage = f"broken page tree ({exc})"
+    else:
+        if doc.is_pdf and count < 1:
+            damage = f"the page tree declares {count} pages"
+        elif doc.is_pdf:
+            # Loading page 1 builds MuPDF's page map, which is where a loop in /Kids shows.
+            with contextlib.suppress(RuntimeError, pymupdf.mupdf.FzErrorBase):
+                doc.load_page(0)  # another failure of page 1 is reported when it is rendered
+            damage = page_tree_damaged(pymupdf.TOOLS.mupdf_warnings(reset=False))
     if damage:
         try:
             found = repair_page_tree(doc)

@@ -30,22 +30,32 @@ _STARTXREF = re.compile(rb"startxref\s+(\d+)")
 MAX_DEPTH = 64
 """Deeper page trees are not followed (real ones are a few levels deep)."""
 
-# What MuPDF 1.28 logs when its page map cannot be built (a loop in /Kids); it then looks pages up
-# one by one and fails on the looping one.
-_TREE_WARNINGS = ("cycle in page tree", "page tree load failed")
+# What MuPDF 1.28 logs when its page map cannot be built ("Page tree load failed. Falling back to
+# slow lookup"), after the reason; it then looks pages up one by one and fails on the bad one.
+_TREE_FAILED = "page tree load failed"
+_TREE_REASONS = (
+    ("cycle in page tree", "the page tree loops back on itself"),
+    ("non-page object in page tree", "the page tree holds an object that is not a page"),
+)
 
 
-def page_tree_damaged(warnings: str) -> bool:
-    """Return True if MuPDF's collected warnings say the page tree could not be loaded.
+def page_tree_damaged(warnings: str) -> str:
+    """Say what is wrong with the page tree, going by MuPDF's collected warnings.
 
     Args:
         warnings: Text of ``TOOLS.mupdf_warnings()`` after loading a page.
 
     Returns:
-        Whether the page tree loops or is otherwise unreadable as a tree.
+        A short description ("the page tree loops back on itself"), or "" when MuPDF read the
+        page tree without complaint.
     """
     lowered = warnings.lower()
-    return any(text in lowered for text in _TREE_WARNINGS)
+    if _TREE_FAILED not in lowered:
+        return ""
+    for text, description in _TREE_REASONS:
+        if text in lowered:
+            return description
+    return "MuPDF cannot load the page tree"
 
 
 def repair_page_tree(doc: Any) -> int:

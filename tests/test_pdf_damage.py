@@ -307,3 +307,48 @@ def test_zero_size_svg_is_bad_input(size: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 5 and "zero.svg: page 1 has no area" in proc.stderr
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_thumbnail_cache_entry_of_a_damaged_tree_states_no_page_count(tmp_path: Path) -> None:
+    from pngcheck import png_chunks
+
+    from previewer import freedesktop
+
+    path = tmp_path / "loop.pdf"
+    path.write_bytes(tree_pdf(TREES["kids-loop"]))
+    root = tmp_path / "cache" / "thumbnails"
+
+    report = freedesktop.fill_cache([path], sizes=("normal",), root=root)
+
+    assert report.exit_code == 0, report.results
+    entry = root / "normal" / freedesktop.thumbnail_name(freedesktop.to_uri(path))
+    keys = {
+        data.split(b"\0", 1)[0].decode(): data.split(b"\0", 1)[1].decode()
+        for kind, data in png_chunks(entry.read_bytes())
+        if kind == b"tEXt"
+    }
+    assert keys["Thumb::Mimetype"] == "application/pdf"
+    assert "Thumb::Document::Pages" not in keys  # unknown, not the one page found
+
+
+def test_loop_before_the_first_page_is_cut_too(tmp_path: Path) -> None:
+    path = tmp_path / "loop-first.pdf"
+    path.write_bytes(tree_pdf(b"<< /Type /Pages /Kids [2 0 R 3 0 R] /Count 2 >>"))
+
+    _red_box(previewer.convert(path, out_dir=tmp_path / "out")[0].path)
+    assert previewer.info(path).pages is None
+
+
+def test_page_tree_of_non_pages_is_bad_input_saying_why(tmp_path: Path) -> None:
+    path = tmp_path / "bad-page.pdf"
+    # The only kid is a string, not a page: MuPDF's page map fails, the rebuilt tree is empty.
+    path.write_bytes(
+        raw_pdf(
+            [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"]
+            + [b"(not a page)"]
+        )
+    )
+    with pytest.raises(
+        InputError, match="no pages .the page tree holds an object that is not a page"
+    ):
+        previewer.convert(path, out_dir=tmp_path / "out")
