@@ -182,7 +182,8 @@ def _count_pages(pymupdf: Any, doc: Any) -> tuple[int, str]:
 
     The damage is "" for a sound document. For a PDF whose ``/Count`` MuPDF rejects, that says
     no pages although some are there, or whose page map MuPDF cannot build (a loop in ``/Kids``,
-    a kid that is not a page), the tree is rebuilt in memory (:func:`repair_page_tree`) and the pages found are counted.
+    a kid that is not a page), the tree is rebuilt in memory (:func:`repair_page_tree`) and the
+    pages found are counted.
 
     Raises:
         InputError: No page can be found.
