@@ -162,12 +162,16 @@ def _unlock(pymupdf: Any, doc: Any, source: Path, ctx: ConvertContext) -> Any:
             return doc
     if content_is_unencrypted(doc):
         copy = unencrypted_copy(doc, source, ctx.workdir)
-        if copy is not None:
-            opened = _open(pymupdf, str(copy), "pdf")
-            if not opened.needs_pass:
-                ctx.log.info("only the embedded files are encrypted; the pages need no password")
-                doc.close()
-                return opened
+        try:
+            opened = _open(pymupdf, str(copy), "pdf") if copy is not None else None
+        except InputError as exc:  # the copy did not work out: the file stays encrypted
+            ctx.log.debug("copy without /Encrypt does not open: %s", exc)
+            opened = None
+        if opened is not None and not opened.needs_pass:
+            ctx.log.info("only the embedded files are encrypted; the pages need no password")
+            doc.close()
+            return opened
+        if opened is not None:
             opened.close()
     raise EncryptedError(
         "document is encrypted and needs a password"
