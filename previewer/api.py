@@ -181,6 +181,11 @@ def _select_pages(od: Opened, opts: Options) -> list[int]:
         numbers = opts.pages.resolve(count)
     except InvalidOptionsError as exc:
         exc.path = od.display
+        if not getattr(od.doc, "page_count_known", True):
+            exc.message = (
+                f"{exc.message.split(' but ')[0]} but the document's page tree is damaged and "
+                f"only {count} page{'s' if count != 1 else ''} could be found"
+            )
         raise
     if len(numbers) > opts.limits.max_pages:
         raise LimitExceededError(
@@ -279,6 +284,7 @@ def info(
         cname = od.converter.name
         with guard(od.display, cname):
             count = od.doc.page_count
+            known = getattr(od.doc, "page_count_known", True)
             sizes = [tuple(od.doc.page_size(i)) for i in range(min(count, 1000))]
             meta_fn = getattr(od.doc, "metadata", None)
             metadata = dict(meta_fn()) if callable(meta_fn) else {}
@@ -294,7 +300,7 @@ def info(
             mime=od.mime,
             converter=cname,
             engine=f"{avail.engine} {avail.version}" if avail.version else avail.engine,
-            pages=count,
+            pages=count if known else None,
             page_sizes=[(float(w), float(h)) for w, h in sizes],
             units=od.doc.units,
             bytes=od.path.stat().st_size,
