@@ -63,6 +63,18 @@ class Job:
     out_dir: Path
     walked: bool = False
 
+    @property
+    def given_name(self) -> str | None:
+        """The name to hand to the conversion: None when it is the path's own file name.
+
+        A file's own name (one with a newline or a backslash in it, say) is what the file system
+        holds, so it is used as it is; any other name is a caller's and is checked (see
+        :func:`previewer.inputs.output_stem`).
+        """
+        if isinstance(self.source, str) and self.name == os.path.basename(self.source):
+            return None
+        return self.name
+
 
 # --------------------------------------------------------------------------- collecting
 
@@ -448,7 +460,9 @@ def run_batch(
                 if job.index in ready:
                     finish(job, ready[job.index])
                     continue
-                result = convert_one(job.source, job_options(options, job), registry, name=job.name)
+                result = convert_one(
+                    job.source, job_options(options, job), registry, name=job.given_name
+                )
                 result.input = job.display
                 finish(job, result, stat)
         else:

@@ -59,7 +59,7 @@ def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
     """
     from previewer.api import convert_one
 
-    return convert_one(job.source, options, registry, name=job.name)
+    return convert_one(job.source, options, registry, name=job.given_name)
 
 
 def _worker_main(

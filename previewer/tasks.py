@@ -504,7 +504,7 @@ def submit_many(
                     out_dir=Path(os.path.abspath(job.out_dir)),
                     out_root=Path(os.path.abspath(options.out_dir)),
                 )
-                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.name])
+                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.given_name])
                 task.task_id = send(task, producer)
                 pending[task.task_id] = task
         gather = _Gatherer(client, pending, finish, options, shown, send)
