@@ -31,6 +31,7 @@ from previewer.options import Options
 from previewer.results import BatchReport, FileResult
 
 if TYPE_CHECKING:
+    from previewer import tempdirs
     from previewer.registry import Registry
 
 __all__ = ["Job", "collect", "overwrite_error", "run_batch", "skip_if_unsupported"]
@@ -424,11 +425,12 @@ def run_batch(
     Returns:
         The report, results in the order they finished.
     """
-    from previewer import tempdirs
-
     report = BatchReport()
     started = time.monotonic()
-    tempdirs.reap_once()  # what batches killed by SIGKILL left behind
+    if len(jobs) > 1:  # a batch (a pool reaps too); a one-off conversion stays lean
+        from previewer.tempdirs import reap_once
+
+        reap_once()  # what runs killed by SIGKILL left behind
     # One journal for the run, in the output directory (jobs' subdirectories included).
     record = resume if journal is None else journal
     book = Journal(options.out_dir, options) if resume or record else None
@@ -479,7 +481,9 @@ def run_batch(
                 if not isinstance(job.source, (str, bytes)):
                     # A stream cannot go to a worker: copy it to a file first, in chunks.
                     if spools is None:
-                        spools = tempdirs.make("previewer-spool-")
+                        from previewer.tempdirs import make
+
+                        spools = make("previewer-spool-")
                     spooled = _spool(job, spools.path, options)
                     if isinstance(spooled, FileResult):
                         finish(job, spooled)
