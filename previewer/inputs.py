@@ -130,7 +130,7 @@ def _materialise(source: Source, name: str | None, limits: Limits) -> Iterator[_
     """Yield a readable regular file for ``source``, copying bytes and streams to a temp file."""
     stem = None if name is None else output_stem(name)
     if isinstance(source, (str, os.PathLike)):
-        display = os.fspath(source)
+        display = str(os.fspath(source))  # a plain str, even for a WalkedFile
         path = Path(display)
         if isinstance(source, WalkedFile):
             _check_walked(source, display, limits)
