@@ -475,16 +475,15 @@ def test_reap_removes_only_unlocked_marked_directories_of_ours(tmp_path: Path) -
     assert tempdirs.reap(tmp_path) == [live.path.name]  # released without removal: unlocked
 
 
-def slow_tree(tmp_path: Path, files: int) -> Path:
+def pdf_tree(tmp_path: Path, files: int) -> Path:
     import pymupdf
 
     src = tmp_path / "src"
     src.mkdir()
     doc = pymupdf.open()
-    for i in range(40):
+    for i in range(20):
         page = doc.new_page()
         page.insert_text((72, 72 + i), f"page {i}" * 8, fontsize=14)
-        page.draw_circle((300, 400), 150 + i, color=(1, 0, 0), fill=(0, 0, 1))
     data = doc.tobytes()
     for i in range(files):
         (src / f"doc{i:02}.pdf").write_bytes(data)
@@ -526,7 +525,31 @@ def marked_by(pid: int, places: list[Path]) -> list[Path]:
 def start_batch(src: Path, out: Path, tmp: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "previewer", "convert", str(src), "-o", str(out), "-j", "2"]
-        + ["-p", "all", "-s", "1200", "-q"],
+        + ["-p", "all", "-s", "600", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env(TMPDIR=str(tmp)),
+    )
+
+
+SLOW_BATCH = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import previewer
+from converters import BUILTIN
+from plugins.faulty import TripwireConverter
+from previewer.registry import Registry
+
+registry = Registry(converters=[*BUILTIN, TripwireConverter], entry_points=False)
+report = previewer.convert_many([sys.argv[2]], out_dir=sys.argv[3], jobs=2, registry=registry)
+sys.exit(report.exit_code)
+"""
+
+
+def start_slow_batch(src: Path, out: Path, tmp: Path) -> subprocess.Popen[bytes]:
+    """A real batch whose files each take a second without using the CPU."""
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_BATCH, str(ROOT / "tests"), str(src), str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env(TMPDIR=str(tmp)),
@@ -544,7 +567,7 @@ def test_what_a_sigkilled_batch_leaves_is_reaped_by_the_next_run(tmp_path: Path)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     places = [tmp, Path("/tmp")]  # multiprocessing's socket folder goes to /tmp for long TMPDIRs
-    src = slow_tree(tmp_path, 6)
+    src = pdf_tree(tmp_path, 6)
     out = tmp_path / "out"
     batch = start_batch(src, out, tmp)
     try:
@@ -581,8 +604,11 @@ def test_a_live_run_s_directories_are_never_reaped(tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     places = [tmp, Path("/tmp")]
-    src = slow_tree(tmp_path, 4)
-    first = start_batch(src, tmp_path / "out", tmp)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"slow{i:02}.txt").write_text("SLOW")
+    first = start_slow_batch(src, tmp_path / "out", tmp)
     try:
         wait_for(lambda: any(p.name.startswith("pymp-") for p in marked_by(first.pid, places)))
         wait_for(lambda: any(marked_by(first.pid, [tmp])))
@@ -603,5 +629,5 @@ def test_a_live_run_s_directories_are_never_reaped(tmp_path: Path) -> None:
             first.kill()
             first.communicate()
     assert first.returncode == 0, err
-    assert len(list((tmp_path / "out").glob("*.png"))) == 4 * 40
+    assert len(list((tmp_path / "out").glob("*.png"))) == 12
     assert list(tmp.iterdir()) == []
