@@ -156,6 +156,7 @@ def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
                     dests,
                     upscale=opts.upscale,
                     limits=opts.limits,
+                    root=opts.out_root,
                 )
             except OutputError as exc:
                 exc.message = f"{exc.message} (preview of {od.display})"
@@ -326,6 +327,7 @@ def convert_many(
     exclude: Sequence[str] = (),
     hidden: bool = False,
     resume: bool = False,
+    journal: bool | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> BatchReport:
@@ -355,6 +357,8 @@ def convert_many(
         hidden: Also walk hidden files and folders.
         resume: Skip inputs whose previews (with the same options) are newer than the input,
             as recorded in ``<out_dir>/.previewer-journal.jsonl`` by earlier runs.
+        journal: Record the inputs converted in that journal (default: when ``resume``);
+            ``resume=False, journal=True`` redoes everything and records it for the next run.
         on_result: Called with each :class:`FileResult` as soon as it is known.
         on_progress: Called with ``(done, total)`` after each input.
 
@@ -393,7 +397,13 @@ def convert_many(
             on_progress(done, total)
 
     return run_batch(
-        batch, opts, registry or Registry(), workers=jobs, resume=resume, on_result=finished
+        batch,
+        opts,
+        registry or Registry(),
+        workers=jobs,
+        resume=resume,
+        journal=journal,
+        on_result=finished,
     )
 
 

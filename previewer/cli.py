@@ -385,6 +385,7 @@ def convert(
                 exclude=exclude,
                 hidden=hidden,
                 resume=walking and not force,
+                journal=walking,
                 on_result=on_result,
                 on_progress=progress.total,
             )
