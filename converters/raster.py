@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,11 @@ PAGED_FORMATS = frozenset({"TIFF"})
 
 # EXIF orientations that swap width and height.
 _TRANSPOSED = frozenset({5, 6, 7, 8})
+
+# Walking the chunk headers of a PNG for a late eXIf chunk: how many chunks at most (a giant
+# PNG written with 8 KiB IDAT chunks has ~7,000 per 57 MB) and how much EXIF is read.
+_PNG_CHUNK_LIMIT = 1_000_000
+_EXIF_BYTES = 1 << 20
 
 
 @functools.cache
@@ -149,6 +156,7 @@ class RasterDocument(BaseDocument):
         filename = getattr(image, "filename", "")
         self._path = Path(filename) if isinstance(filename, str) and filename else None
         self._vips: tuple[tuple[int, tuple[int, int]], tuple[Any, Any, int]] | None = None
+        self._orientations: dict[int, int] = {}
         self._check_pixels(0)
 
     @property
@@ -176,11 +184,35 @@ class RasterDocument(BaseDocument):
             )
 
     def _orientation(self, image: Image.Image) -> int:
+        """The EXIF orientation of the current frame (1 when absent or broken); no pixels read.
+
+        Pillow 13's ``PngImageFile.getexif`` decodes the whole image when no eXIf chunk came
+        before the pixels (1 GB for a 16,000 x 16,000 PNG): PNGs are read here instead, from the
+        eXIf chunk before the pixels (already parsed by Pillow) or after them (found by walking
+        the chunk headers, no data decompressed), and from what Pillow parsed before the pixels
+        (XMP ``tiff:Orientation``, ImageMagick's "Raw profile type exif").
+        """
+        from PIL import Image
+
+        key = image.tell() if self.format in PAGED_FORMATS else 0
+        if key in self._orientations:
+            return self._orientations[key]
         try:
-            value = image.getexif().get(0x0112, 1)
+            if image.format == "PNG" and "exif" not in image.info:
+                late = _png_late_exif(self._path) if self._path is not None else None
+                if late is not None:
+                    exif = Image.Exif()
+                    exif.load(late)
+                else:
+                    exif = Image.Image.getexif(image)  # the base class: what open() parsed
+            else:
+                exif = image.getexif()
+            value = exif.get(0x0112, 1)
         except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the preview
-            return 1
-        return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+            value = 1
+        orientation = int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+        self._orientations[key] = orientation
+        return orientation
 
     def page_size(self, index: int) -> tuple[float, float]:
         """Return the displayed size in pixels (after EXIF orientation)."""
@@ -251,13 +283,29 @@ class RasterDocument(BaseDocument):
         return frame
 
     def _vips_scaled(self, index: int, target: tuple[int, int]) -> Any:
-        """A libvips pipeline shrinking frame ``index`` to ``target`` (EXIF-rotated)."""
+        """A libvips pipeline shrinking frame ``index`` to ``target`` (EXIF-rotated).
+
+        The orientation is previewer's (``_orientation``), not libvips': libvips 8.14 misses an
+        eXIf chunk after a PNG's pixels, and page sizes must agree with the pixels.
+        """
         pyvips = _pyvips()
+        orientation = self._orientation(self._seek(index))
+        stored = target[::-1] if orientation in _TRANSPOSED else target
         source = pyvips.Source.new_from_file(str(self._path))
         options = f"page={index}" if self.format in PAGED_FORMATS else ""
-        return pyvips.Image.thumbnail_source(
-            source, target[0], height=target[1], size="force", option_string=options
+        image = pyvips.Image.thumbnail_source(
+            source,
+            stored[0],
+            height=stored[1],
+            size="force",
+            no_rotate=True,
+            option_string=options,
         )
+        if orientation != 1:
+            image = image.copy()
+            image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+            image = image.autorot()
+        return image
 
     def _render_vips(self, index: int, scale: float, clip: Box | None) -> Image.Image:
         """Scale frame ``index`` with libvips, returning the region ``clip`` of the result."""
@@ -325,6 +373,33 @@ class RasterDocument(BaseDocument):
         if self._image is not None:
             self._image.close()
             self._image = None
+
+
+def _png_late_exif(path: Path) -> bytes | None:
+    """Return the payload of an eXIf chunk that follows the image data of the PNG at ``path``.
+
+    Only the 8-byte chunk headers are read (each chunk's data is skipped with a seek), so a
+    giant PNG costs a few thousand small reads and nothing is decompressed. Stops at IEND, at
+    a header that runs past the end of the file, or after ``_PNG_CHUNK_LIMIT`` chunks.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        pos = 8
+        fh.seek(pos)
+        for _ in range(_PNG_CHUNK_LIMIT):
+            head = fh.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if pos + 12 + length > size:
+                return None
+            if kind == b"eXIf":
+                return fh.read(min(length, _EXIF_BYTES))
+            if kind == b"IEND":
+                return None
+            pos += 12 + length
+            fh.seek(pos)
+    return None
 
 
 def _bomb(exc: Exception, limit: int) -> LimitExceededError:

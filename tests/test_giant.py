@@ -2,7 +2,8 @@
 
 The inputs are generated once per test session (shared by the xdist workers through a lock):
 a 20,000 x 30,000 pt vector page, the same page size holding a 12,000 x 18,000 JPEG, a
-16,000 x 16,000 RGBA PNG, a 30,000 x 20,000 JPEG and a 20,000 x 20,000 tiled TIFF. Each
+16,000 x 16,000 RGBA PNG (with and without an eXIf chunk), a 30,000 x 20,000 JPEG and a
+20,000 x 20,000 tiled TIFF. Each
 conversion runs in a child process whose address space is capped (``RLIMIT_AS``); it must succeed
 there, while the naive way (one full ``get_pixmap``, one full decode) must fail under the same cap.
 """
@@ -65,9 +66,11 @@ GENERATE = textwrap.dedent(
         # A 1000 x 1000 picture repeated: cheap to encode, and it compresses well.
         x = pyvips.Image.xyz(1000, 1000)
         tile = (x[0] / 4).bandjoin([x[1] / 4, (x[0] + x[1]) / 8]).cast("uchar")
-        if kind == "giant.png":
+        if kind in ("giant.png", "giant-noexif.png"):
+            # libvips writes an eXIf chunk before the pixels unless told to strip metadata.
             tile = tile.bandjoin(255 - x[0] / 8).cast("uchar")
-            tile.replicate(16, 16).pngsave(str(tmp), compression=1, filter="none")
+            strip = kind == "giant-noexif.png"
+            tile.replicate(16, 16).pngsave(str(tmp), compression=1, filter="none", strip=strip)
         elif kind == "giant.jpg":
             tile.replicate(30, 20).jpegsave(str(tmp), Q=70)
         elif kind == "giant.tif":
@@ -253,3 +256,17 @@ def test_max_pixels_refuses_from_the_header(giant: Path, tmp_path: Path) -> None
     assert result["error"] == "LimitExceededError"
     assert "256,000,000" in result["message"]
     assert "100,000,000" in result["message"]
+
+
+def test_png_without_exif_is_not_decoded_to_read_its_orientation(
+    giant: Path, tmp_path: Path
+) -> None:
+    # Pillow 13 decodes a whole PNG (1 GB here) when asked for its EXIF and no eXIf chunk came
+    # before the pixels. No cap that would hide it (a failed allocation reads as "no EXIF"):
+    # the peak itself is measured.
+    src = _input(giant, "giant-noexif.png")
+    assert b"eXIf" not in src.read_bytes()[:4096]
+    result = _convert(src, tmp_path, "256", 4 * GIB)
+    assert result["size"] == [256, 256]
+    check_png(Path(result["path"]), longest=256, aspect=(16000, 16000))
+    assert result["peak"] < 300 * MIB

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -481,6 +482,53 @@ def test_exif_rotation_puts_corners_where_they_are_displayed(
     for corner, colour in _DISPLAYED[orientation].items():
         assert _close(corners[corner], colour, 40), f"{corner} is {corners[corner]}, not {colour}"
     assert previewer.info(tmp_path / "photo.jpg").page_sizes == [(40.0, 60.0)]
+
+
+def _png_with_late_exif(path: Path, orientation: int, size: tuple[int, int]) -> None:
+    """A quadrant PNG whose eXIf chunk follows the image data (PNG 1.2 allows either place)."""
+    image = Image.new("RGB", size)
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    for (x0, y0), corner in zip(
+        [(0, 0), (w // 2, 0), (0, h // 2), (w // 2, h // 2)], _QUADRANTS, strict=True
+    ):
+        draw.rectangle((x0, y0, x0 + w // 2 - 1, y0 + h // 2 - 1), fill=_QUADRANTS[corner])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", exif=exif)
+    chunks = png_chunks(buffer.getvalue())
+    late = [c for c in chunks if c[0] != b"eXIf"]
+    late[-1:-1] = [c for c in chunks if c[0] == b"eXIf"]  # just before IEND
+    body = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in late
+    )
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+@pytest.mark.parametrize("orientation", [3, 5, 6, 8])
+@pytest.mark.parametrize("giant_path", [False, True], ids=["pillow", "libvips"])
+def test_png_exif_after_the_pixels_is_applied(
+    tmp_path: Path, orientation: int, giant_path: bool
+) -> None:
+    # Read without decoding the PNG (Pillow's getexif would), and by previewer for the libvips
+    # path too: libvips 8.14 does not see an eXIf chunk after the image data.
+    _png_with_late_exif(tmp_path / "late.png", orientation, (120, 80))
+    with Image.open(tmp_path / "late.png") as source:
+        displayed = ImageOps.exif_transpose(source).convert("RGB")  # loads, then sees it
+    limits = previewer.Limits(max_tile_pixels=4096) if giant_path else None
+
+    preview, image = _convert_one(
+        tmp_path / "late.png", tmp_path / "out", sizes=[60], limits=limits
+    )
+
+    assert image.size == ((60, 40) if displayed.width > displayed.height else (40, 60))
+    reference = _corners(displayed.resize(image.size, Image.Resampling.BOX))
+    for corner, colour in _corners(image).items():
+        assert _close(colour, reference[corner], 40), f"{corner}: {colour} vs {reference[corner]}"
+    info = previewer.info(tmp_path / "late.png")
+    assert info.page_sizes == [(float(displayed.width), float(displayed.height))]
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
