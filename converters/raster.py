@@ -104,24 +104,61 @@ class RasterConverter:
         formats = FORMATS.get(ctx.mime)
         if formats is None:
             raise UnsupportedFormatError(f"Pillow is not allowed to decode {ctx.mime} here")
-        try:
-            with _pillow_warnings(ctx):
+        with _damaged_data(formats[0], ctx), _pillow_warnings(ctx):
+            try:
                 image = Image.open(source, formats=list(formats))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb(exc, ctx.limits.max_pixels) from exc
-        except UnidentifiedImageError as exc:
-            raise InputError(f"not a readable {formats[0]} image (corrupt or truncated)") from exc
-        except ValueError as exc:
-            if "too large" in str(exc).lower():
-                raise LimitExceededError(f"image data too large: {exc}") from exc
-            raise InputError(f"corrupt {formats[0]} image: {exc}") from exc
-        except (OSError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
-            raise InputError(f"corrupt {formats[0]} image: {exc}") from exc
+            except UnidentifiedImageError as exc:
+                message = f"not a readable {formats[0]} image (corrupt or truncated)"
+                raise InputError(message) from exc
         try:
-            return RasterDocument(image, ctx)
+            with _damaged_data(formats[0], ctx):
+                return RasterDocument(image, ctx)  # counts frames: reads every TIFF directory
         except BaseException:
             image.close()
             raise
+
+
+# What Pillow 13 raises on damaged data, depending on the plugin and where the damage is (TIFF
+# without ImageWidth in a later directory: TypeError "Missing dimensions"; short tag data:
+# struct.error; bad palettes and tables: IndexError, KeyError, ZeroDivisionError; truncated
+# streams: OSError, EOFError, SyntaxError, ValueError). All of it is bad input, wherever it is
+# raised (open, frame count, seek, load) and whichever process runs it.
+_DAMAGED = (
+    OSError,
+    SyntaxError,
+    EOFError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    ZeroDivisionError,
+)
+
+
+@contextlib.contextmanager
+def _damaged_data(fmt: str, ctx: ConvertContext) -> Iterator[None]:
+    """Within the block: Pillow's exceptions become InputError (damaged data) or LimitExceeded.
+
+    Args:
+        fmt: The format named in messages ("TIFF").
+        ctx: The conversion context (its pixel limit is quoted for decompression bombs).
+    """
+    from PIL import Image
+
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(exc, ctx.limits.max_pixels) from exc
+    except MemoryError as exc:
+        raise LimitExceededError("not enough memory to decode the image") from exc
+    except _DAMAGED as exc:
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, ValueError) and "too large" in text.lower():
+            raise LimitExceededError(f"image data too large: {text}") from exc
+        if "truncated" in text or "broken data stream" in text:
+            raise InputError(f"truncated {fmt} image: {text}") from exc
+        raise InputError(f"corrupt {fmt} image: {text}") from exc
 
 
 @contextlib.contextmanager
@@ -169,8 +206,9 @@ class RasterDocument(BaseDocument):
         image = self.image
         try:
             image.seek(index)
-        except (EOFError, OSError, ValueError) as exc:
-            raise InputError(f"frame {index + 1} cannot be read: {exc}") from exc
+        except _DAMAGED as exc:
+            text = str(exc) or type(exc).__name__
+            raise InputError(f"frame {index + 1} cannot be read: {text}") from exc
         return image
 
     def _check_pixels(self, index: int) -> None:
@@ -250,7 +288,7 @@ class RasterDocument(BaseDocument):
 
         image = self._seek(index)
         orientation = self._orientation(image)
-        try:
+        with _damaged_data(self.format, self._ctx):
             with _pillow_warnings(self._ctx):
                 if target[0] < image.width and image.format == "JPEG":
                     image.draft(image.mode, target)
@@ -271,15 +309,6 @@ class RasterDocument(BaseDocument):
                     info = frame.info
                     frame = frame.transpose(_TRANSPOSE[orientation])
                     frame.info = info
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb(exc, self._ctx.limits.max_pixels) from exc
-        except MemoryError as exc:
-            raise LimitExceededError("not enough memory to decode the image") from exc
-        except (OSError, SyntaxError, EOFError, ValueError, IndexError, KeyError) as exc:
-            text = str(exc)
-            if "truncated" in text or "broken data stream" in text:
-                raise InputError(f"truncated {self.format} image: {text}") from exc
-            raise InputError(f"corrupt {self.format} image: {text}") from exc
         return frame
 
     def _vips_scaled(self, index: int, target: tuple[int, int]) -> Any:

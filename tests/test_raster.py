@@ -777,3 +777,78 @@ def test_images_within_the_tile_budget_never_load_libvips(tmp_path: Path) -> Non
     assert proc.stdout.split() == ["False"]
     check_png(tmp_path / "a.png.p1.256.png", longest=256, aspect=(2000, 1500), allow_flat=True)
     check_png(tmp_path / "b.jpg.p1.256.png", longest=256, aspect=(3000, 2000), allow_flat=True)
+
+
+def _tiff_with_dimensionless_second_page(path: Path) -> None:
+    """A valid one-page TIFF, then a second directory without ImageWidth/ImageLength."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 16), (200, 30, 30)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    (first,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, first)
+    struct.pack_into("<I", data, first + 2 + 12 * count, len(data))  # next directory
+    # BitsPerSample, Compression, PhotometricInterpretation, StripOffsets, RowsPerStrip,
+    # StripByteCounts: everything but the dimensions.
+    entries = [(258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8), (278, 3, 1, 1)]
+    entries.append((279, 4, 1, 1))
+    data += struct.pack("<H", len(entries))
+    data += b"".join(struct.pack("<HHII", *entry) for entry in entries) + bytes(4)
+    path.write_bytes(bytes(data))
+
+
+def test_tiff_missing_dimensions_is_bad_input_alone_and_in_a_batch(tmp_path: Path) -> None:
+    # Pillow 13 raises TypeError("Missing dimensions") while counting the frames.
+    import json
+    import subprocess
+    import sys
+
+    broken = tmp_path / "nodims.tif"
+    _tiff_with_dimensionless_second_page(broken)
+    _frame(RED, (20, 20)).save(tmp_path / "good.png")
+    base = [sys.executable, "-m", "previewer", "convert", "-o", str(tmp_path / "out"), "--json"]
+
+    alone = subprocess.run([*base, str(broken)], capture_output=True, text=True, timeout=120)
+    batch = subprocess.run(
+        [*base, "-j", "2", str(broken), str(tmp_path / "good.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert alone.returncode == 5, alone.stderr
+    assert batch.returncode == 10, batch.stderr
+    for proc in (alone, batch):
+        (failed,) = [line for line in map(json.loads, proc.stdout.splitlines()) if line["error"]]
+        assert failed["error"]["type"] == "InputError", failed
+        assert failed["error"]["exit_code"] == 5
+        assert "nodims.tif" in failed["error"]["message"]
+        assert "Missing dimensions" in failed["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TypeError("Missing dimensions"),
+        ValueError("tile cannot extend outside image"),
+        struct.error("unpack requires a buffer of 4 bytes"),
+        IndexError("list index out of range"),
+        EOFError(),
+        SyntaxError("not a TIFF file"),
+        OSError("image file is truncated"),
+        ZeroDivisionError("division by zero"),
+        KeyError(99),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_every_damaged_data_exception_of_pillow_is_bad_input(exc: Exception) -> None:
+    from converters.raster import _damaged_data
+    from previewer.errors import InputError
+    from previewer.plugin import ConvertContext
+
+    with (
+        pytest.raises(InputError) as raised,
+        _damaged_data("TIFF", ConvertContext(limits=previewer.Limits(), mime="image/tiff")),
+    ):
+        raise exc
+    assert raised.value.__cause__ is exc
+    assert "TIFF image" in str(raised.value)
