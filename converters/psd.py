@@ -427,6 +427,8 @@ class PsdDocument(BaseDocument):
             "has_composite": h.has_composite,
         }
         if h.layer_error:
+            # Whether the file has a preview at all depends on its composite: fail as convert does.
+            self._pillow_composite((1, 1))
             facts["layer_error"] = h.layer_error
             return facts
         psd = self._psdtools()
