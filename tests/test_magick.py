@@ -228,3 +228,58 @@ def test_imagemagick_pixel_budget_follows_the_limits() -> None:
     assert budget() == gib // 8  # half of the default 2 GiB cap, 8 bytes a pixel
     assert budget(max_memory=8 * gib) == 4 * gib // 8
     assert budget(max_pixels=1_000_000) == 1_000_000
+
+
+def _huge_header(kind: str, width: int, height: int) -> bytes:
+    """A file of ``kind`` whose header declares ``width`` x ``height`` and little else."""
+    import struct
+
+    if kind == "xcf":  # "gimp xcf file", width, height, RGB, no properties, layers, channels
+        return b"gimp xcf file\0" + struct.pack(">IIIIII", width, height, 0, 0, 0, 0) + bytes(64)
+    if kind == "pcx":  # ZSoft, version 5, RLE, 8 bits; xmin ymin xmax ymax; 3 planes
+        head = bytes([10, 5, 1, 8]) + struct.pack("<HHHHHH", 0, 0, width - 1, height - 1, 72, 72)
+        return (
+            head + bytes(49) + bytes([3]) + struct.pack("<HH", width, 1) + bytes(58) + bytes(2000)
+        )
+    if kind == "tga":  # uncompressed true colour, 24 bits
+        return (
+            bytes([0, 0, 2])
+            + bytes(9)
+            + struct.pack("<HH", width, height)
+            + bytes([24, 0])
+            + bytes(3000)
+        )
+    assert kind == "sgi"  # magic 474, verbatim, 1 byte a channel, 3 dimensions, RGB
+    return struct.pack(">hBBHHHH", 474, 0, 1, 3, width, height, 3) + bytes(3000)
+
+
+@pytest.mark.parametrize("kind", ["xcf", "pcx", "tga", "sgi"])
+def test_header_declaring_too_many_pixels_is_refused_at_once(kind: str, tmp_path: Path) -> None:
+    # ImageMagick 6.9 took 16 s to fail on the XCF (its "ping" allocates the canvas), and
+    # reported the PCX and SGI files as short data (exit 5) rather than too large.
+    path = tmp_path / f"huge.{kind}"
+    path.write_bytes(_huge_header(kind, 60000, 60000))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "previewer", "convert", str(path), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 5
+    assert proc.returncode == 6, proc.stderr
+    assert "60000x60000 = 3,600,000,000 pixels" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_pixels_applies_to_imagemagick_headers(picture: Image.Image, tmp_path: Path) -> None:
+    path = tmp_path / "small.tga"
+    picture.save(path)  # 300 x 200
+    (preview,) = previewer.convert(path, out_dir=tmp_path / "out", sizes=["64"])
+    assert preview.converter == "magick-wand"
+    with pytest.raises(
+        LimitExceededError, match=r"300x200 = 60,000 pixels, over the limit of 50,000"
+    ):
+        previewer.convert(
+            path, out_dir=tmp_path / "out2", limits=previewer.Limits(max_pixels=50_000)
+        )
