@@ -12,8 +12,9 @@ coder, delegate and path denied, read access only to the coders above (the write
 PNG), MVG/MSL/TEXT/URL/EPHEMERAL/SVG/PS/PDF/XPS and ``@`` paths denied, resource limits from
 ``max_pixels`` and the timeout. A header declaring more pixels than ImageMagick may decode is
 refused before the worker starts when its format has fixed header fields (XCF, PCX, TGA, SGI,
-DDS, PNM), else by the worker from ImageMagick's ping. The worker checks that this policy is in force before reading
-and the converter reports ImageMagick unavailable when it is not. The input is given to
+DDS, PNM), else by the worker from ImageMagick's ping. The worker checks that this policy is
+in force before reading and the converter reports ImageMagick unavailable when it is not. The
+input is given to
 ImageMagick as an open file with an explicit coder chosen from previewer's sniffing, never as a
 file name (ImageMagick interprets ``name[2x2+0+0]`` and ``coder:`` prefixes).
 """
