@@ -14,9 +14,9 @@ PNG), MVG/MSL/TEXT/URL/EPHEMERAL/SVG/PS/PDF/XPS and ``@`` paths denied, resource
 refused before the worker starts when its format has fixed header fields (XCF, PCX, TGA, SGI,
 DDS, PNM), else by the worker from ImageMagick's ping. The worker checks that this policy is
 in force before reading and the converter reports ImageMagick unavailable when it is not. The
-input is given to
-ImageMagick as an open file with an explicit coder chosen from previewer's sniffing, never as a
-file name (ImageMagick interprets ``name[2x2+0+0]`` and ``coder:`` prefixes).
+input is given to ImageMagick as an open file with an explicit coder chosen from previewer's
+sniffing, never as a file name (ImageMagick interprets ``name[2x2+0+0]`` and ``coder:``
+prefixes).
 """
 
 from __future__ import annotations
