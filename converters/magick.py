@@ -106,16 +106,13 @@ class MagickConverter:
 
         Whether the policy is in force is checked by the worker before each read.
         """
-        import ctypes.util
         from importlib import metadata
 
         try:
             version = metadata.version("wand")
         except metadata.PackageNotFoundError:
             return Availability(False, "ImageMagick", reason="Wand is missing; pip install wand")
-        if not any(
-            ctypes.util.find_library(name) for name in ("MagickWand-6.Q16", "MagickWand-7.Q16HDRI")
-        ):
+        if _wand_suffix() is None:
             return Availability(
                 False,
                 "ImageMagick",
@@ -151,21 +148,7 @@ class MagickConverter:
         tmp.mkdir()
         (config / "policy.xml").write_text(_policy(ctx, tmp), encoding="utf-8")
         out = run_dir / "image.png"
-        argv = [sys.executable, "-I", "-m", "converters.magick_worker"]
-        argv.append(f"--max-pixels={pixel_budget(ctx)}")
-        if ctx.fallback_for is not None:
-            argv.append("--strict")  # a fallback must not render damaged data
-        argv.append(coder)
-        argv += [str(source.resolve()), str(out)]
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "HOME": str(run_dir),
-            "TMPDIR": str(tmp),
-            "MAGICK_TEMPORARY_PATH": str(tmp),
-            "MAGICK_CONFIGURE_PATH": str(config),
-            "MAGICK_THREAD_LIMIT": "1",
-        }
+        argv, env = worker_command(ctx, coder, source, out)
         try:
             result = ctx.run(argv, cwd=run_dir, env=env, expect_output=out)
         except EngineTimeoutError:
@@ -184,6 +167,60 @@ class MagickConverter:
                 hint="raise --max-pixels to accept it",
             )
         return MagickDocument(out, facts, ctx)
+
+
+def worker_command(
+    ctx: ConvertContext, coder: str, source: Path, out: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of the worker converting ``source`` to ``out`` with ``coder``.
+
+    The one place the worker's command line is made. It runs in ``ctx.workdir / "magick"``,
+    which holds ``config/policy.xml`` and the private ``tmp`` directory.
+
+    Args:
+        ctx: The conversion context (limits, fallback flag, work directory).
+        coder: The ImageMagick coder to read the input with.
+        source: The input file.
+        out: Where the worker writes its PNG.
+
+    Returns:
+        The argv list and the complete environment.
+    """
+    run_dir = ctx.workdir / "magick"
+    argv = [sys.executable, "-I", "-m", "converters.magick_worker"]
+    argv.append(f"--max-pixels={pixel_budget(ctx)}")
+    if ctx.fallback_for is not None:
+        argv.append("--strict")  # a fallback must not render damaged data
+    argv.append(coder)
+    argv += [str(source.resolve()), str(out)]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(run_dir),
+        "TMPDIR": str(run_dir / "tmp"),
+        "MAGICK_TEMPORARY_PATH": str(run_dir / "tmp"),
+        "MAGICK_CONFIGURE_PATH": str(run_dir / "config"),
+        "MAGICK_THREAD_LIMIT": "1",
+    }
+    suffix = _wand_suffix()
+    if suffix is not None:
+        env["WAND_MAGICK_LIBRARY_SUFFIX"] = suffix  # Wand tries the library found here first
+    return argv, env
+
+
+@functools.cache
+def _wand_suffix() -> str | None:
+    """The suffix of the libMagickWand installed (``-6.Q16``), found without running ldconfig.
+
+    ``ctypes.util.find_library`` would start ``ldconfig``, ``gcc`` and ``ld``; the worker's
+    resolver looks in the dynamic linker's directories instead.
+    """
+    from .magick_worker import find_shared_library
+
+    for suffix in ("-6.Q16", "-7.Q16HDRI", "-7.Q16", "-6.Q16HDRI"):
+        if find_shared_library(f"MagickWand{suffix}") is not None:
+            return suffix
+    return None
 
 
 def _check_header(coder: str, source: Path, ctx: ConvertContext) -> None:

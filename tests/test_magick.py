@@ -283,3 +283,103 @@ def test_max_pixels_applies_to_imagemagick_headers(picture: Image.Image, tmp_pat
         previewer.convert(
             path, out_dir=tmp_path / "out2", limits=previewer.Limits(max_pixels=50_000)
         )
+
+
+# Installs an audit hook recording every program the interpreter starts (subprocess,
+# posix_spawn, exec, system) into the file named LOG.
+_HOOK = """
+import sys
+
+def _hook(event, args, _log=open(LOG, "a")):
+    if event in ("subprocess.Popen", "os.posix_spawn", "os.exec", "os.system", "os.spawn"):
+        _log.write(f"{event} {args[0]!r} {args[1]!r}\\n")
+        _log.flush()
+
+sys.addaudithook(_hook)
+"""
+
+# Records the programs started while running ``python -m MODULE ARGS...``: argv is LOG MODULE
+# ARGS...
+_RECORD_SPAWNS = (
+    "import runpy, sys\n"
+    "LOG = sys.argv.pop(1)\n" + _HOOK + "module = sys.argv.pop(1)\n"
+    "sys.argv[0] = module\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _fake_toolchain(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory of fake gcc, cc, ld and ldconfig that record being run, and their log."""
+    bin_dir, called = tmp_path / "fakebin", tmp_path / "toolchain-called"
+    bin_dir.mkdir()
+    for name in ("gcc", "cc", "ld", "ldconfig"):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {called}\nexit 1\n')
+        script.chmod(0o755)
+    return bin_dir, called
+
+
+def test_conversion_starts_no_compiler_linker_or_ldconfig(
+    picture: Image.Image, tmp_path: Path
+) -> None:
+    # ctypes.util.find_library runs /sbin/ldconfig, then gcc and ld from PATH, for every name it
+    # does not find: converters.magick called it to report availability.
+    source = tmp_path / "in.tga"
+    picture.save(source)
+    bin_dir, called = _fake_toolchain(tmp_path)
+    spawns = tmp_path / "spawns.log"
+    code = f"""
+import magic  # python-magic (MIME sniffing) looks libmagic up once, when imported
+LOG = {str(spawns)!r}
+{_HOOK}
+import previewer
+(preview,) = previewer.convert(
+    {str(source)!r}, out_dir={str(tmp_path / "out")!r}, sizes=["64"], converter="magick-wand"
+)
+print(preview.path)
+"""
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    check_png(Path(proc.stdout.strip()), longest=64, aspect=(300, 200))
+    # previewer started the worker (the same interpreter) and nothing else.
+    started = spawns.read_text().splitlines()
+    assert len(started) == 1 and "converters.magick_worker" in started[0], started
+    assert not called.exists(), called.read_text()
+
+
+def test_worker_starts_no_compiler_linker_or_ldconfig(picture: Image.Image, tmp_path: Path) -> None:
+    from converters.magick import _policy, worker_command
+    from previewer.plugin import ConvertContext
+
+    source = tmp_path / "in.tga"
+    picture.save(source)
+    work = tmp_path / "work"
+    ctx = ConvertContext(limits=previewer.Limits(), mime="image/x-tga", _workdir=lambda: work)
+    (work / "magick" / "config").mkdir(parents=True)
+    (work / "magick" / "tmp").mkdir()
+    policy = _policy(ctx, work / "magick" / "tmp")
+    (work / "magick" / "config" / "policy.xml").write_text(policy)
+    out = work / "magick" / "image.png"
+    argv, env = worker_command(ctx, "TGA", source, out)
+    assert argv[1:4] == ["-I", "-m", "converters.magick_worker"]
+    bin_dir, called = _fake_toolchain(tmp_path)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    spawns = tmp_path / "spawns.log"
+
+    proc = subprocess.run(
+        [argv[0], "-I", "-c", _RECORD_SPAWNS, str(spawns), argv[3], *argv[4:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=work / "magick",
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as written:
+        assert written.size == (300, 200)
+    assert not spawns.exists() or spawns.read_text() == ""
+    assert not called.exists(), called.read_text()
