@@ -9,15 +9,21 @@ WebP) give their first frame. EXIF orientation is applied.
 
 Giant images never reach Pillow's whole-image decoder: when the decoded image (after JPEG DCT
 scaling) or the output would exceed the tile budget (``Limits.max_tile_pixels``), JPEG, PNG,
-TIFF, WebP and GIF are decoded by libvips (pyvips), which shrinks on load where the format allows
+TIFF and WebP are decoded by libvips (pyvips), which shrinks on load where the format allows
 and otherwise reads strips or tiles on demand, so a 16,000 x 16,000 PNG is reduced in bounded
-memory; clipped renders (tiles of a streamed output) are regions of that pipeline.
+memory; clipped renders (tiles of a streamed output) are regions of that pipeline. GIF frames
+(and other palette or grey frames Pillow decodes whole) are kept at one byte a pixel and
+converted and resampled band by band. The EXIF orientation is read without decoding pixels.
+
+Every exception Pillow raises on damaged data (``_DAMAGED``), wherever it is raised (open, frame
+count, seek, decode), is an ``InputError``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import struct
@@ -61,6 +67,9 @@ _TRANSPOSED = frozenset({5, 6, 7, 8})
 # PNG written with 8 KiB IDAT chunks has ~7,000 per 57 MB) and how much EXIF is read.
 _PNG_CHUNK_LIMIT = 1_000_000
 _EXIF_BYTES = 1 << 20
+
+# Source rows converted at a time (as RGBA) when a one-byte frame is scaled band by band.
+_BAND_BYTES = 8 << 20
 
 
 @functools.cache
@@ -272,10 +281,17 @@ class RasterDocument(BaseDocument):
         width, height = image.size
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
         budget = self._ctx.limits.max_tile_pixels
+        decoded = _decoded_pixels(image, target)
+        over = decoded > budget or target[0] * target[1] > budget
+        if over and image.mode in ("P", "L") and self._orientation(image) == 1:
+            # GIF (and palette or grey PNG/TIFF/BMP... frames Pillow decodes whole anyway): one
+            # byte a pixel as stored, converted and resampled band by band. libvips 8.18
+            # decodes a GIF frame whole as RGBA: 4 bytes a pixel, 1 GB for 16,000 x 16,000.
+            if self.format == "GIF" or self._path is None or self.format not in VIPS_FORMATS:
+                return self._render_bands(index, target, clip, scale)
         if self._path is not None and self.format in VIPS_FORMATS:
-            decoded = _decoded_pixels(image, target)
             # libvips (a large library: ~50 ms to load) only for images over the budget.
-            if (decoded > budget or target[0] * target[1] > budget) and _pyvips() is not None:
+            if over and _pyvips() is not None:
                 return self._render_vips(index, scale, clip)
         frame = self._render_pillow(index, target)
         if clip is not None:
@@ -311,25 +327,98 @@ class RasterDocument(BaseDocument):
                     frame.info = info
         return frame
 
-    def _vips_scaled(self, index: int, target: tuple[int, int]) -> Any:
-        """A libvips pipeline shrinking frame ``index`` to ``target`` (EXIF-rotated).
+    def _render_bands(
+        self, index: int, target: tuple[int, int], clip: Box | None, scale: float
+    ) -> Image.Image:
+        """Scale the region ``clip`` of a one-byte frame Pillow decodes whole, band by band.
 
-        The orientation is previewer's (``_orientation``), not libvips': libvips 8.14 misses an
+        The frame stays in its stored mode (palette or grey: one byte a pixel); each band of
+        output rows converts only the source rows it needs (with the Lanczos filter's margin)
+        and resamples them with Pillow's ``box``, so neighbouring bands and tiles match.
+        """
+        from PIL import Image
+
+        image = self._seek(index)
+        width, height = image.size
+        x0, y0, x1, y1 = (0, 0, *target) if clip is None else (round(c * scale) for c in clip)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(target[0], x1), min(target[1], y1)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        sx, sy = width / target[0], height / target[1]
+        margin_x, margin_y = math.ceil(3 * max(sx, 1)) + 1, math.ceil(3 * max(sy, 1)) + 1
+        cx0, cx1 = max(0, math.floor(x0 * sx) - margin_x), min(width, math.ceil(x1 * sx) + margin_x)
+        band_rows = max(1, int(_BAND_BYTES // (4 * (cx1 - cx0)) // max(sy, 1)))
+        frame: Image.Image | None = None
+        with _damaged_data(self.format, self._ctx), _pillow_warnings(self._ctx):
+            image.load()
+            for top in range(y0, y1, band_rows):
+                bottom = min(y1, top + band_rows)
+                cy0 = max(0, math.floor(top * sy) - margin_y)
+                cy1 = min(height, math.ceil(bottom * sy) + margin_y)
+                rows = _resizable(image.crop((cx0, cy0, cx1, cy1)))
+                box = (x0 * sx - cx0, top * sy - cy0, x1 * sx - cx0, bottom * sy - cy0)
+                part = rows.resize(
+                    (x1 - x0, bottom - top), Image.Resampling.LANCZOS, box=box, reducing_gap=2.0
+                )
+                if frame is None:
+                    frame = Image.new(part.mode, (x1 - x0, y1 - y0))
+                frame.paste(part, (0, top - y0))
+        assert frame is not None
+        return frame
+
+    def _vips_scaled(self, index: int, target: tuple[int, int]) -> Any:
+        """A libvips pipeline scaling frame ``index`` to exactly ``target`` (EXIF-rotated).
+
+        The input is read sequentially, shrunk on load where the format allows it (JPEG DCT
+        scaling; WebP decodes at the reduced size), then box-shrunk by the integer part of the
+        remaining factor and resampled (Lanczos 3) by the rest, with alpha premultiplied. This
+        is what ``thumbnail`` does, without its buffering: with libvips 8.18 it peaked at 740
+        MB scaling a 30,000 x 20,000 JPEG to 8,000 px, this pipeline at 250 MB.
+
+        The orientation is previewer's (``_orientation``), not libvips': libvips misses an
         eXIf chunk after a PNG's pixels, and page sizes must agree with the pixels.
         """
         pyvips = _pyvips()
         orientation = self._orientation(self._seek(index))
-        stored = target[::-1] if orientation in _TRANSPOSED else target
+        width, height = target[::-1] if orientation in _TRANSPOSED else target
+        options: dict[str, Any] = {"access": "sequential"}
+        if self.format in PAGED_FORMATS:
+            options["page"] = index
+        stored = self._seek(index).size
+        if self.format in ("JPEG", "MPO"):
+            shrink = next(
+                (f for f in (8, 4, 2) if stored[0] // f >= width and stored[1] // f >= height), 1
+            )
+            if shrink > 1:
+                options["shrink"] = shrink
+        elif self.format == "WEBP" and width < stored[0] and height < stored[1]:
+            options["scale"] = max(width / stored[0], height / stored[1])
         source = pyvips.Source.new_from_file(str(self._path))
-        options = f"page={index}" if self.format in PAGED_FORMATS else ""
-        image = pyvips.Image.thumbnail_source(
-            source,
-            stored[0],
-            height=stored[1],
-            size="force",
-            no_rotate=True,
-            option_string=options,
-        )
+        image = pyvips.Image.new_from_source(source, "", **options)
+        fmt = image.format
+        shrink_x, shrink_y = int(image.width // width), int(image.height // height)
+        if shrink_x > 1 or shrink_y > 1:
+            # Box-averaged as stored (straight alpha): premultiplying first would make every
+            # buffer of the pipeline float, 4x the memory, for edges a thumbnail cannot show.
+            image = image.shrink(max(1, shrink_x), max(1, shrink_y))
+        if (image.width, image.height) != (width, height):
+            # Lanczos on premultiplied alpha (in float: only the last, small factor).
+            alpha = image.hasalpha()
+            if alpha:
+                image = image.premultiply()
+            image = image.resize(
+                width / image.width, vscale=height / image.height, kernel="lanczos3"
+            )
+            if (image.width, image.height) != (width, height):  # libvips rounds: one pixel
+                image = image.crop(0, 0, min(width, image.width), min(height, image.height))
+                image = image.embed(0, 0, width, height, extend="copy")
+            if alpha:
+                image = image.unpremultiply()
+            if image.format != fmt:
+                image = image.cast(fmt)
+        if image.interpretation == "cmyk":
+            # As libvips' thumbnail does: through the embedded profile, else libvips' own CMYK
+            # profile (a naive conversion turns print pink into magenta).
+            image = image.icc_transform("srgb", input_profile="cmyk", embedded=True)
         if orientation != 1:
             image = image.copy()
             image.set_type(pyvips.GValue.gint_type, "orientation", orientation)

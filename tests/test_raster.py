@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageCms, ImageDraw, ImageOps, JpegImagePlugin
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat, JpegImagePlugin
 from pngcheck import check_png, png_chunks
 
 import previewer
@@ -513,7 +513,7 @@ def test_png_exif_after_the_pixels_is_applied(
     tmp_path: Path, orientation: int, giant_path: bool
 ) -> None:
     # Read without decoding the PNG (Pillow's getexif would), and by previewer for the libvips
-    # path too: libvips 8.14 does not see an eXIf chunk after the image data.
+    # path too: libvips 8.18 does not see an eXIf chunk after the image data.
     _png_with_late_exif(tmp_path / "late.png", orientation, (120, 80))
     with Image.open(tmp_path / "late.png") as source:
         displayed = ImageOps.exif_transpose(source).convert("RGB")  # loads, then sees it
@@ -852,3 +852,30 @@ def test_every_damaged_data_exception_of_pillow_is_bad_input(exc: Exception) -> 
         raise exc
     assert raised.value.__cause__ is exc
     assert "TIFF image" in str(raised.value)
+
+
+def test_palette_gif_over_the_budget_is_scaled_band_by_band(tmp_path: Path) -> None:
+    # Over the tile budget, a GIF is kept as decoded (one byte a pixel) and converted band by
+    # band (libvips would hold it as RGBA): the result matches Pillow's whole-image resize,
+    # in one piece and in tiles, transparency included.
+    from pngcheck import check_tiling
+
+    image = Image.new("P", (600, 400), 0)
+    image.putpalette([255, 255, 255, 200, 30, 30, 30, 30, 200, 0, 160, 0] + [0] * 756)
+    draw = ImageDraw.Draw(image)
+    for i in range(0, 600, 40):
+        draw.rectangle((i, 0, i + 19, 399), fill=1 + (i // 40) % 3)
+    draw.ellipse((200, 100, 400, 300), fill=0)
+    image.save(tmp_path / "bands.gif", transparency=0)
+    small = previewer.Limits(max_tile_pixels=20_000)  # 240,000 pixels decoded: over it
+
+    banded = previewer.render(tmp_path / "bands.gif", size=150, limits=small)
+
+    with Image.open(tmp_path / "bands.gif") as source:
+        expected = source.convert("RGBA").resize(banded.size, Image.Resampling.LANCZOS)
+    assert banded.mode == "RGBA" and banded.size == (150, 100)
+    white = Image.new("RGBA", banded.size, "white")
+    a, b = (Image.alpha_composite(white, i).convert("RGB") for i in (banded, expected))
+    assert max(ImageStat.Stat(ImageChops.difference(a, b)).mean) < 2
+    assert banded.getpixel((75, 50))[3] == 0  # the transparent ellipse
+    check_tiling(tmp_path / "bands.gif", 450, max_tile_pixels=20_000)
