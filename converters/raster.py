@@ -370,9 +370,10 @@ class RasterDocument(BaseDocument):
 
         The input is read sequentially, shrunk on load where the format allows it (JPEG DCT
         scaling; WebP decodes at the reduced size), then box-shrunk by the integer part of the
-        remaining factor and resampled (Lanczos 3) by the rest, with alpha premultiplied. This
-        is what ``thumbnail`` does, without its buffering: with libvips 8.18 it peaked at 740
-        MB scaling a 30,000 x 20,000 JPEG to 8,000 px, this pipeline at 250 MB.
+        remaining factor and resampled (Lanczos 3, alpha premultiplied) by the rest; CMYK is
+        converted to sRGB. This is what ``thumbnail`` does, without its buffering: with libvips
+        8.18 it peaked at 740 MB scaling a 30,000 x 20,000 JPEG to 8,000 px, this pipeline at
+        250 MB (a 16,000 x 16,000 RGBA PNG: 440 MB, 230 MB).
 
         The orientation is previewer's (``_orientation``), not libvips': libvips misses an
         eXIf chunk after a PNG's pixels, and page sizes must agree with the pixels.
