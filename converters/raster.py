@@ -73,6 +73,7 @@ class RasterConverter:
     name: ClassVar[str] = "raster-pillow"
     mime_types: ClassVar[frozenset[str]] = frozenset(FORMATS)
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:

@@ -150,6 +150,8 @@ def run(
     Raises:
         EngineTimeoutError: The program ran past ``timeout`` and was killed.
         EngineError: The program could not start, exited non-zero, or left no output.
+        EngineUnavailableError: With ``isolate``: nothing can isolate the program here and
+            ``allow_unisolated`` is false.
     """
     argv = [os.fspath(a) for a in argv]
     if not argv or not all(isinstance(a, str) for a in argv):
@@ -158,21 +160,59 @@ def run(
     plog = logging.getLogger(f"{__name__}.{program}")
     if env is None and cwd is not None:
         env = minimal_env(cwd)
-    if isolate:
+    if not isolate:
+        stdout, stderr, returncode = _execute(argv, program, timeout, cwd, env)
+    else:
         from previewer import sandbox
 
         extra: tuple[os.PathLike[str] | str, ...] = ()
         if os.path.realpath(argv[0]) == os.path.realpath(sys.executable):
             extra = sandbox.python_paths()
-        argv = sandbox.wrap(
-            argv,
-            read=(*read, *extra),
-            write=(cwd,) if cwd is not None else (),
-            allow_unisolated=allow_unisolated,
-            program=program,
+        # A wrapper that cannot set its sandbox up here is retired by setup_failed() and the
+        # program is wrapped again by the next mechanism: at most one rerun per mechanism.
+        for _attempt in range(3):
+            wrapped = sandbox.wrap(
+                argv,
+                read=(*read, *extra),
+                write=(cwd,) if cwd is not None else (),
+                allow_unisolated=allow_unisolated,
+                program=program,
+            )
+            stdout, stderr, returncode = _execute(wrapped, program, timeout, cwd, env)
+            if not sandbox.setup_failed(wrapped, returncode, stderr):
+                break
+        argv = wrapped
+    if stderr:
+        plog.debug("%s stderr:\n%s", program, stderr.decode("utf-8", "replace"))
+    if returncode != 0:
+        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+        status = (
+            f"was killed by signal {-returncode}"
+            if returncode < 0
+            else f"exited with status {returncode}"
         )
+        raise EngineError(f"{program} {status}" + (f": {tail}" if tail else ""))
+    if expect_output is not None and not (
+        expect_output.is_file() and expect_output.stat().st_size > 0
+    ):
+        raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
+    return RunResult(tuple(argv), returncode, stdout, stderr)
+
+
+def _execute(
+    argv: list[str],
+    program: str,
+    timeout: float,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+) -> tuple[bytes, bytes, int]:
+    """Start ``argv`` (dying with this thread), wait under ``timeout``, kill its group after.
+
+    Returns:
+        stdout, stderr and the exit status.
+    """
     argv = die_with_parent(argv)
-    plog.debug("running %s", argv)
+    logging.getLogger(f"{__name__}.{program}").debug("running %s", argv)
     try:
         proc = subprocess.Popen(
             argv,
@@ -202,21 +242,7 @@ def run(
     # The direct child has exited; make sure nothing it forked lingers in its group.
     if _group_alive(proc.pid):
         kill_group(proc, grace=0.2)
-    if stderr:
-        plog.debug("%s stderr:\n%s", program, stderr.decode("utf-8", "replace"))
-    if proc.returncode != 0:
-        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
-        status = (
-            f"was killed by signal {-proc.returncode}"
-            if proc.returncode < 0
-            else f"exited with status {proc.returncode}"
-        )
-        raise EngineError(f"{program} {status}" + (f": {tail}" if tail else ""))
-    if expect_output is not None and not (
-        expect_output.is_file() and expect_output.stat().st_size > 0
-    ):
-        raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
-    return RunResult(tuple(argv), proc.returncode, stdout, stderr)
+    return stdout, stderr, proc.returncode
 
 
 def spawn(
