@@ -109,11 +109,38 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> N
 
 
 def _group_alive(pgid: int) -> bool:
+    """Return True while a process of group ``pgid`` is still running (zombies do not count)."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    return _running_member(pgid)
+
+
+def _running_member(pgid: int) -> bool:
+    """Return True if ``/proc`` lists a member of group ``pgid`` that is not a zombie.
+
+    ``killpg(pgid, 0)`` also succeeds for zombies. An engine killed after its wrapper
+    (bubblewrap, setpriv's parent-death signal) is one until the host's init reaps it, which
+    took 1.6 s on a machine whose init is not systemd; it runs nothing meanwhile. Only
+    consulted once ``killpg`` says the group exists (after a kill, or when something lingers).
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp (proc(5)).
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 def run(
