@@ -8,8 +8,10 @@ so no engine process outlives the call.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +189,7 @@ def run(
     plog = logging.getLogger(f"{__name__}.{program}")
     if env is None and cwd is not None:
         env = minimal_env(cwd)
+    _check_program(argv[0], program, env)
     if not isolate:
         stdout, stderr, returncode = _execute(argv, program, timeout, cwd, env)
     else:
@@ -224,6 +227,19 @@ def run(
     ):
         raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
     return RunResult(tuple(argv), returncode, stdout, stderr)
+
+
+def _check_program(path: str, program: str, env: Mapping[str, str] | None) -> None:
+    """Raise the error Popen would, before a wrapper (setpriv, bwrap) hides it in its own."""
+    if os.sep not in path:
+        found = shutil.which(path, path=(env if env is not None else os.environ).get("PATH"))
+        if found is None:
+            raise EngineError(f"cannot start {program}: not found on the PATH")
+        path = found
+    if not os.path.isfile(path):
+        raise EngineError(f"cannot start {program}: {os.strerror(errno.ENOENT)}")
+    if not os.access(path, os.X_OK):
+        raise EngineError(f"cannot start {program}: {os.strerror(errno.EACCES)}")
 
 
 def _execute(
