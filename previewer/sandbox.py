@@ -311,7 +311,6 @@ def wrap(
     write: Iterable[os.PathLike[str] | str] = (),
     allow_unisolated: bool = False,
     program: str | None = None,
-    reaper: bool = False,
 ) -> list[str]:
     """Return ``argv`` prefixed so that it runs isolated.
 
@@ -323,11 +322,6 @@ def wrap(
         allow_unisolated: Run the engine unisolated when no mechanism works, instead of
             refusing.
         program: Name used in the error message (default: the program's file name).
-        reaper: Keep bubblewrap's init process as PID 1 of the sandbox, for an engine that
-            starts processes of its own and does not wait for them all (LibreOffice). By
-            default the engine is PID 1 itself: no process outlives it, and a signal it has no
-            handler for, other than SIGKILL, does not reach it (the group kill on timeout
-            still stops it: bubblewrap dies of the SIGTERM and takes the engine with it).
 
     Returns:
         The command to run.
@@ -355,12 +349,6 @@ def wrap(
     if mech.kind == "unshare":
         return [mech.program, *_UNSHARE_ARGS, "--", *argv]
     args = [mech.program, *_bwrap_base()]
-    if not reaper:
-        # The engine is PID 1 itself. bubblewrap 0.8's own init (PID 1 otherwise) outlives the
-        # bwrap process that waits for the engine; orphaned, it stays a zombie until the
-        # host's init reaps it (1.6 s on this machine), and the group kill that follows every
-        # run (nothing may linger) would wait for it.
-        args.append("--as-pid-1")
     for p in SYSTEM_READ:
         if os.path.exists(p):
             args += ["--ro-bind", p, p]
