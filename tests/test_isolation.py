@@ -513,5 +513,17 @@ def test_isolated_run_costs_no_wait_for_the_sandbox_teardown(tmp_path: Path) -> 
     start = time.monotonic()
     with pytest.raises(previewer.EngineTimeoutError):
         process.run(["/bin/sleep", "60"], timeout=1, cwd=tmp_path, isolate=True)
-    # The SIGTERM stage suffices (bwrap dies, taking the engine with it): no grace period spent.
+    # The SIGTERM stage suffices: no grace period spent.
     assert time.monotonic() - start < 1 + process.GRACE_SECONDS, time.monotonic() - start
+
+
+@needs_bwrap
+def test_timeout_kills_what_the_engine_forked_in_the_sandbox(tmp_path: Path) -> None:
+    seconds = f"{time.time() % 1000 + 2000:.6f}"  # a command line no other test has
+    script = f"/bin/sleep {seconds} & /bin/sleep {seconds}"
+    with pytest.raises(previewer.EngineTimeoutError):
+        process.run(["/bin/sh", "-c", script], timeout=1, cwd=tmp_path, isolate=True)
+    deadline = time.monotonic() + 5
+    while _engines_mentioning(f"sleep {seconds}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _engines_mentioning(f"sleep {seconds}") == []
