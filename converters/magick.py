@@ -80,6 +80,9 @@ FALLBACK_CODERS: dict[str, str] = {
     "image/vnd.adobe.photoshop": "PSD",
     "image/x-photoshop": "PSD",
     "application/x-photoshop": "PSD",
+    "image/vnd-ms.dds": "DDS",
+    "image/vnd.ms-dds": "DDS",
+    "image/x-dds": "DDS",
 }
 """Types other converters claim that ImageMagick reads (strictly) when they fail on a file."""
 

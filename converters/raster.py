@@ -1,4 +1,4 @@
-"""Raster images through Pillow: JPEG, PNG/APNG, GIF, WebP, TIFF, BMP, ICO.
+"""Raster images through Pillow: JPEG, PNG/APNG, GIF, WebP, TIFF, BMP, ICO, DDS.
 
 Images are opened with an explicit ``formats=`` allow-list chosen from the sniffed type (Pillow
 would otherwise sniff EPS by content and run Ghostscript without a timeout). The pixel count in
@@ -44,6 +44,21 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "image/x-ms-bmp": ("BMP", "DIB"),
     "image/vnd.microsoft.icon": ("ICO",),
     "image/x-icon": ("ICO",),
+    # Pillow 13 decodes the DDS variants ImageMagick 6.9 refuses (BC1-BC7 in a DX10 header,
+    # palette); ImageMagick stays the fallback.
+    "image/vnd-ms.dds": ("DDS",),
+    "image/vnd.ms-dds": ("DDS",),
+    "image/x-dds": ("DDS",),
+}
+
+# Types ImageMagick claims that Pillow reads when ImageMagick fails: ImageMagick 6.9.11 rejects
+# plain (ASCII) PGM/PPM whose last sample has no whitespace after it ("unable to read image data").
+FALLBACK_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/x-portable-anymap": ("PPM",),
+    "image/x-portable-bitmap": ("PPM",),
+    "image/x-portable-graymap": ("PPM",),
+    "image/x-portable-greymap": ("PPM",),
+    "image/x-portable-pixmap": ("PPM",),
 }
 
 # Pillow formats libvips decodes region-wise (the giant-image path); others stay with Pillow.
@@ -72,6 +87,7 @@ class RasterConverter:
 
     name: ClassVar[str] = "raster-pillow"
     mime_types: ClassVar[frozenset[str]] = frozenset(FORMATS)
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_FORMATS)
     priority: ClassVar[int] = 50
     sandboxed: ClassVar[bool] = False
 
@@ -96,6 +112,8 @@ class RasterConverter:
         from PIL import Image, UnidentifiedImageError
 
         formats = FORMATS.get(ctx.mime)
+        if formats is None and ctx.fallback_for is not None:
+            formats = FALLBACK_FORMATS.get(ctx.mime)
         if formats is None:
             raise UnsupportedFormatError(f"Pillow is not allowed to decode {ctx.mime} here")
         try:

@@ -385,6 +385,7 @@ def convert(
                 exclude=exclude,
                 hidden=hidden,
                 resume=walking and not force,
+                journal=walking,
                 on_result=on_result,
                 on_progress=progress.total,
             )
@@ -627,13 +628,19 @@ def _print_info(facts: Any) -> None:
     rows: list[tuple[str, str]] = [
         ("mime", facts.mime),
         ("converter", f"{facts.converter} ({facts.engine})"),
-        ("pages", str(facts.pages)),
+        (
+            "pages",
+            str(facts.pages)
+            if facts.pages is not None
+            else f"unknown (damaged; {len(facts.page_sizes)} found)",
+        ),
     ]
     shown = facts.page_sizes[:10]
     for number, (w, h) in enumerate(shown, start=1):
         rows.append((f"page {number}", f"{w:g} x {h:g} {facts.units}"))
     if len(facts.page_sizes) > len(shown):
-        rows.append(("", f"... {facts.pages - len(shown)} more pages"))
+        total = facts.pages if facts.pages is not None else len(facts.page_sizes)
+        rows.append(("", f"... {total - len(shown)} more pages"))
     rows.append(("bytes", f"{facts.bytes:,}"))
     rows.append(("sha256", facts.sha256))
     for key, value in facts.metadata.items():

@@ -83,6 +83,11 @@ class Document(Protocol):
         page_count: Number of pages (frames for multi-page images), at least 1.
         units: ``"pt"`` for vector sources (rendered at any requested size) or ``"px"`` for
             raster sources (never enlarged unless the user asks for it).
+
+    A document may also set ``page_count_known = False`` (optional; True when absent) when the
+    file's own page count is damaged: ``page_count`` then counts the pages that could be found,
+    ``previewer info`` reports the page count as unknown, and ``--pages all`` renders the pages
+    found.
     """
 
     page_count: int
@@ -132,7 +137,13 @@ class BaseDocument:
     """Optional base class for documents: the context-manager half of :class:`Document`.
 
     Subclasses implement ``close()`` (and the rest of the protocol); ``with`` closes them.
+
+    Attributes:
+        page_count_known: False when ``page_count`` counts the pages found in a document whose
+            own page count is damaged.
     """
+
+    page_count_known: bool = True
 
     def close(self) -> None:
         """Release the engine's handles; safe to call twice."""

@@ -150,7 +150,8 @@ class DocumentInfo:
         mime: Sniffed MIME type.
         converter: Converter that would render it.
         engine: That converter's engine and version.
-        pages: Page count.
+        pages: Page count; None when the document's own count is damaged and unknown (then
+            ``page_sizes`` lists the pages that could be found).
         page_sizes: Displayed size of each page (up to the first 1000) in ``units``.
         units: ``"pt"`` or ``"px"``.
         bytes: File size.
@@ -162,7 +163,7 @@ class DocumentInfo:
     mime: str
     converter: str
     engine: str
-    pages: int
+    pages: int | None
     page_sizes: list[tuple[float, float]]
     units: str
     bytes: int

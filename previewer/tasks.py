@@ -171,6 +171,7 @@ def options_to_dict(options: Options) -> dict[str, Any]:
         "sizes": [[s.width, s.height, s.square] for s in options.sizes],
         "pages": options.pages.text,
         "out_dir": os.fspath(options.out_dir),
+        "out_root": None if options.out_root is None else os.fspath(options.out_root),
         "upscale": options.upscale,
         "password": options.password,
         "converter": options.converter,
@@ -190,6 +191,7 @@ def options_from_dict(data: dict[str, Any]) -> Options:
             sizes=tuple(SizeSpec(w, h, square=bool(sq)) for w, h, sq in data["sizes"]),
             pages=PageSpec.parse(data["pages"]),
             out_dir=Path(data["out_dir"]),
+            out_root=Path(data["out_root"]) if data.get("out_root") else None,
             upscale=bool(data["upscale"]),
             password=data["password"],
             converter=data["converter"],
@@ -491,8 +493,12 @@ def submit_many(
                     finish(job, FileResult(input=job.display, status="failed", error=error))
                     continue
                 abs_path = os.path.abspath(str(job.source))
-                opts = replace(options, out_dir=Path(os.path.abspath(job.out_dir)))
-                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.name])
+                opts = replace(
+                    options,
+                    out_dir=Path(os.path.abspath(job.out_dir)),
+                    out_root=Path(os.path.abspath(options.out_dir)),
+                )
+                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.given_name])
                 task.task_id = send(task, producer)
                 pending[task.task_id] = task
         gather = _Gatherer(client, pending, finish, options, shown, send)

@@ -58,7 +58,6 @@ def test_xcf_layers_are_flattened_onto_the_canvas(
         (".sgi", "RGB", "image/x-sgi"),
         (".jp2", "RGB", "image/jp2"),  # JPEG 2000 file (OpenJPEG through ImageMagick)
         (".j2k", "RGB", "image/x-jp2-codestream"),
-        (".dds", "RGB", "image/vnd-ms.dds"),
         (".avif", "RGB", "image/avif"),  # libheif through ImageMagick's HEIC coder
     ],
 )

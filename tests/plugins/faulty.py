@@ -65,10 +65,10 @@ class SleepConverter(_Base):
     def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         sh = shutil.which("sh") or "/bin/sh"
         marker = source.with_name(source.name + ".pid")  # the test reads the grandchild's pid
-        # Unisolated: the marker is written beside the input, and the pid must be the host's
-        # (tests/test_isolation.py checks the same kill inside the sandbox).
-        script = f"sleep 30 & echo $! > {marker}; sleep 30"
-        ctx.run([sh, "-c", script], timeout=1.0, isolate=False)
+        # Unisolated: the marker lies beside the input, and the test reads a host pid.
+        ctx.run(
+            [sh, "-c", f"sleep 30 & echo $! > {marker}; sleep 30"], timeout=1.0, isolate=False
+        )
         return FakeDocument()
 
 
