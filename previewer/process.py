@@ -207,6 +207,7 @@ def run(
                 write=(cwd,) if cwd is not None else (),
                 allow_unisolated=allow_unisolated,
                 program=program,
+                verify=False,
             )
             stdout, stderr, returncode = _execute(wrapped, program, timeout, cwd, env)
             if not sandbox.setup_failed(wrapped, returncode, stderr):

@@ -16,7 +16,8 @@ stylesheets and reads ``file://`` links from some document types whatever its pr
 bubblewrap (``bwrap``, Debian package ``bubblewrap``) gives both; util-linux ``unshare --net
 --map-root-user`` gives the network namespace only. The best installed one is used without a
 trial run; when it cannot set its sandbox up here (it says so on stderr before the engine
-starts), a probe confirms that once per process and the engine is rerun under the next one.
+starts), a probe confirms that once per process and the engine is rerun under the next one
+(long-lived engines, which cannot be rerun, get a mechanism confirmed by a probe up front).
 When the process already runs in an empty network namespace (GNOME's thumbnailer sandbox, a
 container started with ``--network none``) and neither works inside it, that is accepted as
 network isolation. When nothing isolates, engines are refused with
@@ -161,19 +162,20 @@ def _mark_broken(mech: Mechanism, why: str) -> None:
     log.info("engine isolation: %s", _broken[mech.kind])
 
 
-def mechanism(*, verify: bool = False) -> Mechanism:
+def mechanism(*, verify: bool = True) -> Mechanism:
     """Return the mechanism engines are isolated with in this process.
 
-    Nothing is started by default: the best installed wrapper that has not failed here is
-    returned, and a wrapper that cannot set its sandbox up is noticed on its first real use
-    (:func:`setup_failed`, which :func:`previewer.process.run` consults before retrying with
-    the next mechanism). That keeps a separate probe process (about 10-50 ms) off every
-    conversion's path.
+    By default each candidate is tried with a probe (``true`` in the sandbox, about 10-50 ms)
+    before it is returned, once per process: right for a long-lived engine started with
+    :func:`previewer.process.spawn`, which cannot be rerun, and for ``previewer converters``.
+    :func:`previewer.process.run` passes ``verify=False``: the best installed wrapper that has
+    not failed here is returned without starting anything, and a wrapper that cannot set its
+    sandbox up is noticed on its first real use (:func:`setup_failed`) and the program rerun
+    under the next one, which keeps the probe off every conversion's path.
 
     Args:
-        verify: Try each candidate with a probe (``true`` in the sandbox) before returning it;
-            for ``previewer converters``, which reports what engines really get. The outcome
-            is remembered for the life of the process.
+        verify: Probe each candidate not yet known to work. The outcome is remembered for
+            the life of the process.
 
     Returns:
         The mechanism (``kind="none"`` with the reasons when nothing isolates here).
@@ -311,6 +313,7 @@ def wrap(
     write: Iterable[os.PathLike[str] | str] = (),
     allow_unisolated: bool = False,
     program: str | None = None,
+    verify: bool = True,
 ) -> list[str]:
     """Return ``argv`` prefixed so that it runs isolated.
 
@@ -322,6 +325,8 @@ def wrap(
         allow_unisolated: Run the engine unisolated when no mechanism works, instead of
             refusing.
         program: Name used in the error message (default: the program's file name).
+        verify: Use a mechanism confirmed by a probe (see :func:`mechanism`); False for a
+            caller that reruns the program when :func:`setup_failed` says so.
 
     Returns:
         The command to run.
@@ -330,7 +335,7 @@ def wrap(
         EngineUnavailableError: No isolation mechanism works here and ``allow_unisolated``
             is false.
     """
-    mech = mechanism()
+    mech = mechanism() if verify else mechanism(verify=False)
     name = program or Path(argv[0]).name
     if mech.kind == "none":
         if allow_unisolated:
@@ -371,4 +376,4 @@ def describe() -> str:
     Probes the mechanism (one ``true`` in the sandbox, once per process), so the line says
     what engines really get.
     """
-    return mechanism(verify=True).detail
+    return mechanism().detail

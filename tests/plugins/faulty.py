@@ -66,9 +66,7 @@ class SleepConverter(_Base):
         sh = shutil.which("sh") or "/bin/sh"
         marker = source.with_name(source.name + ".pid")  # the test reads the grandchild's pid
         # Unisolated: the marker lies beside the input, and the test reads a host pid.
-        ctx.run(
-            [sh, "-c", f"sleep 30 & echo $! > {marker}; sleep 30"], timeout=1.0, isolate=False
-        )
+        ctx.run([sh, "-c", f"sleep 30 & echo $! > {marker}; sleep 30"], timeout=1.0, isolate=False)
         return FakeDocument()
 
 
