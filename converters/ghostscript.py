@@ -66,6 +66,7 @@ class GhostscriptConverter:
         {"application/postscript", "application/eps", "image/x-eps", "application/x-eps"}
     )
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = True
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:

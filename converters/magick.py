@@ -102,6 +102,7 @@ class MagickConverter:
     mime_types: ClassVar[frozenset[str]] = frozenset(CODERS)
     fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_CODERS)
     priority: ClassVar[int] = 10
+    sandboxed: ClassVar[bool] = True
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:

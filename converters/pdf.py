@@ -94,6 +94,7 @@ class PdfConverter:
     name: ClassVar[str] = "pdf-pymupdf"
     mime_types: ClassVar[frozenset[str]] = frozenset(FILETYPES)
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:

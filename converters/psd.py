@@ -217,6 +217,7 @@ class PsdConverter:
         {"image/vnd.adobe.photoshop", "image/x-photoshop", "application/x-photoshop"}
     )
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:

@@ -105,6 +105,7 @@ class RasterConverter:
     mime_types: ClassVar[frozenset[str]] = frozenset(FORMATS)
     fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_FORMATS)
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:

@@ -454,8 +454,18 @@ def converters(registry: Registry | None = None) -> list[ConverterInfo]:
     """
     reg = registry or Registry()
     listing = []
+    sandbox_detail: str | None = None
     for entry in reg.entries:
         avail = reg.availability(entry)
+        sandboxed = getattr(entry.converter, "sandboxed", None)
+        if sandboxed is True:
+            if sandbox_detail is None:
+                from previewer import sandbox
+
+                sandbox_detail = sandbox.describe()
+            isolation = sandbox_detail
+        else:
+            isolation = "in-process" if sandboxed is False else "not declared"
         listing.append(
             ConverterInfo(
                 name=entry.name,
@@ -466,6 +476,7 @@ def converters(registry: Registry | None = None) -> list[ConverterInfo]:
                 available=avail.ok,
                 reason=avail.reason,
                 origin=entry.origin,
+                isolation=isolation,
             )
         )
     return listing

@@ -669,6 +669,7 @@ def converters_command(as_json: bool) -> int:
         engine = f"{conv.engine} {conv.version}" if conv.version else conv.engine
         click.echo(f"{mark} {conv.name:<18} {engine}")
         click.echo(f"    types:  {', '.join(conv.mime_types) or '-'}")
+        click.echo(f"    isolation: {conv.isolation}")
         if conv.origin != "builtin":
             click.echo(f"    from:   {conv.origin}")
         if not conv.available:

@@ -175,6 +175,10 @@ class Converter(Protocol):
     file's content or the engine (:class:`~previewer.errors.InputError`,
     :class:`~previewer.errors.UnsupportedFormatError`, :class:`~previewer.errors.EngineError`),
     never for encrypted files, exceeded limits or timeouts, nor when the user forced a converter.
+
+    And ``sandboxed: ClassVar[bool]``, reported by ``previewer converters``: True when the
+    engine runs as a separate program through :meth:`ConvertContext.run` (isolated by
+    :mod:`previewer.sandbox`), False when it is a library running in previewer's process.
     """
 
     name: ClassVar[str]

@@ -199,6 +199,11 @@ class ConverterInfo:
         available: Whether it can run here.
         reason: Why not, with an install hint.
         origin: ``"builtin"`` or the entry point it came from.
+        isolation: What its engine is isolated from: ``"in-process"`` (the engine is a
+            library running in previewer's own or batch worker process, under its limits),
+            the sandbox an engine program gets here (``"no network, private file view
+            (bubblewrap)"``, see :mod:`previewer.sandbox`), or ``"not declared"`` for a plugin
+            that does not say (its ``sandboxed`` attribute).
     """
 
     name: str
@@ -209,6 +214,7 @@ class ConverterInfo:
     available: bool
     reason: str
     origin: str
+    isolation: str = "not declared"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the converter as a JSON object."""
@@ -221,4 +227,5 @@ class ConverterInfo:
             "available": self.available,
             "reason": self.reason,
             "origin": self.origin,
+            "isolation": self.isolation,
         }
