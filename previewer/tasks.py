@@ -18,11 +18,13 @@ Usage: ``celery -A previewer.tasks worker`` or ``previewer worker``; the broker 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ __all__ = [
     "BrokerUnavailableError",
     "app",
     "broker_url",
+    "cancel_run",
     "configure",
     "convert_file",
     "options_from_dict",
@@ -63,8 +66,19 @@ BROKER_ENV = "PREVIEWER_BROKER_URL"
 """Environment variable naming the broker URL."""
 
 TASK_NAME = "previewer.convert_file"
+SOFT_GRACE = 2.0
+"""Seconds the soft time limit stays above the timeout, as a local batch's worker deadline does
+(``previewer.pool.DEADLINE_GRACE``): an engine that overruns the timeout is killed by
+:func:`previewer.process.run` first and reports it in the same words as in a local run."""
 HARD_GRACE = 2.0
 """Seconds between the soft time limit (the task cleans up) and the hard one (its child dies)."""
+CANCEL_PREFIX = "previewer-cancel-"
+"""Redis key prefix of a cancelled run (``previewer-cancel-<run id>``): its tasks are discarded."""
+CANCEL_TTL = 7 * 24 * 3600
+"""Seconds a cancellation is remembered (longer than a task can wait in any sane queue)."""
+STOP_SIGNAL = "SIGUSR1"
+"""The signal a revoked task's process gets: Celery's prefork pool uses it for the soft time
+limit, so a task interrupted by it cleans up (engines killed, temporary files removed)."""
 VISIBILITY_MARGIN = 2.0
 """Seconds the Redis visibility timeout stays above the hard limit."""
 MAX_TASKS_PER_CHILD = 1000
@@ -83,7 +97,7 @@ def broker_url(broker: str | None = None) -> str:
 
 def time_limits(timeout: float) -> tuple[float, float, float]:
     """Return ``(soft, hard, visibility)`` seconds derived from a per-file ``timeout``."""
-    soft = float(timeout)
+    soft = float(timeout) + SOFT_GRACE
     hard = soft + HARD_GRACE
     return soft, hard, hard + VISIBILITY_MARGIN
 
@@ -255,8 +269,16 @@ def _remove_partial_outputs(out_dir: Path, name: str) -> None:
 
 
 def _error_dict(error: PreviewerError) -> dict[str, Any]:
+    """The parts of ``error`` the submitter needs to rebuild it (see :func:`_rebuild_error`).
+
+    ``bases`` (the class's PreviewerError ancestry) and ``exit_code`` let a class the submitter
+    does not know, say a plugin's own ``InputError`` subclass, come back with the same name,
+    the same exit code and the same place in the hierarchy.
+    """
     return {
         "type": type(error).__name__,
+        "bases": [c.__name__ for c in type(error).__mro__ if issubclass(c, PreviewerError)],
+        "exit_code": int(error.exit_code),
         "message": error.message,
         "path": error.path,
         "converter": error.converter,
@@ -264,22 +286,100 @@ def _error_dict(error: PreviewerError) -> dict[str, Any]:
     }
 
 
+class _StoppedError(EngineTimeoutError):
+    """The task's process got the stop signal before its soft time limit: it was revoked.
+
+    An :class:`EngineTimeoutError` so that nothing on the way (the fallback converter, the
+    pipeline's guards) treats it as a failure about the file.
+    """
+
+
+def _timeout_error(timeout: float, path: str, *, killed: bool = False) -> EngineTimeoutError:
+    """The error a local batch reports for a file its worker had to stop (``previewer.pool``)."""
+    how = "its worker process was killed" if killed else "it was stopped"
+    return EngineTimeoutError(
+        f"conversion did not finish within the timeout of {timeout:g} s; {how}",
+        path=path,
+        hint="raise --timeout if the input is legitimately slow",
+    )
+
+
+def _cancelled(celery_app: Celery, run: str | None) -> bool:
+    """Whether the submitter of ``run`` cancelled it (its cancellation key exists in Redis)."""
+    if not run:
+        return False
+    try:
+        return bool(celery_app.backend.client.exists(CANCEL_PREFIX + run))
+    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
+        log.warning("cannot check whether run %s was cancelled: %s", run, exc)
+        return False
+
+
+@contextlib.contextmanager
+def _stop_on_signal(
+    started: float, soft: float | None, timeout: float, path: str
+) -> Iterator[None]:
+    """While converting, turn the stop signal into one of our errors.
+
+    Celery's prefork pool sends :data:`STOP_SIGNAL` at the soft time limit, and a revoke with
+    ``terminate`` sends it too; its own handler raises ``SoftTimeLimitExceeded``, which the
+    pipeline would report as an unexpected engine failure (exit 7). Raising a PreviewerError
+    instead lets it pass the converters' guards unchanged while :func:`previewer.process.run`
+    kills the engine's process group on the way out: a timeout is an
+    :class:`EngineTimeoutError` (exit 8) as in a local run, and a revoke a
+    :class:`_StoppedError` the task discards.
+    """
+    import signal
+    import threading
+
+    signum = getattr(signal, STOP_SIGNAL, None)
+    if signum is None or threading.current_thread() is not threading.main_thread():
+        yield  # another pool (solo, threads): no time limits to translate
+        return
+    active = [True]
+
+    def on_signal(number: int, frame: object) -> None:
+        if not active[0]:
+            return  # arrived after the conversion: nothing left to stop
+        if soft is not None and time.monotonic() - started >= soft - min(0.5, soft / 4):
+            raise _timeout_error(timeout, path)
+        raise _StoppedError("the conversion was stopped", path=path)
+
+    previous = signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        active[0] = False
+        signal.signal(signum, previous)
+
+
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def convert_file(
-    self: Any, path: str, options_dict: dict[str, Any], name: str | None = None
+    self: Any,
+    path: str,
+    options_dict: dict[str, Any],
+    name: str | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """Convert one input on a worker and return its JSON result.
+
+    A task of a cancelled run (see :func:`submit_many`) is discarded without converting: before
+    it starts, or when it is stopped by a revoke while it runs.
 
     Args:
         self: The task (Celery's bound-task argument).
         path: Absolute path of the input, as seen by the workers.
         options_dict: The options, from :func:`options_to_dict` (``out_dir`` absolute).
         name: File name for the outputs (default: the path's name).
+        run: The submitting run's id, whose cancellation key is checked.
 
     Returns:
         ``FileResult.to_dict()`` plus ``error_detail`` (the error's parts, to rebuild it).
+
+    Raises:
+        Ignore: The run was cancelled: no conversion, no result stored.
     """
-    from celery.exceptions import SoftTimeLimitExceeded
+    from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
     from previewer.api import convert_one
     from previewer.registry import Registry
@@ -288,6 +388,10 @@ def convert_file(
     if _registry is None:
         _registry = Registry()
     started = time.monotonic()
+    out_name = name or os.path.basename(path)
+    if _cancelled(self.app, run):
+        log.info("discarding %s: its run was cancelled", path)
+        raise Ignore()
     try:
         options = options_from_dict(options_dict)
     except InvalidOptionsError as exc:
@@ -295,18 +399,30 @@ def convert_file(
     else:
         if (self.request.delivery_info or {}).get("redelivered"):
             # An earlier attempt died mid-write: remove its temporary files.
-            _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
+            _remove_partial_outputs(options.out_dir, out_name)
+        timeout = options.limits.timeout
+        limits = self.request.timelimit or (None, None)
+        soft = limits[1] or self.app.conf.task_soft_time_limit
         try:
-            result = convert_one(path, options, _registry, name=name)
+            for attempt in range(2):
+                with _stop_on_signal(started, soft, timeout, path):
+                    result = convert_one(path, options, _registry, name=name)
+                if type(result.error) is not _StoppedError:
+                    break
+                _remove_partial_outputs(options.out_dir, out_name)
+                if _cancelled(self.app, run):
+                    log.info("stopped %s: its run was cancelled", path)
+                    raise Ignore()
+                # A stray signal (a revoke meant for the task this process ran before).
+                log.warning("%s was stopped by a stray signal; converting it again", path)
+                if attempt:
+                    result.error = _timeout_error(timeout, path)
         except SoftTimeLimitExceeded:
-            _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
-            result = FileResult(
-                input=path,
-                status="failed",
-                error=EngineTimeoutError(
-                    f"conversion took longer than {options.limits.timeout:g} s", path=path
-                ),
-            )
+            # Arrived outside the conversion (Celery's own handler).
+            _remove_partial_outputs(options.out_dir, out_name)
+            if _cancelled(self.app, run):
+                raise Ignore() from None
+            result = FileResult(input=path, status="failed", error=_timeout_error(timeout, path))
     result.duration = time.monotonic() - started
     data = result.to_dict()
     data["error_detail"] = _error_dict(result.error) if result.error is not None else None
@@ -315,11 +431,44 @@ def convert_file(
 
 # --------------------------------------------------------------------------- submitting side
 
+_foreign_errors: dict[tuple[str, str, int], type[PreviewerError]] = {}
+
+
+def _error_class(detail: dict[str, Any]) -> type[PreviewerError]:
+    """The class of a worker's error: ours by name, else a stand-in with its name and code.
+
+    A class previewer does not define (a plugin's, say ``MyInputError(InputError)``) gets a
+    subclass of its nearest ancestor that previewer knows, with the same name and exit code,
+    so reports, ``--json`` and exit codes read as in a local run. Nothing is imported.
+    """
+    name = str(detail.get("type", ""))
+    known = getattr(errors, name, None)
+    if isinstance(known, type) and issubclass(known, PreviewerError):
+        return known
+    if name == BrokerUnavailableError.__name__:
+        return BrokerUnavailableError
+    base: type[PreviewerError] = EngineError
+    for ancestor in detail.get("bases") or []:
+        cls = getattr(errors, str(ancestor), None)
+        if isinstance(cls, type) and issubclass(cls, PreviewerError):
+            base = cls
+            break
+    try:
+        code = errors.ExitCode(int(detail.get("exit_code", base.exit_code)))
+    except (TypeError, ValueError):
+        code = base.exit_code
+    if not name.isidentifier():
+        return base
+    key = (name, base.__name__, int(code))
+    if key not in _foreign_errors:
+        _foreign_errors[key] = type(
+            name, (base,), {"exit_code": code, "__module__": __name__, "__doc__": base.__doc__}
+        )
+    return _foreign_errors[key]
+
 
 def _rebuild_error(detail: dict[str, Any], display: str, abs_path: str) -> PreviewerError:
-    cls = getattr(errors, str(detail.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, PreviewerError)):
-        cls = EngineError
+    cls = _error_class(detail)
     path = detail.get("path")
     return cls(
         str(detail.get("message", "")),
@@ -358,20 +507,26 @@ def _rebuild_result(data: dict[str, Any], display: str, abs_path: str, out_dir: 
 
 
 def _failure_result(meta: dict[str, Any], display: str, timeout: float) -> FileResult:
-    """A result for a task that raised on the worker (hard time limit, lost worker, bug)."""
-    info = meta.get("result") or {}
-    exc_type = str(info.get("exc_type", "")) if isinstance(info, dict) else ""
-    exc_message = info.get("exc_message", "") if isinstance(info, dict) else str(info)
+    """A result for a task that raised on the worker (hard time limit, lost worker, bug).
+
+    Celery's backend hands the failure over as an exception object rebuilt from its JSON
+    (``exc_type``, ``exc_message``); older results may still be that dict.
+    """
+    info = meta.get("result")
+    if isinstance(info, BaseException):
+        exc_type, exc_message = type(info).__name__, str(info)
+    elif isinstance(info, dict):
+        exc_type, exc_message = str(info.get("exc_type", "")), str(info.get("exc_message", ""))
+    else:
+        exc_type, exc_message = "", str(info or "")
     error: PreviewerError
     if "TimeLimitExceeded" in exc_type:
-        error = EngineTimeoutError(
-            f"conversion killed after the hard time limit ({time_limits(timeout)[1]:g} s)",
-            path=display,
-        )
+        # The child ignored the soft limit (stuck in an engine's C code) and was killed at the
+        # hard one; a local batch reports its worker killed at the deadline the same way.
+        error = _timeout_error(timeout, display, killed=True)
     else:
-        error = EngineError(
-            f"queue worker failed: {exc_type or 'error'} {exc_message}".strip(), path=display
-        )
+        what = exc_type or meta.get("status") or "error"
+        error = EngineError(f"queue worker failed: {what} {exc_message}".strip(), path=display)
     return FileResult(input=display, status="failed", error=error)
 
 
@@ -490,6 +645,7 @@ def submit_many(
         )
         return str(async_result.id)
 
+    run = uuid.uuid4().hex
     try:
         with client.producer_or_acquire() as producer:
             for job in jobs:
@@ -498,13 +654,17 @@ def submit_many(
                     continue
                 abs_path = os.path.abspath(str(job.source))
                 opts = replace(options, out_dir=Path(os.path.abspath(job.out_dir)))
-                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.name])
-                task.task_id = send(task, producer)
-                pending[task.task_id] = task
+                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.name, run])
+                task.task_id = str(uuid.uuid4())
+                pending[task.task_id] = task  # before sending: an interrupt may come meanwhile
+                send(task, producer)
         gather = _Gatherer(client, pending, finish, options, shown, send)
         gather.run(outage_grace, poll_interval, stall_check)
-    except Exception as exc:
+    except BaseException as exc:
         if not _is_connection_error(exc):
+            # Interrupted (Ctrl-C, SIGTERM) or a bug: nobody will wait for the rest.
+            if pending:
+                cancel_run(client, run, set(pending))
             raise
         raise BrokerUnavailableError(
             f"lost the queue broker {shown}: {exc}",
@@ -512,6 +672,39 @@ def submit_many(
         ) from exc
     report.elapsed = time.monotonic() - started
     return report
+
+
+def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
+    """Make sure the unfinished tasks of an abandoned run convert nothing more.
+
+    Three steps, each best effort and quick (this runs while the submitter is being
+    interrupted): the run's cancellation key, which every task checks before it converts
+    (it reaches tasks already taken by a worker, and workers that start later); removal of the
+    run's messages still in the queue; and a revoke of the rest, whose running tasks get
+    :data:`STOP_SIGNAL` and are discarded with their engines stopped and temporary files removed.
+
+    Args:
+        client: The submitting app.
+        run: The run's id (the tasks' ``run`` argument).
+        task_ids: The tasks of the run that have not reported a result.
+    """
+    purged = 0
+    try:
+        client.backend.client.set(CANCEL_PREFIX + run, "1", ex=CANCEL_TTL)
+        with client.connection_for_write() as conn:
+            redis = conn.default_channel.client
+            queue = client.conf.task_default_queue
+            for raw in redis.lrange(queue, 0, -1):
+                if _message_id(raw) in task_ids:
+                    purged += int(redis.lrem(queue, 1, raw))
+                    task_ids = task_ids - {_message_id(raw)}
+        if task_ids:
+            client.control.revoke(sorted(task_ids), terminate=True, signal=STOP_SIGNAL)
+        backend = client.backend  # results that arrived since the last poll: nobody reads them
+        backend.client.delete(*(backend.get_key_for_task(t) for t in task_ids))
+    except Exception as exc:  # noqa: BLE001 - the cancellation key alone already stops them
+        log.warning("could not cancel all queued files of this run: %s", exc)
+    log.info("cancelled: %d queued file(s) removed, %d revoked", purged, len(task_ids))
 
 
 @dataclass
