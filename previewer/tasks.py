@@ -76,6 +76,12 @@ CANCEL_PREFIX = "previewer-cancel-"
 """Redis key prefix of a cancelled run (``previewer-cancel-<run id>``): its tasks are discarded."""
 CANCEL_TTL = 7 * 24 * 3600
 """Seconds a cancellation is remembered (longer than a task can wait in any sane queue)."""
+MAX_ATTEMPTS = 3
+"""Deliveries of one task after which it fails instead of converting again: a file whose
+engine crashes its worker process would otherwise be requeued (``task_reject_on_worker_lost``)
+and crash a worker for ever, where a local batch reports an EngineError."""
+ATTEMPTS_PREFIX = "previewer-attempts-"
+"""Redis key prefix counting a task's deliveries (``previewer-attempts-<task id>``)."""
 STOP_SIGNAL = "SIGUSR1"
 """The signal a revoked task's process gets: Celery's prefork pool uses it for the soft time
 limit, so a task interrupted by it cleans up (engines killed, temporary files removed)."""
@@ -315,6 +321,28 @@ def _cancelled(celery_app: Celery, run: str | None) -> bool:
         return False
 
 
+def _count_attempt(celery_app: Celery, task_id: str | None) -> int:
+    """Count one more delivery of ``task_id`` and return how many there have been."""
+    if not task_id:
+        return 1
+    try:
+        pipe = celery_app.backend.client.pipeline()
+        pipe.incr(ATTEMPTS_PREFIX + task_id)
+        pipe.expire(ATTEMPTS_PREFIX + task_id, CANCEL_TTL)
+        return int(pipe.execute()[0])
+    except Exception as exc:  # noqa: BLE001 - cannot count: convert (the common case)
+        log.warning("cannot count the attempts of task %s: %s", task_id, exc)
+        return 1
+
+
+def _forget_attempts(celery_app: Celery, task_id: str | None) -> None:
+    if task_id:
+        try:
+            celery_app.backend.client.delete(ATTEMPTS_PREFIX + task_id)
+        except Exception as exc:  # noqa: BLE001 - the counter expires anyway
+            log.debug("cannot delete the attempt counter of task %s: %s", task_id, exc)
+
+
 @contextlib.contextmanager
 def _stop_on_signal(
     started: float, soft: float | None, timeout: float, path: str
@@ -379,9 +407,8 @@ def convert_file(
     Raises:
         Ignore: The run was cancelled: no conversion, no result stored.
     """
-    from celery.exceptions import Ignore, SoftTimeLimitExceeded
+    from celery.exceptions import Ignore
 
-    from previewer.api import convert_one
     from previewer.registry import Registry
 
     global _registry
@@ -392,38 +419,71 @@ def convert_file(
     if _cancelled(self.app, run):
         log.info("discarding %s: its run was cancelled", path)
         raise Ignore()
+    attempts = _count_attempt(self.app, self.request.id)
     try:
         options = options_from_dict(options_dict)
     except InvalidOptionsError as exc:
         result = FileResult(input=path, status="failed", error=exc)
     else:
-        if (self.request.delivery_info or {}).get("redelivered"):
+        if attempts > 1 or (self.request.delivery_info or {}).get("redelivered"):
             # An earlier attempt died mid-write: remove its temporary files.
             _remove_partial_outputs(options.out_dir, out_name)
-        timeout = options.limits.timeout
-        limits = self.request.timelimit or (None, None)
-        soft = limits[1] or self.app.conf.task_soft_time_limit
-        try:
-            for attempt in range(2):
-                with _stop_on_signal(started, soft, timeout, path):
-                    result = convert_one(path, options, _registry, name=name)
-                if type(result.error) is not _StoppedError:
-                    break
-                _remove_partial_outputs(options.out_dir, out_name)
-                if _cancelled(self.app, run):
-                    log.info("stopped %s: its run was cancelled", path)
-                    raise Ignore()
-                # A stray signal (a revoke meant for the task this process ran before).
-                log.warning("%s was stopped by a stray signal; converting it again", path)
-                if attempt:
-                    result.error = _timeout_error(timeout, path)
-        except SoftTimeLimitExceeded:
-            # Arrived outside the conversion (Celery's own handler).
-            _remove_partial_outputs(options.out_dir, out_name)
-            if _cancelled(self.app, run):
-                raise Ignore() from None
-            result = FileResult(input=path, status="failed", error=_timeout_error(timeout, path))
+        if attempts > MAX_ATTEMPTS:
+            error = EngineError(
+                f"its worker process exited unexpectedly {attempts - 1} times while converting "
+                "it; not tried again",
+                path=path,
+            )
+            result = FileResult(input=path, status="failed", error=error)
+        else:
+            try:
+                result = _convert_stoppable(self, path, options, name, run, started)
+            except Ignore:
+                _forget_attempts(self.app, self.request.id)
+                raise
+    _forget_attempts(self.app, self.request.id)
     result.duration = time.monotonic() - started
+    return _result_data(result)
+
+
+def _convert_stoppable(
+    task: Any, path: str, options: Options, name: str | None, run: str | None, started: float
+) -> FileResult:
+    """Convert under the stop signal's translation (see :func:`_stop_on_signal`).
+
+    Raises:
+        Ignore: The conversion was stopped because its run was cancelled.
+    """
+    from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+    from previewer.api import convert_one
+
+    out_name = name or os.path.basename(path)
+    timeout = options.limits.timeout
+    soft = (task.request.timelimit or (None, None))[1] or task.app.conf.task_soft_time_limit
+    try:
+        for attempt in range(2):
+            with _stop_on_signal(started, soft, timeout, path):
+                result = convert_one(path, options, _registry, name=name)
+            if type(result.error) is not _StoppedError:
+                return result
+            _remove_partial_outputs(options.out_dir, out_name)
+            if _cancelled(task.app, run):
+                log.info("stopped %s: its run was cancelled", path)
+                raise Ignore()
+            if attempt:
+                break
+            # A stray signal (a revoke meant for the task this process ran before).
+            log.warning("%s was stopped by a stray signal; converting it again", path)
+    except SoftTimeLimitExceeded:
+        # Arrived outside the conversion, where Celery's own handler is in place.
+        _remove_partial_outputs(options.out_dir, out_name)
+        if _cancelled(task.app, run):
+            raise Ignore() from None
+    return FileResult(input=path, status="failed", error=_timeout_error(timeout, path))
+
+
+def _result_data(result: FileResult) -> dict[str, Any]:
     data = result.to_dict()
     data["error_detail"] = _error_dict(result.error) if result.error is not None else None
     return data

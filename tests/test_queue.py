@@ -573,16 +573,18 @@ def _outcomes(stdout: str) -> dict[str, tuple[str, str | None, int | None]]:
     }
 
 
-def test_timeouts_and_plugin_errors_match_a_local_run(tmp_path: Path) -> None:
+def test_failures_match_a_local_run(tmp_path: Path) -> None:
     """An engine overrunning the timeout (NAP), a conversion hanging in Python (HANG, stopped
     at the soft time limit) and one deaf to it (STUCK, killed at the hard limit) are
     EngineTimeoutError (exit 8) on the queue as in a local batch, not "unexpected
     SoftTimeLimitExceeded" or "queue worker failed: TimeLimitExceeded" (exit 7); a plugin's
-    own error class comes back with its name and exit code."""
+    own error class comes back with its name and exit code; a file that crashes its worker
+    process (ABORT) is an EngineError after a few attempts instead of being requeued for
+    ever."""
     env = _tripwire_env(tmp_path)
     src = tmp_path / "in"
     src.mkdir()
-    for word in ("HANG", "NAP", "STUCK", "ODD", "fine"):
+    for word in ("HANG", "NAP", "STUCK", "ODD", "ABORT", "fine"):
         (src / f"{word.lower()}.txt").write_text(f"{word}\n")
     (src / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj<<>>\ngarbage" * 3)
     redis = Redis(tmp_path)
@@ -631,6 +633,7 @@ def test_timeouts_and_plugin_errors_match_a_local_run(tmp_path: Path) -> None:
         "nap.txt": ("failed", "EngineTimeoutError", 8),
         "stuck.txt": ("failed", "EngineTimeoutError", 8),
         "odd.txt": ("failed", "OddInputError", 5),
+        "abort.txt": ("failed", "EngineError", 7),
         "fine.txt": ("converted", None, None),
         "broken.pdf": ("failed", "InputError", 5),
     }
@@ -641,8 +644,14 @@ def test_timeouts_and_plugin_errors_match_a_local_run(tmp_path: Path) -> None:
     # The engine that overran was killed by its own timeout, in the words of a local run.
     nap = next(json.loads(x) for x in remote.stdout.splitlines() if "nap.txt" in x)
     assert "sleep was killed after the timeout of 1 s" in nap["error"]["message"]
-    assert "failed (EngineTimeoutError: 3, InputError: 1, OddInputError: 1)" in remote.stderr
-    assert elapsed < 60
+    assert (
+        "failed (EngineError: 1, EngineTimeoutError: 3, InputError: 1, OddInputError: 1)"
+        in remote.stderr
+    )
+    abort = next(json.loads(x) for x in remote.stdout.splitlines() if "abort.txt" in x)
+    assert "exited unexpectedly 3 times" in abort["error"]["message"]
+    assert worker_log.count("exited with 'signal 6 (SIGABRT)'") == 3
+    assert elapsed < 90
     assert single.returncode == 8 and "did not finish within the timeout of 1 s" in single.stderr
     assert stuck.returncode == 8 and "its worker process was killed" in stuck.stderr, stuck.stderr
     assert "Hard time limit" in worker_log  # STUCK really reached the hard limit
