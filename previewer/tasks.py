@@ -74,6 +74,12 @@ HARD_GRACE = 2.0
 """Seconds between the soft time limit (the task cleans up) and the hard one (its child dies)."""
 CANCEL_PREFIX = "previewer-cancel-"
 """Redis key prefix of a cancelled run (``previewer-cancel-<run id>``): its tasks are discarded."""
+ALIVE_PREFIX = "previewer-run-"
+"""Redis key prefix of a submitter's heartbeat (``previewer-run-<run id>``): while it exists the
+submitter is waiting for the run's results; once it expires, workers discard the run's tasks."""
+HEARTBEAT = 120.0
+"""Seconds a submitter's heartbeat lasts (it renews it every tenth of that): above the default
+``outage_grace``, so a submitter riding out an outage is not taken for gone."""
 CANCEL_TTL = 7 * 24 * 3600
 """Seconds a cancellation is remembered (longer than a task can wait in any sane queue)."""
 MAX_ATTEMPTS = 3
@@ -310,6 +316,23 @@ def _timeout_error(timeout: float, path: str, *, killed: bool = False) -> Engine
     )
 
 
+def _run_state(celery_app: Celery, run: str | None) -> str:
+    """``"cancelled"``, ``"gone"`` (no heartbeat from the submitter) or ``"alive"``."""
+    if not run:
+        return "alive"
+    try:
+        pipe = celery_app.backend.client.pipeline()
+        pipe.exists(CANCEL_PREFIX + run)
+        pipe.exists(ALIVE_PREFIX + run)
+        cancelled, alive = pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
+        log.warning("cannot check the state of run %s: %s", run, exc)
+        return "alive"
+    if cancelled:
+        return "cancelled"
+    return "alive" if alive else "gone"
+
+
 def _cancelled(celery_app: Celery, run: str | None) -> bool:
     """Whether the submitter of ``run`` cancelled it (its cancellation key exists in Redis)."""
     if not run:
@@ -392,20 +415,21 @@ def convert_file(
     """Convert one input on a worker and return its JSON result.
 
     A task of a cancelled run (see :func:`submit_many`) is discarded without converting: before
-    it starts, or when it is stopped by a revoke while it runs.
+    it starts, or when it is stopped by a revoke while it runs; so is one whose submitter's
+    heartbeat has expired (the submitter was killed without cancelling).
 
     Args:
         self: The task (Celery's bound-task argument).
         path: Absolute path of the input, as seen by the workers.
         options_dict: The options, from :func:`options_to_dict` (``out_dir`` absolute).
         name: File name for the outputs (default: the path's name).
-        run: The submitting run's id, whose cancellation key is checked.
+        run: The submitting run's id, whose cancellation key and heartbeat are checked.
 
     Returns:
         ``FileResult.to_dict()`` plus ``error_detail`` (the error's parts, to rebuild it).
 
     Raises:
-        Ignore: The run was cancelled: no conversion, no result stored.
+        Ignore: The run was cancelled or its submitter is gone: no conversion, no result.
     """
     from celery.exceptions import Ignore
 
@@ -416,8 +440,10 @@ def convert_file(
         _registry = Registry()
     started = time.monotonic()
     out_name = name or os.path.basename(path)
-    if _cancelled(self.app, run):
-        log.info("discarding %s: its run was cancelled", path)
+    state = _run_state(self.app, run)
+    if state != "alive":
+        why = "its run was cancelled" if state == "cancelled" else "its submitter is gone"
+        log.info("discarding %s: %s", path, why)
         raise Ignore()
     attempts = _count_attempt(self.app, self.request.id)
     try:
@@ -617,6 +643,7 @@ def submit_many(
     outage_grace: float = 60.0,
     poll_interval: float = 0.1,
     stall_check: float = 30.0,
+    heartbeat: float = HEARTBEAT,
 ) -> BatchReport:
     """Convert files and directory trees on queue workers; report like a local batch.
 
@@ -639,6 +666,10 @@ def submit_many(
             broker lost (not queued, not running, no result: a Redis restarted without its
             data) and sends them again; tasks are idempotent.
         poll_interval: Seconds between polls of the result backend.
+        heartbeat: Seconds the run's heartbeat key lasts in Redis; it is renewed while the
+            submitter waits. Workers discard the files of a run whose heartbeat expired (its
+            submitter was killed); an interrupted submitter (Ctrl-C, SIGTERM) cancels its run
+            at once (see :func:`cancel_run`).
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -706,9 +737,12 @@ def submit_many(
         return str(async_result.id)
 
     run = uuid.uuid4().hex
+    alive = _Heartbeat(client, run, heartbeat)
     try:
+        alive.beat(force=True)
         with client.producer_or_acquire() as producer:
             for job in jobs:
+                alive.beat()
                 if (error := overwrite_error(job, claimed)) is not None:
                     finish(job, FileResult(input=job.display, status="failed", error=error))
                     continue
@@ -718,8 +752,9 @@ def submit_many(
                 task.task_id = str(uuid.uuid4())
                 pending[task.task_id] = task  # before sending: an interrupt may come meanwhile
                 send(task, producer)
-        gather = _Gatherer(client, pending, finish, options, shown, send)
+        gather = _Gatherer(client, pending, finish, options, shown, send, alive)
         gather.run(outage_grace, poll_interval, stall_check)
+        alive.stop()
     except BaseException as exc:
         if not _is_connection_error(exc):
             # Interrupted (Ctrl-C, SIGTERM) or a bug: nobody will wait for the rest.
@@ -751,6 +786,7 @@ def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
     purged = 0
     try:
         client.backend.client.set(CANCEL_PREFIX + run, "1", ex=CANCEL_TTL)
+        client.backend.client.delete(ALIVE_PREFIX + run)
         with client.connection_for_write() as conn:
             redis = conn.default_channel.client
             queue = client.conf.task_default_queue
@@ -765,6 +801,27 @@ def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
     except Exception as exc:  # noqa: BLE001 - the cancellation key alone already stops them
         log.warning("could not cancel all queued files of this run: %s", exc)
     log.info("cancelled: %d queued file(s) removed, %d revoked", purged, len(task_ids))
+
+
+class _Heartbeat:
+    """The run's heartbeat key: set at the start, renewed while waiting, removed at the end."""
+
+    def __init__(self, client: Celery, run: str, ttl: float) -> None:
+        self.client, self.key, self.ttl = client, ALIVE_PREFIX + run, ttl
+        self.last = -float("inf")
+
+    def beat(self, *, force: bool = False) -> None:
+        """Renew the key when a tenth of its life has passed (or now, with ``force``)."""
+        now = time.monotonic()
+        if force or now - self.last >= self.ttl / 10:
+            self.client.backend.client.set(self.key, "1", px=max(1, int(self.ttl * 1000)))
+            self.last = now
+
+    def stop(self) -> None:
+        try:
+            self.client.backend.client.delete(self.key)
+        except Exception as exc:  # noqa: BLE001 - it expires anyway
+            log.debug("cannot delete the heartbeat %s: %s", self.key, exc)
 
 
 @dataclass
@@ -788,9 +845,11 @@ class _Gatherer:
         options: Options,
         shown: str,
         send: Callable[[_Sent, Any], str],
+        alive: _Heartbeat,
     ) -> None:
         self.client, self.pending, self.finish = client, pending, finish
         self.options, self.shown, self.send = options, shown, send
+        self.alive = alive
 
     def run(self, outage_grace: float, poll_interval: float, stall_check: float) -> None:
         backend = self.client.backend
@@ -799,6 +858,7 @@ class _Gatherer:
         server = _server_id(self.client)
         while self.pending:
             try:
+                self.alive.beat()
                 if time.monotonic() - progress_at > stall_check:
                     # No result for a while: a Redis restarted between two polls goes unseen
                     # as an outage, but not as a new server.
@@ -814,9 +874,13 @@ class _Gatherer:
                 )
                 if outage_since is not None:
                     log.warning("queue broker %s is back", self.shown)
+                    self.alive.beat(force=True)
+                    long_outage = time.monotonic() - outage_since > self.alive.ttl / 2
                     outage_since = None
                     current = _server_id(self.client)
-                    if current is None or current != server:  # restarted (or cannot tell)
+                    if current is None or current != server or long_outage:
+                        # Restarted (or cannot tell), or away so long that the heartbeat may
+                        # have expired and workers discarded files: look for lost ones.
                         server = current
                         self.resend_lost()
             except Exception as exc:
@@ -858,6 +922,7 @@ class _Gatherer:
 
     def resend_lost(self) -> None:
         """Send again the pending files the broker no longer knows about."""
+        self.alive.beat(force=True)  # first, so that workers do not discard what is resent
         lost = _lost_tasks(self.client, set(self.pending))
         if not lost:
             return

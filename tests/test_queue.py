@@ -715,3 +715,56 @@ def test_interrupted_submitter_cancels_its_queued_files(tmp_path: Path) -> None:
         if worker is not None:
             worker.kill()
         redis.stop()
+
+
+def test_killed_submitter_files_are_discarded(tmp_path: Path) -> None:
+    """A submitter killed outright (SIGKILL: no chance to cancel) stops renewing its heartbeat;
+    once it expires the worker discards the run's remaining files instead of converting them."""
+    import redis as redis_py
+
+    env = _tripwire_env(tmp_path)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(30):
+        (src / f"slow{i:02d}.txt").write_text("SLOW\n")
+    out = tmp_path / "out"
+    redis = Redis(tmp_path)
+    worker = None
+    try:
+        worker = Worker(redis.url, "gone", tmp_path / "gone.log", concurrency=1, env=env)
+        code = (
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from previewer.options import Options\n"
+            "from previewer.tasks import submit_many\n"
+            "submit_many([sys.argv[1]], Options(out_dir=Path(sys.argv[2])), broker=sys.argv[3],"
+            " heartbeat=2.0)\n"
+        )
+        submitter = subprocess.Popen(
+            [sys.executable, "-c", code, str(src), str(out), redis.url], env=env
+        )
+        try:
+            _wait_for(lambda: len(list(out.glob("*.png"))) >= 2, 60, "two previews")
+            submitter.kill()
+            submitter.wait(10)
+        finally:
+            if submitter.poll() is None:
+                submitter.kill()
+                submitter.wait(10)
+        client = redis_py.Redis.from_url(redis.url)
+        _wait_for(
+            lambda: client.llen("celery") == 0 and client.hlen("unacked") == 0,
+            30,
+            "the worker to drain the abandoned run",
+        )
+        written = sorted(p.name for p in out.iterdir())
+        time.sleep(2)
+        assert sorted(p.name for p in out.iterdir()) == written
+        # Converted until the heartbeat (2 s) expired, about one file a second; not all 30.
+        assert 2 <= len(written) <= 10, written
+        assert "its submitter is gone" in worker.text()
+        assert client.keys("previewer-run-*") == []
+    finally:
+        if worker is not None:
+            worker.kill()
+        redis.stop()
