@@ -723,6 +723,8 @@ def submit_many(
     # backend opens for every sent task (and closes in forget) would only add round trips.
     client.backend.on_task_call = lambda producer, task_id: None
 
+    run = uuid.uuid4().hex
+
     def send(task: _Sent, producer: Any) -> str:
         async_result = client.send_task(
             TASK_NAME,
@@ -733,10 +735,10 @@ def submit_many(
             soft_time_limit=soft,
             time_limit=hard,
             producer=producer,
+            headers={"previewer_run": run},  # how cancel_run finds the run's queued messages
         )
         return str(async_result.id)
 
-    run = uuid.uuid4().hex
     alive = _Heartbeat(client, run, heartbeat)
     try:
         alive.beat(force=True)
@@ -783,24 +785,47 @@ def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
         run: The run's id (the tasks' ``run`` argument).
         task_ids: The tasks of the run that have not reported a result.
     """
-    purged = 0
+    purged: set[str] = set()
     try:
         client.backend.client.set(CANCEL_PREFIX + run, "1", ex=CANCEL_TTL)
         client.backend.client.delete(ALIVE_PREFIX + run)
         with client.connection_for_write() as conn:
             redis = conn.default_channel.client
-            queue = client.conf.task_default_queue
-            for raw in redis.lrange(queue, 0, -1):
-                if _message_id(raw) in task_ids:
-                    purged += int(redis.lrem(queue, 1, raw))
-                    task_ids = task_ids - {_message_id(raw)}
-        if task_ids:
-            client.control.revoke(sorted(task_ids), terminate=True, signal=STOP_SIGNAL)
-        backend = client.backend  # results that arrived since the last poll: nobody reads them
-        backend.client.delete(*(backend.get_key_for_task(t) for t in task_ids))
+            removed = redis.eval(_PURGE_RUN, 1, client.conf.task_default_queue, run)
+            purged = {x.decode() if isinstance(x, bytes) else str(x) for x in removed}
+        left = sorted(task_ids - purged)
+        if left:
+            client.control.revoke(left, terminate=True, signal=STOP_SIGNAL)
+            backend = client.backend  # results that came since the last poll: nobody reads them
+            backend.client.delete(*(backend.get_key_for_task(t) for t in left))
     except Exception as exc:  # noqa: BLE001 - the cancellation key alone already stops them
         log.warning("could not cancel all queued files of this run: %s", exc)
-    log.info("cancelled: %d queued file(s) removed, %d revoked", purged, len(task_ids))
+    log.info("cancelled: %d queued file(s) removed, the others revoked", len(purged))
+
+
+_PURGE_RUN = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local keep, removed = {}, {}
+for _, raw in ipairs(items) do
+  local ok, message = pcall(cjson.decode, raw)
+  local headers = ok and type(message) == 'table' and message['headers'] or nil
+  if type(headers) == 'table' and headers['previewer_run'] == ARGV[1] then
+    removed[#removed + 1] = headers['id']
+  else
+    keep[#keep + 1] = raw
+  end
+end
+if #removed > 0 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #keep, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
+  end
+end
+return removed
+"""
+"""Removes a run's messages from the queue (a kombu Redis list) in one pass, atomically (a
+worker popping meanwhile waits), and returns their task ids: one LREM per message would cost
+the length of the queue each."""
 
 
 class _Heartbeat:
