@@ -316,21 +316,33 @@ def _timeout_error(timeout: float, path: str, *, killed: bool = False) -> Engine
     )
 
 
-def _run_state(celery_app: Celery, run: str | None) -> str:
-    """``"cancelled"``, ``"gone"`` (no heartbeat from the submitter) or ``"alive"``."""
-    if not run:
-        return "alive"
+def _begin(celery_app: Celery, run: str | None, task_id: str | None) -> tuple[str, int]:
+    """The run's state and this task's delivery count, in one round trip to Redis.
+
+    Returns:
+        ``("cancelled" | "gone" | "alive", deliveries)``: ``gone`` when the submitter's
+        heartbeat has expired; deliveries count this one.
+    """
+    if not run and not task_id:
+        return "alive", 1
     try:
         pipe = celery_app.backend.client.pipeline()
-        pipe.exists(CANCEL_PREFIX + run)
-        pipe.exists(ALIVE_PREFIX + run)
-        cancelled, alive = pipe.execute()
+        if run:
+            pipe.exists(CANCEL_PREFIX + run)
+            pipe.exists(ALIVE_PREFIX + run)
+        if task_id:
+            pipe.incr(ATTEMPTS_PREFIX + task_id)
+            pipe.expire(ATTEMPTS_PREFIX + task_id, CANCEL_TTL)
+        replies = pipe.execute()
     except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
-        log.warning("cannot check the state of run %s: %s", run, exc)
-        return "alive"
-    if cancelled:
-        return "cancelled"
-    return "alive" if alive else "gone"
+        log.warning("cannot read the state of run %s: %s", run, exc)
+        return "alive", 1
+    state = "alive"
+    if run:
+        cancelled, alive = replies[:2]
+        replies = replies[2:]
+        state = "cancelled" if cancelled else "alive" if alive else "gone"
+    return state, int(replies[0]) if task_id else 1
 
 
 def _cancelled(celery_app: Celery, run: str | None) -> bool:
@@ -342,20 +354,6 @@ def _cancelled(celery_app: Celery, run: str | None) -> bool:
     except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
         log.warning("cannot check whether run %s was cancelled: %s", run, exc)
         return False
-
-
-def _count_attempt(celery_app: Celery, task_id: str | None) -> int:
-    """Count one more delivery of ``task_id`` and return how many there have been."""
-    if not task_id:
-        return 1
-    try:
-        pipe = celery_app.backend.client.pipeline()
-        pipe.incr(ATTEMPTS_PREFIX + task_id)
-        pipe.expire(ATTEMPTS_PREFIX + task_id, CANCEL_TTL)
-        return int(pipe.execute()[0])
-    except Exception as exc:  # noqa: BLE001 - cannot count: convert (the common case)
-        log.warning("cannot count the attempts of task %s: %s", task_id, exc)
-        return 1
 
 
 def _forget_attempts(celery_app: Celery, task_id: str | None) -> None:
@@ -440,12 +438,12 @@ def convert_file(
         _registry = Registry()
     started = time.monotonic()
     out_name = name or os.path.basename(path)
-    state = _run_state(self.app, run)
+    state, attempts = _begin(self.app, run, self.request.id)
     if state != "alive":
         why = "its run was cancelled" if state == "cancelled" else "its submitter is gone"
         log.info("discarding %s: %s", path, why)
+        _forget_attempts(self.app, self.request.id)
         raise Ignore()
-    attempts = _count_attempt(self.app, self.request.id)
     try:
         options = options_from_dict(options_dict)
     except InvalidOptionsError as exc:
