@@ -75,7 +75,7 @@ class _LazyGroup(click.Group):
     help="Log engine details and show tracebacks.",
 )
 def cli(debug: bool) -> None:
-    r"""Turn documents and images into sized PNG previews.
+    """Turn documents and images into sized PNG previews.
 
     \b
     Examples:
@@ -85,7 +85,7 @@ def cli(debug: bool) -> None:
       previewer convert report.pdf -o - > page1.png
       previewer info report.pdf --json
       previewer converters
-    """
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     _State.debug = debug
     if debug:
         logging.basicConfig(
@@ -289,7 +289,17 @@ def convert(
     Failing inputs are reported on stderr and the others still convert (exit status 10). When
     directories are converted, files whose previews are up to date from an earlier run are not
     redone unless --force.
-    """
+
+    \b
+    Examples:
+      previewer convert report.pdf photo.jpg
+      previewer convert report.pdf -o thumbs -s 128 -s 1024x768 -p 1-3
+      previewer convert scan.tiff -p all --json
+      previewer convert report.pdf -o - > page1.png
+      cat photo.jpg | previewer convert - -o thumbs
+      previewer convert ~/Documents -o ~/thumbs -j 4 --exclude '*.tmp' --report run.jsonl
+      previewer convert /srv/docs -o /srv/thumbs --broker redis://queue-host:6379/0
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
     from previewer.registry import Registry
 
@@ -588,7 +598,14 @@ def info(
     timeout: float,
     allow_unisolated: bool,
 ) -> int:
-    """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256."""
+    """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256.
+
+    \b
+    Examples:
+      previewer info report.pdf
+      previewer info scan.tiff photo.jpg --json
+      previewer info secret.pdf --password hunter2
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
     from previewer.registry import Registry
 
@@ -657,7 +674,13 @@ def _print_info(facts: Any) -> None:
 @cli.command("converters", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per converter.")
 def converters_command(as_json: bool) -> int:
-    """List converters: MIME types, engine, version, and whether they are available."""
+    """List converters: MIME types, engine, version, and whether they are available.
+
+    \b
+    Examples:
+      previewer converters
+      previewer converters --json
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
 
     listing = api.converters()

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
-from previewer.errors import EngineError
+from previewer.errors import EngineError, InputError
 from previewer.plugin import Availability, ConvertContext
 
 
@@ -47,6 +47,10 @@ class FakeDocument:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class OddInputError(InputError):
+    """A plugin's own error class, unknown to previewer (exit code 5 through InputError)."""
 
 
 class _Base:
@@ -142,7 +146,9 @@ class TripwireConverter(_Base):
 
     HANG: sleeps in-process (no subprocess to time out); ABORT: os.abort(), as a crashing engine
     would; HOG: allocates memory until the address-space cap stops it; SLOW: takes 1 s, then
-    converts; anything else converts to a 40x20 blue image.
+    converts; NAP: runs an engine (sleep) that overruns the timeout; STUCK: hangs deaf to
+    signals and exceptions, as an engine busy in C code is; ODD: raises the plugin's own
+    OddInputError; anything else converts to a 40x20 blue image.
     """
 
     name: ClassVar[str] = "test-tripwire"
@@ -162,4 +168,15 @@ class TripwireConverter(_Base):
                 hoard.append(bytearray(64 * 1024 * 1024))
         elif word == b"SLOW":
             time.sleep(1)
+        elif word == b"NAP":
+            ctx.run([shutil.which("sleep") or "/bin/sleep", "3600"])
+        elif word == b"ODD":
+            raise OddInputError("the tripwire does not like it")
+        elif word == b"STUCK":
+            deadline = time.monotonic() + 3600
+            while time.monotonic() < deadline:
+                try:
+                    time.sleep(3600)
+                except BaseException:  # noqa: BLE001 - what a stuck engine does, in effect
+                    pass
         return FakeDocument()
