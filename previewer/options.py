@@ -174,6 +174,10 @@ class Limits:
         max_memory: Address space, in bytes, the conversion of one file may take beyond what
             its process (a batch worker, or the child of a single conversion) held when it
             started; an allocation past it fails the file with ``LimitExceededError``.
+        allow_unisolated: Run engines that parse documents (LibreOffice, Ghostscript, the
+            ImageMagick worker) even where they cannot be isolated from the network and the
+            host's files (see :mod:`previewer.sandbox`). Off by default: such engines are then
+            refused with ``EngineUnavailableError``. Only for trusted input.
     """
 
     max_pixels: int = 1024 * 1024 * 1024
@@ -183,6 +187,7 @@ class Limits:
     max_pages: int = 1000
     timeout: float = 60.0
     max_memory: int = 2 * 1024**3
+    allow_unisolated: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -204,6 +209,10 @@ class Limits:
             )
         if not self.timeout > 0:
             raise InvalidOptionsError("timeout must be positive")
+        if not isinstance(self.allow_unisolated, bool):
+            raise InvalidOptionsError(
+                f"allow_unisolated must be True or False, not {self.allow_unisolated!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -219,6 +228,9 @@ class Options:
         converter: Force this converter by name instead of dispatching by MIME type.
         limits: Resource budgets.
         keep_temp: Keep the per-conversion work directory (for debugging).
+        out_root: The output tree's top when ``out_dir`` is a folder inside it (a batch
+            mirroring a directory): the folders between the two are created and entered without
+            following symbolic links. None when ``out_dir`` is the top.
     """
 
     sizes: tuple[SizeSpec, ...] = (SizeSpec(256, 256, square=True),)
@@ -229,6 +241,7 @@ class Options:
     converter: str | None = None
     limits: Limits = field(default_factory=Limits)
     keep_temp: bool = False
+    out_root: Path | None = None
 
     @classmethod
     def build(

@@ -83,6 +83,11 @@ class Document(Protocol):
         page_count: Number of pages (frames for multi-page images), at least 1.
         units: ``"pt"`` for vector sources (rendered at any requested size) or ``"px"`` for
             raster sources (never enlarged unless the user asks for it).
+
+    A document may also set ``page_count_known = False`` (optional; True when absent) when the
+    file's own page count is damaged: ``page_count`` then counts the pages that could be found,
+    ``previewer info`` reports the page count as unknown, and ``--pages all`` renders the pages
+    found.
     """
 
     page_count: int
@@ -132,7 +137,13 @@ class BaseDocument:
     """Optional base class for documents: the context-manager half of :class:`Document`.
 
     Subclasses implement ``close()`` (and the rest of the protocol); ``with`` closes them.
+
+    Attributes:
+        page_count_known: False when ``page_count`` counts the pages found in a document whose
+            own page count is damaged.
     """
+
+    page_count_known: bool = True
 
     def close(self) -> None:
         """Release the engine's handles; safe to call twice."""
@@ -164,6 +175,10 @@ class Converter(Protocol):
     file's content or the engine (:class:`~previewer.errors.InputError`,
     :class:`~previewer.errors.UnsupportedFormatError`, :class:`~previewer.errors.EngineError`),
     never for encrypted files, exceeded limits or timeouts, nor when the user forced a converter.
+
+    And ``sandboxed: ClassVar[bool]``, reported by ``previewer converters``: True when the
+    engine runs as a separate program through :meth:`ConvertContext.run` (isolated by
+    :mod:`previewer.sandbox`), False when it is a library running in previewer's process.
     """
 
     name: ClassVar[str]
@@ -231,11 +246,17 @@ class ConvertContext:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
         expect_output: Path | None = None,
+        read: Sequence[Path] = (),
+        isolate: bool = True,
     ) -> RunResult:
         """Run an external program under the subprocess discipline of previewer.
 
         The program gets its own process group, closed stdin, captured output and the
-        configured timeout; on expiry the whole group is killed.
+        configured timeout; on expiry the whole group is killed, and it dies with previewer.
+        It runs isolated (see :mod:`previewer.sandbox`): no network at all, and where
+        bubblewrap works it sees only ``/usr``, fonts and engine configuration, a private
+        ``/tmp``, its working directory (writable) and the paths in ``read``. Name the input
+        file in ``read``.
 
         Args:
             argv: Program (absolute path) and arguments; never a shell string.
@@ -243,6 +264,9 @@ class ConvertContext:
             cwd: Working directory (default: ``workdir``).
             env: Environment (default: a minimal one with ``HOME`` and ``TMPDIR`` in ``workdir``).
             expect_output: A file that must exist and be non-empty afterwards.
+            read: Files and directories outside ``/usr`` the program needs to read.
+            isolate: False runs the program with the host's network and files; only for
+                programs that never parse the input (a version probe).
 
         Returns:
             The program's result.
@@ -250,6 +274,8 @@ class ConvertContext:
         Raises:
             previewer.errors.EngineError: Non-zero exit or missing output.
             previewer.errors.EngineTimeoutError: Killed after the timeout.
+            previewer.errors.EngineUnavailableError: The program cannot be isolated here
+                (and ``limits.allow_unisolated`` is false).
         """
         if self._run is None:
             raise RuntimeError("this context cannot run programs")
@@ -259,6 +285,9 @@ class ConvertContext:
             cwd=cwd or self.workdir,
             env=env,
             expect_output=expect_output,
+            isolate=isolate,
+            read=tuple(read),
+            allow_unisolated=self.limits.allow_unisolated,
         )
 
     def delegate(self, path: Path, mime: str) -> Document:

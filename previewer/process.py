@@ -8,10 +8,13 @@ so no engine process outlives the call.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +22,7 @@ from pathlib import Path
 from previewer.errors import EngineError, EngineTimeoutError
 from previewer.plugin import RunResult
 
-__all__ = ["kill_group", "minimal_env", "run", "spawn"]
+__all__ = ["die_with_parent", "kill_group", "minimal_env", "run", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,31 @@ def minimal_env(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[s
     if extra:
         env.update(extra)
     return env
+
+
+SETPRIV = "/usr/bin/setpriv"
+"""util-linux ``setpriv``: sets the parent-death signal before running the program."""
+
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """Prefix ``argv`` so the program is SIGKILLed when the thread that started it dies.
+
+    bubblewrap's ``--die-with-parent`` already does this for sandboxed programs; others get
+    ``setpriv --pdeathsig KILL`` (util-linux; ``PR_SET_PDEATHSIG`` survives ``exec``), so a
+    SIGKILLed previewer never leaves an engine running until its timeout. Setting the signal
+    with a ``preexec_fn`` instead would not be safe in a multi-threaded host. The signal fires
+    when the *thread* that started the program exits, so only programs waited for by that
+    thread (:func:`run`) use it.
+
+    Args:
+        argv: The command.
+
+    Returns:
+        The command, prefixed when ``setpriv`` is available and the program is not bwrap.
+    """
+    if Path(argv[0]).name == "bwrap" or not os.access(SETPRIV, os.X_OK):
+        return argv
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
@@ -83,11 +111,38 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> N
 
 
 def _group_alive(pgid: int) -> bool:
+    """Return True while a process of group ``pgid`` is still running (zombies do not count)."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    return _running_member(pgid)
+
+
+def _running_member(pgid: int) -> bool:
+    """Return True if ``/proc`` lists a member of group ``pgid`` that is not a zombie.
+
+    ``killpg(pgid, 0)`` also succeeds for zombies. An engine killed after its wrapper
+    (bubblewrap, setpriv's parent-death signal) is one until the host's init reaps it, which
+    took 1.6 s on a machine whose init is not systemd; it runs nothing meanwhile. Only
+    consulted once ``killpg`` says the group exists (after a kill, or when something lingers).
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp (proc(5)).
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 def run(
@@ -97,6 +152,9 @@ def run(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     expect_output: Path | None = None,
+    isolate: bool = False,
+    read: Sequence[os.PathLike[str] | str] = (),
+    allow_unisolated: bool = False,
 ) -> RunResult:
     """Run a program to completion under a timeout, killing its process group if it overruns.
 
@@ -107,6 +165,13 @@ def run(
         env: Environment; defaults to :func:`minimal_env` of ``cwd`` when ``cwd`` is given,
             else the current environment.
         expect_output: A file the program must leave behind, non-empty.
+        isolate: Run the program through :func:`previewer.sandbox.wrap`: no network, and
+            (with bubblewrap) only ``/usr``, ``read``, ``cwd`` (writable) and a private
+            ``/tmp`` visible. A program that is this Python interpreter also sees its
+            installation (:func:`previewer.sandbox.python_paths`).
+        read: Paths the isolated program may read (its input).
+        allow_unisolated: With ``isolate``, run unisolated where no isolation works instead
+            of raising :class:`~previewer.errors.EngineUnavailableError`.
 
     Returns:
         The result, with captured stdout and stderr.
@@ -114,6 +179,8 @@ def run(
     Raises:
         EngineTimeoutError: The program ran past ``timeout`` and was killed.
         EngineError: The program could not start, exited non-zero, or left no output.
+        EngineUnavailableError: With ``isolate``: nothing can isolate the program here and
+            ``allow_unisolated`` is false.
     """
     argv = [os.fspath(a) for a in argv]
     if not argv or not all(isinstance(a, str) for a in argv):
@@ -122,7 +189,74 @@ def run(
     plog = logging.getLogger(f"{__name__}.{program}")
     if env is None and cwd is not None:
         env = minimal_env(cwd)
-    plog.debug("running %s", argv)
+    _check_program(argv[0], program, env)
+    if not isolate:
+        stdout, stderr, returncode = _execute(argv, program, timeout, cwd, env)
+    else:
+        from previewer import sandbox
+
+        extra: tuple[os.PathLike[str] | str, ...] = ()
+        if os.path.realpath(argv[0]) == os.path.realpath(sys.executable):
+            extra = sandbox.python_paths()
+        # A wrapper that cannot set its sandbox up here is retired by setup_failed() and the
+        # program is wrapped again by the next mechanism: at most one rerun per mechanism.
+        for _attempt in range(3):
+            wrapped = sandbox.wrap(
+                argv,
+                read=(*read, *extra),
+                write=(cwd,) if cwd is not None else (),
+                allow_unisolated=allow_unisolated,
+                program=program,
+                verify=False,
+            )
+            stdout, stderr, returncode = _execute(wrapped, program, timeout, cwd, env)
+            if not sandbox.setup_failed(wrapped, returncode, stderr):
+                break
+        argv = wrapped
+    if stderr:
+        plog.debug("%s stderr:\n%s", program, stderr.decode("utf-8", "replace"))
+    if returncode != 0:
+        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+        status = (
+            f"was killed by signal {-returncode}"
+            if returncode < 0
+            else f"exited with status {returncode}"
+        )
+        raise EngineError(f"{program} {status}" + (f": {tail}" if tail else ""))
+    if expect_output is not None and not (
+        expect_output.is_file() and expect_output.stat().st_size > 0
+    ):
+        raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
+    return RunResult(tuple(argv), returncode, stdout, stderr)
+
+
+def _check_program(path: str, program: str, env: Mapping[str, str] | None) -> None:
+    """Raise the error Popen would, before a wrapper (setpriv, bwrap) hides it in its own."""
+    if os.sep not in path:
+        found = shutil.which(path, path=(env if env is not None else os.environ).get("PATH"))
+        if found is None:
+            raise EngineError(f"cannot start {program}: not found on the PATH")
+        path = found
+    if not os.path.isfile(path):
+        raise EngineError(f"cannot start {program}: {os.strerror(errno.ENOENT)}")
+    if not os.access(path, os.X_OK):
+        raise EngineError(f"cannot start {program}: {os.strerror(errno.EACCES)}")
+
+
+def _execute(
+    argv: list[str],
+    program: str,
+    timeout: float,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+) -> tuple[bytes, bytes, int]:
+    """Start ``argv`` (dying with this thread), wait under ``timeout``, kill its group after.
+
+    Returns:
+        stdout, stderr and the exit status.
+    """
+    argv = die_with_parent(argv)
+    logging.getLogger(f"{__name__}.{program}").debug("running %s", argv)
     try:
         proc = subprocess.Popen(
             argv,
@@ -152,21 +286,7 @@ def run(
     # The direct child has exited; make sure nothing it forked lingers in its group.
     if _group_alive(proc.pid):
         kill_group(proc, grace=0.2)
-    if stderr:
-        plog.debug("%s stderr:\n%s", program, stderr.decode("utf-8", "replace"))
-    if proc.returncode != 0:
-        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
-        status = (
-            f"was killed by signal {-proc.returncode}"
-            if proc.returncode < 0
-            else f"exited with status {proc.returncode}"
-        )
-        raise EngineError(f"{program} {status}" + (f": {tail}" if tail else ""))
-    if expect_output is not None and not (
-        expect_output.is_file() and expect_output.stat().st_size > 0
-    ):
-        raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
-    return RunResult(tuple(argv), proc.returncode, stdout, stderr)
+    return stdout, stderr, proc.returncode
 
 
 def spawn(

@@ -152,7 +152,7 @@ def in_thread(func: Callable[[], Any]) -> Any:
 
 
 def test_cli_timeout_stops_a_stuck_conversion_and_its_group(tmp_path: Path) -> None:
-    stuck = tripwire(tmp_path, "STUCK")
+    stuck = tripwire(tmp_path, "WEDGE")
     started = time.monotonic()
     done = run_cli(
         tmp_path,
@@ -169,13 +169,13 @@ def test_cli_timeout_stops_a_stuck_conversion_and_its_group(tmp_path: Path) -> N
     assert done.returncode == ExitCode.TIMEOUT, done.stderr
     assert elapsed < 12, f"took {elapsed:.1f} s"
     assert "timeout of 2 s" in done.stderr and "--timeout" in done.stderr
-    pids = [int(p) for p in (tmp_path / "stuck.txt.pids").read_text().split()]
+    pids = [int(p) for p in (tmp_path / "wedge.txt.pids").read_text().split()]
     assert wait_until(lambda: not any(alive(p) for p in pids), 3), "the child's group lives on"
 
 
 @pytest.mark.parametrize("caller", ["direct", "thread"])
 def test_library_timeout_raises_engine_timeout(tmp_path: Path, caller: str) -> None:
-    stuck = tripwire(tmp_path, "STUCK")
+    stuck = tripwire(tmp_path, "WEDGE")
 
     def convert() -> Any:
         return previewer.convert(
@@ -189,7 +189,7 @@ def test_library_timeout_raises_engine_timeout(tmp_path: Path, caller: str) -> N
     assert info.value.path == str(stuck)
     assert info.value.hint is not None and "raise timeout" in info.value.hint
     assert "--" not in str(info.value)
-    pids = [int(p) for p in (tmp_path / "stuck.txt.pids").read_text().split()]
+    pids = [int(p) for p in (tmp_path / "wedge.txt.pids").read_text().split()]
     assert os.getpid() not in pids
     assert wait_until(lambda: not any(alive(p) for p in pids), 3), "the child's group lives on"
 
