@@ -218,7 +218,7 @@ def _limited(
         if isinstance(source, (bytearray, memoryview)):
             source = bytes(source)
         elif hasattr(source, "read"):
-            source = _read_stream(source, opts.limits.max_file_size)
+            source = _read_stream(source, opts.limits.max_file_size, display)
     name_out = None
     if writes:
         name_out = name or (os.path.basename(display) if isinstance(source, str) else "input")
@@ -234,19 +234,35 @@ def _limited(
     return value, messages
 
 
-def _read_stream(stream: Any, limit: int) -> bytes:
-    """Read a binary stream, stopping one byte past ``limit`` (the child refuses that)."""
+def _read_stream(stream: Any, limit: int, display: str) -> bytes:
+    """Read a binary stream into memory, failing as soon as it is over ``limit`` bytes.
+
+    The child converting it then gets the bytes: it never reads the caller's file objects.
+    """
+    from previewer.errors import InputError
+
     chunks: list[bytes] = []
     total = 0
-    while total <= limit and (chunk := stream.read(min(1 << 20, limit + 1 - total))):
+    while True:
+        try:
+            chunk = stream.read(1 << 20)
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", path=display) from exc
+        if not chunk:
+            return b"".join(chunks)
         if not isinstance(chunk, (bytes, bytearray)):
             raise InvalidOptionsError(
                 f"cannot read input of type {type(stream).__name__}: "
                 "give a path, bytes or a binary file object"
             )
-        chunks.append(bytes(chunk))
         total += len(chunk)
-    return b"".join(chunks)
+        if total > limit:
+            raise LimitExceededError(
+                f"input is over the limit of {limit:,} bytes (stopped reading after {total:,})",
+                path=display,
+                hint="raise max_file_size to accept it",
+            )
+        chunks.append(bytes(chunk))
 
 
 def _convert(
