@@ -45,7 +45,7 @@ def registry() -> Registry:
 
 
 def tripwire(tmp_path: Path, word: str, name: str | None = None) -> Path:
-    path = tmp_path / (name or f"{word.lower()}.txt")
+    path = tmp_path / (name or f"{word.split()[0].lower()}.txt")
     path.write_text(f"{word}\n")
     return path
 
@@ -195,7 +195,7 @@ def test_library_timeout_raises_engine_timeout(tmp_path: Path, caller: str) -> N
 
 
 def test_render_and_info_are_limited_too(tmp_path: Path) -> None:
-    hang = tripwire(tmp_path, "HANG")
+    hang = tripwire(tmp_path, "HANG PID")
     for call in (previewer.render, previewer.info):
         started = time.monotonic()
         with pytest.raises(EngineTimeoutError):
@@ -353,7 +353,7 @@ def test_kill_9_of_a_batch_leaves_no_worker(tmp_path: Path) -> None:
     tree = tmp_path / "in"
     tree.mkdir()
     for n in range(4):
-        tripwire(tree, "HANG", name=f"hang{n}.txt")
+        tripwire(tree, "HANG PID", name=f"hang{n}.txt")
     marker = f"limits-{uuid.uuid4().hex}"
     process = subprocess.Popen(
         [sys.executable, "-m", "previewer", "convert", str(tree), "-j", "2", "-o", "out"]

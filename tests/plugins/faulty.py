@@ -151,8 +151,8 @@ class TripwireConverter(_Base):
     helper process of its own in its process group (both pids are written to ``<file>.pids``);
     NOISY: issues a Python warning and writes engine messages on file descriptors 1 and 2, then
     converts; LEAK: fails with a message naming a file in its work directory; ODD: raises the
-    plugin's own OddInputError; anything else converts to a 40x20 blue image. HANG writes the
-    converting process's pid to ``<file>.pid``.
+    plugin's own OddInputError; anything else converts to a 40x20 blue image. ``HANG PID``
+    also writes the converting process's pid to ``<file>.pid``.
     """
 
     name: ClassVar[str] = "test-tripwire"
@@ -165,7 +165,8 @@ class TripwireConverter(_Base):
 
         word = source.read_bytes()[:5].strip()
         if word == b"HANG":
-            source.with_name(source.name + ".pid").write_text(str(os.getpid()))
+            if b"PID" in source.read_bytes():
+                source.with_name(source.name + ".pid").write_text(str(os.getpid()))
             time.sleep(3600)
         elif word == b"WEDGE":
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
