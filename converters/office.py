@@ -137,6 +137,8 @@ class OfficeConverter:
             # Only the pages that will be rendered: page 1 of a 300-page report need not be
             # exported as 300 pages (page_count then counts the exported pages only).
             pages=f"1-{ctx.max_page}" if ctx.max_page is not None else None,
+            memory=ctx.limits.max_memory,
+            allow_unisolated=ctx.limits.allow_unisolated,
         )
         if not out.is_file() or out.stat().st_size == 0:
             raise EngineError("LibreOffice reported success but wrote no PDF")

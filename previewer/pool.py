@@ -78,7 +78,11 @@ def _worker_main(
     os.environ["TMPDIR"] = tmp
     tempfile.tempdir = tmp
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+        # Soft limit only: an engine started from the worker may get its own cap (LibreOffice
+        # needs more address space than a worker, see converters.office_engine).
+        resource.setrlimit(
+            resource.RLIMIT_AS, (max_memory, resource.getrlimit(resource.RLIMIT_AS)[1])
+        )
     except (ValueError, OSError) as exc:
         log.warning("cannot cap worker memory at %d bytes: %s", max_memory, exc)
     while True:
