@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -26,6 +28,7 @@ import pytest
 from PIL import Image
 from pngcheck import check_png
 
+import officegen
 import previewer
 from converters import office_engine
 from previewer.errors import (
@@ -493,3 +496,141 @@ def test_only_the_pages_to_render_are_exported(
         previewer.convert(doc, out_dir=tmp_path, pages="12")
     assert seen == ["1-1", "1-3", None, "1-12"]
     assert first.page == 1 and [p.page for p in third] == [2, 3] and len(every) == 10
+
+
+# --------------------------------------------------------------------------- comments
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("comment.docx", officegen.docx_with_comment),
+        ("comment.odt", officegen.odt_with_comment),
+        ("comment.rtf", officegen.rtf_with_comment),
+    ],
+)
+def test_documents_with_comments_convert(name: str, make: object, tmp_path: Path) -> None:
+    # LibreOffice 7.4 (-nogui packages) aborted on these when loaded outside its main thread.
+    doc = make(tmp_path / name)  # type: ignore[operator]
+
+    (preview,) = previewer.convert(doc, out_dir=tmp_path / "out", sizes=[800])
+
+    image = check_png(preview.path, longest=800)
+    assert image.convert("L").getextrema()[0] < 100, "the commented text is not rendered"
+
+
+# --------------------------------------------------------------------------- engine pool
+
+
+def test_engines_are_capped_and_callers_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previewer.shutdown()
+    monkeypatch.setattr(office_engine, "MAX_ENGINES", 1)
+    docs = [make_odt(tmp_path / f"c{n}.odt") for n in range(3)]
+    peak: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(doc: Path) -> None:
+        try:
+            previewer.convert(doc, out_dir=tmp_path / "out", sizes=[64])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in docs]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        with office_engine._lock:
+            peak.append(
+                len(office_engine._idle) + len(office_engine._busy) + office_engine._starting
+            )
+        time.sleep(0.02)
+    assert errors == []
+    assert max(peak) == 1
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+    # A caller that cannot get an engine within its timeout fails with a timeout.
+    with office_engine._engine(60, memory=0, allow_unisolated=False):
+        started = time.monotonic()
+        with pytest.raises(EngineTimeoutError, match="stayed busy"):
+            office_engine.convert(docs[0], tmp_path / "x.pdf", timeout=1)
+        assert time.monotonic() - started < 5
+
+
+def test_idle_engines_stop_by_themselves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    previewer.info(make_odt(tmp_path / "idle.odt"))
+    (engine,) = office_engine._idle
+    monkeypatch.setattr(office_engine, "IDLE_SECONDS", 0.5)
+    with office_engine._lock:
+        office_engine._changed.notify_all()
+
+    assert wait_until(lambda: not engine.alive(), 10)
+    assert wait_until(lambda: not engine.workdir.exists(), 5)
+    assert office_engine._idle == []
+
+
+def test_shutdown_stops_engines_and_removes_their_files(tmp_path: Path) -> None:
+    previewer.info(make_odt(tmp_path / "stop.odt"))
+    (engine,) = office_engine._idle
+    workdir = engine.workdir
+
+    previewer.shutdown()
+
+    assert not engine.alive() and not workdir.exists()
+    assert soffice_processes(str(workdir)) == []
+    assert office_engine._idle == [] and office_engine._busy == set()
+    # Engines start again on demand.
+    assert previewer.info(make_odt(tmp_path / "again.odt")).pages == 1
+
+
+def test_work_directories_of_dead_processes_are_reaped(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["/usr/bin/true"])
+    dead.wait()
+    base = Path(tempfile.gettempdir())
+    stale = base / f"{office_engine.WORKDIR_PREFIX}{dead.pid}-left"
+    (stale / "profile").mkdir(parents=True)
+    mine = base / f"{office_engine.WORKDIR_PREFIX}{os.getpid()}-mine"
+    mine.mkdir()
+    try:
+        previewer.shutdown()
+        previewer.info(make_odt(tmp_path / "reap.odt"))
+        assert not stale.exists()
+        assert mine.exists(), "a live process's directory was removed"
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def test_libreoffice_gets_its_own_memory_cap(tmp_path: Path) -> None:
+    previewer.info(make_odt(tmp_path / "cap.odt"))
+    (engine,) = office_engine._idle
+    (pid,) = [
+        p
+        for p in soffice_processes(str(engine.workdir))
+        if "soffice.bin" in Path(f"/proc/{p}/cmdline").read_text()
+    ]
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    (line,) = [ln for ln in limits if ln.startswith("Max address space")]
+    assert line.split()[3] == str(office_engine.ENGINE_MEMORY)
+
+
+def test_no_uno_pipe_is_left_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from previewer import sandbox
+
+    def pipes() -> set[str]:
+        return {p.name for p in Path("/tmp").glob(f"OSL_PIPE_{os.getuid()}_*")}
+
+    previewer.shutdown()
+    before = pipes()
+    previewer.info(make_odt(tmp_path / "bwrap.odt"))
+    previewer.shutdown()
+    # Without bubblewrap's private /tmp (network namespace only), the bridge removes them.
+    unshare = sandbox.Mechanism("unshare", "/usr/bin/unshare", "test")
+    if Path("/usr/bin/unshare").exists():
+        monkeypatch.setattr(sandbox, "mechanism", lambda: unshare)
+        previewer.info(make_odt(tmp_path / "unshare.odt"))
+        previewer.shutdown()
+    # Other processes may create pipes meanwhile; none of ours may remain.
+    left = {name for name in pipes() - before if "previewer-" in name}
+    assert left == set()
