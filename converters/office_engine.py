@@ -509,6 +509,7 @@ def convert(
     timeout: float,
     pages: str | None = None,
     password: str | None = None,
+    asked: bool | None = None,
     import_filter: str | None = None,
     filter_options: str | None = None,
     memory: int = 0,
@@ -526,6 +527,8 @@ def convert(
             is killed after it).
         pages: A page range such as ``"1-3"`` to export only those pages, or None for all.
         password: Password for an encrypted document.
+        asked: Whether the user gave ``password`` (default: whether there is one); a wrong
+            password the user did not give is reported as a missing one.
         import_filter: LibreOffice import filter to force (else LibreOffice detects the type).
         filter_options: Options of that filter (CSV separators and encoding).
         memory: Address-space cap of a newly started engine (at least :data:`ENGINE_MEMORY`).
@@ -575,11 +578,12 @@ def convert(
         return
     error, message = reply.get("error"), str(reply.get("message", ""))
     if error == "encrypted":
+        given = bool(password) if asked is None else asked
         raise EncryptedError(
-            "document is encrypted and needs a password"
-            if not password
-            else "document is encrypted and the password is wrong",
-            hint="pass the password with --password" if not password else None,
+            "document is encrypted and the password is wrong"
+            if given
+            else "document is encrypted and needs a password",
+            hint=None if given else "pass the password with --password",
         )
     if error == "unloadable":
         raise InputError(message or "LibreOffice cannot load it")

@@ -127,9 +127,7 @@ def rtf(path: Path, body: str) -> Path:
 
 def rtf_includepicture(path: Path, target: str) -> Path:
     """An RTF whose ``INCLUDEPICTURE`` field names ``target`` (a URL or a local path)."""
-    field = (
-        "{\\field{\\*\\fldinst { INCLUDEPICTURE \"" + target + "\" \\\\d }}{\\fldrslt }}"
-    )
+    field = '{\\field{\\*\\fldinst { INCLUDEPICTURE "' + target + '" \\\\d }}{\\fldrslt }}'
     return rtf(path, "Picture: " + field + "\\par ")
 
 
@@ -278,3 +276,51 @@ def docx_external_template(path: Path, url: str) -> Path:
         settings='<w:attachedTemplate r:id="rIdT"/>',
         settings_rels=[("rIdT", "attachedTemplate", url, True)],
     )
+
+
+_SAVE = """
+import shutil, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import office_bridge as ob, uno
+src, out, filter_name, password, work = sys.argv[2:7]
+bridge = ob.Bridge(Path(work))
+bridge.ensure()
+P = ob._prop
+doc = bridge.desktop.loadComponentFromURL(
+    uno.systemPathToFileUrl(src), "_blank", 0,
+    (P("Hidden", True), P("FilterName", "Text - txt - csv (StarCalc)"),
+     P("FilterOptions", "44,34,76,1")))
+doc.storeToURL(uno.systemPathToFileUrl(out), (P("FilterName", filter_name), P("Password", password)))
+doc.close(True)
+bridge.stop()
+"""
+
+
+def libreoffice_save(csv: Path, out: Path, filter_name: str, password: str) -> Path:
+    """Save the CSV table ``csv`` as ``out`` with LibreOffice, encrypted with ``password``.
+
+    Runs a private LibreOffice once, through the bridge module with Debian's python3-uno.
+    """
+    import subprocess
+    import tempfile
+
+    bridge_dir = Path(__file__).resolve().parents[1] / "converters"
+    with tempfile.TemporaryDirectory(prefix="officegen-") as work:
+        subprocess.run(
+            [
+                "/usr/bin/python3",
+                "-c",
+                _SAVE,
+                str(bridge_dir),
+                str(csv),
+                str(out),
+                filter_name,
+                password,
+                work,
+            ],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+    return out

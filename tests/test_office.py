@@ -24,11 +24,11 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import officegen
 import pytest
 from PIL import Image
 from pngcheck import check_png
 
-import officegen
 import previewer
 from converters import office_engine
 from previewer.errors import (
@@ -634,3 +634,39 @@ def test_no_uno_pipe_is_left_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # Other processes may create pipes meanwhile; none of ours may remain.
     left = {name for name in pipes() - before if "previewer-" in name}
     assert left == set()
+
+
+# --------------------------------------------------------------------------- default password
+
+
+def test_default_excel_password_opens_and_others_are_asked_for(tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b\n1,2\n")
+    velvet = officegen.libreoffice_save(
+        csv, tmp_path / "velvet.xls", "MS Excel 97", "VelvetSweatshop"
+    )
+    secret = officegen.libreoffice_save(csv, tmp_path / "secret.xls", "MS Excel 97", "s3cret")
+
+    assert previewer.info(velvet).pages == 1
+    with pytest.raises(EncryptedError, match="needs a password"):
+        previewer.info(secret)
+    assert previewer.info(secret, password="s3cret").pages == 1
+    with pytest.raises(EncryptedError, match="password is wrong"):
+        previewer.info(secret, password="nope")
+
+
+def test_encrypted_ooxml_is_tried_with_the_default_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[object] = []
+    real = office_engine.convert
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append(kwargs.get("password"))
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(office_engine, "convert", spy)
+    with pytest.raises(EncryptedError, match="needs a password") as excinfo:
+        previewer.info(OFFICE / "WordPasswordProtected.docx")
+    assert "--password" in str(excinfo.value)
+    assert seen == ["VelvetSweatshop"]

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import officegen
 import pytest
 from PIL import Image, ImageChops
 
-import officegen
 import previewer
 from converters import office_engine
 from previewer import sandbox
