@@ -36,6 +36,7 @@ WORD = frozenset(
         "application/vnd.oasis.opendocument.text-template",
         "application/vnd.oasis.opendocument.text-flat-xml",
         "application/vnd.wordperfect",
+        "application/vnd.ms-wordml",
         "application/rtf",
         "text/rtf",
     }
@@ -49,6 +50,7 @@ SHEET = frozenset(
         "application/vnd.oasis.opendocument.spreadsheet",
         "application/vnd.oasis.opendocument.spreadsheet-template",
         "application/vnd.oasis.opendocument.spreadsheet-flat-xml",
+        "application/vnd.ms-excel.2003+xml",
         "text/csv",
     }
 )
@@ -77,7 +79,9 @@ DRAWING = frozenset(
 )
 ENCRYPTED = frozenset({"application/encrypted", "application/CDFV2-encrypted"})
 """libmagic's types for an encrypted OOXML package ("CDFV2 Encrypted")."""
-OLE_GENERIC = frozenset({"application/x-ole-storage", "application/CDFV2"})
+OLE_GENERIC = frozenset(
+    {"application/x-ole-storage", "application/CDFV2", "application/vnd.ms-office"}
+)
 """An OLE2 container libmagic could not name: LibreOffice may still know it (Works, Visio...)."""
 
 ZIP_MAX_TOTAL = 512 << 20
@@ -145,6 +149,9 @@ class OfficeConverter:
             pages=f"1-{ctx.max_page}" if ctx.max_page is not None else None,
             memory=ctx.limits.max_memory,
             allow_unisolated=ctx.limits.allow_unisolated,
+            # Typed by its name, or by a container: LibreOffice's detection decides what it
+            # is, but data it can only read as text is not the document its name promises.
+            no_text=not ctx.mime.startswith("text/"),
         )
         if not out.is_file() or out.stat().st_size == 0:
             raise EngineError("LibreOffice reported success but wrote no PDF")
@@ -166,6 +173,11 @@ FORMAT_NAMES = {
     "text/rtf": "RTF",
     "text/csv": "CSV",
     "application/vnd.wordperfect": "WordPerfect",
+    "application/vnd.visio": "Visio",
+    "application/vnd.ms-visio.drawing": "Visio (OOXML)",
+    "application/x-mspublisher": "Publisher",
+    "application/vnd.ms-wordml": "Word 2003 XML",
+    "application/vnd.ms-excel.2003+xml": "Excel 2003 XML",
 }
 
 

@@ -11,7 +11,9 @@ bridge's own process group, so killing that group stops everything. It then answ
 until stdin closes:
 
 - ``{"op": "convert", "src": PATH, "out": PATH, "pages": "1-3" | null, "password": str | null,
-  "filter": IMPORT_FILTER | null, "filter_options": str | null}`` loads ``src`` hidden, read-only,
+  "filter": IMPORT_FILTER | null, "filter_options": str | null, "no_text": bool}`` loads ``src``
+  (refusing it when ``no_text`` is set and LibreOffice's type detection takes it for plain
+  text) hidden, read-only,
   with macros and link updates disabled, and exports it to ``out`` as PDF. Reply:
   ``{"ok": true}`` or ``{"ok": false, "error": "encrypted" | "unloadable" | "crashed" | "failed",
   "message": str}``.
@@ -74,6 +76,11 @@ SETTINGS = (
     ("/org.openoffice.Office.Calc/Formula/Load", "OOXMLRecalcMode", "int", "1"),
     ("/org.openoffice.Office.Calc/Formula/Load", "ODFRecalcMode", "int", "1"),
 )
+
+TEXT_TYPES = frozenset({"generic_Text", "writer_Text", "writer_Text_encoded"})
+"""What LibreOffice's detection calls data it can only read as plain text (LibreOffice 7.4
+takes any unrecognised bytes for text): refused when the request says the file is an Office
+type (``"no_text": true``)."""
 
 EXPORT_FILTERS = (
     ("com.sun.star.sheet.SpreadsheetDocument", "calc_pdf_Export"),
@@ -352,6 +359,11 @@ class Bridge:
         if req.get("filter_options"):
             props.append(_prop("FilterOptions", req["filter_options"]))
         url = uno.systemPathToFileUrl(req["src"])
+        if req.get("no_text") and not req.get("filter"):
+            detected = self.detect(url)
+            if detected in TEXT_TYPES or not detected:
+                what = "plain text" if detected else "not a format LibreOffice knows"
+                return {"ok": False, "error": "unloadable", "message": f"{what}, not a document"}
         try:
             doc = self.desktop.loadComponentFromURL(url, "_blank", 0, tuple(props))
         except Exception as exc:  # noqa: BLE001 - UNO exceptions are not Python classes
@@ -400,6 +412,17 @@ class Bridge:
                     pass
             return True
         return not self.alive()
+
+    def detect(self, url: str) -> str:
+        """LibreOffice's own type detection (content first, then the name): a type name or ""."""
+        try:
+            detection = self.ctx.ServiceManager.createInstanceWithContext(
+                "com.sun.star.document.TypeDetection", self.ctx
+            )
+            kind, _descriptor = detection.queryTypeByDescriptor((_prop("URL", url),), True)
+        except Exception:  # noqa: BLE001 - undecided: let the load decide
+            return "?"
+        return str(kind or "")
 
     def _load_failure(self, handler: PasswordHandler, exc: Exception | None) -> dict[str, Any]:
         if self.died(exc):

@@ -563,6 +563,7 @@ def convert(
     filter_options: str | None = None,
     memory: int = 0,
     allow_unisolated: bool = False,
+    no_text: bool = False,
 ) -> None:
     """Convert ``source`` to the PDF ``out`` with a warm LibreOffice.
 
@@ -582,6 +583,8 @@ def convert(
         filter_options: Options of that filter (CSV separators and encoding).
         memory: Address-space cap of a newly started engine (at least :data:`ENGINE_MEMORY`).
         allow_unisolated: Run LibreOffice unisolated where nothing isolates.
+        no_text: Refuse the document when LibreOffice's own type detection takes it for plain
+            text (it was sniffed as an Office type, most likely by its name only).
 
     Raises:
         EncryptedError: The document asks for a password (none given, or a wrong one).
@@ -607,6 +610,7 @@ def convert(
                 "password": password,
                 "filter": import_filter,
                 "filter_options": filter_options,
+                "no_text": no_text,
             }
             engine.uses += 1
             left = max(timeout - (time.monotonic() - started), 1.0)

@@ -670,3 +670,63 @@ def test_encrypted_ooxml_is_tried_with_the_default_password(
         previewer.info(OFFICE / "WordPasswordProtected.docx")
     assert "--password" in str(excinfo.value)
     assert seen == ["VelvetSweatshop"]
+
+
+# --------------------------------------------------------------------------- types by name
+
+
+def _biff3(path: Path) -> Path:
+    import struct
+
+    def rec(kind: int, data: bytes) -> bytes:
+        return struct.pack("<HH", kind, len(data)) + data
+
+    path.write_bytes(
+        rec(0x0209, struct.pack("<HHH", 0, 0x10, 0))  # BIFF3 BOF, worksheet
+        + rec(0x0204, struct.pack("<HHHH", 0, 0, 0, 5) + b"Hello")  # LABEL A1
+        + rec(0x000A, b"")  # EOF
+    )
+    return path
+
+
+def test_types_sniffing_cannot_name_go_to_libreoffice(tmp_path: Path) -> None:
+    biff3 = _biff3(tmp_path / "old.xls")
+    word2003 = tmp_path / "letter.xml"
+    word2003.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><?mso-application progid="Word.Document"?>'
+        '<w:wordDocument xmlns:w="http://schemas.microsoft.com/office/word/2003/wordml">'
+        "<w:body><w:p><w:r><w:t>Hello 2003</w:t></w:r></w:p></w:body></w:wordDocument>"
+    )
+
+    for doc, mime in (
+        (biff3, "application/vnd.ms-excel"),
+        (word2003, "application/vnd.ms-wordml"),
+    ):
+        info = previewer.info(doc)
+        assert (info.mime, info.converter, info.pages) == (mime, "office-libreoffice", 1)
+
+
+def test_unloadable_office_named_data_is_a_bad_input(tmp_path: Path) -> None:
+    from previewer import mime
+
+    visio = tmp_path / "plan.vsdx"
+    with zipfile.ZipFile(visio, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("visio/document.xml", "<VisioDocument/>")
+    # libmagic calls this "data"; LibreOffice's detection would read it as plain text.
+    binary = tmp_path / "memo.doc"
+    binary.write_bytes(b"hello\x00world\x01 " * 200)
+
+    assert mime.sniff(visio) == "application/vnd.ms-visio.drawing"
+    assert mime.sniff(binary) == "application/msword"
+    with pytest.raises(InputError):  # LibreOffice's detection decided, not "unsupported"
+        previewer.info(visio)
+    with pytest.raises(InputError, match="plain text"):
+        previewer.info(binary)
+
+
+def test_text_with_an_office_extension_is_text(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.docx"
+    fake.write_text("just some text\n")
+    with pytest.raises(previewer.UnsupportedFormatError, match="text/plain"):
+        previewer.info(fake)
