@@ -271,9 +271,10 @@ def _reap_stale(base: Path) -> None:
             continue
 
 
-def _template_dir(base: Path) -> Path:
+def _template_dir() -> Path:
+    """Where the initialised profile is kept: the user's cache, per LibreOffice version."""
     version = (probe()[0] or "unknown").replace("/", "_")
-    return base / f"{WORKDIR_PREFIX}profile-{os.getuid()}-{version}"
+    return Path.home() / ".cache" / "previewer" / f"libreoffice-profile-{version}"
 
 
 def _usable_template(template: Path) -> bool:
@@ -297,9 +298,15 @@ def _save_template(profile: Path, template: Path) -> None:
 
     LibreOffice 7.4 initialises a new profile by starting, writing it and asking to be
     restarted (exit status 81): about 0.3-0.6 s of every cold start. Engines started later from
-    a copy of an initialised profile start once.
+    a copy of an initialised profile (kept in ``~/.cache/previewer``, one per LibreOffice
+    version; a cache, safe to delete) start once.
     """
-    tmp = Path(tempfile.mkdtemp(prefix=f"{template.name}.", dir=template.parent))
+    try:
+        template.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{template.name}.", dir=template.parent))
+    except OSError as exc:  # a read-only home (a thumbnailer sandbox): start cold each time
+        log.debug("not keeping a LibreOffice profile template: %s", exc)
+        return
     try:
         shutil.copytree(
             profile, tmp / "profile", symlinks=True, ignore=shutil.ignore_patterns(".lock")
@@ -341,7 +348,7 @@ class Engine:
         self.jobs.mkdir()
         self._buffer = b""
         self.proc: subprocess.Popen[bytes] | None = None
-        template = _template_dir(base)
+        template = _template_dir()
         from_template = _usable_template(template)
         if from_template:
             try:
@@ -447,7 +454,8 @@ class Engine:
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.pid == os.getpid():  # a forked child must not remove its parent's engine
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 _lock = threading.Lock()
