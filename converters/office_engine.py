@@ -317,6 +317,30 @@ def _save_template(profile: Path, template: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _live_members(pgid: int) -> bool:
+    """True when a process of group ``pgid`` still runs (zombies do not count).
+
+    soffice.bin 7.4 runs ``gpgconf``, ``gpg`` and ``gpgsm`` at start-up; once re-parented they
+    stay zombies until the system's init reaps them, and a group holding only those would keep
+    :func:`previewer.process.kill_group` waiting through its grace period (about 1 s per stop).
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
 def _memory_cap(memory: int) -> int:
     """``memory``, lowered to the hard address-space limit this process may not exceed."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -449,7 +473,8 @@ class Engine:
                     proc.stdin.close()  # the bridge stops LibreOffice and exits
                 with contextlib.suppress(Exception):
                     proc.wait(timeout=3)
-            process.kill_group(proc, grace=0.5)  # anything left in the group
+            if proc.poll() is None or _live_members(proc.pid):
+                process.kill_group(proc, grace=0.5)  # anything left in the group
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     with contextlib.suppress(OSError):
