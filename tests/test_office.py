@@ -730,3 +730,26 @@ def test_text_with_an_office_extension_is_text(tmp_path: Path) -> None:
     fake.write_text("just some text\n")
     with pytest.raises(previewer.UnsupportedFormatError, match="text/plain"):
         previewer.info(fake)
+
+
+def test_libreoffice_escapes_a_batch_workers_memory_cap(tmp_path: Path) -> None:
+    # A batch worker caps its own address space (soft limit, 2 GiB by default); LibreOffice
+    # started from it still gets ENGINE_MEMORY (a 68-slide deck needs more than 2 GiB).
+    doc = make_odt(tmp_path / "worker.odt")
+    code = (
+        "import resource, sys, previewer\n"
+        "from pathlib import Path\n"
+        "from converters import office_engine as e\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
+        f"previewer.info({str(doc)!r})\n"
+        "(engine,) = e._idle\n"
+        "for p in Path('/proc').iterdir():\n"
+        "    if p.name.isdigit() and str(engine.workdir) in (p / 'cmdline').read_text():\n"
+        "        if 'soffice.bin' in (p / 'cmdline').read_text():\n"
+        "            print([l for l in (p / 'limits').read_text().splitlines()\n"
+        "                   if l.startswith('Max address space')][0].split()[3])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.stdout.split() == [str(office_engine.ENGINE_MEMORY).encode()], proc.stderr
