@@ -204,7 +204,7 @@ class Bridge:
         tmp = self.workdir / "tmp"
         tmp.mkdir(exist_ok=True)
         self.starts += 1
-        pipe = f"previewer-{os.getpid()}-{self.starts}-{time.monotonic_ns()}"
+        pipe = f"previewer-{self.workdir.name}-{self.starts}"
         argv = [
             SOFFICE,
             *self.options,
