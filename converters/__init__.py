@@ -62,7 +62,7 @@ BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
         "converters.raster:RasterConverter",
         50,
         "image/apng image/bmp image/gif image/jpeg image/png image/tiff image/vnd.microsoft.icon"
-        " image/webp image/x-icon image/x-ms-bmp",
+        " image/vnd-ms.dds image/vnd.ms-dds image/webp image/x-dds image/x-icon image/x-ms-bmp",
     ),
     _spec(
         "psd-psdtools",

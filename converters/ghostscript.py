@@ -10,13 +10,18 @@ wall-clock timeout with the process group killed, and a private, empty ``TMPDIR`
 EPS files are sized by their bounding box (``%%HiResBoundingBox`` when present) and fitted to the
 output with ``-dEPSFitPage``; a DOS EPS binary header (TIFF/WMF preview) is stripped first, so
 only the PostScript section reaches Ghostscript. PostScript documents use DSC comments for the
-page count and ``%%BoundingBox``/``%%DocumentMedia`` for the page size, else A4. Illustrator
-files that are PDF-compatible start with ``%PDF`` and are sniffed as PDF, never reaching here.
+page count and ``%%BoundingBox``/``%%DocumentMedia`` for the page size, else A4. A malformed DSC
+box (not four numbers) is ignored; one whose numbers overflow is bad input; a PostScript page
+so large that the output would need under 2 dpi is over a limit. Files that draw without calling
+``showpage`` (EPS meant for embedding, FreeHand ``.ai`` files) get their page emitted after the
+file has run. Illustrator files that are PDF-compatible start with ``%PDF`` and are sniffed as
+PDF, never reaching here.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +42,18 @@ DSC_BYTES = 65536
 
 # DSC comments. The patterns start with a literal "%%" (not "^" with re.M, which makes the
 # regex engine try every position: 10x slower, 4 ms per file); _dsc() keeps the line starts.
-_BBOX = re.compile(
-    rb"%%(HiRes)?BoundingBox:[ \t]*(-?[\d.]+)[ \t]+(-?[\d.]+)[ \t]+(-?[\d.]+)[ \t]+(-?[\d.]+)"
-)
+# Numbers are taken as whole tokens and checked by _numbers(): "1.2.3", "1e30x" or "abc" make
+# the comment malformed (ignored), not a crash.
+_TOKEN = rb"([^ \t\r\n]+)"
+_BBOX = re.compile(rb"%%(HiRes)?BoundingBox:[ \t]*" + rb"[ \t]+".join([_TOKEN] * 4))
 _PAGES = re.compile(rb"%%Pages:[ \t]*(\d+)")
-_MEDIA = re.compile(rb"%%DocumentMedia:[ \t]*\S+[ \t]+([\d.]+)[ \t]+([\d.]+)")
+_MEDIA = re.compile(rb"%%DocumentMedia:[ \t]*\S+[ \t]+" + _TOKEN + rb"[ \t]+" + _TOKEN)
+_NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+MIN_DPI = 2.0
+"""Ghostscript 10.0 stops with "rangecheck in setscreen" below about 2 dpi."""
 _CREATOR = re.compile(rb"%%Creator:[ \t]*([^\r\n]{0,200})")
+# Run after the input: a showpage unless the input emitted a page itself.
+_EMIT_PAGE = "currentpagedevice /PageCount get 0 eq { showpage } if"
 # Ghostscript's report of a PostScript error in the input ("Error: /undefined in foo").
 _PS_ERROR = re.compile(r"Error: /(\w+)")
 
@@ -55,6 +66,7 @@ class GhostscriptConverter:
         {"application/postscript", "application/eps", "image/x-eps", "application/x-eps"}
     )
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = True
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
@@ -139,14 +151,17 @@ class PostScriptDocument(BaseDocument):
         pages = _dsc(_PAGES, head) or _dsc(_PAGES, tail)
         self.page_count = 1 if self.is_eps or not pages else max(1, int(pages.group(1)))
         self.creator = m.group(1).decode("latin-1").strip() if (m := _dsc(_CREATOR, head)) else ""
-        media = _dsc(_MEDIA, head)
+        match = _dsc(_MEDIA, head)
+        media = _numbers(match.groups(), "%%DocumentMedia") if match else None
         if self.bbox is not None and (self.is_eps or media is None):
             x0, y0, x1, y1 = self.bbox
             self._size = (x1 - x0, y1 - y0)
         elif media is not None:
-            self._size = (float(media.group(1)), float(media.group(2)))
+            self._size = (media[0], media[1])
         else:
             self._size = A4
+        if not all(math.isfinite(v) for v in self._size):
+            raise InputError(f"the page size overflows (bounding box {self.bbox})")
         if self._size[0] <= 0 or self._size[1] <= 0:
             if self.is_eps:
                 raise InputError(f"empty bounding box {self.bbox}")
@@ -229,12 +244,22 @@ class PostScriptDocument(BaseDocument):
             # onto it (no tiny resolutions, which make Ghostscript 10.0 abort).
             argv += ["-r72", "-dEPSFitPage"]
         else:
+            xres, yres = 72 * target[0] / width, 72 * target[1] / height
+            if min(xres, yres) < MIN_DPI:
+                raise LimitExceededError(
+                    f"a {width:g} x {height:g} pt page is too large to render at "
+                    f"{target[0]}x{target[1]} pixels (Ghostscript needs {MIN_DPI:g} dpi)",
+                    hint="ask for a larger --size",
+                )
             argv += [
-                f"-r{72 * target[0] / width:.6f}x{72 * target[1] / height:.6f}",
+                f"-r{xres:.6f}x{yres:.6f}",
                 f"-dFirstPage={index + 1}",
                 f"-dLastPage={index + 1}",
             ]
-        argv += ["-sOutputFile=" + str(out), "-f", str(self._path)]
+        # After the file, emit the page if the file drew without ever calling showpage (EPS
+        # meant for embedding, FreeHand .ai files): the device's PageCount is still 0 then,
+        # so a file that did emit its page never gets a second, blank one.
+        argv += ["-sOutputFile=" + str(out), "-f", str(self._path), "-c", _EMIT_PAGE]
         env = {
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
@@ -268,19 +293,38 @@ class PostScriptDocument(BaseDocument):
 
 
 def _bbox(data: bytes) -> tuple[float, float, float, float] | None:
-    """The most precise bounding box in ``data`` (HiRes over integer), or None."""
+    """The most precise bounding box in ``data`` (HiRes over integer), or None.
+
+    Malformed boxes (not four numbers, ``(atend)``) are skipped.
+
+    Raises:
+        InputError: A box's numbers overflow (``1e400``).
+    """
     found: tuple[float, float, float, float] | None = None
     for match in _dsc_all(_BBOX, data):
-        box = (
-            float(match.group(2)),
-            float(match.group(3)),
-            float(match.group(4)),
-            float(match.group(5)),
-        )
+        numbers = _numbers(match.groups()[1:], "%%BoundingBox")
+        if numbers is None:
+            continue
+        box = (numbers[0], numbers[1], numbers[2], numbers[3])
         if match.group(1):
             return box
         found = found or box
     return found
+
+
+def _numbers(tokens: tuple[bytes | Any, ...], comment: str) -> tuple[float, ...] | None:
+    """Parse DSC number tokens; None when one is not a number.
+
+    Raises:
+        InputError: A number overflows (not finite as a float).
+    """
+    if not all(isinstance(t, bytes) and _NUMBER.fullmatch(t) for t in tokens):
+        return None
+    values = tuple(float(t) for t in tokens)
+    if not all(math.isfinite(v) for v in values):
+        text = b" ".join(tokens).decode("ascii")[:80]
+        raise InputError(f"{comment} out of range ({text})")
+    return values
 
 
 def _dsc_all(pattern: re.Pattern[bytes], data: bytes) -> Iterator[re.Match[bytes]]:

@@ -10,17 +10,22 @@ Every run gets previewer's policy (``magick-policy/policy.xml``, shipped with th
 in with the conversion's limits and written into a private ``MAGICK_CONFIGURE_PATH``): every
 coder, delegate and path denied, read access only to the coders above (the write side only to
 PNG), MVG/MSL/TEXT/URL/EPHEMERAL/SVG/PS/PDF/XPS and ``@`` paths denied, resource limits from
-``max_pixels`` and the timeout. The worker checks that this policy is in force before reading
-and the converter reports ImageMagick unavailable when it is not. The input is given to
-ImageMagick as an open file with an explicit coder chosen from previewer's sniffing, never as a
-file name (ImageMagick interprets ``name[2x2+0+0]`` and ``coder:`` prefixes).
+``max_pixels`` and the timeout. A header declaring more pixels than ImageMagick may decode is
+refused before the worker starts when its format has fixed header fields (XCF, PCX, TGA, SGI,
+DDS, PNM), else by the worker from ImageMagick's ping. The worker checks that this policy is
+in force before reading and the converter reports ImageMagick unavailable when it is not. The
+input is given to ImageMagick as an open file with an explicit coder chosen from previewer's
+sniffing, never as a file name (ImageMagick interprets ``name[2x2+0+0]`` and ``coder:``
+prefixes).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import string
+import struct
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -80,6 +85,9 @@ FALLBACK_CODERS: dict[str, str] = {
     "image/vnd.adobe.photoshop": "PSD",
     "image/x-photoshop": "PSD",
     "application/x-photoshop": "PSD",
+    "image/vnd-ms.dds": "DDS",
+    "image/vnd.ms-dds": "DDS",
+    "image/x-dds": "DDS",
 }
 """Types other converters claim that ImageMagick reads (strictly) when they fail on a file."""
 
@@ -94,6 +102,7 @@ class MagickConverter:
     mime_types: ClassVar[frozenset[str]] = frozenset(CODERS)
     fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_CODERS)
     priority: ClassVar[int] = 10
+    sandboxed: ClassVar[bool] = True
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
@@ -101,16 +110,13 @@ class MagickConverter:
 
         Whether the policy is in force is checked by the worker before each read.
         """
-        import ctypes.util
         from importlib import metadata
 
         try:
             version = metadata.version("wand")
         except metadata.PackageNotFoundError:
             return Availability(False, "ImageMagick", reason="Wand is missing; pip install wand")
-        if not any(
-            ctypes.util.find_library(name) for name in ("MagickWand-6.Q16", "MagickWand-7.Q16HDRI")
-        ):
+        if _wand_suffix() is None:
             return Availability(
                 False,
                 "ImageMagick",
@@ -139,27 +145,14 @@ class MagickConverter:
             coder = FALLBACK_CODERS.get(ctx.mime)
         if coder is None:
             raise UnsupportedFormatError(f"ImageMagick is not allowed to decode {ctx.mime} here")
+        _check_header(coder, source, ctx)
         run_dir = ctx.workdir / "magick"
         config, tmp = run_dir / "config", run_dir / "tmp"
         config.mkdir(parents=True)
         tmp.mkdir()
         (config / "policy.xml").write_text(_policy(ctx, tmp), encoding="utf-8")
         out = run_dir / "image.png"
-        argv = [sys.executable, "-I", "-m", "converters.magick_worker"]
-        argv.append(f"--max-pixels={pixel_budget(ctx)}")
-        if ctx.fallback_for is not None:
-            argv.append("--strict")  # a fallback must not render damaged data
-        argv.append(coder)
-        argv += [str(source.resolve()), str(out)]
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "HOME": str(run_dir),
-            "TMPDIR": str(tmp),
-            "MAGICK_TEMPORARY_PATH": str(tmp),
-            "MAGICK_CONFIGURE_PATH": str(config),
-            "MAGICK_THREAD_LIMIT": "1",
-        }
+        argv, env = worker_command(ctx, coder, source, out)
         try:
             result = ctx.run(argv, cwd=run_dir, env=env, expect_output=out, read=[source.resolve()])
         except EngineTimeoutError:
@@ -178,6 +171,141 @@ class MagickConverter:
                 hint="raise --max-pixels to accept it",
             )
         return MagickDocument(out, facts, ctx)
+
+
+def worker_command(
+    ctx: ConvertContext, coder: str, source: Path, out: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of the worker converting ``source`` to ``out`` with ``coder``.
+
+    The one place the worker's command line is made. It runs in ``ctx.workdir / "magick"``,
+    which holds ``config/policy.xml`` and the private ``tmp`` directory.
+
+    Args:
+        ctx: The conversion context (limits, fallback flag, work directory).
+        coder: The ImageMagick coder to read the input with.
+        source: The input file.
+        out: Where the worker writes its PNG.
+
+    Returns:
+        The argv list and the complete environment.
+    """
+    run_dir = ctx.workdir / "magick"
+    argv = [sys.executable, "-I", "-m", "converters.magick_worker"]
+    argv.append(f"--max-pixels={pixel_budget(ctx)}")
+    if ctx.fallback_for is not None:
+        argv.append("--strict")  # a fallback must not render damaged data
+    argv.append(coder)
+    argv += [str(source.resolve()), str(out)]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(run_dir),
+        "TMPDIR": str(run_dir / "tmp"),
+        "MAGICK_TEMPORARY_PATH": str(run_dir / "tmp"),
+        "MAGICK_CONFIGURE_PATH": str(run_dir / "config"),
+        "MAGICK_THREAD_LIMIT": "1",
+    }
+    suffix = _wand_suffix()
+    if suffix is not None:
+        env["WAND_MAGICK_LIBRARY_SUFFIX"] = suffix  # Wand tries the library found here first
+    return argv, env
+
+
+@functools.cache
+def _wand_suffix() -> str | None:
+    """The suffix of the libMagickWand installed (``-6.Q16``), found without running ldconfig.
+
+    ``ctypes.util.find_library`` would start ``ldconfig``, ``gcc`` and ``ld``; the worker's
+    resolver looks in the dynamic linker's directories instead.
+    """
+    from .magick_worker import find_shared_library
+
+    for suffix in ("-6.Q16", "-7.Q16HDRI", "-7.Q16", "-6.Q16HDRI"):
+        if find_shared_library(f"MagickWand{suffix}") is not None:
+            return suffix
+    return None
+
+
+def _check_header(coder: str, source: Path, ctx: ConvertContext) -> None:
+    """Refuse an image whose header declares more pixels than ImageMagick may take, at once.
+
+    The worker pings every input (ImageMagick's header read) before decoding it, but some
+    coders do far more than read a header when pinged: ImageMagick 6.9's XCF reader allocates
+    the declared canvas (60,000 x 60,000 took 16 s to fail), and the PCX and SGI readers read
+    the pixel data and report a short file rather than the size. The formats whose header is
+    a few fixed fields are checked here, before any process starts.
+
+    Raises:
+        LimitExceededError: The declared size is over :func:`pixel_budget`.
+    """
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(1024)
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}") from exc
+    size = _declared_size(coder, head)
+    if size is None:
+        return
+    width, height = size
+    budget = pixel_budget(ctx)
+    if width * height <= budget:
+        return
+    pixels = f"image is {width}x{height} = {width * height:,} pixels"
+    if budget < ctx.limits.max_pixels:  # the same words as the worker's refusal
+        raise LimitExceededError(
+            f"ImageMagick: {pixels}; ImageMagick decodes whole images (8 bytes a pixel) and "
+            f"may take {budget:,} here (raise --max-memory or --max-pixels)"
+        )
+    raise LimitExceededError(
+        f"{pixels}, over the limit of {budget:,}", hint="raise --max-pixels to accept it"
+    )
+
+
+def _declared_size(coder: str, head: bytes) -> tuple[int, int] | None:
+    """The image size the header of a ``coder`` file declares, or None (unknown or unsure).
+
+    XCF: "gimp xcf " + version + big-endian width, height. PCX: little-endian xmin, ymin,
+    xmax, ymax at 4. TGA: little-endian width, height at 12. SGI: magic 474, big-endian
+    xsize, ysize at 6. DDS: "DDS " + size, flags, little-endian height, width. PNM: the
+    first two numbers after the magic (comments skipped); PAM: its WIDTH and HEIGHT lines.
+    """
+    if coder == "XCF" and head.startswith(b"gimp xcf ") and len(head) >= 22:
+        width, height = struct.unpack(">II", head[14:22])
+    elif coder == "PCX" and len(head) >= 12 and head[0] == 0x0A:
+        x0, y0, x1, y1 = struct.unpack("<HHHH", head[4:12])
+        width, height = x1 - x0 + 1, y1 - y0 + 1
+    elif coder == "TGA" and len(head) >= 18:
+        width, height = struct.unpack("<HH", head[12:16])
+    elif coder == "SGI" and len(head) >= 10 and head[:2] == b"\x01\xda":
+        width, height = struct.unpack(">HH", head[6:10])
+    elif coder == "DDS" and len(head) >= 20 and head[:4] == b"DDS ":
+        height, width = struct.unpack("<II", head[12:20])
+    elif coder == "PNM" and head[:1] == b"P":
+        return _pnm_size(head)
+    else:
+        return None
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def _pnm_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height of a PBM/PGM/PPM (``P1``-``P6``) or PAM (``P7``) header."""
+    if head[:2] == b"P7":
+        fields = dict(
+            line.split(None, 1)
+            for line in head.split(b"\n")[1:]
+            if line[:1].isalpha() and len(line.split(None, 1)) == 2
+        )
+        width, height = fields.get(b"WIDTH", b"").strip(), fields.get(b"HEIGHT", b"").strip()
+        if width.isdigit() and height.isdigit():
+            return int(width), int(height)
+        return None
+    if head[1:2] not in b"123456" or len(head) < 3:
+        return None
+    tokens = re.sub(rb"#[^\r\n]*", b" ", head[2:]).split()
+    if len(tokens) >= 2 and tokens[0].isdigit() and tokens[1].isdigit():
+        return int(tokens[0]), int(tokens[1])
+    return None
 
 
 def _cache_bytes(ctx: ConvertContext) -> int:

@@ -18,16 +18,26 @@ any frame) is refused before it is decoded (exit 4). With ``--strict`` before CO
 (corrupt or truncated data, which it would otherwise render grey-filled) is a failure.
 
 Exit statuses: 0 done, 2 bad input, 3 policy not in force, 4 resource limit reached.
+
+Wand finds libMagickWand and libc with ``ctypes.util.find_library``, which on Linux runs
+``/sbin/ldconfig -p`` and then ``gcc`` and ``ld`` for every name it does not find (Wand tries
+about twenty names): a dozen programs started by every worker. The worker makes it look in the
+dynamic linker's directories instead (:func:`find_shared_library`), before Wand is imported;
+``WAND_MAGICK_LIBRARY_SUFFIX`` (set by :mod:`converters.magick`) makes Wand try the library the
+converter found first.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
+import os
+import re
 import sys
 from typing import Any
 
-__all__ = ["DENIED_CODERS", "check_policy", "main"]
+__all__ = ["DENIED_CODERS", "check_policy", "find_shared_library", "main"]
 
 EXIT_INPUT = 2
 EXIT_POLICY = 3
@@ -53,6 +63,89 @@ DENIED_CODERS = (
 # MagickCore enums (ImageMagick 6 policy.h).
 _CODER, _DELEGATE, _PATH = 1, 2, 4
 _READ, _WRITE, _EXECUTE = 1, 2, 4
+
+
+_DEFAULT_LIB_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib")
+"""The dynamic linker's built-in directories, searched after those of ``/etc/ld.so.conf``."""
+
+
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    """The directories ``ldconfig`` indexes: ``/etc/ld.so.conf`` (and its includes), defaults."""
+    import glob
+
+    dirs: list[str] = []
+    pending, seen = ["/etc/ld.so.conf"], set()
+    while pending:
+        conf = pending.pop(0)
+        if conf in seen:
+            continue
+        seen.add(conf)
+        try:
+            with open(conf, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("include"):
+                for pattern in line.split()[1:]:
+                    pattern = os.path.join(os.path.dirname(conf), pattern)
+                    pending.extend(sorted(glob.glob(pattern)))
+            elif line.startswith("/"):
+                dirs.append(line)
+    return tuple(dict.fromkeys([*dirs, *_DEFAULT_LIB_DIRS]))
+
+
+@functools.cache
+def _listing(directory: str) -> tuple[str, ...]:
+    try:
+        return tuple(sorted(os.listdir(directory)))
+    except OSError:
+        return ()
+
+
+@functools.cache
+def _elf_kind(path: str) -> bytes | None:
+    """Class, byte order and machine of an ELF file (None when not ELF, e.g. a linker script)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return None
+    return head[4:6] + head[18:20] if len(head) == 20 and head[:4] == b"\x7fELF" else None
+
+
+def find_shared_library(name: str) -> str | None:
+    """Find ``lib<name>.so*`` as ``ctypes.util.find_library`` would, without starting a program.
+
+    Args:
+        name: The library name without ``lib`` and suffix ("MagickWand-6.Q16", "c").
+
+    Returns:
+        The path of the first matching ELF shared object built for this interpreter's machine,
+        in the directories ``ldconfig`` indexes (shortest name first: ``libc.so.6`` before a
+        development ``libc.so``), or None.
+    """
+    pattern = re.compile(re.escape(f"lib{name}") + r"\.so(\.\d+)*")
+    ours = _elf_kind(os.path.realpath(sys.executable))
+    for directory in _library_dirs():
+        found = sorted(
+            (n for n in _listing(directory) if pattern.fullmatch(n)),
+            key=lambda n: (n.endswith(".so"), len(n), n),
+        )
+        for candidate in found:
+            path = os.path.join(directory, candidate)
+            if _elf_kind(path) == ours and ours is not None:
+                return path
+    return None
+
+
+def _resolve_libraries_without_programs() -> None:
+    """Make ``ctypes.util.find_library`` (Wand calls it at import) :func:`find_shared_library`."""
+    import ctypes.util
+
+    ctypes.util.find_library = find_shared_library
 
 
 def check_policy(coder: str) -> str | None:
@@ -153,6 +246,7 @@ def main(argv: list[str]) -> int:
         return 64
     coder, source, output = argv
 
+    _resolve_libraries_without_programs()
     try:
         from wand.api import library
         from wand.exceptions import (

@@ -7,15 +7,27 @@ so the page's content is interpreted once, not once per tile. MuPDF's messages a
 stdout (MuPDF prints warnings and errors there by default) and logged instead. MuPDF never
 executes JavaScript or actions and ignores external images in SVG, so
 documents cannot reach the network or other local files from here.
+
+Damage that PDF readers work around is worked around here too (:mod:`converters.pdf_repair`): a
+page tree with a wrong ``/Count`` or a loop is rebuilt in memory and the document's page count
+reported as unknown; a PDF that encrypts only its embedded files is read without a password.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from converters.pdf_repair import (
+    content_is_unencrypted,
+    page_tree_damaged,
+    repair_page_tree,
+    unencrypted_copy,
+)
 from previewer.errors import EncryptedError, EngineError, InputError, LimitExceededError
 from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
 
@@ -41,11 +53,22 @@ FILETYPES: dict[str, str] = {
 
 @functools.cache
 def _pymupdf() -> Any:
-    """Import PyMuPDF once and silence MuPDF's own printing to stdout."""
+    """Import PyMuPDF once and route everything it would print on stdout to the logger.
+
+    MuPDF's warnings and errors are printed on stdout unless display is turned off; they are
+    then only collected (``TOOLS.mupdf_warnings()``) and :meth:`PdfDocument._flush_warnings`
+    logs them. PyMuPDF 1.28 also prints by itself, whatever those switches say: opening an SVG
+    converts it to PDF once as a sanity check and prints that conversion's warnings
+    (``svg: ignoring external image ...``) through ``pymupdf.message()``, which writes to
+    ``sys.stdout`` by default. ``set_messages``/``set_log`` send those lines to the logger too.
+    """
     import pymupdf
 
     pymupdf.TOOLS.mupdf_display_warnings(False)  # type: ignore[no-untyped-call]
     pymupdf.TOOLS.mupdf_display_errors(False)  # type: ignore[no-untyped-call]
+    to_log: dict[str, Any] = {"pylogging_logger": log, "pylogging_level": logging.DEBUG}
+    pymupdf.set_messages(**to_log)  # type: ignore[no-untyped-call]
+    pymupdf.set_log(**to_log)  # type: ignore[no-untyped-call]
     return pymupdf
 
 
@@ -71,6 +94,7 @@ class PdfConverter:
     name: ClassVar[str] = "pdf-pymupdf"
     mime_types: ClassVar[frozenset[str]] = frozenset(FILETYPES)
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
@@ -88,6 +112,9 @@ class PdfConverter:
     def open(self, source: Path, ctx: ConvertContext) -> PdfDocument:
         """Open ``source`` as the type sniffed into ``ctx.mime``.
 
+        A PDF whose page tree is damaged is opened with the pages that can be found (its page
+        count is then unknown: ``page_count_known`` is False).
+
         Raises:
             InputError: Empty, corrupt or pageless document.
             EncryptedError: Encrypted and the password (if any) does not open it.
@@ -95,36 +122,110 @@ class PdfConverter:
         pymupdf = _pymupdf()
         filetype = FILETYPES.get(ctx.mime, "pdf")
         pymupdf.TOOLS.mupdf_warnings(reset=True)
-        try:
-            doc = pymupdf.open(_openable(source, ctx), filetype=filetype)
-        except pymupdf.EmptyFileError as exc:
-            raise InputError("file is empty") from exc
-        except pymupdf.FileDataError as exc:
-            raise InputError(f"not a readable {filetype.upper()} file: {exc}") from exc
-        except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
-            raise InputError(f"cannot open {filetype.upper()}: {exc}") from exc
+        doc = _open(pymupdf, _openable(source, ctx), filetype)
+        damage = ""
         try:
             if doc.needs_pass:
-                # An empty user password opens many "encrypted" PDFs (printing restrictions).
-                if not doc.authenticate(ctx.password or ""):
-                    raise EncryptedError(
-                        "document is encrypted and needs a password"
-                        if not ctx.password
-                        else "document is encrypted and the password is wrong",
-                        hint="pass the password with --password" if not ctx.password else None,
-                    )
+                doc = _unlock(pymupdf, doc, source, ctx)
             if filetype == "epub":
                 doc.layout(width=400, height=600)
-            try:
-                count = doc.page_count
-            except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
-                raise InputError(f"broken page tree: {exc}") from exc
-            if count < 1:
-                raise InputError("document has no pages")
+            count, damage = _count_pages(pymupdf, doc)
+            if damage:
+                ctx.log.info("page tree rebuilt (%s): %d pages found", damage, count)
         except BaseException:
             doc.close()
             raise
-        return PdfDocument(doc, count, ctx)
+        finally:
+            _flush_warnings(ctx)
+        return PdfDocument(doc, count, ctx, damage=damage)
+
+
+def _open(pymupdf: Any, name: str, filetype: str) -> Any:
+    try:
+        return pymupdf.open(name, filetype=filetype)
+    except pymupdf.EmptyFileError as exc:
+        raise InputError("file is empty") from exc
+    except pymupdf.FileDataError as exc:
+        raise InputError(f"not a readable {filetype.upper()} file: {exc}") from exc
+    except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+        raise InputError(f"cannot open {filetype.upper()}: {exc}") from exc
+
+
+def _unlock(pymupdf: Any, doc: Any, source: Path, ctx: ConvertContext) -> Any:
+    """Return ``doc`` authenticated, or an equivalent document that needs no password.
+
+    The password given is tried, then the empty user password (AES-256 files with only an owner
+    password open with it). A file that encrypts only its embedded files opens from a copy
+    without ``/Encrypt``: its pages are not encrypted, and poppler draws them without asking.
+    """
+    for password in dict.fromkeys((ctx.password or "", "")):
+        if doc.authenticate(password):
+            return doc
+    if content_is_unencrypted(doc):
+        copy = unencrypted_copy(doc, source, ctx.workdir)
+        try:
+            opened = _open(pymupdf, str(copy), "pdf") if copy is not None else None
+        except InputError as exc:  # the copy did not work out: the file stays encrypted
+            ctx.log.debug("copy without /Encrypt does not open: %s", exc)
+            opened = None
+        if opened is not None and not opened.needs_pass:
+            ctx.log.info("only the embedded files are encrypted; the pages need no password")
+            doc.close()
+            return opened
+        if opened is not None:
+            opened.close()
+    raise EncryptedError(
+        "document is encrypted and needs a password"
+        if not ctx.password
+        else "document is encrypted and the password is wrong",
+        hint="pass the password with --password" if not ctx.password else None,
+    )
+
+
+def _count_pages(pymupdf: Any, doc: Any) -> tuple[int, str]:
+    """Return the number of pages that can be loaded and what was wrong with the page tree.
+
+    The damage is "" for a sound document. For a PDF whose ``/Count`` MuPDF rejects, that says
+    no pages although some are there, or whose page map MuPDF cannot build (a loop in ``/Kids``,
+    a kid that is not a page), the tree is rebuilt in memory (:func:`repair_page_tree`) and the
+    pages found are counted.
+
+    Raises:
+        InputError: No page can be found.
+    """
+    damage = ""
+    try:
+        count = doc.page_count
+    except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+        if not doc.is_pdf:
+            raise InputError(f"broken page tree: {exc}") from exc
+        damage = f"broken page tree ({exc})"
+    else:
+        if doc.is_pdf and count < 1:
+            damage = f"the page tree declares {count} pages"
+        elif doc.is_pdf:
+            # Loading page 1 builds MuPDF's page map, which is where a loop in /Kids shows.
+            with contextlib.suppress(RuntimeError, pymupdf.mupdf.FzErrorBase):
+                doc.load_page(0)  # another failure of page 1 is reported when it is rendered
+            damage = page_tree_damaged(pymupdf.TOOLS.mupdf_warnings(reset=False))
+    if damage:
+        try:
+            found = repair_page_tree(doc)
+            count = doc.page_count if found else 0
+        except (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase) as exc:
+            raise InputError(f"{damage}; it cannot be repaired: {exc}") from exc
+        if found < 1:
+            raise InputError(f"document has no pages ({damage})")
+    if count < 1:
+        raise InputError("document has no pages")
+    return count, damage
+
+
+def _flush_warnings(ctx: ConvertContext) -> None:
+    """Log (and clear) the warnings and errors MuPDF collected instead of printing them."""
+    warnings = _pymupdf().TOOLS.mupdf_warnings(reset=True)
+    if warnings:
+        ctx.log.debug("MuPDF: %s", warnings)
 
 
 class PdfDocument(BaseDocument):
@@ -132,10 +233,12 @@ class PdfDocument(BaseDocument):
 
     units: Literal["pt", "px"] = "pt"
 
-    def __init__(self, doc: Any, page_count: int, ctx: ConvertContext) -> None:
+    def __init__(self, doc: Any, page_count: int, ctx: ConvertContext, *, damage: str = "") -> None:
         self._doc = doc
         self._ctx = ctx
         self.page_count = page_count
+        self.page_count_known = not damage
+        self._damage = damage
         self._display: tuple[int, Any] | None = None
 
     def _page(self, index: int) -> Any:
@@ -146,9 +249,17 @@ class PdfDocument(BaseDocument):
             raise InputError(f"page {index + 1} cannot be loaded: {exc}") from exc
 
     def page_size(self, index: int) -> tuple[float, float]:
-        """Return the displayed page size in points (after /Rotate)."""
+        """Return the displayed page size in points (after /Rotate).
+
+        Raises:
+            InputError: The page has no area (an SVG of width 0, a comic-book image that does
+                not decode: MuPDF 1.28 gives it an empty or inverted box).
+        """
         rect = self._page(index).rect
-        return float(rect.width), float(rect.height)
+        width, height = float(rect.width), float(rect.height)
+        if not (0 < width < math.inf and 0 < height < math.inf):
+            raise InputError(f"page {index + 1} has no area ({width:g} x {height:g} pt)")
+        return width, height
 
     def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
         """Render page ``index`` at ``scale`` pixels per point, on white, as RGB.
@@ -241,16 +352,17 @@ class PdfDocument(BaseDocument):
     def metadata(self) -> dict[str, Any]:
         """Return the document's format, encryption and title."""
         meta = self._doc.metadata or {}
-        return {
+        facts = {
             "format": meta.get("format") or "",
             "encrypted": bool(self._doc.is_encrypted),
             "title": meta.get("title") or "",
         }
+        if self._damage:
+            facts["page_tree"] = f"damaged: {self._damage}; {self.page_count} found"
+        return facts
 
     def _flush_warnings(self) -> None:
-        warnings = _pymupdf().TOOLS.mupdf_warnings(reset=True)
-        if warnings:
-            self._ctx.log.debug("MuPDF: %s", warnings)
+        _flush_warnings(self._ctx)
 
     def close(self) -> None:
         """Close the MuPDF document."""

@@ -6,7 +6,9 @@ file declaring a 30,000 x 30,000 canvas is refused before anything is decoded. T
 
 - 8-bit PSDs with a stored composite ("maximize compatibility") are decoded by Pillow's PSD
   reader, which only reads that merged image (psd-tools is not even imported); its ICC profile
-  goes along, so CMYK and grayscale documents are converted through it.
+  goes along, so CMYK and grayscale documents are converted through it. This is also the
+  fallback when the layer records are damaged (corrupt rectangles, records past their
+  section), unless that composite is one flat colour.
 - PSB, 16/32-bit and unusual documents with a stored composite: psd-tools ``topil`` (ICC
   applied).
 - No stored composite: a stack of plain pixel layers (normal blending, no masks, effects or
@@ -63,6 +65,8 @@ class PsdHeader(NamedTuple):
         depth: Bits per channel (1, 8, 16 or 32).
         mode: Photoshop colour mode number (see ``MODE_NAMES``).
         has_composite: Whether the merged image holds real data (version-info resource).
+        layer_error: Why the layer records are unusable (corrupt rectangle, records running
+            past their section), or "" when they look sound.
     """
 
     version: int
@@ -72,6 +76,7 @@ class PsdHeader(NamedTuple):
     depth: int
     mode: int
     has_composite: bool
+    layer_error: str = ""
 
     @property
     def mode_name(self) -> str:
@@ -89,9 +94,12 @@ def read_header(path: Path) -> PsdHeader:
         The header facts.
 
     Raises:
-        InputError: The file is truncated or its header is implausible.
+        InputError: The file is truncated or its header is implausible. Damaged layer records
+            are not an error here (``layer_error`` says what is wrong): the stored composite
+            may still be sound.
     """
     size = os.path.getsize(path)
+    layer_error = ""
     with open(path, "rb") as fh:
         head = fh.read(26)
         if len(head) < 26 or head[:4] != b"8BPS":
@@ -119,7 +127,10 @@ def read_header(path: Path) -> PsdHeader:
             if section == 1:
                 has_composite = _has_composite(fh.read(length))
             elif section == 2 and length:
-                _check_layers(fh, version, limit, size)
+                try:
+                    _check_layers(fh, version, limit, size)
+                except InputError as exc:
+                    layer_error = str(exc)
                 fh.seek(start + length)
             else:
                 fh.seek(length, os.SEEK_CUR)
@@ -127,7 +138,7 @@ def read_header(path: Path) -> PsdHeader:
         compression = fh.read(2)
         if len(compression) < 2 or int.from_bytes(compression, "big") > 3:
             raise InputError("truncated or corrupt Photoshop file (merged image data)")
-    return PsdHeader(version, channels, width, height, depth, mode, has_composite)
+    return PsdHeader(version, channels, width, height, depth, mode, has_composite, layer_error)
 
 
 def _check_layers(fh: Any, version: int, limit: int, size: int) -> None:
@@ -206,6 +217,7 @@ class PsdConverter:
         {"image/vnd.adobe.photoshop", "image/x-photoshop", "application/x-photoshop"}
     )
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
@@ -240,6 +252,9 @@ class PsdConverter:
             header = read_header(source)
         except OSError as exc:
             raise InputError(f"cannot read the file: {exc.strerror or exc}") from exc
+        if header.layer_error and not _pillow_reads(header):
+            # psd-tools parses every layer record before anything else: nothing to fall back to.
+            raise InputError(header.layer_error)
         pixels = header.width * header.height
         if pixels > ctx.limits.max_pixels:
             raise LimitExceededError(
@@ -248,6 +263,16 @@ class PsdConverter:
                 hint="raise --max-pixels to accept it",
             )
         return PsdDocument(source, header, ctx)
+
+
+def _pillow_reads(header: PsdHeader) -> bool:
+    """Whether Pillow's PSD reader decodes this file's stored composite (8-bit PSD, its modes)."""
+    return (
+        header.has_composite
+        and header.version == 1
+        and header.depth in (1, 8)
+        and header.mode in _PILLOW_MODES
+    )
 
 
 def _dist_version(dist: str) -> str | None:
@@ -335,7 +360,7 @@ class PsdDocument(BaseDocument):
     def _render(self, scale: float) -> Image.Image:
         h = self.header
         target = (max(1, round(h.width * scale)), max(1, round(h.height * scale)))
-        if h.has_composite and h.version == 1 and h.depth in (1, 8) and h.mode in _PILLOW_MODES:
+        if _pillow_reads(h):
             image = self._pillow_composite(target)
         elif h.has_composite:
             with _engine_errors("decode the stored composite", self._ctx):
@@ -353,6 +378,8 @@ class PsdDocument(BaseDocument):
         with _engine_errors("decode the stored composite", self._ctx):
             with Image.open(self._source, formats=["PSD"]) as opened:
                 opened.load()
+                if self.header.layer_error:
+                    self._check_fallback(opened)
                 icc = opened.info.get("icc_profile")
                 image: Image.Image = opened
                 if image.mode in ("P", "1"):
@@ -360,6 +387,26 @@ class PsdDocument(BaseDocument):
                 image = _finish(image, target) if image.mode != "LAB" else image.copy()
             image.info = {"icc_profile": icc} if icc else {}
         return image
+
+    def _check_fallback(self, composite: Image.Image) -> None:
+        """Accept the stored composite of a file whose layer records are damaged, unless blank.
+
+        Pillow reads the merged image without the layer records, so a damaged layer table
+        (fuzzed or badly written files) need not lose the preview. A composite of one flat
+        colour is not trusted then: writers that skip the merged image fill it with one colour,
+        and the layers that would give the picture are unreadable.
+
+        Raises:
+            InputError: The composite is one flat colour.
+        """
+        extrema = composite.getextrema()
+        bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+        if all(low == high for low, high in bands):
+            raise InputError(f"{self.header.layer_error}, and the stored composite is blank")
+        self._ctx.log.info(
+            "%s: showing the stored composite, the layer records are damaged",
+            self.header.layer_error,
+        )
 
     def _layer_composite(self, scale: float, target: tuple[int, int]) -> Image.Image:
         """Composite the layers: at preview scale when the stack allows, else with psd-tools."""
@@ -380,6 +427,11 @@ class PsdDocument(BaseDocument):
             "channels": h.channels,
             "has_composite": h.has_composite,
         }
+        if h.layer_error:
+            # Whether the file has a preview at all depends on its composite: fail as convert does.
+            self._pillow_composite((1, 1))
+            facts["layer_error"] = h.layer_error
+            return facts
         psd = self._psdtools()
         with _engine_errors("read the layers", self._ctx):
             names = [str(layer.name) for layer in psd.descendants()]

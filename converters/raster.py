@@ -1,4 +1,4 @@
-"""Raster images through Pillow: JPEG, PNG/APNG, GIF, WebP, TIFF, BMP, ICO.
+"""Raster images through Pillow: JPEG, PNG/APNG, GIF, WebP, TIFF, BMP, ICO, DDS.
 
 Images are opened with an explicit ``formats=`` allow-list chosen from the sniffed type (Pillow
 would otherwise sniff EPS by content and run Ghostscript without a timeout). The pixel count in
@@ -9,16 +9,24 @@ WebP) give their first frame. EXIF orientation is applied.
 
 Giant images never reach Pillow's whole-image decoder: when the decoded image (after JPEG DCT
 scaling) or the output would exceed the tile budget (``Limits.max_tile_pixels``), JPEG, PNG,
-TIFF, WebP and GIF are decoded by libvips (pyvips), which shrinks on load where the format allows
+TIFF and WebP are decoded by libvips (pyvips), which shrinks on load where the format allows
 and otherwise reads strips or tiles on demand, so a 16,000 x 16,000 PNG is reduced in bounded
-memory; clipped renders (tiles of a streamed output) are regions of that pipeline.
+memory; clipped renders (tiles of a streamed output) are regions of that pipeline. GIF frames
+(and other palette or grey frames Pillow decodes whole) are kept at one byte a pixel and
+converted and resampled band by band. The EXIF orientation is read without decoding pixels.
+
+Every exception Pillow raises on damaged data (``_DAMAGED``), wherever it is raised (open, frame
+count, seek, decode), is an ``InputError``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import os
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +52,21 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "image/x-ms-bmp": ("BMP", "DIB"),
     "image/vnd.microsoft.icon": ("ICO",),
     "image/x-icon": ("ICO",),
+    # Pillow 13 decodes the DDS variants ImageMagick 6.9 refuses (BC1-BC7 in a DX10 header,
+    # palette); ImageMagick stays the fallback.
+    "image/vnd-ms.dds": ("DDS",),
+    "image/vnd.ms-dds": ("DDS",),
+    "image/x-dds": ("DDS",),
+}
+
+# Types ImageMagick claims that Pillow reads when ImageMagick fails: ImageMagick 6.9.11 rejects
+# plain (ASCII) PGM/PPM whose last sample has no whitespace after it ("unable to read image data").
+FALLBACK_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/x-portable-anymap": ("PPM",),
+    "image/x-portable-bitmap": ("PPM",),
+    "image/x-portable-graymap": ("PPM",),
+    "image/x-portable-greymap": ("PPM",),
+    "image/x-portable-pixmap": ("PPM",),
 }
 
 # Pillow formats libvips decodes region-wise (the giant-image path); others stay with Pillow.
@@ -54,6 +77,14 @@ PAGED_FORMATS = frozenset({"TIFF"})
 
 # EXIF orientations that swap width and height.
 _TRANSPOSED = frozenset({5, 6, 7, 8})
+
+# Walking the chunk headers of a PNG for a late eXIf chunk: how many chunks at most (a giant
+# PNG written with 8 KiB IDAT chunks has ~7,000 per 57 MB) and how much EXIF is read.
+_PNG_CHUNK_LIMIT = 1_000_000
+_EXIF_BYTES = 1 << 20
+
+# Source rows converted at a time (as RGBA) when a one-byte frame is scaled band by band.
+_BAND_BYTES = 8 << 20
 
 
 @functools.cache
@@ -72,7 +103,9 @@ class RasterConverter:
 
     name: ClassVar[str] = "raster-pillow"
     mime_types: ClassVar[frozenset[str]] = frozenset(FORMATS)
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_FORMATS)
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
@@ -95,26 +128,65 @@ class RasterConverter:
         from PIL import Image, UnidentifiedImageError
 
         formats = FORMATS.get(ctx.mime)
+        if formats is None and ctx.fallback_for is not None:
+            formats = FALLBACK_FORMATS.get(ctx.mime)
         if formats is None:
             raise UnsupportedFormatError(f"Pillow is not allowed to decode {ctx.mime} here")
-        try:
-            with _pillow_warnings(ctx):
+        with _damaged_data(formats[0], ctx), _pillow_warnings(ctx):
+            try:
                 image = Image.open(source, formats=list(formats))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb(exc, ctx.limits.max_pixels) from exc
-        except UnidentifiedImageError as exc:
-            raise InputError(f"not a readable {formats[0]} image (corrupt or truncated)") from exc
-        except ValueError as exc:
-            if "too large" in str(exc).lower():
-                raise LimitExceededError(f"image data too large: {exc}") from exc
-            raise InputError(f"corrupt {formats[0]} image: {exc}") from exc
-        except (OSError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
-            raise InputError(f"corrupt {formats[0]} image: {exc}") from exc
+            except UnidentifiedImageError as exc:
+                message = f"not a readable {formats[0]} image (corrupt or truncated)"
+                raise InputError(message) from exc
         try:
-            return RasterDocument(image, ctx)
+            with _damaged_data(formats[0], ctx):
+                return RasterDocument(image, ctx)  # counts frames: reads every TIFF directory
         except BaseException:
             image.close()
             raise
+
+
+# What Pillow 13 raises on damaged data, depending on the plugin and where the damage is (TIFF
+# without ImageWidth in a later directory: TypeError "Missing dimensions"; short tag data:
+# struct.error; bad palettes and tables: IndexError, KeyError, ZeroDivisionError; truncated
+# streams: OSError, EOFError, SyntaxError, ValueError). All of it is bad input, wherever it is
+# raised (open, frame count, seek, load) and whichever process runs it.
+_DAMAGED = (
+    OSError,
+    SyntaxError,
+    EOFError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    ZeroDivisionError,
+)
+
+
+@contextlib.contextmanager
+def _damaged_data(fmt: str, ctx: ConvertContext) -> Iterator[None]:
+    """Within the block: Pillow's exceptions become InputError (damaged data) or LimitExceeded.
+
+    Args:
+        fmt: The format named in messages ("TIFF").
+        ctx: The conversion context (its pixel limit is quoted for decompression bombs).
+    """
+    from PIL import Image
+
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(exc, ctx.limits.max_pixels) from exc
+    except MemoryError as exc:
+        raise LimitExceededError("not enough memory to decode the image") from exc
+    except _DAMAGED as exc:
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, ValueError) and "too large" in text.lower():
+            raise LimitExceededError(f"image data too large: {text}") from exc
+        if "truncated" in text or "broken data stream" in text:
+            raise InputError(f"truncated {fmt} image: {text}") from exc
+        raise InputError(f"corrupt {fmt} image: {text}") from exc
 
 
 @contextlib.contextmanager
@@ -149,6 +221,7 @@ class RasterDocument(BaseDocument):
         filename = getattr(image, "filename", "")
         self._path = Path(filename) if isinstance(filename, str) and filename else None
         self._vips: tuple[tuple[int, tuple[int, int]], tuple[Any, Any, int]] | None = None
+        self._orientations: dict[int, int] = {}
         self._check_pixels(0)
 
     @property
@@ -161,8 +234,9 @@ class RasterDocument(BaseDocument):
         image = self.image
         try:
             image.seek(index)
-        except (EOFError, OSError, ValueError) as exc:
-            raise InputError(f"frame {index + 1} cannot be read: {exc}") from exc
+        except _DAMAGED as exc:
+            text = str(exc) or type(exc).__name__
+            raise InputError(f"frame {index + 1} cannot be read: {text}") from exc
         return image
 
     def _check_pixels(self, index: int) -> None:
@@ -176,11 +250,35 @@ class RasterDocument(BaseDocument):
             )
 
     def _orientation(self, image: Image.Image) -> int:
+        """The EXIF orientation of the current frame (1 when absent or broken); no pixels read.
+
+        Pillow 13's ``PngImageFile.getexif`` decodes the whole image when no eXIf chunk came
+        before the pixels (1 GB for a 16,000 x 16,000 PNG): PNGs are read here instead, from the
+        eXIf chunk before the pixels (already parsed by Pillow) or after them (found by walking
+        the chunk headers, no data decompressed), and from what Pillow parsed before the pixels
+        (XMP ``tiff:Orientation``, ImageMagick's "Raw profile type exif").
+        """
+        from PIL import Image
+
+        key = image.tell() if self.format in PAGED_FORMATS else 0
+        if key in self._orientations:
+            return self._orientations[key]
         try:
-            value = image.getexif().get(0x0112, 1)
+            if image.format == "PNG" and "exif" not in image.info:
+                late = _png_late_exif(self._path) if self._path is not None else None
+                if late is not None:
+                    exif = Image.Exif()
+                    exif.load(late)
+                else:
+                    exif = Image.Image.getexif(image)  # the base class: what open() parsed
+            else:
+                exif = image.getexif()
+            value = exif.get(0x0112, 1)
         except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the preview
-            return 1
-        return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+            value = 1
+        orientation = int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+        self._orientations[key] = orientation
+        return orientation
 
     def page_size(self, index: int) -> tuple[float, float]:
         """Return the displayed size in pixels (after EXIF orientation)."""
@@ -202,10 +300,17 @@ class RasterDocument(BaseDocument):
         width, height = image.size
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
         budget = self._ctx.limits.max_tile_pixels
+        decoded = _decoded_pixels(image, target)
+        over = decoded > budget or target[0] * target[1] > budget
+        if over and image.mode in ("P", "L") and self._orientation(image) == 1:
+            # GIF (and palette or grey PNG/TIFF/BMP... frames Pillow decodes whole anyway): one
+            # byte a pixel as stored, converted and resampled band by band. libvips 8.18
+            # decodes a GIF frame whole as RGBA: 4 bytes a pixel, 1 GB for 16,000 x 16,000.
+            if self.format == "GIF" or self._path is None or self.format not in VIPS_FORMATS:
+                return self._render_bands(index, target, clip, scale)
         if self._path is not None and self.format in VIPS_FORMATS:
-            decoded = _decoded_pixels(image, target)
             # libvips (a large library: ~50 ms to load) only for images over the budget.
-            if (decoded > budget or target[0] * target[1] > budget) and _pyvips() is not None:
+            if over and _pyvips() is not None:
                 return self._render_vips(index, scale, clip)
         frame = self._render_pillow(index, target)
         if clip is not None:
@@ -218,7 +323,7 @@ class RasterDocument(BaseDocument):
 
         image = self._seek(index)
         orientation = self._orientation(image)
-        try:
+        with _damaged_data(self.format, self._ctx):
             with _pillow_warnings(self._ctx):
                 if target[0] < image.width and image.format == "JPEG":
                     image.draft(image.mode, target)
@@ -239,25 +344,106 @@ class RasterDocument(BaseDocument):
                     info = frame.info
                     frame = frame.transpose(_TRANSPOSE[orientation])
                     frame.info = info
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb(exc, self._ctx.limits.max_pixels) from exc
-        except MemoryError as exc:
-            raise LimitExceededError("not enough memory to decode the image") from exc
-        except (OSError, SyntaxError, EOFError, ValueError, IndexError, KeyError) as exc:
-            text = str(exc)
-            if "truncated" in text or "broken data stream" in text:
-                raise InputError(f"truncated {self.format} image: {text}") from exc
-            raise InputError(f"corrupt {self.format} image: {text}") from exc
+        return frame
+
+    def _render_bands(
+        self, index: int, target: tuple[int, int], clip: Box | None, scale: float
+    ) -> Image.Image:
+        """Scale the region ``clip`` of a one-byte frame Pillow decodes whole, band by band.
+
+        The frame stays in its stored mode (palette or grey: one byte a pixel); each band of
+        output rows converts only the source rows it needs (with the Lanczos filter's margin)
+        and resamples them with Pillow's ``box``, so neighbouring bands and tiles match.
+        """
+        from PIL import Image
+
+        image = self._seek(index)
+        width, height = image.size
+        x0, y0, x1, y1 = (0, 0, *target) if clip is None else (round(c * scale) for c in clip)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(target[0], x1), min(target[1], y1)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        sx, sy = width / target[0], height / target[1]
+        margin_x, margin_y = math.ceil(3 * max(sx, 1)) + 1, math.ceil(3 * max(sy, 1)) + 1
+        cx0, cx1 = max(0, math.floor(x0 * sx) - margin_x), min(width, math.ceil(x1 * sx) + margin_x)
+        band_rows = max(1, int(_BAND_BYTES // (4 * (cx1 - cx0)) // max(sy, 1)))
+        frame: Image.Image | None = None
+        with _damaged_data(self.format, self._ctx), _pillow_warnings(self._ctx):
+            image.load()
+            for top in range(y0, y1, band_rows):
+                bottom = min(y1, top + band_rows)
+                cy0 = max(0, math.floor(top * sy) - margin_y)
+                cy1 = min(height, math.ceil(bottom * sy) + margin_y)
+                rows = _resizable(image.crop((cx0, cy0, cx1, cy1)))
+                box = (x0 * sx - cx0, top * sy - cy0, x1 * sx - cx0, bottom * sy - cy0)
+                part = rows.resize(
+                    (x1 - x0, bottom - top), Image.Resampling.LANCZOS, box=box, reducing_gap=2.0
+                )
+                if frame is None:
+                    frame = Image.new(part.mode, (x1 - x0, y1 - y0))
+                frame.paste(part, (0, top - y0))
+        assert frame is not None
         return frame
 
     def _vips_scaled(self, index: int, target: tuple[int, int]) -> Any:
-        """A libvips pipeline shrinking frame ``index`` to ``target`` (EXIF-rotated)."""
+        """A libvips pipeline scaling frame ``index`` to exactly ``target`` (EXIF-rotated).
+
+        The input is read sequentially, shrunk on load where the format allows it (JPEG DCT
+        scaling; WebP decodes at the reduced size), then box-shrunk by the integer part of the
+        remaining factor and resampled (Lanczos 3, alpha premultiplied) by the rest; CMYK is
+        converted to sRGB. This is what ``thumbnail`` does, without its buffering: with libvips
+        8.18 it peaked at 740 MB scaling a 30,000 x 20,000 JPEG to 8,000 px, this pipeline at
+        250 MB (a 16,000 x 16,000 RGBA PNG: 440 MB, 230 MB).
+
+        The orientation is previewer's (``_orientation``), not libvips': libvips misses an
+        eXIf chunk after a PNG's pixels, and page sizes must agree with the pixels.
+        """
         pyvips = _pyvips()
+        orientation = self._orientation(self._seek(index))
+        width, height = target[::-1] if orientation in _TRANSPOSED else target
+        options: dict[str, Any] = {"access": "sequential"}
+        if self.format in PAGED_FORMATS:
+            options["page"] = index
+        stored = self._seek(index).size
+        if self.format in ("JPEG", "MPO"):
+            shrink = next(
+                (f for f in (8, 4, 2) if stored[0] // f >= width and stored[1] // f >= height), 1
+            )
+            if shrink > 1:
+                options["shrink"] = shrink
+        elif self.format == "WEBP" and width < stored[0] and height < stored[1]:
+            options["scale"] = max(width / stored[0], height / stored[1])
         source = pyvips.Source.new_from_file(str(self._path))
-        options = f"page={index}" if self.format in PAGED_FORMATS else ""
-        return pyvips.Image.thumbnail_source(
-            source, target[0], height=target[1], size="force", option_string=options
-        )
+        image = pyvips.Image.new_from_source(source, "", **options)
+        fmt = image.format
+        shrink_x, shrink_y = int(image.width // width), int(image.height // height)
+        if shrink_x > 1 or shrink_y > 1:
+            # Box-averaged as stored (straight alpha): premultiplying first would make every
+            # buffer of the pipeline float, 4x the memory, for edges a thumbnail cannot show.
+            image = image.shrink(max(1, shrink_x), max(1, shrink_y))
+        if (image.width, image.height) != (width, height):
+            # Lanczos on premultiplied alpha (in float: only the last, small factor).
+            alpha = image.hasalpha()
+            if alpha:
+                image = image.premultiply()
+            image = image.resize(
+                width / image.width, vscale=height / image.height, kernel="lanczos3"
+            )
+            if (image.width, image.height) != (width, height):  # libvips rounds: one pixel
+                image = image.crop(0, 0, min(width, image.width), min(height, image.height))
+                image = image.embed(0, 0, width, height, extend="copy")
+            if alpha:
+                image = image.unpremultiply()
+            if image.format != fmt:
+                image = image.cast(fmt)
+        if image.interpretation == "cmyk":
+            # As libvips' thumbnail does: through the embedded profile, else libvips' own CMYK
+            # profile (a naive conversion turns print pink into magenta).
+            image = image.icc_transform("srgb", input_profile="cmyk", embedded=True)
+        if orientation != 1:
+            image = image.copy()
+            image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+            image = image.autorot()
+        return image
 
     def _render_vips(self, index: int, scale: float, clip: Box | None) -> Image.Image:
         """Scale frame ``index`` with libvips, returning the region ``clip`` of the result."""
@@ -325,6 +511,33 @@ class RasterDocument(BaseDocument):
         if self._image is not None:
             self._image.close()
             self._image = None
+
+
+def _png_late_exif(path: Path) -> bytes | None:
+    """Return the payload of an eXIf chunk that follows the image data of the PNG at ``path``.
+
+    Only the 8-byte chunk headers are read (each chunk's data is skipped with a seek), so a
+    giant PNG costs a few thousand small reads and nothing is decompressed. Stops at IEND, at
+    a header that runs past the end of the file, or after ``_PNG_CHUNK_LIMIT`` chunks.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        pos = 8
+        fh.seek(pos)
+        for _ in range(_PNG_CHUNK_LIMIT):
+            head = fh.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if pos + 12 + length > size:
+                return None
+            if kind == b"eXIf":
+                return fh.read(min(length, _EXIF_BYTES))
+            if kind == b"IEND":
+                return None
+            pos += 12 + length
+            fh.seek(pos)
+    return None
 
 
 def _bomb(exc: Exception, limit: int) -> LimitExceededError:

@@ -157,6 +157,7 @@ def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
                     dests,
                     upscale=opts.upscale,
                     limits=opts.limits,
+                    root=opts.out_root,
                 )
             except OutputError as exc:
                 exc.message = f"{exc.message} (preview of {od.display})"
@@ -182,6 +183,11 @@ def _select_pages(od: Opened, opts: Options) -> list[int]:
         numbers = opts.pages.resolve(count)
     except InvalidOptionsError as exc:
         exc.path = od.display
+        if not getattr(od.doc, "page_count_known", True):
+            exc.message = (
+                f"{exc.message.split(' but ')[0]} but the document's page tree is damaged and "
+                f"only {count} page{'s' if count != 1 else ''} could be found"
+            )
         raise
     if len(numbers) > opts.limits.max_pages:
         raise LimitExceededError(
@@ -280,6 +286,7 @@ def info(
         cname = od.converter.name
         with guard(od.display, cname):
             count = od.doc.page_count
+            known = getattr(od.doc, "page_count_known", True)
             sizes = [tuple(od.doc.page_size(i)) for i in range(min(count, 1000))]
             meta_fn = getattr(od.doc, "metadata", None)
             metadata = dict(meta_fn()) if callable(meta_fn) else {}
@@ -295,7 +302,7 @@ def info(
             mime=od.mime,
             converter=cname,
             engine=f"{avail.engine} {avail.version}" if avail.version else avail.engine,
-            pages=count,
+            pages=count if known else None,
             page_sizes=[(float(w), float(h)) for w, h in sizes],
             units=od.doc.units,
             bytes=od.path.stat().st_size,
@@ -321,6 +328,7 @@ def convert_many(
     exclude: Sequence[str] = (),
     hidden: bool = False,
     resume: bool = False,
+    journal: bool | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> BatchReport:
@@ -350,6 +358,8 @@ def convert_many(
         hidden: Also walk hidden files and folders.
         resume: Skip inputs whose previews (with the same options) are newer than the input,
             as recorded in ``<out_dir>/.previewer-journal.jsonl`` by earlier runs.
+        journal: Record the inputs converted in that journal (default: when ``resume``);
+            ``resume=False, journal=True`` redoes everything and records it for the next run.
         on_result: Called with each :class:`FileResult` as soon as it is known.
         on_progress: Called with ``(done, total)`` after each input.
 
@@ -388,7 +398,13 @@ def convert_many(
             on_progress(done, total)
 
     return run_batch(
-        batch, opts, registry or Registry(), workers=jobs, resume=resume, on_result=finished
+        batch,
+        opts,
+        registry or Registry(),
+        workers=jobs,
+        resume=resume,
+        journal=journal,
+        on_result=finished,
     )
 
 
@@ -439,8 +455,18 @@ def converters(registry: Registry | None = None) -> list[ConverterInfo]:
     """
     reg = registry or Registry()
     listing = []
+    sandbox_detail: str | None = None
     for entry in reg.entries:
         avail = reg.availability(entry)
+        sandboxed = getattr(entry.converter, "sandboxed", None)
+        if sandboxed is True:
+            if sandbox_detail is None:
+                from previewer import sandbox
+
+                sandbox_detail = sandbox.describe()
+            isolation = sandbox_detail
+        else:
+            isolation = "in-process" if sandboxed is False else "not declared"
         listing.append(
             ConverterInfo(
                 name=entry.name,
@@ -451,6 +477,7 @@ def converters(registry: Registry | None = None) -> list[ConverterInfo]:
                 available=avail.ok,
                 reason=avail.reason,
                 origin=entry.origin,
+                isolation=isolation,
             )
         )
     return listing

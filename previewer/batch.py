@@ -19,16 +19,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from previewer.errors import (
+    InvalidOptionsError,
     OutputError,
+    PreviewerError,
     UnsupportedFormatError,
 )
 from previewer.options import Options
 from previewer.results import BatchReport, FileResult
 
 if TYPE_CHECKING:
+    from previewer import tempdirs
     from previewer.registry import Registry
 
 __all__ = ["Job", "collect", "overwrite_error", "run_batch", "skip_if_unsupported"]
@@ -45,19 +48,33 @@ class Job:
 
     Attributes:
         index: Position in the batch.
-        source: A path, or bytes for inputs that have no path.
+        source: A path (a :class:`~previewer.inputs.WalkedFile` when walked), or bytes or a
+            binary stream for inputs that have no path (a stream is read only when its job
+            runs, in chunks, within ``--max-file-size``).
         display: The input as the user sees it.
-        name: File name used for the outputs.
+        name: File name used for the outputs (a final path component).
         out_dir: Directory its previews go to.
         walked: Found by walking a directory (unsupported files are then skipped, not failed).
     """
 
     index: int
-    source: str | bytes
+    source: str | bytes | IO[bytes]
     display: str
     name: str
     out_dir: Path
     walked: bool = False
+
+    @property
+    def given_name(self) -> str | None:
+        """The name to hand to the conversion: None when it is the path's own file name.
+
+        A file's own name (one with a newline or a backslash in it, say) is what the file system
+        holds, so it is used as it is; any other name is a caller's and is checked (see
+        :func:`previewer.inputs.output_stem`).
+        """
+        if isinstance(self.source, str) and self.name == os.path.basename(self.source):
+            return None
+        return self.name
 
 
 # --------------------------------------------------------------------------- collecting
@@ -93,6 +110,7 @@ def collect(
     out_real = os.path.realpath(out_dir)
     for item in sources:
         source, name = item if isinstance(item, tuple) else (item, None)
+        stem = _stem(name)
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
             if os.path.isdir(path):
@@ -102,26 +120,43 @@ def collect(
                         Job(
                             len(jobs),
                             file,
-                            file,
+                            str(file),
                             os.path.basename(rel),
                             out_dir / rel_dir if rel_dir else out_dir,
                             walked=True,
                         )
                     )
                 continue
-            jobs.append(Job(len(jobs), path, path, name or os.path.basename(path) or path, out_dir))
+            jobs.append(Job(len(jobs), path, path, stem or os.path.basename(path) or path, out_dir))
             continue
-        if hasattr(source, "read"):
-            source = source.read()
-        data = bytes(source)
-        jobs.append(Job(len(jobs), data, name or "<bytes>", name or "input", out_dir))
+        if not hasattr(source, "read"):
+            source = bytes(source)
+        jobs.append(Job(len(jobs), source, name or "<bytes>", stem or "input", out_dir))
     return jobs
+
+
+def _stem(name: str | None) -> str | None:
+    """The output-name part of a caller's name; an invalid one is kept, to fail its job."""
+    if name is None:
+        return None
+    from previewer.inputs import output_stem
+
+    try:
+        return output_stem(name)
+    except InvalidOptionsError:
+        return name  # refused by the conversion, with the reason, as that input's failure
 
 
 def _walk(
     top: str, out_real: str, include: Sequence[str], exclude: Sequence[str], hidden: bool
 ) -> Iterator[tuple[str, str]]:
-    """Yield ``(path, relative path)`` of the files under ``top``, sorted, per the rules."""
+    """Yield ``(path, relative path)`` of the files under ``top``, sorted, per the rules.
+
+    Each path is a :class:`~previewer.inputs.WalkedFile` holding the identity the file has
+    now, so converting it later refuses a file swapped in after the walk.
+    """
+    from previewer.inputs import WalkedFile
+
     top_real = os.path.realpath(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         kept = []
@@ -137,7 +172,8 @@ def _walk(
             if not hidden and f.startswith("."):
                 continue
             full = os.path.join(dirpath, f)
-            if os.path.islink(full):
+            link = os.path.islink(full)
+            if link:
                 target = os.path.realpath(full)
                 if os.path.commonpath([top_real, target]) != top_real:
                     log.info("not following %s: it leaves %s", full, top)
@@ -148,7 +184,12 @@ def _walk(
                 continue
             if any(_match(rel_posix, f, g) for g in exclude):
                 continue
-            yield full, rel
+            try:
+                st = os.stat(full)
+            except OSError:
+                yield full, rel  # gone already: its job fails, saying so
+                continue
+            yield WalkedFile(full, (st.st_dev, st.st_ino), link), rel
 
 
 def _match(rel: str, name: str, pattern: str) -> bool:
@@ -184,17 +225,43 @@ class Journal:
         self.fingerprint = _fingerprint(options)
         self.entries: dict[tuple[str, str], dict[str, Any]] = {}
         self._fd: int | None = None
+        self.disabled = False
         try:
-            with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
-                for line in fh:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut short by a crash
-                    if isinstance(entry, dict) and "input" in entry:
-                        self.entries[(entry["input"], str(entry.get("options")))] = entry
-        except OSError:
-            pass
+            fd = self._open(os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._disable(exc)
+            return
+        with open(fd, encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if isinstance(entry, dict) and "input" in entry:
+                    self.entries[(entry["input"], str(entry.get("options")))] = entry
+
+    def _open(self, flags: int) -> int:
+        """Open the journal itself: never through a symbolic link, never a FIFO or device."""
+        import stat
+
+        fd = os.open(self.path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"{self.path} is not a regular file")
+        return fd
+
+    def _disable(self, exc: OSError) -> None:
+        import errno
+
+        self.disabled = True
+        reason = (
+            "it is a symbolic link, which is not followed"
+            if exc.errno == errno.ELOOP
+            else (exc.strerror or str(exc))
+        )
+        log.warning("not using the journal %s (no resuming, no recording): %s", self.path, reason)
 
     @staticmethod
     def _stat(path: str) -> tuple[int, int] | None:
@@ -206,7 +273,7 @@ class Journal:
 
     def up_to_date(self, job: Job) -> FileResult | None:
         """Return a "skipped" result listing the existing outputs, or None if work is needed."""
-        if not isinstance(job.source, str):
+        if self.disabled or not isinstance(job.source, str):
             return None
         key = os.path.abspath(job.source)
         entry = self.entries.get((key, self.fingerprint))
@@ -252,7 +319,9 @@ class Journal:
 
     def record(self, job: Job, result: FileResult, stat: tuple[int, int] | None) -> None:
         """Append a converted input to the journal (one line, one write)."""
-        if result.status != "converted" or not isinstance(job.source, str) or stat is None:
+        if self.disabled or result.status != "converted" or not isinstance(job.source, str):
+            return
+        if stat is None:
             return
         entry = {
             "input": os.path.abspath(job.source),
@@ -269,10 +338,10 @@ class Journal:
         try:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                self._fd = self._open(os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             os.write(self._fd, line.encode("utf-8", "surrogateescape"))
         except OSError as exc:
-            log.warning("cannot update the journal %s: %s", self.path, exc)
+            self._disable(exc)
 
     def close(self) -> None:
         """Close the journal file."""
@@ -316,6 +385,20 @@ def skip_if_unsupported(job: Job, result: FileResult) -> None:
         result.error = None
 
 
+def job_options(options: Options, job: Job) -> Options:
+    """The options ``job`` runs with: its own output folder, inside the batch's output tree.
+
+    Args:
+        options: The batch's options.
+        job: The job.
+
+    Returns:
+        ``options`` with ``out_dir`` set to the job's folder and ``out_root`` to the tree's top,
+        so folders inside the tree are never entered through a symbolic link.
+    """
+    return replace(options, out_dir=job.out_dir, out_root=options.out_root or options.out_dir)
+
+
 def run_batch(
     jobs: Sequence[Job],
     options: Options,
@@ -323,6 +406,7 @@ def run_batch(
     *,
     workers: int = 0,
     resume: bool = False,
+    journal: bool | None = None,
     on_result: Callable[[FileResult], None] | None = None,
 ) -> BatchReport:
     """Run ``jobs`` and report; a failing input never stops the others.
@@ -334,6 +418,8 @@ def run_batch(
         workers: 0 runs in this process; N >= 1 runs in N worker processes with per-file
             deadlines, memory caps and crash isolation.
         resume: Skip inputs whose previews are up to date (see :class:`Journal`).
+        journal: Record converted inputs in the journal (default: when ``resume``); a forced
+            run records what it did, so the next resumed run does not redo it.
         on_result: Called with each result as soon as it is known.
 
     Returns:
@@ -341,13 +427,18 @@ def run_batch(
     """
     report = BatchReport()
     started = time.monotonic()
+    if len(jobs) > 1:  # a batch (a pool reaps too); a one-off conversion stays lean
+        from previewer.tempdirs import reap_once
+
+        reap_once()  # what runs killed by SIGKILL left behind
     # One journal for the run, in the output directory (jobs' subdirectories included).
-    journal = Journal(options.out_dir, options) if resume else None
+    record = resume if journal is None else journal
+    book = Journal(options.out_dir, options) if resume or record else None
 
     def finish(job: Job, result: FileResult, stat: tuple[int, int] | None = None) -> None:
         skip_if_unsupported(job, result)
-        if journal is not None and stat is not None:
-            journal.record(job, result, stat)
+        if book is not None and record and stat is not None:
+            book.record(job, result, stat)
         report.results.append(result)
         if on_result is not None:
             on_result(result)
@@ -358,10 +449,11 @@ def run_batch(
     for job in jobs:
         if (error := overwrite_error(job, claimed)) is not None:
             ready[job.index] = FileResult(input=job.display, status="failed", error=error)
-        elif journal is not None and (done := journal.up_to_date(job)) is not None:
+        elif resume and book is not None and (done := book.up_to_date(job)) is not None:
             ready[job.index] = done
         todo.append((job, Journal._stat(job.source) if isinstance(job.source, str) else None))
 
+    spools: tempdirs.Held | None = None
     try:
         if workers <= 0:
             from previewer.api import convert_one
@@ -371,7 +463,7 @@ def run_batch(
                     finish(job, ready[job.index])
                     continue
                 result = convert_one(
-                    job.source, replace(options, out_dir=job.out_dir), registry, name=job.name
+                    job.source, job_options(options, job), registry, name=job.given_name
                 )
                 result.input = job.display
                 finish(job, result, stat)
@@ -381,12 +473,61 @@ def run_batch(
             for job, _stat in todo:
                 if job.index in ready:
                     finish(job, ready[job.index])
+            runnable = []
+            spooled_jobs = set()
+            for job, stat in todo:
+                if job.index in ready:
+                    continue
+                if not isinstance(job.source, (str, bytes)):
+                    # A stream cannot go to a worker: copy it to a file first, in chunks.
+                    if spools is None:
+                        from previewer.tempdirs import make
+
+                        spools = make("previewer-spool-")
+                    spooled = _spool(job, spools.path, options)
+                    if isinstance(spooled, FileResult):
+                        finish(job, spooled)
+                        continue
+                    job = spooled
+                    spooled_jobs.add(job.index)
+                runnable.append((job, stat))
             with WorkerPool(workers, options, registry) as pool:
-                runnable = [(job, stat) for job, stat in todo if job.index not in ready]
                 for job, stat, result in pool.run(runnable):
+                    if spools is not None and job.index in spooled_jobs:
+                        _name_spooled(result, str(job.source), job.display)
                     finish(job, result, stat)
     finally:
-        if journal is not None:
-            journal.close()
+        if book is not None:
+            book.close()
+        if spools is not None:
+            import shutil
+
+            shutil.rmtree(spools.path, ignore_errors=True)
+            spools.release()
     report.elapsed = time.monotonic() - started
     return report
+
+
+def _name_spooled(result: FileResult, path: str, display: str) -> None:
+    """Name a spooled stream's result and previews as the stream, not its temporary copy."""
+    result.input = display
+    if result.error is not None and result.error.path == path:
+        result.error.path = display
+    result.outputs = [replace(p, source=display) if p.source == path else p for p in result.outputs]
+
+
+def _spool(job: Job, directory: Path, options: Options) -> Job | FileResult:
+    """Copy a stream job's data into ``directory``; return the job reading that file instead.
+
+    Returns:
+        The job with the copy as its source, or its failed result (too big, unreadable).
+    """
+    from previewer.inputs import spool
+
+    assert not isinstance(job.source, (str, bytes))
+    path = directory / f"input-{job.index}"
+    try:
+        spool(job.source, path, job.display, options.limits)
+    except PreviewerError as exc:
+        return FileResult(input=job.display, status="failed", error=exc)
+    return replace(job, source=str(path))

@@ -75,7 +75,7 @@ class _LazyGroup(click.Group):
     help="Log engine details and show tracebacks.",
 )
 def cli(debug: bool) -> None:
-    r"""Turn documents and images into sized PNG previews.
+    """Turn documents and images into sized PNG previews.
 
     \b
     Examples:
@@ -85,7 +85,7 @@ def cli(debug: bool) -> None:
       previewer convert report.pdf -o - > page1.png
       previewer info report.pdf --json
       previewer converters
-    """
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     _State.debug = debug
     if debug:
         logging.basicConfig(
@@ -289,7 +289,17 @@ def convert(
     Failing inputs are reported on stderr and the others still convert (exit status 10). When
     directories are converted, files whose previews are up to date from an earlier run are not
     redone unless --force.
-    """
+
+    \b
+    Examples:
+      previewer convert report.pdf photo.jpg
+      previewer convert report.pdf -o thumbs -s 128 -s 1024x768 -p 1-3
+      previewer convert scan.tiff -p all --json
+      previewer convert report.pdf -o - > page1.png
+      cat photo.jpg | previewer convert - -o thumbs
+      previewer convert ~/Documents -o ~/thumbs -j 4 --exclude '*.tmp' --report run.jsonl
+      previewer convert /srv/docs -o /srv/thumbs --broker redis://queue-host:6379/0
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
     from previewer.registry import Registry
 
@@ -385,6 +395,7 @@ def convert(
                 exclude=exclude,
                 hidden=hidden,
                 resume=walking and not force,
+                journal=walking,
                 on_result=on_result,
                 on_progress=progress.total,
             )
@@ -587,7 +598,14 @@ def info(
     timeout: float,
     allow_unisolated: bool,
 ) -> int:
-    """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256."""
+    """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256.
+
+    \b
+    Examples:
+      previewer info report.pdf
+      previewer info scan.tiff photo.jpg --json
+      previewer info secret.pdf --password hunter2
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
     from previewer.registry import Registry
 
@@ -627,13 +645,19 @@ def _print_info(facts: Any) -> None:
     rows: list[tuple[str, str]] = [
         ("mime", facts.mime),
         ("converter", f"{facts.converter} ({facts.engine})"),
-        ("pages", str(facts.pages)),
+        (
+            "pages",
+            str(facts.pages)
+            if facts.pages is not None
+            else f"unknown (damaged; {len(facts.page_sizes)} found)",
+        ),
     ]
     shown = facts.page_sizes[:10]
     for number, (w, h) in enumerate(shown, start=1):
         rows.append((f"page {number}", f"{w:g} x {h:g} {facts.units}"))
     if len(facts.page_sizes) > len(shown):
-        rows.append(("", f"... {facts.pages - len(shown)} more pages"))
+        total = facts.pages if facts.pages is not None else len(facts.page_sizes)
+        rows.append(("", f"... {total - len(shown)} more pages"))
     rows.append(("bytes", f"{facts.bytes:,}"))
     rows.append(("sha256", facts.sha256))
     for key, value in facts.metadata.items():
@@ -650,7 +674,13 @@ def _print_info(facts: Any) -> None:
 @cli.command("converters", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per converter.")
 def converters_command(as_json: bool) -> int:
-    """List converters: MIME types, engine, version, and whether they are available."""
+    """List converters: MIME types, engine, version, and whether they are available.
+
+    \b
+    Examples:
+      previewer converters
+      previewer converters --json
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
 
     listing = api.converters()
@@ -662,6 +692,7 @@ def converters_command(as_json: bool) -> int:
         engine = f"{conv.engine} {conv.version}" if conv.version else conv.engine
         click.echo(f"{mark} {conv.name:<18} {engine}")
         click.echo(f"    types:  {', '.join(conv.mime_types) or '-'}")
+        click.echo(f"    isolation: {conv.isolation}")
         if conv.origin != "builtin":
             click.echo(f"    from:   {conv.origin}")
         if not conv.available:

@@ -331,7 +331,7 @@ def _facts(
     st: os.stat_result,
     mime: str,
     doc_units: str,
-    pages: int,
+    pages: int | None,
     page_size: tuple[float, float],
 ) -> ThumbnailFacts:
     if doc_units == "px" and pages == 1:
@@ -414,9 +414,10 @@ def thumbnail_file(
         def render(od: Opened) -> tuple[ThumbnailFacts, list[Image.Image]]:
             with guard(od.display, od.converter.name):
                 # The source's size before rendering (a JPEG may be decoded reduced).
-                facts = _facts(
-                    uri, st, od.mime, od.doc.units, od.doc.page_count, od.doc.page_size(0)
-                )
+                # A damaged page tree's page count is unknown: no Thumb::Document::Pages then.
+                known = getattr(od.doc, "page_count_known", True)
+                pages = od.doc.page_count if known else None
+                facts = _facts(uri, st, od.mime, od.doc.units, pages, od.doc.page_size(0))
                 images = render_page(od.doc, 0, opts.sizes, upscale=False, limits=opts.limits)
             return facts, images
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar, Union
+from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
 
 from previewer import limits as _limits
 from previewer import mime as _mime
@@ -35,7 +35,19 @@ from previewer.plugin import ConvertContext, Converter, Document
 from previewer.registry import Registry
 from previewer.results import FileResult
 
-__all__ = ["Opened", "Source", "fallback_converter", "guard", "open_input"]
+if TYPE_CHECKING:
+    from previewer import tempdirs
+
+__all__ = [
+    "Opened",
+    "Source",
+    "WalkedFile",
+    "fallback_converter",
+    "guard",
+    "open_input",
+    "output_stem",
+    "spool",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +64,138 @@ class _Input:
     name: str
 
 
+class WalkedFile(str):
+    """A path found by walking a directory, with the identity the file had then.
+
+    Opening it checks that the path still names that same regular file, so a file swapped
+    for a symbolic link (or another file) after the walk is refused instead of converted.
+
+    Attributes:
+        identity: ``(st_dev, st_ino)`` of the file when it was walked.
+        link: The walked entry was a symbolic link (one that stays inside the tree).
+    """
+
+    identity: tuple[int, int]
+    link: bool
+
+    def __new__(cls, path: str, identity: tuple[int, int], link: bool = False) -> WalkedFile:
+        """Create the path.
+
+        Args:
+            path: The file's path.
+            identity: ``(st_dev, st_ino)`` from the walk.
+            link: The walked entry was a symbolic link.
+        """
+        self = super().__new__(cls, path)
+        self.identity = identity
+        self.link = link
+        return self
+
+    def __reduce__(self) -> tuple[type[WalkedFile], tuple[str, tuple[int, int], bool]]:
+        return (WalkedFile, (str(self), self.identity, self.link))
+
+
+def output_stem(name: str) -> str:
+    r"""Reduce a caller's name for an input to the file name its outputs may start with.
+
+    A name is a display name: only its final component (after the last ``/`` or ``\``) may
+    shape an output path, so ``"../../etc/x.pdf"`` or ``"C:\Users\x.pdf"`` cannot climb out
+    of the output directory.
+
+    Args:
+        name: The name given with bytes, a stream, or a path (say an upload's file name).
+
+    Returns:
+        Its final component.
+
+    Raises:
+        InvalidOptionsError: If the name is not a string, contains NUL or another control
+            character, or its final component is empty, ``.`` or ``..``.
+    """
+    if not isinstance(name, str):
+        raise InvalidOptionsError(f"name must be a string, not {type(name).__name__}")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
+        raise InvalidOptionsError(f"name {name!r} contains a control character")
+    stem = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if stem in ("", ".", ".."):
+        raise InvalidOptionsError(
+            f"name {name!r} has no file name to base the output names on",
+            hint="give a name such as report.pdf",
+        )
+    return stem
+
+
 @contextlib.contextmanager
 def _materialise(source: Source, name: str | None, limits: Limits) -> Iterator[_Input]:
     """Yield a readable regular file for ``source``, copying bytes and streams to a temp file."""
+    stem = None if name is None else output_stem(name)
     if isinstance(source, (str, os.PathLike)):
-        display = os.fspath(source)
+        display = str(os.fspath(source))  # a plain str, even for a WalkedFile
         path = Path(display)
-        _check_file(path, display, limits)
-        yield _Input(path, display, name or path.name or "input")
+        if isinstance(source, WalkedFile):
+            _check_walked(source, display, limits)
+        else:
+            _check_file(path, display, limits)
+        yield _Input(path, display, stem or path.name or "input")
         return
-    import tempfile
+    from previewer import tempdirs
 
     display = name or "<bytes>"
-    with tempfile.TemporaryDirectory(prefix="previewer-in-") as tmp:
-        path = Path(tmp) / "input"
+    if not isinstance(source, (bytes, bytearray, memoryview)) and not hasattr(source, "read"):
+        raise InvalidOptionsError(
+            f"cannot read input of type {type(source).__name__}: "
+            "give a path, bytes or a binary file object"
+        )
+    held = tempdirs.make("previewer-in-")
+    try:
+        path = held.path / "input"
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
             if len(data) > limits.max_file_size:
                 raise _too_big(display, len(data), limits)
             path.write_bytes(data)
-        elif hasattr(source, "read"):
-            total = 0
-            with open(path, "wb") as out:
-                while chunk := source.read(1 << 20):
-                    total += len(chunk)
-                    if total > limits.max_file_size:
-                        raise _too_big(display, total, limits)
-                    out.write(chunk)
         else:
-            raise InvalidOptionsError(
-                f"cannot read input of type {type(source).__name__}: "
-                "give a path, bytes or a binary file object"
-            )
+            spool(source, path, display, limits)
         _check_file(path, display, limits)
-        yield _Input(path, display, name or "input")
+        yield _Input(path, display, stem or "input")
+    finally:
+        import shutil
+
+        shutil.rmtree(held.path, ignore_errors=True)
+        held.release()
+
+
+def spool(stream: IO[bytes], path: Path, display: str, limits: Limits) -> None:
+    """Copy ``stream`` into a new file ``path`` in chunks, stopping as soon as it is too big.
+
+    Args:
+        stream: A readable binary file object (stdin, an upload).
+        path: The file to create.
+        display: The input's name, for messages.
+        limits: ``max_file_size`` bounds the copy.
+
+    Raises:
+        LimitExceededError: As soon as more than ``limits.max_file_size`` bytes were read.
+        InputError: If the stream cannot be read.
+    """
+    total = 0
+    with open(path, "xb") as out:
+        while True:
+            try:
+                chunk = stream.read(1 << 20)
+            except OSError as exc:
+                raise InputError(f"cannot read: {exc.strerror or exc}", path=display) from exc
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > limits.max_file_size:
+                raise LimitExceededError(
+                    f"input is over the limit of {limits.max_file_size:,} bytes "
+                    f"(stopped reading after {total:,})",
+                    path=display,
+                    hint="raise --max-file-size to accept it",
+                )
+            out.write(chunk)
 
 
 def _too_big(display: str, size: int, limits: Limits) -> LimitExceededError:
@@ -103,6 +213,12 @@ def _check_file(path: Path, display: str, limits: Limits) -> None:
         raise InputError("no such file", path=display) from None
     except OSError as exc:
         raise InputError(f"cannot access: {exc.strerror or exc}", path=display) from exc
+    _check_stat(st, display, limits)
+    if not os.access(path, os.R_OK):
+        raise InputError("permission denied: file is not readable", path=display)
+
+
+def _check_stat(st: os.stat_result, display: str, limits: Limits) -> None:
     import stat
 
     if stat.S_ISDIR(st.st_mode):
@@ -113,8 +229,38 @@ def _check_file(path: Path, display: str, limits: Limits) -> None:
         raise InputError("file is empty (0 bytes)", path=display)
     if st.st_size > limits.max_file_size:
         raise _too_big(display, st.st_size, limits)
-    if not os.access(path, os.R_OK):
-        raise InputError("permission denied: file is not readable", path=display)
+
+
+def _check_walked(source: WalkedFile, display: str, limits: Limits) -> None:
+    """Check that a walked path still names the file the walk saw, by opening it."""
+    import errno
+
+    # O_NOFOLLOW: a plain file replaced by a link is refused; O_NONBLOCK: a FIFO put in its
+    # place cannot block the open.
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if source.link else os.O_NOFOLLOW)
+    try:
+        fd = os.open(source, flags)
+    except FileNotFoundError:
+        raise InputError("no such file", path=display) from None
+    except PermissionError:
+        raise InputError("permission denied: file is not readable", path=display) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(
+                "was replaced by a symbolic link after the directory was walked; not followed",
+                path=display,
+            ) from None
+        raise InputError(f"cannot open: {exc.strerror or exc}", path=display) from exc
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (st.st_dev, st.st_ino) != source.identity:
+        raise InputError(
+            "was replaced by another file after the directory was walked; not converted",
+            path=display,
+        )
+    _check_stat(st, display, limits)
 
 
 # --------------------------------------------------------------------------- opening
@@ -355,26 +501,27 @@ class _WorkDir:
     def __init__(self, prefix: str, parent: _WorkDir | None = None) -> None:
         self._prefix = prefix
         self._parent = parent
-        self._path: Path | None = None
+        self._held: tempdirs.Held | None = None
 
     def __call__(self) -> Path:
-        if self._path is None:
-            import tempfile
+        if self._held is None:
+            from previewer import tempdirs
 
             base = str(self._parent()) if self._parent is not None else None
-            self._path = Path(tempfile.mkdtemp(prefix=self._prefix, dir=base))
-        return self._path
+            self._held = tempdirs.make(self._prefix, base)
+        return self._held.path
 
     def cleanup(self, *, keep: bool) -> None:
-        if self._path is None:
+        if self._held is None:
             return
         if keep:
-            log.warning("keeping work directory %s", self._path)
-            return
-        import shutil
+            log.warning("keeping work directory %s", self._held.path)
+        else:
+            import shutil
 
-        shutil.rmtree(self._path, ignore_errors=True)
-        self._path = None
+            shutil.rmtree(self._held.path, ignore_errors=True)
+        self._held.release(keep=keep)
+        self._held = None
 
 
 def _runner() -> Callable[..., Any]:

@@ -14,9 +14,20 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["GENERIC_TYPES", "sniff", "sniff_bytes"]
+from previewer.mime_heuristics import (
+    RAW_TYPES,
+    camera_raw,
+    damaged_pdf,
+    pdf_structure,
+    picture_hint,
+    raw_type,
+    tiff_reader,
+)
+
+__all__ = ["GENERIC_TYPES", "RAW_TYPES", "sniff", "sniff_bytes"]
 
 HEAD_BYTES = 8192
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 GENERIC_TYPES = frozenset(
     {
@@ -51,6 +62,8 @@ EXTENSIONS: dict[str, str] = {
     ".psd": "image/vnd.adobe.photoshop",
     ".psb": "image/vnd.adobe.photoshop",
     ".tga": "image/x-tga",
+    ".pct": "image/x-pict",
+    ".pict": "image/x-pict",
     ".doc": "application/msword",
     ".dot": "application/msword",
     ".xls": "application/vnd.ms-excel",
@@ -126,9 +139,14 @@ def sniff(path: str | os.PathLike[str], name: str | None = None) -> str:
     mime = _from_signature(head)
     if mime == "application/zip":
         mime = _zip_type(path)
+    elif mime == "image/tiff":
+        mime = camera_raw(path, head) or mime
     elif mime is None:
-        mime = _libmagic(path)
-    return _office_type(_tie_break(mime, name or path.name), head, path, name or path.name)
+        if not head.startswith(_OLE2_MAGIC):  # OLE2: libmagic reads its stream names
+            mime = damaged_pdf(path, head)
+        mime = mime or _libmagic(path)
+    mime = picture_hint(_tie_break(mime, name or path.name), head, name or path.name)
+    return _office_type(mime, head, path, name or path.name)
 
 
 def sniff_bytes(head: bytes, name: str = "") -> str:
@@ -143,8 +161,12 @@ def sniff_bytes(head: bytes, name: str = "") -> str:
     """
     if not head:
         return "application/x-empty"
-    mime = _from_signature(head) or _libmagic_buffer(head)
-    return _tie_break(mime, name)
+    mime = _from_signature(head)
+    if mime == "image/tiff":
+        mime = raw_type(tiff_reader(head)) or mime
+    elif mime is None:
+        mime = "application/pdf" if pdf_structure(head, head) else _libmagic_buffer(head)
+    return picture_hint(_tie_break(mime, name), head, name)
 
 
 def _tie_break(mime: str, name: str) -> str:

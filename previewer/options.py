@@ -225,6 +225,9 @@ class Options:
         converter: Force this converter by name instead of dispatching by MIME type.
         limits: Resource budgets.
         keep_temp: Keep the per-conversion work directory (for debugging).
+        out_root: The output tree's top when ``out_dir`` is a folder inside it (a batch
+            mirroring a directory): the folders between the two are created and entered without
+            following symbolic links. None when ``out_dir`` is the top.
     """
 
     sizes: tuple[SizeSpec, ...] = (SizeSpec(256, 256, square=True),)
@@ -235,6 +238,7 @@ class Options:
     converter: str | None = None
     limits: Limits = field(default_factory=Limits)
     keep_temp: bool = False
+    out_root: Path | None = None
 
     @classmethod
     def build(

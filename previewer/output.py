@@ -2,12 +2,14 @@
 
 A preview of page P at size S of input ``name`` is ``<out_dir>/<name>.p<P>.<S>.png``. Files are
 encoded into a temporary name in the destination directory and renamed into place, so a reader
-never sees a half-written PNG. No metadata of the input (EXIF, text chunks, ICC profile) is
-copied; the PNG carries an sRGB chunk, since every preview is converted to sRGB.
+never sees a half-written PNG; neither step follows a symbolic link planted in the output tree.
+No metadata of the input (EXIF, text chunks, ICC profile) is copied; the PNG carries an sRGB
+chunk, since every preview is converted to sRGB.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "clean_png",
     "encode_png",
+    "open_dir",
     "output_name",
     "stream_png",
     "write_file",
@@ -89,17 +92,18 @@ def encode_png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def write_png(image: Image.Image, path: Path) -> None:
+def write_png(image: Image.Image, path: Path, *, root: Path | None = None) -> None:
     """Write ``image`` to ``path`` as PNG, atomically (see :func:`write_file`).
 
     Args:
         image: An RGB or RGBA image.
         path: Destination file; its directory is created if missing.
+        root: The output tree's top (see :func:`write_file`).
 
     Raises:
         OutputError: If the directory or file cannot be written.
     """
-    write_file(path, lambda fh: save_png(image, fh))
+    write_file(path, lambda fh: save_png(image, fh), root=root)
 
 
 def stream_png(fh: BinaryIO, width: int, height: int, bands: Iterable[Image.Image]) -> None:
@@ -166,7 +170,14 @@ def stream_png(fh: BinaryIO, width: int, height: int, bands: Iterable[Image.Imag
     writer.write_packed(fh, rows())
 
 
-def write_png_stream(path: Path, width: int, height: int, bands: Iterable[Image.Image]) -> None:
+def write_png_stream(
+    path: Path,
+    width: int,
+    height: int,
+    bands: Iterable[Image.Image],
+    *,
+    root: Path | None = None,
+) -> None:
     """Write bands of an image to ``path`` as one PNG, atomically (see :func:`stream_png`).
 
     Args:
@@ -174,11 +185,12 @@ def write_png_stream(path: Path, width: int, height: int, bands: Iterable[Image.
         width: Image width in pixels.
         height: Image height in pixels.
         bands: Bands of whole rows, top to bottom, all RGB or all RGBA.
+        root: The output tree's top (see :func:`write_file`).
 
     Raises:
         OutputError: If the directory or file cannot be written.
     """
-    write_file(path, lambda fh: stream_png(fh, width, height, bands))
+    write_file(path, lambda fh: stream_png(fh, width, height, bands), root=root)
 
 
 def clean_png(data: bytes, size: tuple[int, int]) -> bytes | None:
@@ -224,52 +236,131 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def write_file(
-    path: Path, writer: bytes | Callable[[BinaryIO], None], *, mode: int | None = None
+    path: Path,
+    writer: bytes | Callable[[BinaryIO], None],
+    *,
+    mode: int | None = None,
+    root: Path | None = None,
 ) -> None:
     """Write ``path`` atomically: into a temporary file in the same directory, then rename.
+
+    The directory is opened once and the temporary file is created, filled and renamed relative
+    to it, never through a symbolic link: the temporary name is new (``O_EXCL``), and the
+    rename replaces whatever is at ``path`` (a planted link included) instead of writing
+    through it. With ``root``, the folders from ``root`` down to ``path``'s directory are
+    entered (and created) one by one without following symbolic links, so a link planted in
+    the output tree cannot lead outside it.
 
     Args:
         path: Destination file; its directory is created if missing.
         writer: The bytes to write, or a function writing them into an open binary file.
         mode: Permission bits of the finished file (default: 0666 minus the umask).
+        root: The output tree's top, an ancestor of ``path`` (links above it are followed).
 
     Raises:
-        OutputError: If the directory or file cannot be written.
+        OutputError: If the directory or file cannot be written, or a folder below ``root``
+            is a symbolic link.
     """
+    dir_fd = open_dir(path.parent, root)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(path)
+        try:
+            fd, tmp = _create_temp(dir_fd, path.name)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write to {path.parent}: {exc.strerror or exc}", path=str(path)
+            ) from exc
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                if isinstance(writer, bytes):
+                    fh.write(writer)
+                else:
+                    writer(fh)
+                os.fchmod(fh.fileno(), 0o666 & ~_umask() if mode is None else mode)
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException as exc:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write: {exc.strerror or exc}", path=str(path)) from exc
+            raise
+    finally:
+        os.close(dir_fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_dir(directory: Path, root: Path | None = None) -> int:
+    """Open ``directory`` (creating it if missing) and return its descriptor.
+
+    ``root`` and its ancestors are the caller's and are followed as they are; each folder
+    below ``root`` is created and entered relative to its parent's descriptor with
+    ``O_NOFOLLOW``, so none of them can be a symbolic link.
+
+    Args:
+        directory: The directory; ``root`` or a folder below it when ``root`` is given.
+        root: The output tree's top (default: ``directory`` itself).
+
+    Returns:
+        A descriptor of the directory, for the caller to close.
+
+    Raises:
+        OutputError: If it cannot be created or opened, or a folder below ``root`` is a
+            symbolic link or not a directory.
+    """
+    top = directory if root is None else root
+    try:
+        parts = directory.relative_to(top).parts
+    except ValueError:
+        raise OutputError(f"{directory} is not inside the output directory {top}") from None
+    try:
+        top.mkdir(parents=True, exist_ok=True)
+        fd = os.open(top, _DIR_FLAGS)
     except OSError as exc:
-        raise OutputError(
-            f"cannot write to {path.parent}: {exc.strerror or exc}", path=str(path)
-        ) from exc
+        raise OutputError(f"cannot write to {top}: {exc.strerror or exc}", path=str(top)) from exc
+    here = top
     try:
-        with os.fdopen(fd, "wb") as fh:
-            if isinstance(writer, bytes):
-                fh.write(writer)
-            else:
-                writer(fh)
-        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write: {exc.strerror or exc}", path=str(path)) from exc
+        for part in parts:
+            here = here / part
+            if part == "..":
+                raise OutputError(f"{directory} climbs out of {top}", path=str(directory))
+            try:
+                os.mkdir(part, 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                sub = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(here):
+                    raise OutputError(
+                        "is a symbolic link, and links inside the output directory are not "
+                        "followed",
+                        path=str(here),
+                        hint="remove the link, or convert into another output directory",
+                    ) from None
+                raise OutputError(
+                    f"cannot write to {here}: {exc.strerror or exc}", path=str(here)
+                ) from exc
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        os.close(fd)
         raise
+    return fd
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
-    """Create a new, exclusive temporary file beside ``path`` (like mkstemp, minus its import)."""
+def _create_temp(dir_fd: int, name: str) -> tuple[int, str]:
+    """Create a new, exclusive temporary file beside ``name`` in the directory ``dir_fd``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _attempt in range(100):
-        tmp = os.path.join(path.parent, f".{path.name[:100]}.{os.urandom(6).hex()}.tmp")
+        tmp = f".{name[:100]}.{os.urandom(6).hex()}.tmp"
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+            return os.open(tmp, flags, 0o600, dir_fd=dir_fd), tmp
         except FileExistsError:
             continue
-    raise FileExistsError(f"cannot create a temporary file beside {path}")
+    raise FileExistsError(f"cannot create a temporary file beside {name}")
 
 
 @functools.cache

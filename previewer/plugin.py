@@ -85,6 +85,11 @@ class Document(Protocol):
         page_count: Number of pages (frames for multi-page images), at least 1.
         units: ``"pt"`` for vector sources (rendered at any requested size) or ``"px"`` for
             raster sources (never enlarged unless the user asks for it).
+
+    A document may also set ``page_count_known = False`` (optional; True when absent) when the
+    file's own page count is damaged: ``page_count`` then counts the pages that could be found,
+    ``previewer info`` reports the page count as unknown, and ``--pages all`` renders the pages
+    found.
     """
 
     page_count: int
@@ -134,7 +139,13 @@ class BaseDocument:
     """Optional base class for documents: the context-manager half of :class:`Document`.
 
     Subclasses implement ``close()`` (and the rest of the protocol); ``with`` closes them.
+
+    Attributes:
+        page_count_known: False when ``page_count`` counts the pages found in a document whose
+            own page count is damaged.
     """
+
+    page_count_known: bool = True
 
     def close(self) -> None:
         """Release the engine's handles; safe to call twice."""
@@ -166,6 +177,10 @@ class Converter(Protocol):
     file's content or the engine (:class:`~previewer.errors.InputError`,
     :class:`~previewer.errors.UnsupportedFormatError`, :class:`~previewer.errors.EngineError`),
     never for encrypted files, exceeded limits or timeouts, nor when the user forced a converter.
+
+    And ``sandboxed: ClassVar[bool]``, reported by ``previewer converters``: True when the
+    engine runs as a separate program through :meth:`ConvertContext.run` (isolated by
+    :mod:`previewer.sandbox`), False when it is a library running in previewer's process.
     """
 
     name: ClassVar[str]

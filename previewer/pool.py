@@ -15,7 +15,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from previewer.errors import (
@@ -59,7 +59,7 @@ def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
     """
     from previewer.api import convert_one
 
-    return convert_one(job.source, options, registry, name=job.name)
+    return convert_one(job.source, options, registry, name=job.given_name)
 
 
 def _worker_main(
@@ -75,6 +75,9 @@ def _worker_main(
         raise SystemExit(128 + signum)  # unwinds: engines killed, work dirs removed
 
     signal.signal(signal.SIGTERM, terminate)
+    from previewer import tempdirs
+
+    tempdirs.hold(tmp)  # the batch's folder is in use until this worker exits (lock never released)
     os.environ["TMPDIR"] = tmp
     tempfile.tempdir = tmp
     try:
@@ -118,16 +121,21 @@ class WorkerPool:
         self, size: int, options: Options, registry: Registry, task: Task = convert_job
     ) -> None:
         import multiprocessing
-        import tempfile
+        from multiprocessing import util
+
+        from previewer import tempdirs
 
         self.task = task
         self.size = size
         self.options = options
         self.registry = registry
         self.timeout = options.limits.timeout
-        self.tmp = tempfile.mkdtemp(prefix="previewer-batch-")
+        tempdirs.reap_once()  # what batches killed by SIGKILL left behind
+        self._held = tempdirs.make("previewer-batch-")
+        self.tmp = str(self._held.path)
         self.ctx = multiprocessing.get_context("forkserver")
         _short_socket_dir()
+        tempdirs.adopt(util.get_temp_dir())  # the fork server's socket folder (pymp-*)
         self.ctx.set_forkserver_preload(["previewer.api", "previewer.pool"])
         self.workers: list[_Worker] = []
 
@@ -167,13 +175,15 @@ class WorkerPool:
         """Yield ``(job, stat, result)`` as jobs finish, at most ``size`` at a time."""
         from multiprocessing.connection import wait
 
+        from previewer.batch import job_options
+
         pending = deque(todo)
         while pending or any(w.job is not None for w in self.workers):
             idle = [w for w in self.workers if w.job is None]
             while pending and (idle or len(self.workers) < self.size):
                 worker = idle.pop() if idle else self._spawn()
                 job, stat = pending.popleft()
-                options = replace(self.options, out_dir=job.out_dir)
+                options = job_options(self.options, job)
                 try:
                     worker.conn.send((job, options))
                 except (BrokenPipeError, OSError):
@@ -237,6 +247,7 @@ class WorkerPool:
                 worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             self._retire(worker, kill=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._held.release()
 
 
 def _short_socket_dir() -> None:

@@ -8,8 +8,10 @@ so no engine process outlives the call.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,11 +111,38 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> N
 
 
 def _group_alive(pgid: int) -> bool:
+    """Return True while a process of group ``pgid`` is still running (zombies do not count)."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    return _running_member(pgid)
+
+
+def _running_member(pgid: int) -> bool:
+    """Return True if ``/proc`` lists a member of group ``pgid`` that is not a zombie.
+
+    ``killpg(pgid, 0)`` also succeeds for zombies. An engine killed after its wrapper
+    (bubblewrap, setpriv's parent-death signal) is one until the host's init reaps it, which
+    took 1.6 s on a machine whose init is not systemd; it runs nothing meanwhile. Only
+    consulted once ``killpg`` says the group exists (after a kill, or when something lingers).
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp (proc(5)).
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 def run(
@@ -150,6 +179,8 @@ def run(
     Raises:
         EngineTimeoutError: The program ran past ``timeout`` and was killed.
         EngineError: The program could not start, exited non-zero, or left no output.
+        EngineUnavailableError: With ``isolate``: nothing can isolate the program here and
+            ``allow_unisolated`` is false.
     """
     argv = [os.fspath(a) for a in argv]
     if not argv or not all(isinstance(a, str) for a in argv):
@@ -158,21 +189,74 @@ def run(
     plog = logging.getLogger(f"{__name__}.{program}")
     if env is None and cwd is not None:
         env = minimal_env(cwd)
-    if isolate:
+    _check_program(argv[0], program, env)
+    if not isolate:
+        stdout, stderr, returncode = _execute(argv, program, timeout, cwd, env)
+    else:
         from previewer import sandbox
 
         extra: tuple[os.PathLike[str] | str, ...] = ()
         if os.path.realpath(argv[0]) == os.path.realpath(sys.executable):
             extra = sandbox.python_paths()
-        argv = sandbox.wrap(
-            argv,
-            read=(*read, *extra),
-            write=(cwd,) if cwd is not None else (),
-            allow_unisolated=allow_unisolated,
-            program=program,
+        # A wrapper that cannot set its sandbox up here is retired by setup_failed() and the
+        # program is wrapped again by the next mechanism: at most one rerun per mechanism.
+        for _attempt in range(3):
+            wrapped = sandbox.wrap(
+                argv,
+                read=(*read, *extra),
+                write=(cwd,) if cwd is not None else (),
+                allow_unisolated=allow_unisolated,
+                program=program,
+                verify=False,
+            )
+            stdout, stderr, returncode = _execute(wrapped, program, timeout, cwd, env)
+            if not sandbox.setup_failed(wrapped, returncode, stderr):
+                break
+        argv = wrapped
+    if stderr:
+        plog.debug("%s stderr:\n%s", program, stderr.decode("utf-8", "replace"))
+    if returncode != 0:
+        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+        status = (
+            f"was killed by signal {-returncode}"
+            if returncode < 0
+            else f"exited with status {returncode}"
         )
+        raise EngineError(f"{program} {status}" + (f": {tail}" if tail else ""))
+    if expect_output is not None and not (
+        expect_output.is_file() and expect_output.stat().st_size > 0
+    ):
+        raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
+    return RunResult(tuple(argv), returncode, stdout, stderr)
+
+
+def _check_program(path: str, program: str, env: Mapping[str, str] | None) -> None:
+    """Raise the error Popen would, before a wrapper (setpriv, bwrap) hides it in its own."""
+    if os.sep not in path:
+        found = shutil.which(path, path=(env if env is not None else os.environ).get("PATH"))
+        if found is None:
+            raise EngineError(f"cannot start {program}: not found on the PATH")
+        path = found
+    if not os.path.isfile(path):
+        raise EngineError(f"cannot start {program}: {os.strerror(errno.ENOENT)}")
+    if not os.access(path, os.X_OK):
+        raise EngineError(f"cannot start {program}: {os.strerror(errno.EACCES)}")
+
+
+def _execute(
+    argv: list[str],
+    program: str,
+    timeout: float,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+) -> tuple[bytes, bytes, int]:
+    """Start ``argv`` (dying with this thread), wait under ``timeout``, kill its group after.
+
+    Returns:
+        stdout, stderr and the exit status.
+    """
     argv = die_with_parent(argv)
-    plog.debug("running %s", argv)
+    logging.getLogger(f"{__name__}.{program}").debug("running %s", argv)
     try:
         proc = subprocess.Popen(
             argv,
@@ -202,21 +286,7 @@ def run(
     # The direct child has exited; make sure nothing it forked lingers in its group.
     if _group_alive(proc.pid):
         kill_group(proc, grace=0.2)
-    if stderr:
-        plog.debug("%s stderr:\n%s", program, stderr.decode("utf-8", "replace"))
-    if proc.returncode != 0:
-        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
-        status = (
-            f"was killed by signal {-proc.returncode}"
-            if proc.returncode < 0
-            else f"exited with status {proc.returncode}"
-        )
-        raise EngineError(f"{program} {status}" + (f": {tail}" if tail else ""))
-    if expect_output is not None and not (
-        expect_output.is_file() and expect_output.stat().st_size > 0
-    ):
-        raise EngineError(f"{program} finished but wrote no output ({expect_output.name})")
-    return RunResult(tuple(argv), proc.returncode, stdout, stderr)
+    return stdout, stderr, proc.returncode
 
 
 def spawn(

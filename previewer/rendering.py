@@ -199,6 +199,7 @@ def write_previews(
     *,
     upscale: bool,
     limits: Limits,
+    root: Path | None = None,
 ) -> list[tuple[int, int]]:
     """Render page ``index`` at every size and write each preview to its path, atomically.
 
@@ -214,6 +215,8 @@ def write_previews(
         dests: One destination path per size (directories are created).
         upscale: Allow raster sources to be enlarged.
         limits: Budgets.
+        root: The output tree's top; folders below it are never entered through a symbolic
+            link (see :func:`previewer.output.write_file`).
 
     Returns:
         The pixel size of each preview written, in ``sizes`` order.
@@ -231,18 +234,18 @@ def write_previews(
     if len(small) == 1:
         direct = render_page_png(doc, index, sizes[small[0]], upscale=upscale, limits=limits)
         if direct is not None:
-            output.write_file(dests[small[0]], direct[0])
+            output.write_file(dests[small[0]], direct[0], root=root)
             small = []
     if small:
         images = render_page(doc, index, [sizes[i] for i in small], upscale=upscale, limits=limits)
         for i, image in zip(small, images, strict=True):
-            output.write_png(image, dests[i])
+            output.write_png(image, dests[i], root=root)
     page = doc.page_size(index)
     for i, target in enumerate(targets):
         if i in small or target[0] * target[1] <= limits.max_tile_pixels:
             continue
         bands = _bands(doc, index, target, _scale(target, page), limits)
-        output.write_png_stream(dests[i], target[0], target[1], bands)
+        output.write_png_stream(dests[i], target[0], target[1], bands, root=root)
     return targets
 
 

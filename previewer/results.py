@@ -150,7 +150,8 @@ class DocumentInfo:
         mime: Sniffed MIME type.
         converter: Converter that would render it.
         engine: That converter's engine and version.
-        pages: Page count.
+        pages: Page count; None when the document's own count is damaged and unknown (then
+            ``page_sizes`` lists the pages that could be found).
         page_sizes: Displayed size of each page (up to the first 1000) in ``units``.
         units: ``"pt"`` or ``"px"``.
         bytes: File size.
@@ -162,7 +163,7 @@ class DocumentInfo:
     mime: str
     converter: str
     engine: str
-    pages: int
+    pages: int | None
     page_sizes: list[tuple[float, float]]
     units: str
     bytes: int
@@ -198,6 +199,11 @@ class ConverterInfo:
         available: Whether it can run here.
         reason: Why not, with an install hint.
         origin: ``"builtin"`` or the entry point it came from.
+        isolation: What its engine is isolated from: ``"in-process"`` (the engine is a
+            library running in previewer's own or batch worker process, under its limits),
+            the sandbox an engine program gets here (``"no network, private file view
+            (bubblewrap)"``, see :mod:`previewer.sandbox`), or ``"not declared"`` for a plugin
+            that does not say (its ``sandboxed`` attribute).
     """
 
     name: str
@@ -208,6 +214,7 @@ class ConverterInfo:
     available: bool
     reason: str
     origin: str
+    isolation: str = "not declared"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the converter as a JSON object."""
@@ -220,4 +227,5 @@ class ConverterInfo:
             "available": self.available,
             "reason": self.reason,
             "origin": self.origin,
+            "isolation": self.isolation,
         }

@@ -18,11 +18,13 @@ Usage: ``celery -A previewer.tasks worker`` or ``previewer worker``; the broker 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ __all__ = [
     "BrokerUnavailableError",
     "app",
     "broker_url",
+    "cancel_run",
     "configure",
     "convert_file",
     "options_from_dict",
@@ -63,8 +66,31 @@ BROKER_ENV = "PREVIEWER_BROKER_URL"
 """Environment variable naming the broker URL."""
 
 TASK_NAME = "previewer.convert_file"
+SOFT_GRACE = 2.0
+"""Seconds the soft time limit stays above the timeout, as a local batch's worker deadline does
+(``previewer.pool.DEADLINE_GRACE``): an engine that overruns the timeout is killed by
+:func:`previewer.process.run` first and reports it in the same words as in a local run."""
 HARD_GRACE = 2.0
 """Seconds between the soft time limit (the task cleans up) and the hard one (its child dies)."""
+CANCEL_PREFIX = "previewer-cancel-"
+"""Redis key prefix of a cancelled run (``previewer-cancel-<run id>``): its tasks are discarded."""
+ALIVE_PREFIX = "previewer-run-"
+"""Redis key prefix of a submitter's heartbeat (``previewer-run-<run id>``): while it exists the
+submitter is waiting for the run's results; once it expires, workers discard the run's tasks."""
+HEARTBEAT = 120.0
+"""Seconds a submitter's heartbeat lasts (it renews it every tenth of that): above the default
+``outage_grace``, so a submitter riding out an outage is not taken for gone."""
+CANCEL_TTL = 7 * 24 * 3600
+"""Seconds a cancellation is remembered (longer than a task can wait in any sane queue)."""
+MAX_ATTEMPTS = 3
+"""Deliveries of one task after which it fails instead of converting again: a file whose
+engine crashes its worker process would otherwise be requeued (``task_reject_on_worker_lost``)
+and crash a worker for ever, where a local batch reports an EngineError."""
+ATTEMPTS_PREFIX = "previewer-attempts-"
+"""Redis key prefix counting a task's deliveries (``previewer-attempts-<task id>``)."""
+STOP_SIGNAL = "SIGUSR1"
+"""The signal a revoked task's process gets: Celery's prefork pool uses it for the soft time
+limit, so a task interrupted by it cleans up (engines killed, temporary files removed)."""
 VISIBILITY_MARGIN = 2.0
 """Seconds the Redis visibility timeout stays above the hard limit."""
 MAX_TASKS_PER_CHILD = 1000
@@ -83,7 +109,7 @@ def broker_url(broker: str | None = None) -> str:
 
 def time_limits(timeout: float) -> tuple[float, float, float]:
     """Return ``(soft, hard, visibility)`` seconds derived from a per-file ``timeout``."""
-    soft = float(timeout)
+    soft = float(timeout) + SOFT_GRACE
     hard = soft + HARD_GRACE
     return soft, hard, hard + VISIBILITY_MARGIN
 
@@ -171,6 +197,7 @@ def options_to_dict(options: Options) -> dict[str, Any]:
         "sizes": [[s.width, s.height, s.square] for s in options.sizes],
         "pages": options.pages.text,
         "out_dir": os.fspath(options.out_dir),
+        "out_root": None if options.out_root is None else os.fspath(options.out_root),
         "upscale": options.upscale,
         "password": options.password,
         "converter": options.converter,
@@ -190,6 +217,7 @@ def options_from_dict(data: dict[str, Any]) -> Options:
             sizes=tuple(SizeSpec(w, h, square=bool(sq)) for w, h, sq in data["sizes"]),
             pages=PageSpec.parse(data["pages"]),
             out_dir=Path(data["out_dir"]),
+            out_root=Path(data["out_root"]) if data.get("out_root") else None,
             upscale=bool(data["upscale"]),
             password=data["password"],
             converter=data["converter"],
@@ -249,8 +277,16 @@ def _remove_partial_outputs(out_dir: Path, name: str) -> None:
 
 
 def _error_dict(error: PreviewerError) -> dict[str, Any]:
+    """The parts of ``error`` the submitter needs to rebuild it (see :func:`_rebuild_error`).
+
+    ``bases`` (the class's PreviewerError ancestry) and ``exit_code`` let a class the submitter
+    does not know, say a plugin's own ``InputError`` subclass, come back with the same name,
+    the same exit code and the same place in the hierarchy.
+    """
     return {
         "type": type(error).__name__,
+        "bases": [c.__name__ for c in type(error).__mro__ if issubclass(c, PreviewerError)],
+        "exit_code": int(error.exit_code),
         "message": error.message,
         "path": error.path,
         "converter": error.converter,
@@ -258,50 +294,216 @@ def _error_dict(error: PreviewerError) -> dict[str, Any]:
     }
 
 
+class _StoppedError(EngineTimeoutError):
+    """The task's process got the stop signal before its soft time limit: it was revoked.
+
+    An :class:`EngineTimeoutError` so that nothing on the way (the fallback converter, the
+    pipeline's guards) treats it as a failure about the file.
+    """
+
+
+def _timeout_error(timeout: float, path: str, *, killed: bool = False) -> EngineTimeoutError:
+    """The error a local batch reports for a file its worker had to stop (``previewer.pool``)."""
+    how = "its worker process was killed" if killed else "it was stopped"
+    return EngineTimeoutError(
+        f"conversion did not finish within the timeout of {timeout:g} s; {how}",
+        path=path,
+        hint="raise --timeout if the input is legitimately slow",
+    )
+
+
+def _begin(celery_app: Celery, run: str | None, task_id: str | None) -> tuple[str, int]:
+    """The run's state and this task's delivery count, in one round trip to Redis.
+
+    Returns:
+        ``("cancelled" | "gone" | "alive", deliveries)``: ``gone`` when the submitter's
+        heartbeat has expired; deliveries count this one.
+    """
+    if not run and not task_id:
+        return "alive", 1
+    try:
+        pipe = celery_app.backend.client.pipeline()
+        if run:
+            pipe.exists(CANCEL_PREFIX + run)
+            pipe.exists(ALIVE_PREFIX + run)
+        if task_id:
+            pipe.incr(ATTEMPTS_PREFIX + task_id)
+            pipe.expire(ATTEMPTS_PREFIX + task_id, CANCEL_TTL)
+        replies = pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
+        log.warning("cannot read the state of run %s: %s", run, exc)
+        return "alive", 1
+    state = "alive"
+    if run:
+        cancelled, alive = replies[:2]
+        replies = replies[2:]
+        state = "cancelled" if cancelled else "alive" if alive else "gone"
+    return state, int(replies[0]) if task_id else 1
+
+
+def _cancelled(celery_app: Celery, run: str | None) -> bool:
+    """Whether the submitter of ``run`` cancelled it (its cancellation key exists in Redis)."""
+    if not run:
+        return False
+    try:
+        return bool(celery_app.backend.client.exists(CANCEL_PREFIX + run))
+    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
+        log.warning("cannot check whether run %s was cancelled: %s", run, exc)
+        return False
+
+
+def _forget_attempts(celery_app: Celery, task_id: str | None) -> None:
+    if task_id:
+        try:
+            celery_app.backend.client.delete(ATTEMPTS_PREFIX + task_id)
+        except Exception as exc:  # noqa: BLE001 - the counter expires anyway
+            log.debug("cannot delete the attempt counter of task %s: %s", task_id, exc)
+
+
+@contextlib.contextmanager
+def _stop_on_signal(
+    started: float, soft: float | None, timeout: float, path: str
+) -> Iterator[None]:
+    """While converting, turn the stop signal into one of our errors.
+
+    Celery's prefork pool sends :data:`STOP_SIGNAL` at the soft time limit, and a revoke with
+    ``terminate`` sends it too; its own handler raises ``SoftTimeLimitExceeded``, which the
+    pipeline would report as an unexpected engine failure (exit 7). Raising a PreviewerError
+    instead lets it pass the converters' guards unchanged while :func:`previewer.process.run`
+    kills the engine's process group on the way out: a timeout is an
+    :class:`EngineTimeoutError` (exit 8) as in a local run, and a revoke a
+    :class:`_StoppedError` the task discards.
+    """
+    import signal
+    import threading
+
+    signum = getattr(signal, STOP_SIGNAL, None)
+    if signum is None or threading.current_thread() is not threading.main_thread():
+        yield  # another pool (solo, threads): no time limits to translate
+        return
+    active = [True]
+
+    def on_signal(number: int, frame: object) -> None:
+        if not active[0]:
+            return  # arrived after the conversion: nothing left to stop
+        if soft is not None and time.monotonic() - started >= soft - min(0.5, soft / 4):
+            raise _timeout_error(timeout, path)
+        raise _StoppedError("the conversion was stopped", path=path)
+
+    previous = signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        active[0] = False
+        signal.signal(signum, previous)
+
+
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def convert_file(
-    self: Any, path: str, options_dict: dict[str, Any], name: str | None = None
+    self: Any,
+    path: str,
+    options_dict: dict[str, Any],
+    name: str | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """Convert one input on a worker and return its JSON result.
+
+    A task of a cancelled run (see :func:`submit_many`) is discarded without converting: before
+    it starts, or when it is stopped by a revoke while it runs; so is one whose submitter's
+    heartbeat has expired (the submitter was killed without cancelling).
 
     Args:
         self: The task (Celery's bound-task argument).
         path: Absolute path of the input, as seen by the workers.
         options_dict: The options, from :func:`options_to_dict` (``out_dir`` absolute).
         name: File name for the outputs (default: the path's name).
+        run: The submitting run's id, whose cancellation key and heartbeat are checked.
 
     Returns:
         ``FileResult.to_dict()`` plus ``error_detail`` (the error's parts, to rebuild it).
-    """
-    from celery.exceptions import SoftTimeLimitExceeded
 
-    from previewer.api import convert_one
+    Raises:
+        Ignore: The run was cancelled or its submitter is gone: no conversion, no result.
+    """
+    from celery.exceptions import Ignore
+
     from previewer.registry import Registry
 
     global _registry
     if _registry is None:
         _registry = Registry()
     started = time.monotonic()
+    out_name = name or os.path.basename(path)
+    state, attempts = _begin(self.app, run, self.request.id)
+    if state != "alive":
+        why = "its run was cancelled" if state == "cancelled" else "its submitter is gone"
+        log.info("discarding %s: %s", path, why)
+        _forget_attempts(self.app, self.request.id)
+        raise Ignore()
     try:
         options = options_from_dict(options_dict)
     except InvalidOptionsError as exc:
         result = FileResult(input=path, status="failed", error=exc)
     else:
-        if (self.request.delivery_info or {}).get("redelivered"):
+        if attempts > 1 or (self.request.delivery_info or {}).get("redelivered"):
             # An earlier attempt died mid-write: remove its temporary files.
-            _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
-        try:
-            result = convert_one(path, options, _registry, name=name)
-        except SoftTimeLimitExceeded:
-            _remove_partial_outputs(options.out_dir, name or os.path.basename(path))
-            result = FileResult(
-                input=path,
-                status="failed",
-                error=EngineTimeoutError(
-                    f"conversion took longer than {options.limits.timeout:g} s", path=path
-                ),
+            _remove_partial_outputs(options.out_dir, out_name)
+        if attempts > MAX_ATTEMPTS:
+            error = EngineError(
+                f"its worker process exited unexpectedly {attempts - 1} times while converting "
+                "it; not tried again",
+                path=path,
             )
+            result = FileResult(input=path, status="failed", error=error)
+        else:
+            try:
+                result = _convert_stoppable(self, path, options, name, run, started)
+            except Ignore:
+                _forget_attempts(self.app, self.request.id)
+                raise
+    _forget_attempts(self.app, self.request.id)
     result.duration = time.monotonic() - started
+    return _result_data(result)
+
+
+def _convert_stoppable(
+    task: Any, path: str, options: Options, name: str | None, run: str | None, started: float
+) -> FileResult:
+    """Convert under the stop signal's translation (see :func:`_stop_on_signal`).
+
+    Raises:
+        Ignore: The conversion was stopped because its run was cancelled.
+    """
+    from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+    from previewer.api import convert_one
+
+    out_name = name or os.path.basename(path)
+    timeout = options.limits.timeout
+    soft = (task.request.timelimit or (None, None))[1] or task.app.conf.task_soft_time_limit
+    try:
+        for attempt in range(2):
+            with _stop_on_signal(started, soft, timeout, path):
+                result = convert_one(path, options, _registry, name=name)
+            if type(result.error) is not _StoppedError:
+                return result
+            _remove_partial_outputs(options.out_dir, out_name)
+            if _cancelled(task.app, run):
+                log.info("stopped %s: its run was cancelled", path)
+                raise Ignore()
+            if attempt:
+                break
+            # A stray signal (a revoke meant for the task this process ran before).
+            log.warning("%s was stopped by a stray signal; converting it again", path)
+    except SoftTimeLimitExceeded:
+        # Arrived outside the conversion, where Celery's own handler is in place.
+        _remove_partial_outputs(options.out_dir, out_name)
+        if _cancelled(task.app, run):
+            raise Ignore() from None
+    return FileResult(input=path, status="failed", error=_timeout_error(timeout, path))
+
+
+def _result_data(result: FileResult) -> dict[str, Any]:
     data = result.to_dict()
     data["error_detail"] = _error_dict(result.error) if result.error is not None else None
     return data
@@ -309,11 +511,44 @@ def convert_file(
 
 # --------------------------------------------------------------------------- submitting side
 
+_foreign_errors: dict[tuple[str, str, int], type[PreviewerError]] = {}
+
+
+def _error_class(detail: dict[str, Any]) -> type[PreviewerError]:
+    """The class of a worker's error: ours by name, else a stand-in with its name and code.
+
+    A class previewer does not define (a plugin's, say ``MyInputError(InputError)``) gets a
+    subclass of its nearest ancestor that previewer knows, with the same name and exit code,
+    so reports, ``--json`` and exit codes read as in a local run. Nothing is imported.
+    """
+    name = str(detail.get("type", ""))
+    known = getattr(errors, name, None)
+    if isinstance(known, type) and issubclass(known, PreviewerError):
+        return known
+    if name == BrokerUnavailableError.__name__:
+        return BrokerUnavailableError
+    base: type[PreviewerError] = EngineError
+    for ancestor in detail.get("bases") or []:
+        cls = getattr(errors, str(ancestor), None)
+        if isinstance(cls, type) and issubclass(cls, PreviewerError):
+            base = cls
+            break
+    try:
+        code = errors.ExitCode(int(detail.get("exit_code", base.exit_code)))
+    except (TypeError, ValueError):
+        code = base.exit_code
+    if not name.isidentifier():
+        return base
+    key = (name, base.__name__, int(code))
+    if key not in _foreign_errors:
+        _foreign_errors[key] = type(
+            name, (base,), {"exit_code": code, "__module__": __name__, "__doc__": base.__doc__}
+        )
+    return _foreign_errors[key]
+
 
 def _rebuild_error(detail: dict[str, Any], display: str, abs_path: str) -> PreviewerError:
-    cls = getattr(errors, str(detail.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, PreviewerError)):
-        cls = EngineError
+    cls = _error_class(detail)
     path = detail.get("path")
     return cls(
         str(detail.get("message", "")),
@@ -352,20 +587,26 @@ def _rebuild_result(data: dict[str, Any], display: str, abs_path: str, out_dir: 
 
 
 def _failure_result(meta: dict[str, Any], display: str, timeout: float) -> FileResult:
-    """A result for a task that raised on the worker (hard time limit, lost worker, bug)."""
-    info = meta.get("result") or {}
-    exc_type = str(info.get("exc_type", "")) if isinstance(info, dict) else ""
-    exc_message = info.get("exc_message", "") if isinstance(info, dict) else str(info)
+    """A result for a task that raised on the worker (hard time limit, lost worker, bug).
+
+    Celery's backend hands the failure over as an exception object rebuilt from its JSON
+    (``exc_type``, ``exc_message``); older results may still be that dict.
+    """
+    info = meta.get("result")
+    if isinstance(info, BaseException):
+        exc_type, exc_message = type(info).__name__, str(info)
+    elif isinstance(info, dict):
+        exc_type, exc_message = str(info.get("exc_type", "")), str(info.get("exc_message", ""))
+    else:
+        exc_type, exc_message = "", str(info or "")
     error: PreviewerError
     if "TimeLimitExceeded" in exc_type:
-        error = EngineTimeoutError(
-            f"conversion killed after the hard time limit ({time_limits(timeout)[1]:g} s)",
-            path=display,
-        )
+        # The child ignored the soft limit (stuck in an engine's C code) and was killed at the
+        # hard one; a local batch reports its worker killed at the deadline the same way.
+        error = _timeout_error(timeout, display, killed=True)
     else:
-        error = EngineError(
-            f"queue worker failed: {exc_type or 'error'} {exc_message}".strip(), path=display
-        )
+        what = exc_type or meta.get("status") or "error"
+        error = EngineError(f"queue worker failed: {what} {exc_message}".strip(), path=display)
     return FileResult(input=display, status="failed", error=error)
 
 
@@ -396,6 +637,7 @@ def submit_many(
     outage_grace: float = 60.0,
     poll_interval: float = 0.1,
     stall_check: float = 30.0,
+    heartbeat: float = HEARTBEAT,
 ) -> BatchReport:
     """Convert files and directory trees on queue workers; report like a local batch.
 
@@ -418,6 +660,10 @@ def submit_many(
             broker lost (not queued, not running, no result: a Redis restarted without its
             data) and sends them again; tasks are idempotent.
         poll_interval: Seconds between polls of the result backend.
+        heartbeat: Seconds the run's heartbeat key lasts in Redis; it is renewed while the
+            submitter waits. Workers discard the files of a run whose heartbeat expired (its
+            submitter was killed); an interrupted submitter (Ctrl-C, SIGTERM) cancels its run
+            at once (see :func:`cancel_run`).
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -471,6 +717,8 @@ def submit_many(
     # backend opens for every sent task (and closes in forget) would only add round trips.
     client.backend.on_task_call = lambda producer, task_id: None
 
+    run = uuid.uuid4().hex
+
     def send(task: _Sent, producer: Any) -> str:
         async_result = client.send_task(
             TASK_NAME,
@@ -481,24 +729,38 @@ def submit_many(
             soft_time_limit=soft,
             time_limit=hard,
             producer=producer,
+            headers={"previewer_run": run},  # how cancel_run finds the run's queued messages
         )
         return str(async_result.id)
 
+    alive = _Heartbeat(client, run, heartbeat)
     try:
+        alive.beat(force=True)
         with client.producer_or_acquire() as producer:
             for job in jobs:
+                alive.beat()
                 if (error := overwrite_error(job, claimed)) is not None:
                     finish(job, FileResult(input=job.display, status="failed", error=error))
                     continue
                 abs_path = os.path.abspath(str(job.source))
-                opts = replace(options, out_dir=Path(os.path.abspath(job.out_dir)))
-                task = _Sent(job, abs_path, [abs_path, options_to_dict(opts), job.name])
-                task.task_id = send(task, producer)
-                pending[task.task_id] = task
-        gather = _Gatherer(client, pending, finish, options, shown, send)
+                opts = replace(
+                    options,
+                    out_dir=Path(os.path.abspath(job.out_dir)),
+                    out_root=Path(os.path.abspath(options.out_dir)),
+                )
+                args = [abs_path, options_to_dict(opts), job.given_name, run]
+                task = _Sent(job, abs_path, args)
+                task.task_id = str(uuid.uuid4())
+                pending[task.task_id] = task  # before sending: an interrupt may come meanwhile
+                send(task, producer)
+        gather = _Gatherer(client, pending, finish, options, shown, send, alive)
         gather.run(outage_grace, poll_interval, stall_check)
-    except Exception as exc:
+        alive.stop()
+    except BaseException as exc:
         if not _is_connection_error(exc):
+            # Interrupted (Ctrl-C, SIGTERM) or a bug: nobody will wait for the rest.
+            if pending:
+                cancel_run(client, run, set(pending))
             raise
         raise BrokerUnavailableError(
             f"lost the queue broker {shown}: {exc}",
@@ -506,6 +768,84 @@ def submit_many(
         ) from exc
     report.elapsed = time.monotonic() - started
     return report
+
+
+def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
+    """Make sure the unfinished tasks of an abandoned run convert nothing more.
+
+    Three steps, each best effort and quick (this runs while the submitter is being
+    interrupted): the run's cancellation key, which every task checks before it converts
+    (it reaches tasks already taken by a worker, and workers that start later); removal of the
+    run's messages still in the queue; and a revoke of the rest, whose running tasks get
+    :data:`STOP_SIGNAL` and are discarded with their engines stopped and temporary files removed.
+
+    Args:
+        client: The submitting app.
+        run: The run's id (the tasks' ``run`` argument).
+        task_ids: The tasks of the run that have not reported a result.
+    """
+    purged: set[str] = set()
+    try:
+        client.backend.client.set(CANCEL_PREFIX + run, "1", ex=CANCEL_TTL)
+        client.backend.client.delete(ALIVE_PREFIX + run)
+        with client.connection_for_write() as conn:
+            redis = conn.default_channel.client
+            removed = redis.eval(_PURGE_RUN, 1, client.conf.task_default_queue, run)
+            purged = {x.decode() if isinstance(x, bytes) else str(x) for x in removed}
+        left = sorted(task_ids - purged)
+        if left:
+            client.control.revoke(left, terminate=True, signal=STOP_SIGNAL)
+            backend = client.backend  # results that came since the last poll: nobody reads them
+            backend.client.delete(*(backend.get_key_for_task(t) for t in left))
+    except Exception as exc:  # noqa: BLE001 - the cancellation key alone already stops them
+        log.warning("could not cancel all queued files of this run: %s", exc)
+    log.info("cancelled: %d queued file(s) removed, the others revoked", len(purged))
+
+
+_PURGE_RUN = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local keep, removed = {}, {}
+for _, raw in ipairs(items) do
+  local ok, message = pcall(cjson.decode, raw)
+  local headers = ok and type(message) == 'table' and message['headers'] or nil
+  if type(headers) == 'table' and headers['previewer_run'] == ARGV[1] then
+    removed[#removed + 1] = headers['id']
+  else
+    keep[#keep + 1] = raw
+  end
+end
+if #removed > 0 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #keep, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
+  end
+end
+return removed
+"""
+"""Removes a run's messages from the queue (a kombu Redis list) in one pass, atomically (a
+worker popping meanwhile waits), and returns their task ids: one LREM per message would cost
+the length of the queue each."""
+
+
+class _Heartbeat:
+    """The run's heartbeat key: set at the start, renewed while waiting, removed at the end."""
+
+    def __init__(self, client: Celery, run: str, ttl: float) -> None:
+        self.client, self.key, self.ttl = client, ALIVE_PREFIX + run, ttl
+        self.last = -float("inf")
+
+    def beat(self, *, force: bool = False) -> None:
+        """Renew the key when a tenth of its life has passed (or now, with ``force``)."""
+        now = time.monotonic()
+        if force or now - self.last >= self.ttl / 10:
+            self.client.backend.client.set(self.key, "1", px=max(1, int(self.ttl * 1000)))
+            self.last = now
+
+    def stop(self) -> None:
+        try:
+            self.client.backend.client.delete(self.key)
+        except Exception as exc:  # noqa: BLE001 - it expires anyway
+            log.debug("cannot delete the heartbeat %s: %s", self.key, exc)
 
 
 @dataclass
@@ -529,9 +869,11 @@ class _Gatherer:
         options: Options,
         shown: str,
         send: Callable[[_Sent, Any], str],
+        alive: _Heartbeat,
     ) -> None:
         self.client, self.pending, self.finish = client, pending, finish
         self.options, self.shown, self.send = options, shown, send
+        self.alive = alive
 
     def run(self, outage_grace: float, poll_interval: float, stall_check: float) -> None:
         backend = self.client.backend
@@ -540,6 +882,7 @@ class _Gatherer:
         server = _server_id(self.client)
         while self.pending:
             try:
+                self.alive.beat()
                 if time.monotonic() - progress_at > stall_check:
                     # No result for a while: a Redis restarted between two polls goes unseen
                     # as an outage, but not as a new server.
@@ -555,9 +898,13 @@ class _Gatherer:
                 )
                 if outage_since is not None:
                     log.warning("queue broker %s is back", self.shown)
+                    self.alive.beat(force=True)
+                    long_outage = time.monotonic() - outage_since > self.alive.ttl / 2
                     outage_since = None
                     current = _server_id(self.client)
-                    if current is None or current != server:  # restarted (or cannot tell)
+                    if current is None or current != server or long_outage:
+                        # Restarted (or cannot tell), or away so long that the heartbeat may
+                        # have expired and workers discarded files: look for lost ones.
                         server = current
                         self.resend_lost()
             except Exception as exc:
@@ -599,6 +946,7 @@ class _Gatherer:
 
     def resend_lost(self) -> None:
         """Send again the pending files the broker no longer knows about."""
+        self.alive.beat(force=True)  # first, so that workers do not discard what is resent
         lost = _lost_tasks(self.client, set(self.pending))
         if not lost:
             return

@@ -40,7 +40,12 @@ def thumbnail(size: int, input_: str, output: Path) -> None:
 
     The thumbnailer calling convention: exit 0 with OUTPUT written, or non-zero with nothing
     written. The first page is used; raster sources are never enlarged.
-    """
+
+    \b
+    Examples:
+      previewer thumbnail --size 256 report.pdf thumb.png
+      previewer thumbnail --size 128 'file:///home/me/a%20b.psd' /tmp/t.png
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer.api import render
     from previewer.freedesktop import save_rgba_png, uri_to_path
     from previewer.output import write_file
@@ -114,7 +119,15 @@ _where = click.option(
 
 @click.group(context_settings=CONTEXT)
 def desktop() -> None:
-    """Register previewer as the desktop's thumbnailer (GNOME, Xfce and others)."""
+    """Register previewer as the desktop's thumbnailer (GNOME, Xfce and others).
+
+    \b
+    Examples:
+      previewer desktop install
+      previewer desktop install --system
+      previewer desktop install --print
+      previewer desktop uninstall --user
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
 
 
 @desktop.command(context_settings=CONTEXT)

@@ -71,7 +71,13 @@ def worker(
 
     Start one per machine (inputs and the output directory on storage every machine sees
     under the same paths). Needs the queue extra: pip install 'previewer[queue]'.
-    """
+
+    \b
+    Examples:
+      previewer worker --broker redis://queue-host:6379/0
+      previewer worker --concurrency 4 --timeout 60
+      previewer worker -Q previews,big
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     try:
         from previewer import tasks
     except ImportError as exc:  # pragma: no cover - depends on the installation

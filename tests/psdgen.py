@@ -45,3 +45,19 @@ def without_composite(src: Path, dst: Path) -> Path:
     resources += block
     dst.write_bytes(data[:pos] + len(resources).to_bytes(4, "big") + resources + rest)
     return dst
+
+
+def with_corrupt_layer_rect(src: Path, dst: Path) -> Path:
+    """Copy a PSD, turning its first layer's rectangle upside down (bottom = -2**31)."""
+    data = bytearray(src.read_bytes())
+    pos = 26
+    pos += 4 + int.from_bytes(data[pos : pos + 4], "big")  # colour mode data
+    pos += 4 + int.from_bytes(data[pos : pos + 4], "big")  # image resources
+    pos += 4 + 4 + 2  # layer and mask section length, layer info length, layer count
+    top, left, bottom, right = (
+        int.from_bytes(data[pos + 4 * i : pos + 4 * i + 4], "big") for i in range(4)
+    )
+    assert 0 <= top < bottom and 0 <= left < right, "not a layer record"
+    data[pos + 8 : pos + 12] = (-(2**31)).to_bytes(4, "big", signed=True)
+    dst.write_bytes(bytes(data))
+    return dst

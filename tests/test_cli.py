@@ -294,6 +294,57 @@ def test_every_command_has_help_and_is_documented(
     assert f"previewer {command}" in readme
 
 
+def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            paths.extend(_command_paths(command, (*prefix, name)))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+def _examples(command: click.Command) -> list[str]:
+    """The example lines of a command's docstring (indented lines after ``Examples:``)."""
+    lines = (command.help or "").splitlines()
+    if "Examples:" not in [line.strip() for line in lines]:
+        return []
+    start = [line.strip() for line in lines].index("Examples:") + 1
+    examples = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        examples.append(line.strip())
+    return examples
+
+
+def test_help_shows_examples_one_per_line(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """click keeps a paragraph unwrapped only after a real backspace line; a raw docstring's
+    literal backslash-b is printed and the examples run together into one paragraph."""
+    with_examples = []
+    for path in _command_paths(cli):
+        code, out, err = run(capsysbinary, *path, "--help")
+        text = out.decode()
+        assert code == 0, err
+        assert "\\b" not in text and "\b" not in text, (path, text)
+        command: click.Command = cli
+        for name in path:
+            assert isinstance(command, click.Group)
+            found = command.get_command(click.Context(command), name)
+            assert found is not None
+            command = found
+        examples = _examples(command)
+        if examples:
+            with_examples.append(" ".join(path))
+            shown = [line.strip() for line in text.splitlines()]
+            assert "Examples:" in shown, (path, text)
+            start = shown.index("Examples:") + 1
+            assert shown[start : start + len(examples)] == examples, (path, text)
+    assert {"", "convert", "info", "worker", "thumbnail", "desktop"} <= set(with_examples)
+
+
 def test_readme_documents_every_convert_option() -> None:
     readme = (ROOT / "README.md").read_text()
     for param in cli.commands["convert"].params:

@@ -13,7 +13,7 @@ import pytest
 from pngcheck import check_png, check_tiling
 
 import previewer
-from previewer.errors import EngineTimeoutError, InputError
+from previewer.errors import EngineTimeoutError, InputError, LimitExceededError
 
 pytestmark = pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript (gs) not installed")
 
@@ -167,3 +167,79 @@ def test_one_size_preview_is_gs_png_without_pillow(tmp_path: Path) -> None:
         assert fast.mode == "RGBA" and fast.size == (300, 150)
         decoded = previewer.render(path, size=300)
         assert ImageChops.difference(fast, decoded).getbbox() is None
+
+
+RED_BOX = b"0.8 0.1 0.1 setrgbcolor 10 10 180 80 rectfill\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("noshow.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 200 100\n"),
+        # FreeHand writes .ai files as PostScript (not EPSF) that never call showpage.
+        ("freehand.ai", b"%!PS-Adobe-2.0\n%%Creator: FreeHand 5.0\n%%BoundingBox: 0 0 200 100\n"),
+        ("noshow.ps", b"%!PS-Adobe-3.0\n%%DocumentMedia: Plain 200 100 0 () ()\n"),
+    ],
+    ids=["eps", "freehand-ai", "ps"],
+)
+@pytest.mark.parametrize("showpage", [False, True], ids=["without-showpage", "with-showpage"])
+def test_page_is_emitted_once_with_or_without_showpage(
+    tmp_path: Path, name: str, head: bytes, showpage: bool
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(head + b"%%EndComments\n" + RED_BOX + (b"showpage\n" if showpage else b""))
+
+    (preview,) = previewer.convert(path, out_dir=tmp_path / "out", sizes=[200])
+
+    assert preview.converter == "postscript-ghostscript"
+    image = check_png(preview.path, expected_size=(200, 100)).convert("RGB")
+    # The drawing, not a second blank page written over it.
+    r, g, b = image.getpixel((100, 50))
+    assert r > 150 and g < 80 and b < 80, (r, g, b)
+
+
+BIG = "9" * 400  # overflows a double: inf
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ("0 0 1.2.3 5", InputError),  # malformed: ignored by previewer, refused by gs
+        (". . . .", InputError),
+        ("0 0 -100 -50", InputError),
+        (f"0 0 {BIG} 5", InputError),
+        ("-1e308 0 1e308 5", InputError),
+        ("abc", (595, 842)),  # no box: A4
+        ("0 0 200 100 junk", (200, 100)),
+        ("0 0 1e30 5", (256, 1)),  # huge but finite: fitted to the output, no giant page
+    ],
+)
+def test_malformed_or_overflowing_bounding_box(
+    tmp_path: Path, box: str, expected: type[Exception] | tuple[int, int]
+) -> None:
+    path = tmp_path / "box.eps"
+    path.write_bytes(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: " + box.encode() + b"\n%%EndComments\n"
+        + RED_BOX
+    )  # fmt: skip
+    if isinstance(expected, tuple):
+        (preview,) = previewer.convert(path, out_dir=tmp_path / "out", sizes=[256])
+        w, h = expected
+        assert (preview.width, preview.height) == (
+            (256, max(1, round(256 * h / w))) if w >= h else (round(256 * w / h), 256)
+        )
+        return
+    with pytest.raises(expected) as excinfo:
+        previewer.convert(path, out_dir=tmp_path / "out")
+    assert "box.eps" in str(excinfo.value)
+
+
+def test_postscript_page_too_large_for_ghostscript_is_a_limit(tmp_path: Path) -> None:
+    # 256 px across 100,000 pt is 0.18 dpi: Ghostscript 10.0 would stop with a rangecheck.
+    path = tmp_path / "poster.ps"
+    path.write_bytes(
+        b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 100000 100000\n%%EndComments\n" + RED_BOX
+        + b"showpage\n"
+    )  # fmt: skip
+    with pytest.raises(LimitExceededError, match="too large"):
+        previewer.convert(path, out_dir=tmp_path / "out", sizes=[256])

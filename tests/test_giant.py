@@ -2,7 +2,8 @@
 
 The inputs are generated once per test session (shared by the xdist workers through a lock):
 a 20,000 x 30,000 pt vector page, the same page size holding a 12,000 x 18,000 JPEG, a
-16,000 x 16,000 RGBA PNG, a 30,000 x 20,000 JPEG and a 20,000 x 20,000 tiled TIFF. Each
+16,000 x 16,000 RGBA PNG (with and without an eXIf chunk), a 30,000 x 20,000 JPEG, a
+20,000 x 20,000 tiled TIFF and a 16,000 x 16,000 GIF. Each
 conversion runs in a child process whose address space is capped (``RLIMIT_AS``); it must succeed
 there, while the naive way (one full ``get_pixmap``, one full decode) must fail under the same cap.
 """
@@ -39,7 +40,18 @@ GENERATE = textwrap.dedent(
 
     kind, out = sys.argv[1], Path(sys.argv[2])
     tmp = out.with_name(out.name + ".part")
-    if kind == "vector.pdf":
+    if kind == "giant.gif":
+        # Pillow encodes a palette image in seconds (libvips quantises RGB: ~30 s).
+        from PIL import Image, ImageDraw
+
+        image = Image.new("P", (16_000, 16_000), 0)
+        image.putpalette([255, 255, 255, 200, 30, 30, 30, 30, 200, 0, 160, 0] + [0] * 756)
+        draw = ImageDraw.Draw(image)
+        for i in range(0, 16_000, 500):
+            draw.rectangle((i, 0, i + 249, 15_999), fill=1 + (i // 500) % 3)
+            draw.line((0, i, 16_000, 16_000 - i), fill=3, width=40)
+        image.save(tmp, "GIF")
+    elif kind == "vector.pdf":
         doc = pymupdf.open()
         page = doc.new_page(width=20_000, height=30_000)
         shape = page.new_shape()
@@ -65,9 +77,11 @@ GENERATE = textwrap.dedent(
         # A 1000 x 1000 picture repeated: cheap to encode, and it compresses well.
         x = pyvips.Image.xyz(1000, 1000)
         tile = (x[0] / 4).bandjoin([x[1] / 4, (x[0] + x[1]) / 8]).cast("uchar")
-        if kind == "giant.png":
+        if kind in ("giant.png", "giant-noexif.png"):
+            # libvips writes an eXIf chunk before the pixels unless told to strip metadata.
             tile = tile.bandjoin(255 - x[0] / 8).cast("uchar")
-            tile.replicate(16, 16).pngsave(str(tmp), compression=1, filter="none")
+            strip = kind == "giant-noexif.png"
+            tile.replicate(16, 16).pngsave(str(tmp), compression=1, filter="none", strip=strip)
         elif kind == "giant.jpg":
             tile.replicate(30, 20).jpegsave(str(tmp), Q=70)
         elif kind == "giant.tif":
@@ -230,7 +244,7 @@ def test_streamed_output_of_giant_page_under_cap(giant: Path, tmp_path: Path) ->
         ("giant.tif", (20000, 20000), "decode"),
     ],
 )
-@pytest.mark.parametrize("size", ["256", "4000"])
+@pytest.mark.parametrize("size", ["256", "4000", "8000"])
 def test_giant_raster_under_cap(
     giant: Path, tmp_path: Path, kind: str, pixels: tuple[int, int], naive: str, size: str
 ) -> None:
@@ -253,3 +267,39 @@ def test_max_pixels_refuses_from_the_header(giant: Path, tmp_path: Path) -> None
     assert result["error"] == "LimitExceededError"
     assert "256,000,000" in result["message"]
     assert "100,000,000" in result["message"]
+
+
+def test_png_without_exif_is_not_decoded_to_read_its_orientation(
+    giant: Path, tmp_path: Path
+) -> None:
+    # Pillow 13 decodes a whole PNG (1 GB here) when asked for its EXIF and no eXIf chunk came
+    # before the pixels. No cap that would hide it (a failed allocation reads as "no EXIF"):
+    # the peak itself is measured.
+    src = _input(giant, "giant-noexif.png")
+    assert b"eXIf" not in src.read_bytes()[:4096]
+    result = _convert(src, tmp_path, "256", 4 * GIB)
+    assert result["size"] == [256, 256]
+    check_png(Path(result["path"]), longest=256, aspect=(16000, 16000))
+    assert result["peak"] < 300 * MIB
+
+
+@pytest.mark.parametrize("size", ["256", "8000"])
+def test_giant_png_without_exif_to_8000_px(giant: Path, tmp_path: Path, size: str) -> None:
+    src = _input(giant, "giant-noexif.png")
+    result = _convert(src, tmp_path, size, 4 * GIB)
+    assert result["size"] == [int(size), int(size)]
+    check_png(Path(result["path"]), longest=int(size), aspect=(16000, 16000))
+    assert result["peak"] < 400 * MIB
+
+
+@pytest.mark.parametrize("size", ["256", "8000"])
+def test_giant_gif_is_kept_at_one_byte_a_pixel(giant: Path, tmp_path: Path, size: str) -> None:
+    # A GIF frame is decoded whole (256 MB here, as palette indices); libvips 8.18 holds it as
+    # RGBA (1.1 GB), Pillow's whole-image conversion to RGB would take 768 MB more.
+    src = _input(giant, "giant.gif")
+    result = _convert(src, tmp_path, size, 4 * GIB)
+    assert result["size"] == [int(size), int(size)]
+    image = check_png(Path(result["path"]), longest=int(size), aspect=(16000, 16000))
+    r, g, b = image.convert("RGB").getpixel((int(size) // 128, int(size) * 3 // 10))
+    assert r > 150 and g < 80 and b < 80  # the first red stripe
+    assert result["peak"] < 400 * MIB

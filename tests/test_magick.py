@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -58,7 +59,6 @@ def test_xcf_layers_are_flattened_onto_the_canvas(
         (".sgi", "RGB", "image/x-sgi"),
         (".jp2", "RGB", "image/jp2"),  # JPEG 2000 file (OpenJPEG through ImageMagick)
         (".j2k", "RGB", "image/x-jp2-codestream"),
-        (".dds", "RGB", "image/vnd-ms.dds"),
         (".avif", "RGB", "image/avif"),  # libheif through ImageMagick's HEIC coder
     ],
 )
@@ -228,3 +228,162 @@ def test_imagemagick_pixel_budget_follows_the_limits() -> None:
     assert budget() == gib // 8  # half of the default 2 GiB cap, 8 bytes a pixel
     assert budget(max_memory=8 * gib) == 4 * gib // 8
     assert budget(max_pixels=1_000_000) == 1_000_000
+
+
+def _huge_header(kind: str, width: int, height: int) -> bytes:
+    """A file of ``kind`` whose header declares ``width`` x ``height`` and little else."""
+    import struct
+
+    if kind == "xcf":  # "gimp xcf file", width, height, RGB, no properties, layers, channels
+        return b"gimp xcf file\0" + struct.pack(">IIIIII", width, height, 0, 0, 0, 0) + bytes(64)
+    if kind == "pcx":  # ZSoft, version 5, RLE, 8 bits; xmin ymin xmax ymax; 3 planes
+        head = bytes([10, 5, 1, 8]) + struct.pack("<HHHHHH", 0, 0, width - 1, height - 1, 72, 72)
+        return (
+            head + bytes(49) + bytes([3]) + struct.pack("<HH", width, 1) + bytes(58) + bytes(2000)
+        )
+    if kind == "tga":  # uncompressed true colour, 24 bits
+        return (
+            bytes([0, 0, 2])
+            + bytes(9)
+            + struct.pack("<HH", width, height)
+            + bytes([24, 0])
+            + bytes(3000)
+        )
+    assert kind == "sgi"  # magic 474, verbatim, 1 byte a channel, 3 dimensions, RGB
+    return struct.pack(">hBBHHHH", 474, 0, 1, 3, width, height, 3) + bytes(3000)
+
+
+@pytest.mark.parametrize("kind", ["xcf", "pcx", "tga", "sgi"])
+def test_header_declaring_too_many_pixels_is_refused_at_once(kind: str, tmp_path: Path) -> None:
+    # ImageMagick 6.9 took 16 s to fail on the XCF (its "ping" allocates the canvas), and
+    # reported the PCX and SGI files as short data (exit 5) rather than too large.
+    path = tmp_path / f"huge.{kind}"
+    path.write_bytes(_huge_header(kind, 60000, 60000))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "previewer", "convert", str(path), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 5
+    assert proc.returncode == 6, proc.stderr
+    assert "60000x60000 = 3,600,000,000 pixels" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_pixels_applies_to_imagemagick_headers(picture: Image.Image, tmp_path: Path) -> None:
+    path = tmp_path / "small.tga"
+    picture.save(path)  # 300 x 200
+    (preview,) = previewer.convert(path, out_dir=tmp_path / "out", sizes=["64"])
+    assert preview.converter == "magick-wand"
+    with pytest.raises(
+        LimitExceededError, match=r"300x200 = 60,000 pixels, over the limit of 50,000"
+    ):
+        previewer.convert(
+            path, out_dir=tmp_path / "out2", limits=previewer.Limits(max_pixels=50_000)
+        )
+
+
+# Installs an audit hook recording every program the interpreter starts (subprocess,
+# posix_spawn, exec, system) into the file named LOG.
+_HOOK = """
+import json, sys
+
+def _hook(event, args, _log=open(LOG, "a")):
+    if event in ("subprocess.Popen", "os.posix_spawn", "os.exec", "os.system", "os.spawn"):
+        argv = [str(a) for a in args[1]] if isinstance(args[1], (list, tuple)) else [str(args[1])]
+        _log.write(json.dumps([str(args[0]), *argv]) + "\\n")
+        _log.flush()
+
+sys.addaudithook(_hook)
+"""
+
+# Records the programs started while running ``python -m MODULE ARGS...``: argv is LOG MODULE
+# ARGS...
+_RECORD_SPAWNS = (
+    "import runpy, sys\n"
+    "LOG = sys.argv.pop(1)\n" + _HOOK + "module = sys.argv.pop(1)\n"
+    "sys.argv[0] = module\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+)
+
+
+_TOOLCHAIN = {"gcc", "cc", "ld", "ldconfig"}
+
+
+def _fake_toolchain(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory of fake gcc, cc, ld and ldconfig that record being run, and their log."""
+    bin_dir, called = tmp_path / "fakebin", tmp_path / "toolchain-called"
+    bin_dir.mkdir()
+    for name in sorted(_TOOLCHAIN):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {called}\nexit 1\n')
+        script.chmod(0o755)
+    return bin_dir, called
+
+
+def test_conversion_starts_no_compiler_linker_or_ldconfig(
+    picture: Image.Image, tmp_path: Path
+) -> None:
+    # ctypes.util.find_library runs /sbin/ldconfig, then gcc and ld from PATH, for every name it
+    # does not find: converters.magick called it to report availability.
+    source = tmp_path / "in.tga"
+    picture.save(source)
+    bin_dir, called = _fake_toolchain(tmp_path)
+    spawns = tmp_path / "spawns.log"
+    code = f"""
+import magic  # python-magic (MIME sniffing) looks libmagic up once, when imported
+LOG = {str(spawns)!r}
+{_HOOK}
+import previewer
+(preview,) = previewer.convert(
+    {str(source)!r}, out_dir={str(tmp_path / "out")!r}, sizes=["64"], converter="magick-wand"
+)
+print(preview.path)
+"""
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    check_png(Path(proc.stdout.strip()), longest=64, aspect=(300, 200))
+    started = [json.loads(line) for line in spawns.read_text().splitlines()]
+    assert any("converters.magick_worker" in argv for argv in started), started
+    assert not [argv for argv in started if _TOOLCHAIN & {Path(a).name for a in argv[:2]}]
+    assert not called.exists(), called.read_text()
+
+
+def test_worker_starts_no_compiler_linker_or_ldconfig(picture: Image.Image, tmp_path: Path) -> None:
+    from converters.magick import _policy, worker_command
+    from previewer.plugin import ConvertContext
+
+    source = tmp_path / "in.tga"
+    picture.save(source)
+    work = tmp_path / "work"
+    ctx = ConvertContext(limits=previewer.Limits(), mime="image/x-tga", _workdir=lambda: work)
+    (work / "magick" / "config").mkdir(parents=True)
+    (work / "magick" / "tmp").mkdir()
+    policy = _policy(ctx, work / "magick" / "tmp")
+    (work / "magick" / "config" / "policy.xml").write_text(policy)
+    out = work / "magick" / "image.png"
+    argv, env = worker_command(ctx, "TGA", source, out)
+    assert argv[1:4] == ["-I", "-m", "converters.magick_worker"]
+    bin_dir, called = _fake_toolchain(tmp_path)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    spawns = tmp_path / "spawns.log"
+
+    proc = subprocess.run(
+        [argv[0], "-I", "-c", _RECORD_SPAWNS, str(spawns), argv[3], *argv[4:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=work / "magick",
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as written:
+        assert written.size == (300, 200)
+    assert not spawns.exists() or spawns.read_text() == ""
+    assert not called.exists(), called.read_text()

@@ -629,7 +629,7 @@ def test_no_uno_pipe_is_left_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # Without bubblewrap's private /tmp (network namespace only), the bridge removes them.
     unshare = sandbox.Mechanism("unshare", "/usr/bin/unshare", "test")
     if Path("/usr/bin/unshare").exists():
-        monkeypatch.setattr(sandbox, "mechanism", lambda: unshare)
+        monkeypatch.setattr(sandbox, "mechanism", lambda **kw: unshare)
         previewer.info(make_odt(tmp_path / "unshare.odt"))
         names += [e.workdir.name for e in office_engine._idle]
         assert any(name in p for p in pipes() for name in names[-1:]), "no pipe seen in /tmp"

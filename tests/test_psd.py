@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageStat
 from pngcheck import check_png, check_tiling
-from psdgen import layered_psd, without_composite
+from psdgen import layered_psd, with_corrupt_layer_rect, without_composite
 
 import previewer
 from previewer.errors import InputError, LimitExceededError
@@ -108,6 +108,28 @@ def test_no_composite_is_composited_from_layers(tmp_path: Path) -> None:
     # And the stored-composite path gives the same picture.
     stored = previewer.render(layered, size=400).convert("RGB")
     assert max(ImageStat.Stat(ImageChops.difference(stored, a)).mean) < 3
+
+
+def test_corrupt_layer_rectangle_falls_back_to_the_stored_composite(tmp_path: Path) -> None:
+    layered = layered_psd(tmp_path / "layered.psd", (300, 200), layers=2)
+    broken = with_corrupt_layer_rect(layered, tmp_path / "broken.psd")
+
+    (preview,) = previewer.convert(broken, out_dir=tmp_path / "out", sizes=["150"])
+
+    image = check_png(preview.path, longest=150, aspect=(300, 200))
+    expected = previewer.render(layered, size=150).convert("RGB")
+    assert max(ImageStat.Stat(ImageChops.difference(image.convert("RGB"), expected)).mean) < 1
+    info = previewer.info(broken)
+    assert "corrupt layer rectangle" in info.metadata["layer_error"]
+
+
+def test_corrupt_layer_rectangle_without_a_composite_is_bad_input(tmp_path: Path) -> None:
+    layered = layered_psd(tmp_path / "layered.psd", (300, 200), layers=2)
+    bare = with_corrupt_layer_rect(
+        without_composite(layered, tmp_path / "bare.psd"), tmp_path / "broken.psd"
+    )
+    with pytest.raises(InputError, match="corrupt layer rectangle"):
+        previewer.convert(bare, out_dir=tmp_path / "out")
 
 
 def test_tiny_file_declaring_a_huge_canvas_fails_fast(tmp_path: Path) -> None:

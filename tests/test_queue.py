@@ -87,7 +87,14 @@ class Redis:
 
 class Worker:
     def __init__(
-        self, url: str, name: str, log: Path, *, timeout: float = 30, concurrency: int = 1
+        self,
+        url: str,
+        name: str,
+        log: Path,
+        *,
+        timeout: float = 30,
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = log
         self.fh = open(log, "wb")
@@ -110,6 +117,7 @@ class Worker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=log.parent,
+            env=env,
         )
         try:
             _wait_for(
@@ -293,7 +301,7 @@ def test_killed_worker_task_is_redelivered(tmp_path: Path) -> None:
         assert thread.is_alive(), "the task finished before the worker was killed"
         (task_id,) = re.findall(r"convert_file\[([0-9a-f-]+)\] received", first.text())
         second = Worker(redis.url, "second", tmp_path / "second.log", timeout=8)
-        thread.join(40)  # visibility timeout (12 s) + restore scan interval (3 s)
+        thread.join(40)  # visibility timeout (14 s) + restore scan interval (3 s)
         assert not thread.is_alive(), "the task was not redelivered"
         report = box["report"]
         assert isinstance(report, BatchReport)
@@ -536,5 +544,260 @@ def test_lost_tasks_reads_the_brokers_layout(tmp_path: Path) -> None:
             channel.client.delete("celery")  # the queue is lost; ids[1] is done, ids[0] running
         assert _lost_tasks(client, set(ids)) == {ids[2]}
         assert _server_id(client) not in (None, "")
+    finally:
+        redis.stop()
+
+
+def _tripwire_env(tmp: Path) -> dict[str, str]:
+    """An environment whose previewer loads tests.plugins.faulty.TripwireConverter as an
+    installed plugin (a dist-info with the entry point on PYTHONPATH), for workers and CLIs."""
+    site = tmp / "site"
+    dist = site / "previewer_tripwire-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: previewer-tripwire\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(
+        "[previewer.converters]\ntripwire = tests.plugins.faulty:TripwireConverter\n"
+    )
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)])}
+
+
+def _outcomes(stdout: str) -> dict[str, tuple[str, str | None, int | None]]:
+    lines = [json.loads(x) for x in stdout.splitlines()]
+    return {
+        Path(r["input"]).name: (
+            r["status"],
+            r["error"]["type"] if r["error"] else None,
+            r["error"]["exit_code"] if r["error"] else None,
+        )
+        for r in lines
+    }
+
+
+def test_failures_match_a_local_run(tmp_path: Path) -> None:
+    """An engine overrunning the timeout (NAP), a conversion hanging in Python (HANG, stopped
+    at the soft time limit) and one deaf to it (STUCK, killed at the hard limit) are
+    EngineTimeoutError (exit 8) on the queue as in a local batch, not "unexpected
+    SoftTimeLimitExceeded" or "queue worker failed: TimeLimitExceeded" (exit 7); a plugin's
+    own error class comes back with its name and exit code; a file that crashes its worker
+    process (ABORT) is an EngineError after a few attempts instead of being requeued for
+    ever."""
+    env = _tripwire_env(tmp_path)
+    src = tmp_path / "in"
+    src.mkdir()
+    for word in ("HANG", "NAP", "STUCK", "ODD", "ABORT", "fine"):
+        (src / f"{word.lower()}.txt").write_text(f"{word}\n")
+    (src / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj<<>>\ngarbage" * 3)
+    redis = Redis(tmp_path)
+    worker = None
+    try:
+        worker = Worker(redis.url, "tw", tmp_path / "tw.log", concurrency=2, env=env)
+        common = [sys.executable, "-m", "previewer", "convert", "--json", "--timeout", "1"]
+        started = time.monotonic()
+        remote = subprocess.run(
+            [*common, str(src), "-o", str(tmp_path / "remote"), "--broker", redis.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        elapsed = time.monotonic() - started
+        single = subprocess.run(
+            [*common, str(src / "hang.txt"), "-o", str(tmp_path / "one"), "--broker", redis.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        stuck = subprocess.run(
+            [*common, str(src / "stuck.txt"), "-o", str(tmp_path / "one"), "--broker", redis.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        worker_log = worker.text()
+    finally:
+        if worker is not None:
+            worker.kill()
+        redis.stop()
+    local = subprocess.run(
+        [*common, str(src), "-o", str(tmp_path / "local"), "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert remote.returncode == local.returncode == 10, remote.stderr
+    expected = {
+        "hang.txt": ("failed", "EngineTimeoutError", 8),
+        "nap.txt": ("failed", "EngineTimeoutError", 8),
+        "stuck.txt": ("failed", "EngineTimeoutError", 8),
+        "odd.txt": ("failed", "OddInputError", 5),
+        "abort.txt": ("failed", "EngineError", 7),
+        "fine.txt": ("converted", None, None),
+        "broken.pdf": ("failed", "InputError", 5),
+    }
+    assert _outcomes(local.stdout) == expected, local.stdout
+    assert _outcomes(remote.stdout) == expected, remote.stdout
+    assert "SoftTimeLimitExceeded" not in remote.stdout + remote.stderr
+    assert "queue worker failed" not in remote.stdout + remote.stderr
+    # The engine that overran was killed by its own timeout, in the words of a local run.
+    nap = next(json.loads(x) for x in remote.stdout.splitlines() if "nap.txt" in x)
+    assert "sleep was killed after the timeout of 1 s" in nap["error"]["message"]
+    assert (
+        "failed (EngineError: 1, EngineTimeoutError: 3, InputError: 1, OddInputError: 1)"
+        in remote.stderr
+    )
+    abort = next(json.loads(x) for x in remote.stdout.splitlines() if "abort.txt" in x)
+    assert "exited unexpectedly 3 times" in abort["error"]["message"]
+    assert worker_log.count("exited with 'signal 6 (SIGABRT)'") == 3
+    assert elapsed < 90
+    assert single.returncode == 8 and "did not finish within the timeout of 1 s" in single.stderr
+    assert stuck.returncode == 8 and "its worker process was killed" in stuck.stderr, stuck.stderr
+    assert "Hard time limit" in worker_log  # STUCK really reached the hard limit
+
+
+def test_interrupted_submitter_cancels_its_queued_files(tmp_path: Path) -> None:
+    """Ctrl-C of a --broker submitter: exit 130, its files still queued are removed, the one
+    running is stopped, and nothing more is written; the worker goes on serving other runs."""
+    import redis as redis_py
+
+    env = _tripwire_env(tmp_path)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(30):
+        (src / f"slow{i:02d}.txt").write_text("SLOW\n")
+    out = tmp_path / "out"
+    redis = Redis(tmp_path)
+    worker = None
+    try:
+        worker = Worker(redis.url, "one", tmp_path / "one.log", concurrency=1, env=env)
+        submitter = subprocess.Popen(
+            [sys.executable, "-m", "previewer", "convert", str(src), "-o", str(out)]
+            + ["--broker", redis.url, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        try:
+            _wait_for(lambda: len(list(out.glob("*.png"))) >= 2, 60, "two previews")
+            submitter.send_signal(signal.SIGINT)
+            stdout, stderr = submitter.communicate(timeout=30)
+        finally:
+            if submitter.poll() is None:
+                submitter.kill()
+                submitter.wait(10)
+        assert submitter.returncode == 130, stderr
+        assert b"interrupted" in stderr
+        written = sorted(p.name for p in out.iterdir())
+        time.sleep(4)  # four files' worth of work, had they gone on
+        assert sorted(p.name for p in out.iterdir()) == written
+        assert len([n for n in written if n.endswith(".png")]) < 10
+        assert not [n for n in written if n.endswith(".tmp")]
+        client = redis_py.Redis.from_url(redis.url)
+        assert client.llen("celery") == 0
+        assert client.hlen("unacked") == 0
+        assert len(client.keys("previewer-cancel-*")) == 1
+        # The file being converted was stopped (or, between two files, the next one discarded).
+        log_text = worker.text()
+        assert "its run was cancelled" in log_text or "Discarding revoked task" in log_text
+        # The worker discarded the cancelled run's files and still serves a new run.
+        (tmp_path / "next.txt").write_text("fine\n")
+        again = subprocess.run(
+            [sys.executable, "-m", "previewer", "convert", str(tmp_path / "next.txt")]
+            + ["-o", str(tmp_path / "next"), "--broker", redis.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert again.returncode == 0, again.stderr
+        assert (tmp_path / "next" / "next.txt.p1.256.png").exists()
+    finally:
+        if worker is not None:
+            worker.kill()
+        redis.stop()
+
+
+def test_killed_submitter_files_are_discarded(tmp_path: Path) -> None:
+    """A submitter killed outright (SIGKILL: no chance to cancel) stops renewing its heartbeat;
+    once it expires the worker discards the run's remaining files instead of converting them."""
+    import redis as redis_py
+
+    env = _tripwire_env(tmp_path)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(30):
+        (src / f"slow{i:02d}.txt").write_text("SLOW\n")
+    out = tmp_path / "out"
+    redis = Redis(tmp_path)
+    worker = None
+    try:
+        worker = Worker(redis.url, "gone", tmp_path / "gone.log", concurrency=1, env=env)
+        code = (
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from previewer.options import Options\n"
+            "from previewer.tasks import submit_many\n"
+            "submit_many([sys.argv[1]], Options(out_dir=Path(sys.argv[2])), broker=sys.argv[3],"
+            " heartbeat=2.0)\n"
+        )
+        submitter = subprocess.Popen(
+            [sys.executable, "-c", code, str(src), str(out), redis.url], env=env
+        )
+        try:
+            _wait_for(lambda: len(list(out.glob("*.png"))) >= 2, 60, "two previews")
+            submitter.kill()
+            submitter.wait(10)
+        finally:
+            if submitter.poll() is None:
+                submitter.kill()
+                submitter.wait(10)
+        client = redis_py.Redis.from_url(redis.url)
+        _wait_for(
+            lambda: client.llen("celery") == 0 and client.hlen("unacked") == 0,
+            30,
+            "the worker to drain the abandoned run",
+        )
+        written = sorted(p.name for p in out.iterdir())
+        time.sleep(2)
+        assert sorted(p.name for p in out.iterdir()) == written
+        # Converted until the heartbeat (2 s) expired, about one file a second; not all 30.
+        assert 2 <= len(written) <= 10, written
+        assert "its submitter is gone" in worker.text()
+        assert client.keys("previewer-run-*") == []
+    finally:
+        if worker is not None:
+            worker.kill()
+        redis.stop()
+
+
+def test_cancel_run_removes_only_its_own_queued_messages(tmp_path: Path) -> None:
+    """cancel_run against kombu's real Redis layout: the run's queued messages leave the queue
+    in one pass, another run's stay in order, and the cancellation key is set."""
+    from celery import Celery
+
+    from previewer.tasks import CANCEL_PREFIX, TASK_NAME, _message_id, cancel_run, configure
+
+    redis = Redis(tmp_path)
+    try:
+        client = configure(Celery("cancel-test"), broker=redis.url)
+        client.backend.on_task_call = lambda producer, task_id: None
+        ids: dict[str, list[str]] = {"mine": [], "other": []}
+        for i in range(2500):  # more than one RPUSH chunk stays behind
+            run = "mine" if i % 3 == 0 else "other"
+            task = client.send_task(
+                TASK_NAME, args=[f"/f{i}", {}, None, run], headers={"previewer_run": run}
+            )
+            ids[run].append(task.id)
+        with client.connection_for_write() as conn:
+            raw_redis = conn.default_channel.client
+            before = [_message_id(m) for m in raw_redis.lrange("celery", 0, -1)]
+            cancel_run(client, "mine", set(ids["mine"]))
+            after = [_message_id(m) for m in raw_redis.lrange("celery", 0, -1)]
+            assert raw_redis.exists(CANCEL_PREFIX + "mine")
+            assert not raw_redis.exists(CANCEL_PREFIX + "other")
+        assert after == [t for t in before if t in set(ids["other"])]
+        assert len(after) == len(ids["other"]) == 1666
     finally:
         redis.stop()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageCms, ImageDraw, ImageOps, JpegImagePlugin
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat, JpegImagePlugin
 from pngcheck import check_png, png_chunks
 
 import previewer
@@ -483,6 +484,53 @@ def test_exif_rotation_puts_corners_where_they_are_displayed(
     assert previewer.info(tmp_path / "photo.jpg").page_sizes == [(40.0, 60.0)]
 
 
+def _png_with_late_exif(path: Path, orientation: int, size: tuple[int, int]) -> None:
+    """A quadrant PNG whose eXIf chunk follows the image data (PNG 1.2 allows either place)."""
+    image = Image.new("RGB", size)
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    for (x0, y0), corner in zip(
+        [(0, 0), (w // 2, 0), (0, h // 2), (w // 2, h // 2)], _QUADRANTS, strict=True
+    ):
+        draw.rectangle((x0, y0, x0 + w // 2 - 1, y0 + h // 2 - 1), fill=_QUADRANTS[corner])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", exif=exif)
+    chunks = png_chunks(buffer.getvalue())
+    late = [c for c in chunks if c[0] != b"eXIf"]
+    late[-1:-1] = [c for c in chunks if c[0] == b"eXIf"]  # just before IEND
+    body = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in late
+    )
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+@pytest.mark.parametrize("orientation", [3, 5, 6, 8])
+@pytest.mark.parametrize("giant_path", [False, True], ids=["pillow", "libvips"])
+def test_png_exif_after_the_pixels_is_applied(
+    tmp_path: Path, orientation: int, giant_path: bool
+) -> None:
+    # Read without decoding the PNG (Pillow's getexif would), and by previewer for the libvips
+    # path too: libvips 8.18 does not see an eXIf chunk after the image data.
+    _png_with_late_exif(tmp_path / "late.png", orientation, (120, 80))
+    with Image.open(tmp_path / "late.png") as source:
+        displayed = ImageOps.exif_transpose(source).convert("RGB")  # loads, then sees it
+    limits = previewer.Limits(max_tile_pixels=4096) if giant_path else None
+
+    preview, image = _convert_one(
+        tmp_path / "late.png", tmp_path / "out", sizes=[60], limits=limits
+    )
+
+    assert image.size == ((60, 40) if displayed.width > displayed.height else (40, 60))
+    reference = _corners(displayed.resize(image.size, Image.Resampling.BOX))
+    for corner, colour in _corners(image).items():
+        assert _close(colour, reference[corner], 40), f"{corner}: {colour} vs {reference[corner]}"
+    info = previewer.info(tmp_path / "late.png")
+    assert info.page_sizes == [(float(displayed.width), float(displayed.height))]
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_matches_pillow_exif_transpose(
     tmp_path: Path, orientation: int
@@ -729,3 +777,105 @@ def test_images_within_the_tile_budget_never_load_libvips(tmp_path: Path) -> Non
     assert proc.stdout.split() == ["False"]
     check_png(tmp_path / "a.png.p1.256.png", longest=256, aspect=(2000, 1500), allow_flat=True)
     check_png(tmp_path / "b.jpg.p1.256.png", longest=256, aspect=(3000, 2000), allow_flat=True)
+
+
+def _tiff_with_dimensionless_second_page(path: Path) -> None:
+    """A valid one-page TIFF, then a second directory without ImageWidth/ImageLength."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 16), (200, 30, 30)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    (first,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, first)
+    struct.pack_into("<I", data, first + 2 + 12 * count, len(data))  # next directory
+    # BitsPerSample, Compression, PhotometricInterpretation, StripOffsets, RowsPerStrip,
+    # StripByteCounts: everything but the dimensions.
+    entries = [(258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8), (278, 3, 1, 1)]
+    entries.append((279, 4, 1, 1))
+    data += struct.pack("<H", len(entries))
+    data += b"".join(struct.pack("<HHII", *entry) for entry in entries) + bytes(4)
+    path.write_bytes(bytes(data))
+
+
+def test_tiff_missing_dimensions_is_bad_input_alone_and_in_a_batch(tmp_path: Path) -> None:
+    # Pillow 13 raises TypeError("Missing dimensions") while counting the frames.
+    import json
+    import subprocess
+    import sys
+
+    broken = tmp_path / "nodims.tif"
+    _tiff_with_dimensionless_second_page(broken)
+    _frame(RED, (20, 20)).save(tmp_path / "good.png")
+    base = [sys.executable, "-m", "previewer", "convert", "-o", str(tmp_path / "out"), "--json"]
+
+    alone = subprocess.run([*base, str(broken)], capture_output=True, text=True, timeout=120)
+    batch = subprocess.run(
+        [*base, "-j", "2", str(broken), str(tmp_path / "good.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert alone.returncode == 5, alone.stderr
+    assert batch.returncode == 10, batch.stderr
+    for proc in (alone, batch):
+        (failed,) = [line for line in map(json.loads, proc.stdout.splitlines()) if line["error"]]
+        assert failed["error"]["type"] == "InputError", failed
+        assert failed["error"]["exit_code"] == 5
+        assert "nodims.tif" in failed["error"]["message"]
+        assert "Missing dimensions" in failed["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TypeError("Missing dimensions"),
+        ValueError("tile cannot extend outside image"),
+        struct.error("unpack requires a buffer of 4 bytes"),
+        IndexError("list index out of range"),
+        EOFError(),
+        SyntaxError("not a TIFF file"),
+        OSError("image file is truncated"),
+        ZeroDivisionError("division by zero"),
+        KeyError(99),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_every_damaged_data_exception_of_pillow_is_bad_input(exc: Exception) -> None:
+    from converters.raster import _damaged_data
+    from previewer.errors import InputError
+    from previewer.plugin import ConvertContext
+
+    with (
+        pytest.raises(InputError) as raised,
+        _damaged_data("TIFF", ConvertContext(limits=previewer.Limits(), mime="image/tiff")),
+    ):
+        raise exc
+    assert raised.value.__cause__ is exc
+    assert "TIFF image" in str(raised.value)
+
+
+def test_palette_gif_over_the_budget_is_scaled_band_by_band(tmp_path: Path) -> None:
+    # Over the tile budget, a GIF is kept as decoded (one byte a pixel) and converted band by
+    # band (libvips would hold it as RGBA): the result matches Pillow's whole-image resize,
+    # in one piece and in tiles, transparency included.
+    from pngcheck import check_tiling
+
+    image = Image.new("P", (600, 400), 0)
+    image.putpalette([255, 255, 255, 200, 30, 30, 30, 30, 200, 0, 160, 0] + [0] * 756)
+    draw = ImageDraw.Draw(image)
+    for i in range(0, 600, 40):
+        draw.rectangle((i, 0, i + 19, 399), fill=1 + (i // 40) % 3)
+    draw.ellipse((200, 100, 400, 300), fill=0)
+    image.save(tmp_path / "bands.gif", transparency=0)
+    small = previewer.Limits(max_tile_pixels=20_000)  # 240,000 pixels decoded: over it
+
+    banded = previewer.render(tmp_path / "bands.gif", size=150, limits=small)
+
+    with Image.open(tmp_path / "bands.gif") as source:
+        expected = source.convert("RGBA").resize(banded.size, Image.Resampling.LANCZOS)
+    assert banded.mode == "RGBA" and banded.size == (150, 100)
+    white = Image.new("RGBA", banded.size, "white")
+    a, b = (Image.alpha_composite(white, i).convert("RGB") for i in (banded, expected))
+    assert max(ImageStat.Stat(ImageChops.difference(a, b)).mean) < 2
+    assert banded.getpixel((75, 50))[3] == 0  # the transparent ellipse
+    check_tiling(tmp_path / "bands.gif", 450, max_tile_pixels=20_000)

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
-from previewer.errors import EngineError
+from previewer.errors import EngineError, InputError
 from previewer.plugin import Availability, ConvertContext
 
 
@@ -49,6 +49,10 @@ class FakeDocument:
         self.close()
 
 
+class OddInputError(InputError):
+    """A plugin's own error class, unknown to previewer (exit code 5 through InputError)."""
+
+
 class _Base:
     mime_types: ClassVar[frozenset[str]] = frozenset({"text/plain"})
     priority: ClassVar[int] = 10
@@ -65,7 +69,8 @@ class SleepConverter(_Base):
     def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
         sh = shutil.which("sh") or "/bin/sh"
         marker = source.with_name(source.name + ".pid")  # the test reads the grandchild's pid
-        ctx.run([sh, "-c", f"sleep 30 & echo $! > {marker}; sleep 30"], timeout=1.0)
+        # Unisolated: the marker lies beside the input, and the test reads a host pid.
+        ctx.run([sh, "-c", f"sleep 30 & echo $! > {marker}; sleep 30"], timeout=1.0, isolate=False)
         return FakeDocument()
 
 
@@ -141,7 +146,9 @@ class TripwireConverter(_Base):
 
     HANG: sleeps in-process (no subprocess to time out); ABORT: os.abort(), as a crashing engine
     would; HOG: allocates memory until the address-space cap stops it; SLOW: takes 1 s, then
-    converts; anything else converts to a 40x20 blue image.
+    converts; NAP: runs an engine (sleep) that overruns the timeout; STUCK: hangs deaf to
+    signals and exceptions, as an engine busy in C code is; ODD: raises the plugin's own
+    OddInputError; anything else converts to a 40x20 blue image.
     """
 
     name: ClassVar[str] = "test-tripwire"
@@ -161,4 +168,15 @@ class TripwireConverter(_Base):
                 hoard.append(bytearray(64 * 1024 * 1024))
         elif word == b"SLOW":
             time.sleep(1)
+        elif word == b"NAP":
+            ctx.run([shutil.which("sleep") or "/bin/sleep", "3600"])
+        elif word == b"ODD":
+            raise OddInputError("the tripwire does not like it")
+        elif word == b"STUCK":
+            deadline = time.monotonic() + 3600
+            while time.monotonic() < deadline:
+                try:
+                    time.sleep(3600)
+                except BaseException:  # noqa: BLE001 - what a stuck engine does, in effect
+                    pass
         return FakeDocument()
