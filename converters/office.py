@@ -106,6 +106,7 @@ class OfficeConverter:
     name: ClassVar[str] = "office-libreoffice"
     mime_types: ClassVar[frozenset[str]] = WORD | SHEET | SLIDES | DRAWING | ENCRYPTED | OLE_GENERIC
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = True
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
