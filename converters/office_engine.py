@@ -126,10 +126,15 @@ def probe() -> tuple[str | None, str]:
         (Path(d) / "uno.py").is_file() for d in ("/usr/lib/python3/dist-packages",)
     ):
         return None, f"python3-uno not found for {SYSTEM_PYTHON}; {hint}"
+    # In a sandbox that hides /etc, share/registry (a link to /etc/libreoffice/registry on
+    # Debian) is unreadable; the engine then uses Debian's pristine copy (soffice_options).
     try:
         data = MAIN_XCD.read_bytes()
     except OSError as exc:
-        return None, f"LibreOffice is incomplete ({MAIN_XCD}: {exc.strerror}); {hint}"
+        try:
+            data = (PRISTINE_REGISTRY / "main.xcd").read_bytes()
+        except OSError:
+            return None, f"LibreOffice is incomplete ({MAIN_XCD}: {exc.strerror}); {hint}"
     match = re.search(rb'oor:name="ooSetupVersionAboutBox"[^>]*>\s*<value>([^<]+)</value>', data)
     return (match.group(1).decode("ascii", "replace") if match else "unknown"), ""
 
