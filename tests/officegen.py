@@ -324,3 +324,88 @@ def libreoffice_save(csv: Path, out: Path, filter_name: str, password: str) -> P
             capture_output=True,
         )
     return out
+
+
+_SS_NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+_R_NS = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+
+
+def xlsx(path: Path, cells: str, *, external_link: str | None = None) -> Path:
+    """Write a one-sheet XLSX whose row 1 holds ``cells`` (``<c>`` elements).
+
+    Args:
+        path: Where to write.
+        cells: SpreadsheetML cells of row 1, e.g. a formula cell.
+        external_link: URL of a workbook the formulas may reference as ``[1]``.
+    """
+    overrides = [
+        ("/xl/workbook.xml", "spreadsheetml.sheet.main+xml"),
+        ("/xl/worksheets/sheet1.xml", "spreadsheetml.worksheet+xml"),
+    ]
+    wb_rels = [("rId1", "worksheet", "worksheets/sheet1.xml", False)]
+    external_refs = ""
+    if external_link is not None:
+        overrides.append(("/xl/externalLinks/externalLink1.xml", "spreadsheetml.externalLink+xml"))
+        wb_rels.append(("rId2", "externalLink", "externalLinks/externalLink1.xml", False))
+        external_refs = '<externalReferences><externalReference r:id="rId2"/></externalReferences>'
+    types = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" '
+        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        + "".join(
+            f'<Override PartName="{name}" ContentType="{_CT_MAIN}{ctype}"/>'
+            for name, ctype in overrides
+        )
+        + "</Types>"
+    )
+    workbook = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><workbook {_SS_NS} {_R_NS}>'
+        '<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets>'
+        f"{external_refs}</workbook>"
+    )
+    sheet = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet {_SS_NS}>'
+        f'<sheetData><row r="1">{cells}</row></sheetData></worksheet>'
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", types)
+        zf.writestr("_rels/.rels", _rels([("rId1", "officeDocument", "xl/workbook.xml", False)]))
+        zf.writestr("xl/_rels/workbook.xml.rels", _rels(wb_rels))
+        zf.writestr("xl/workbook.xml", workbook)
+        zf.writestr("xl/worksheets/sheet1.xml", sheet)
+        if external_link is not None:
+            zf.writestr(
+                "xl/externalLinks/externalLink1.xml",
+                f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+                f'<externalLink {_SS_NS} {_R_NS}><externalBook r:id="rId1">'
+                '<sheetNames><sheetName val="Sheet1"/></sheetNames>'
+                '<sheetDataSet><sheetData sheetId="0"><row r="1">'
+                '<cell r="A1" t="str"><v>cached</v></cell></row></sheetData></sheetDataSet>'
+                "</externalBook></externalLink>",
+            )
+            zf.writestr(
+                "xl/externalLinks/_rels/externalLink1.xml.rels",
+                _rels([("rId1", "externalLinkPath", external_link, True)]),
+            )
+    return path
+
+
+def xlsx_webservice(path: Path, url: str) -> Path:
+    """An XLSX whose A1 is ``WEBSERVICE(url)`` (no cached value, so a load may recalculate)."""
+    return xlsx(
+        path,
+        f'<c r="A1" t="str"><f>WEBSERVICE("{url}")</f></c><c r="B1" t="inlineStr">'
+        "<is><t>Hello</t></is></c>",
+    )
+
+
+def xlsx_external_workbook(path: Path, url: str) -> Path:
+    """An XLSX whose A1 references cell A1 of the external workbook at ``url``."""
+    return xlsx(
+        path,
+        '<c r="A1" t="str"><f>[1]Sheet1!A1</f><v>cached</v></c>'
+        '<c r="B1" t="inlineStr"><is><t>Hello</t></is></c>',
+        external_link=url,
+    )

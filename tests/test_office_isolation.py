@@ -12,13 +12,13 @@ All tests share the process's warm LibreOffice.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import officegen
 import pytest
+from netcheck import Listener
 from PIL import Image, ImageChops
 
 import previewer
@@ -35,55 +35,10 @@ pytestmark = [
 ]
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 (random port) recording every connection it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections: list[bytes] = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(1.0)
-                try:
-                    data = conn.recv(200)
-                except OSError:
-                    data = b""
-                self.connections.append(data or b"(connected)")
-                try:
-                    conn.sendall(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    server = Listener()
-    try:
+    with Listener() as server:
         yield server
-    finally:
-        server.close()
 
 
 def test_listener_records_a_connection(listener: Listener) -> None:
@@ -123,12 +78,14 @@ REMOTE: dict[str, Callable[[Path, str], Path]] = {
     "linked.docx": lambda p, u: officegen.docx_linked_image(p, u + "/docx.png"),
     "include.docx": lambda p, u: officegen.docx_includepicture(p, u + "/field.png"),
     "template.docx": lambda p, u: officegen.docx_external_template(p, u + "/t.dotx"),
+    "webservice.xlsx": lambda p, u: officegen.xlsx_webservice(p, u + "/ws"),
+    "external.xlsx": lambda p, u: officegen.xlsx_external_workbook(p, u + "/book.xlsx"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(REMOTE))
 def test_remote_links_are_never_fetched(name: str, tmp_path: Path, listener: Listener) -> None:
-    doc = REMOTE[name](tmp_path / name, listener.url)
+    doc = REMOTE[name](tmp_path / name, listener.url(""))
 
     (preview,) = previewer.convert(doc, out_dir=tmp_path / "out", sizes=[128])
 
@@ -139,7 +96,7 @@ def test_remote_links_are_never_fetched(name: str, tmp_path: Path, listener: Lis
 
 
 def test_html_stylesheet_and_image_are_never_fetched(tmp_path: Path, listener: Listener) -> None:
-    doc = html(tmp_path / "page.html", listener.url)
+    doc = html(tmp_path / "page.html", listener.url(""))
 
     (preview,) = previewer.convert(
         doc, out_dir=tmp_path / "out", sizes=[128], converter="office-libreoffice"
