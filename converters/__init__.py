@@ -81,12 +81,13 @@ BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
         "converters.office:OfficeConverter",
         50,
         "application/CDFV2 application/CDFV2-encrypted application/encrypted application/msword"
-        " application/rtf application/vnd.ms-excel application/vnd.ms-excel.sheet.macroEnabled.12"
+        " application/rtf application/vnd.ms-excel application/vnd.ms-excel.2003+xml"
+        " application/vnd.ms-excel.sheet.macroEnabled.12 application/vnd.ms-office"
         " application/vnd.ms-powerpoint"
         " application/vnd.ms-powerpoint.presentation.macroEnabled.12"
         " application/vnd.ms-publisher application/vnd.ms-visio.drawing"
         " application/vnd.ms-word.document.macroEnabled.12"
-        " application/vnd.ms-word.template.macroEnabled.12"
+        " application/vnd.ms-word.template.macroEnabled.12 application/vnd.ms-wordml"
         " application/vnd.oasis.opendocument.graphics"
         " application/vnd.oasis.opendocument.graphics-flat-xml"
         " application/vnd.oasis.opendocument.graphics-template"

@@ -3,8 +3,9 @@
 The document is exported to a PDF in the conversion's work directory by a warm LibreOffice
 (:mod:`converters.office_engine`) and that PDF is handed on with ``ctx.delegate``, so pages are
 counted, sized and rendered exactly like any PDF. Before LibreOffice sees a file it is checked
-here: an encrypted OOXML package (an OLE2 container with an ``EncryptedPackage`` stream) fails
-at once without a password, a broken or suspiciously expanding zip is refused (LibreOffice 7.4
+here: an encrypted OOXML package (an OLE2 container with an ``EncryptedPackage`` stream) given
+without a password is tried with Excel's default password and fails as encrypted otherwise, a
+broken or suspiciously expanding zip is refused (LibreOffice 7.4
 spends minutes and gigabytes on a 232 KB DOCX expanding to 69 MB). LibreOffice loads documents
 hidden, read-only, with macros and link updates disabled, in a profile that blocks remote content.
 """
@@ -15,7 +16,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from previewer.errors import EncryptedError, EngineError, InputError, LimitExceededError
+from previewer.errors import EngineError, InputError, LimitExceededError
 from previewer.plugin import Availability, BaseDocument, Box, ConvertContext, Document
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ WORD = frozenset(
         "application/vnd.oasis.opendocument.text-template",
         "application/vnd.oasis.opendocument.text-flat-xml",
         "application/vnd.wordperfect",
+        "application/vnd.ms-wordml",
         "application/rtf",
         "text/rtf",
     }
@@ -48,6 +50,7 @@ SHEET = frozenset(
         "application/vnd.oasis.opendocument.spreadsheet",
         "application/vnd.oasis.opendocument.spreadsheet-template",
         "application/vnd.oasis.opendocument.spreadsheet-flat-xml",
+        "application/vnd.ms-excel.2003+xml",
         "text/csv",
     }
 )
@@ -76,7 +79,9 @@ DRAWING = frozenset(
 )
 ENCRYPTED = frozenset({"application/encrypted", "application/CDFV2-encrypted"})
 """libmagic's types for an encrypted OOXML package ("CDFV2 Encrypted")."""
-OLE_GENERIC = frozenset({"application/x-ole-storage", "application/CDFV2"})
+OLE_GENERIC = frozenset(
+    {"application/x-ole-storage", "application/CDFV2", "application/vnd.ms-office"}
+)
 """An OLE2 container libmagic could not name: LibreOffice may still know it (Works, Visio...)."""
 
 ZIP_MAX_TOTAL = 512 << 20
@@ -86,6 +91,10 @@ ZIP_RATIO_FLOOR = 16 << 20
 """An entry over this size compressed more than ZIP_MAX_RATIO:1 is treated as a zip bomb."""
 
 _ENCRYPTED_STREAM = "EncryptedPackage".encode("utf-16-le")
+DEFAULT_PASSWORD = "VelvetSweatshop"
+"""Excel's built-in password: files "encrypted" with it open without asking (read-only
+workbooks); LibreOffice 7.4 tries it itself for XLS but never sees an encrypted OOXML package
+unless given a password."""
 # LibreOffice opens CSV in Writer as plain text unless told to use Calc's CSV filter:
 # separators comma, semicolon and tab; '"' quotes; UTF-8 (76); start at line 1.
 _CSV_FILTER = ("Text - txt - csv (StarCalc)", "44/59/9,34,76,1")
@@ -97,6 +106,7 @@ class OfficeConverter:
     name: ClassVar[str] = "office-libreoffice"
     mime_types: ClassVar[frozenset[str]] = WORD | SHEET | SLIDES | DRAWING | ENCRYPTED | OLE_GENERIC
     priority: ClassVar[int] = 50
+    sandboxed: ClassVar[bool] = True
     warm_engine: ClassVar[bool] = True
     """Its engine is a warm LibreOffice outside this process, under the timeout: previewer
     converts in the calling process rather than a throw-away child, so LibreOffice stays up."""
@@ -127,19 +137,25 @@ class OfficeConverter:
         from converters import office_engine
 
         source = source.resolve()
-        _precheck(source, ctx)
+        password = _precheck(source, ctx)
         import_filter, options = _CSV_FILTER if ctx.mime == "text/csv" else (None, None)
         out = ctx.workdir / "document.pdf"
         office_engine.convert(
             source,
             out,
             timeout=ctx.limits.timeout,
-            password=ctx.password,
+            password=password,
+            asked=ctx.password is not None,
             import_filter=import_filter,
             filter_options=options,
             # Only the pages that will be rendered: page 1 of a 300-page report need not be
             # exported as 300 pages (page_count then counts the exported pages only).
             pages=f"1-{ctx.max_page}" if ctx.max_page is not None else None,
+            memory=ctx.limits.max_memory,
+            allow_unisolated=ctx.limits.allow_unisolated,
+            # Typed by its name, or by a container: LibreOffice's detection decides what it
+            # is, but data it can only read as text is not the document its name promises.
+            no_text=not ctx.mime.startswith("text/"),
         )
         if not out.is_file() or out.stat().st_size == 0:
             raise EngineError("LibreOffice reported success but wrote no PDF")
@@ -161,6 +177,11 @@ FORMAT_NAMES = {
     "text/rtf": "RTF",
     "text/csv": "CSV",
     "application/vnd.wordperfect": "WordPerfect",
+    "application/vnd.visio": "Visio",
+    "application/vnd.ms-visio.drawing": "Visio (OOXML)",
+    "application/x-mspublisher": "Publisher",
+    "application/vnd.ms-wordml": "Word 2003 XML",
+    "application/vnd.ms-excel.2003+xml": "Excel 2003 XML",
 }
 
 
@@ -201,20 +222,22 @@ class OfficeDocument(BaseDocument):
         self._pdf.close()
 
 
-def _precheck(source: Path, ctx: ConvertContext) -> None:
-    """Reject what must not reach LibreOffice: encrypted packages without password, zip bombs."""
+def _precheck(source: Path, ctx: ConvertContext) -> str | None:
+    """Reject what must not reach LibreOffice (zip bombs); return the password to load with.
+
+    An encrypted package opened without a password is tried with Excel's built-in default
+    password (:data:`DEFAULT_PASSWORD`), as Excel and LibreOffice themselves do; LibreOffice
+    then reports whether it needs another one.
+    """
     if ctx.mime in ENCRYPTED or ctx.mime in OLE_GENERIC:
-        if _has_encrypted_package(source) or ctx.mime in ENCRYPTED:
-            if not ctx.password:
-                raise EncryptedError(
-                    "document is encrypted and needs a password",
-                    hint="pass the password with --password",
-                )
-        return
+        if not ctx.password and (ctx.mime in ENCRYPTED or _has_encrypted_package(source)):
+            return DEFAULT_PASSWORD
+        return ctx.password
     with open(source, "rb") as fh:
         is_zip = fh.read(4) == b"PK\x03\x04"
     if is_zip:
         _check_zip(source, ctx.mime)
+    return ctx.password
 
 
 def _has_encrypted_package(source: Path) -> bool:

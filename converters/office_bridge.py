@@ -11,7 +11,9 @@ bridge's own process group, so killing that group stops everything. It then answ
 until stdin closes:
 
 - ``{"op": "convert", "src": PATH, "out": PATH, "pages": "1-3" | null, "password": str | null,
-  "filter": IMPORT_FILTER | null, "filter_options": str | null}`` loads ``src`` hidden, read-only,
+  "filter": IMPORT_FILTER | null, "filter_options": str | null, "no_text": bool}`` loads ``src``
+  (refusing it when ``no_text`` is set and LibreOffice's type detection takes it for plain
+  text) hidden, read-only,
   with macros and link updates disabled, and exports it to ``out`` as PDF. Reply:
   ``{"ok": true}`` or ``{"ok": false, "error": "encrypted" | "unloadable" | "crashed" | "failed",
   "message": str}``.
@@ -41,6 +43,7 @@ from typing import Any
 
 import uno  # type: ignore[import-not-found]
 import unohelper  # type: ignore[import-not-found]
+from com.sun.star.awt import XCallback  # type: ignore[import-not-found]
 from com.sun.star.task import XInteractionHandler  # type: ignore[import-not-found]
 
 SOFFICE = "/usr/lib/libreoffice/program/soffice.bin"
@@ -73,6 +76,11 @@ SETTINGS = (
     ("/org.openoffice.Office.Calc/Formula/Load", "OOXMLRecalcMode", "int", "1"),
     ("/org.openoffice.Office.Calc/Formula/Load", "ODFRecalcMode", "int", "1"),
 )
+
+TEXT_TYPES = frozenset({"generic_Text", "writer_Text", "writer_Text_encoded"})
+"""What LibreOffice's detection calls data it can only read as plain text (LibreOffice 7.4
+takes any unrecognised bytes for text): refused when the request says the file is an Office
+type (``"no_text": true``)."""
 
 EXPORT_FILTERS = (
     ("com.sun.star.sheet.SpreadsheetDocument", "calc_pdf_Export"),
@@ -112,6 +120,47 @@ class PasswordHandler(unohelper.Base, XInteractionHandler):  # type: ignore[misc
             abort.select()
 
 
+class MainThreadJob(unohelper.Base, XCallback):  # type: ignore[misc]
+    """A piece of work LibreOffice runs in its main thread (``XCallback.notify``)."""
+
+    def __init__(self, work: Any) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+    def notify(self, data: Any) -> None:  # noqa: D102 - UNO callback
+        try:
+            self.result = self.work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def _listening_sockets(pid: int) -> list[str]:
+    """Paths of the Unix sockets under /tmp that process ``pid`` holds open."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()[1:]
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[6] in inodes and fields[7].startswith("/tmp/OSL_PIPE_"):
+            paths.append(fields[7])
+    return sorted(set(paths))
+
+
 def _supports(obj: Any, interface: str) -> bool:
     try:
         return bool(obj.queryInterface(uno.getTypeByName(interface)))
@@ -127,8 +176,10 @@ class Bridge:
         self.options = [o for o in options or [] if o.startswith("-env:")]
         self.proc: subprocess.Popen[bytes] | None = None
         self.desktop: Any = None
+        self.ctx: Any = None
         self.version = ""
         self.starts = 0
+        self.sockets: list[str] = []
 
     def _write_profile(self) -> Path:
         profile = self.workdir / "profile"
@@ -153,7 +204,7 @@ class Bridge:
         tmp = self.workdir / "tmp"
         tmp.mkdir(exist_ok=True)
         self.starts += 1
-        pipe = f"previewer-{os.getpid()}-{self.starts}-{time.monotonic_ns()}"
+        pipe = f"previewer-{self.workdir.name}-{self.starts}"
         argv = [
             SOFFICE,
             *self.options,
@@ -192,6 +243,7 @@ class Bridge:
             )
             ok = self._connect(pipe, deadline)
             if ok:
+                self.sockets = _listening_sockets(self.proc.pid)
                 break
             if self.proc.poll() != RESTART_EXIT:
                 break
@@ -213,6 +265,7 @@ class Bridge:
             except Exception:  # noqa: BLE001 - NoConnectException until it listens
                 time.sleep(0.05)
                 continue
+            self.ctx = ctx
             smgr = ctx.ServiceManager
             self.desktop = smgr.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
             try:
@@ -230,13 +283,22 @@ class Bridge:
         return False
 
     def stop(self) -> None:
-        """Kill soffice.bin."""
-        self.desktop = None
+        """Kill soffice.bin and remove the sockets it listened on."""
+        self.desktop = self.ctx = None
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
             self.proc = None
+        # LibreOffice 7.4 puts its pipes in /tmp whatever $TMPDIR says and never removes them
+        # when killed. In a bubblewrap sandbox /tmp is private anyway; elsewhere they would pile
+        # up in the host's /tmp.
+        for path in self.sockets:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.sockets = []
 
     def ensure(self) -> None:
         """Start LibreOffice unless it runs and is connected."""
@@ -244,8 +306,44 @@ class Bridge:
             self.start()
 
     def convert(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Load one document and export it to PDF; return the reply."""
+        """Load one document and export it to PDF in LibreOffice's main thread; return the reply.
+
+        A UNO call from outside runs in one of soffice.bin's bridge threads while its main
+        thread keeps dispatching events; Writer's comment margin then builds its windows in the
+        middle of the load (an event posted by the layout) and, the ``.ui`` files of the
+        ``-nogui`` packages being absent, LibreOffice 7.4 aborts (``NoSuchElementException``
+        from ``CreateInterimBuilder``) on every document with comments. ``soffice
+        --convert-to`` loads, exports and closes within one main-thread event, before any such
+        event runs: the same is done here through ``com.sun.star.awt.AsyncCallback``, whose
+        callback runs in the main thread, and the UNO calls made from the callback are executed
+        by that same thread (UNO keeps the calling thread's identity across the bridge).
+        """
         self.ensure()
+        return self.on_main_thread(lambda: self._convert(req))
+
+    def on_main_thread(self, work: Any) -> dict[str, Any]:
+        """Run ``work()`` in soffice.bin's main thread and return its reply."""
+        try:
+            callback = self.ctx.ServiceManager.createInstanceWithContext(
+                "com.sun.star.awt.AsyncCallback", self.ctx
+            )
+        except Exception:  # noqa: BLE001 - no such service: run from the bridge thread
+            callback = None
+        if callback is None:
+            result: dict[str, Any] = work()
+            return result
+        job = MainThreadJob(work)
+        callback.addCallback(job, None)
+        while not job.done.wait(0.1):
+            if not self.alive():
+                self.stop()
+                return {"ok": False, "error": "crashed", "message": "LibreOffice crashed"}
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _convert(self, req: dict[str, Any]) -> dict[str, Any]:
         handler = PasswordHandler()
         props = [
             _prop("Hidden", True),  # without it 7.4 returns no document for XLSX, then aborts
@@ -261,6 +359,11 @@ class Bridge:
         if req.get("filter_options"):
             props.append(_prop("FilterOptions", req["filter_options"]))
         url = uno.systemPathToFileUrl(req["src"])
+        if req.get("no_text") and not req.get("filter"):
+            detected = self.detect(url)
+            if detected in TEXT_TYPES or not detected:
+                what = "plain text" if detected else "not a format LibreOffice knows"
+                return {"ok": False, "error": "unloadable", "message": f"{what}, not a document"}
         try:
             doc = self.desktop.loadComponentFromURL(url, "_blank", 0, tuple(props))
         except Exception as exc:  # noqa: BLE001 - UNO exceptions are not Python classes
@@ -309,6 +412,17 @@ class Bridge:
                     pass
             return True
         return not self.alive()
+
+    def detect(self, url: str) -> str:
+        """LibreOffice's own type detection (content first, then the name): a type name or ""."""
+        try:
+            detection = self.ctx.ServiceManager.createInstanceWithContext(
+                "com.sun.star.document.TypeDetection", self.ctx
+            )
+            kind, _descriptor = detection.queryTypeByDescriptor((_prop("URL", url),), True)
+        except Exception:  # noqa: BLE001 - undecided: let the load decide
+            return "?"
+        return str(kind or "")
 
     def _load_failure(self, handler: PasswordHandler, exc: Exception | None) -> dict[str, Any]:
         if self.died(exc):

@@ -2,12 +2,21 @@
 
 Each :class:`Engine` is one bridge process (``office_bridge.py`` run by Debian's
 ``/usr/bin/python3``, the only interpreter ``python3-uno`` works with) and the ``soffice.bin`` it
-starts, both in one process group of their own, with a private throw-away profile and ``HOME``
-in the engine's own temporary directory. Engines start lazily on the first Office document, are
-reused for the next ones, recycled after :data:`RECYCLE_AFTER` documents (LibreOffice leaks),
-replaced after a crash or a timeout (the whole group is killed), and stopped at interpreter exit.
-If previewer dies without running its exit handlers (SIGTERM, SIGKILL), the bridge notices it was
-re-parented and kills LibreOffice itself.
+starts, both in one process group and one sandbox of their own (:mod:`previewer.sandbox`: no
+network; with bubblewrap a file view of ``/usr``, fonts, the engine's work directory and a private
+``/tmp``), with a private throw-away profile and ``HOME`` in the engine's work directory. Each
+input is copied into a job directory inside that work directory before the bridge is asked to
+convert it, so LibreOffice never sees any other file of the host, whatever a document links to.
+
+Engines start lazily on the first Office document and are reused for the next ones: at most
+:func:`max_engines` per process (callers beyond it wait, within their timeout); an engine idle
+for :data:`IDLE_SECONDS` is stopped; an engine is recycled after :data:`RECYCLE_AFTER` documents
+(LibreOffice leaks) and replaced after a crash or a timeout (the whole group is killed).
+:func:`shutdown` (``previewer.shutdown()``) stops them all and removes their work directories; it
+runs at interpreter exit. A host killed without exit handlers (SIGKILL, or SIGTERM without a
+handler) takes its engines with it (they die with their parent, and the bridge exits when its
+stdin closes); the work directories left behind name the dead process and are removed by the next
+engine started on the machine.
 """
 
 from __future__ import annotations
@@ -18,21 +27,25 @@ import functools
 import json
 import logging
 import os
+import queue
+import re
+import resource
 import select
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from previewer.errors import EncryptedError, EngineError, EngineTimeoutError, InputError
 
 if TYPE_CHECKING:
     import subprocess  # noqa: TID251 - only for the type of process.spawn's result
 
-__all__ = ["Engine", "convert", "probe", "shutdown", "soffice_options"]
+__all__ = ["Engine", "convert", "max_engines", "probe", "shutdown", "soffice_options"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,16 @@ START_TIMEOUT = 90.0
 """Seconds a new instance may take to start and accept the UNO connection."""
 PRISTINE_REGISTRY = PROGRAM_DIR.parent / "share" / ".registry"
 """Debian's packaged copy of the registry that ``/etc/libreoffice/registry`` is installed from."""
+MAIN_XCD = PROGRAM_DIR.parent / "share" / "registry" / "main.xcd"
+PRLIMIT = "/usr/bin/prlimit"
+ENGINE_MEMORY = 6 << 30
+"""Address-space cap of an engine (bridge and soffice.bin), in bytes, unless
+``Limits.max_memory`` is larger. LibreOffice 7.4 reserves far more address space than it uses:
+a legitimate 68-slide deck failed with ``bad_alloc`` under the 2 GiB a batch worker gets."""
+IDLE_SECONDS = 60.0
+"""An engine with no work for this long is stopped."""
+MAX_ENGINES: int | None = None
+"""Most engines one process runs at once; None means one per CPU (:func:`max_engines`)."""
 
 
 @functools.cache
@@ -86,7 +109,12 @@ def soffice_options() -> tuple[str, ...]:
 
 @functools.cache
 def probe() -> tuple[str | None, str]:
-    """Find LibreOffice and its Python bridge; return ``(version, "")`` or ``(None, reason)``."""
+    """Find LibreOffice and its Python bridge; return ``(version, "")`` or ``(None, reason)``.
+
+    The version is read from LibreOffice's own configuration (``ooSetupVersionAboutBox`` in
+    ``share/registry/main.xcd``, what ``soffice --version`` prints) rather than by starting
+    ``soffice.bin``, which cost every one-off conversion a second process start.
+    """
     hint = (
         "install LibreOffice and its Python UNO bridge: "
         "apt-get install libreoffice-writer-nogui libreoffice-calc-nogui "
@@ -98,19 +126,17 @@ def probe() -> tuple[str | None, str]:
         (Path(d) / "uno.py").is_file() for d in ("/usr/lib/python3/dist-packages",)
     ):
         return None, f"python3-uno not found for {SYSTEM_PYTHON}; {hint}"
-    from previewer import process
-
-    home = tempfile.mkdtemp(prefix="previewer-office-probe-")
+    # In a sandbox that hides /etc, share/registry (a link to /etc/libreoffice/registry on
+    # Debian) is unreadable; the engine then uses Debian's pristine copy (soffice_options).
     try:
-        result = process.run(
-            [str(SOFFICE_BIN), *soffice_options(), "--version"], timeout=30, cwd=Path(home)
-        )
-    except Exception as exc:  # noqa: BLE001 - availability never raises
-        return None, f"LibreOffice does not run ({exc}); {hint}"
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    words = result.stdout.decode("utf-8", "replace").split()
-    return (words[1] if len(words) > 1 else "unknown"), ""
+        data = MAIN_XCD.read_bytes()
+    except OSError as exc:
+        try:
+            data = (PRISTINE_REGISTRY / "main.xcd").read_bytes()
+        except OSError:
+            return None, f"LibreOffice is incomplete ({MAIN_XCD}: {exc.strerror}); {hint}"
+    match = re.search(rb'oor:name="ooSetupVersionAboutBox"[^>]*>\s*<value>([^<]+)</value>', data)
+    return (match.group(1).decode("ascii", "replace") if match else "unknown"), ""
 
 
 FONT_RULES = (
@@ -169,23 +195,212 @@ def fontconfig_env(workdir: Path) -> dict[str, str]:
     return {"FONTCONFIG_FILE": str(conf)}
 
 
-class Engine:
-    """One bridge process and its LibreOffice, in a private work directory."""
+def max_engines() -> int:
+    """Most LibreOffice engines this process runs at once: :data:`MAX_ENGINES`, else the CPUs."""
+    if MAX_ENGINES is not None:
+        return max(1, MAX_ENGINES)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_T = TypeVar("_T")
+
+
+class _Keeper:
+    """A thread that lives as long as the process and starts the engines.
+
+    Engines die with the thread that started them (bubblewrap's ``--die-with-parent`` and
+    ``setpriv --pdeathsig`` use ``PR_SET_PDEATHSIG``, which fires when that *thread* exits), so
+    an engine started by a short-lived thread of a host's pool would be killed with it.
+    """
 
     def __init__(self) -> None:
-        from previewer import process
+        self.pid = os.getpid()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._loop, name="previewer-office-keeper", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            work, reply = self._jobs.get()
+            try:
+                reply.put((True, work()))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                reply.put((False, exc))
+
+    def call(self, work: Callable[[], _T]) -> _T:
+        reply: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs.put((work, reply))
+        ok, value = reply.get()
+        if not ok:
+            raise value
+        result: _T = value
+        return result
+
+
+_keeper: _Keeper | None = None
+
+
+def _keeper_call(work: Callable[[], _T]) -> _T:
+    global _keeper
+    with _lock:
+        if _keeper is None or _keeper.pid != os.getpid():
+            _keeper = _Keeper()
+        keeper = _keeper
+    return keeper.call(work)
+
+
+WORKDIR_PREFIX = "previewer-office-"
+
+
+def _reap_stale(base: Path) -> None:
+    """Remove engine work directories in ``base`` whose owning process is gone."""
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = re.fullmatch(re.escape(WORKDIR_PREFIX) + r"(\d+)-\w+", entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.debug("removing %s, left by process %d", entry, pid)
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+def _template_dir() -> Path:
+    """Where the initialised profile is kept: the user's cache, per LibreOffice version."""
+    version = (probe()[0] or "unknown").replace("/", "_")
+    return Path.home() / ".cache" / "previewer" / f"libreoffice-profile-{version}"
+
+
+def _usable_template(template: Path) -> bool:
+    """True when ``template`` is a profile template this user made (not planted by another)."""
+    try:
+        st = os.lstat(template)
+    except OSError:
+        return False
+    import stat
+
+    return (
+        stat.S_ISDIR(st.st_mode)
+        and st.st_uid == os.getuid()
+        and not st.st_mode & 0o077
+        and (template / "profile" / "user").is_dir()
+    )
+
+
+def _save_template(profile: Path, template: Path) -> None:
+    """Keep a copy of a freshly initialised profile for the next engines (best effort).
+
+    LibreOffice 7.4 initialises a new profile by starting, writing it and asking to be
+    restarted (exit status 81): about 0.3-0.6 s of every cold start. Engines started later from
+    a copy of an initialised profile (kept in ``~/.cache/previewer``, one per LibreOffice
+    version; a cache, safe to delete) start once.
+    """
+    try:
+        template.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{template.name}.", dir=template.parent))
+    except OSError as exc:  # a read-only home (a thumbnailer sandbox): start cold each time
+        log.debug("not keeping a LibreOffice profile template: %s", exc)
+        return
+    try:
+        shutil.copytree(
+            profile, tmp / "profile", symlinks=True, ignore=shutil.ignore_patterns(".lock")
+        )
+        os.rename(tmp, template)
+    except OSError as exc:
+        log.debug("not keeping a LibreOffice profile template: %s", exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _live_members(pgid: int) -> bool:
+    """True when a process of group ``pgid`` still runs (zombies do not count).
+
+    soffice.bin 7.4 runs ``gpgconf``, ``gpg`` and ``gpgsm`` at start-up; once re-parented they
+    stay zombies until the system's init reaps them, and a group holding only those would keep
+    :func:`previewer.process.kill_group` waiting through its grace period (about 1 s per stop).
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _memory_cap(memory: int) -> int:
+    """``memory``, lowered to the hard address-space limit this process may not exceed."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    return memory if hard == resource.RLIM_INFINITY else min(memory, hard)
+
+
+class Engine:
+    """One bridge process and its LibreOffice, in a sandbox and a private work directory.
+
+    Args:
+        memory: Address-space cap of the engine, in bytes.
+        allow_unisolated: Start the engine unisolated where nothing isolates, instead of
+            raising :class:`~previewer.errors.EngineUnavailableError`.
+    """
+
+    def __init__(self, *, memory: int = ENGINE_MEMORY, allow_unisolated: bool = False) -> None:
+        from previewer import process, sandbox
 
         self.pid = os.getpid()
         self.uses = 0
         self.version = ""
-        self.workdir = Path(tempfile.mkdtemp(prefix="previewer-office-"))
+        self.last_used = time.monotonic()
+        self.unisolated = sandbox.mechanism().kind == "none"
+        self.retired = False
+        base = Path(tempfile.gettempdir())
+        _reap_stale(base)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{self.pid}-", dir=base))
+        self.jobs = self.workdir / "jobs"
+        self.jobs.mkdir()
         self._buffer = b""
+        self.proc: subprocess.Popen[bytes] | None = None
+        template = _template_dir()
+        from_template = _usable_template(template)
+        if from_template:
+            try:
+                shutil.copytree(template / "profile", self.workdir / "profile", symlinks=True)
+            except OSError:
+                shutil.rmtree(self.workdir / "profile", ignore_errors=True)
+                from_template = False
         try:
-            self.proc: subprocess.Popen[bytes] | None = process.spawn(
+            argv = sandbox.wrap(
                 [SYSTEM_PYTHON, "-I", str(BRIDGE), str(self.workdir), *soffice_options()],
-                cwd=self.workdir,
-                env=process.minimal_env(self.workdir, fontconfig_env(self.workdir)),
-                stderr=self.workdir / "bridge.log",
+                read=[BRIDGE],
+                write=[self.workdir],
+                allow_unisolated=allow_unisolated,
+                program="LibreOffice",
+            )
+            if os.access(PRLIMIT, os.X_OK):
+                argv = [PRLIMIT, f"--as={_memory_cap(memory)}", "--", *argv]
+            argv = process.die_with_parent(argv)
+            env = process.minimal_env(self.workdir, fontconfig_env(self.workdir))
+            self.proc = _keeper_call(
+                lambda: process.spawn(
+                    argv, cwd=self.workdir, env=env, stderr=self.workdir / "bridge.log"
+                )
             )
             reply = self.request({"op": "ping"}, START_TIMEOUT)
         except BaseException:
@@ -196,6 +411,8 @@ class Engine:
             raise EngineError(f"LibreOffice did not start: {reply.get('message', '')}")
         self.version = str(reply.get("version", ""))
         log.debug("LibreOffice %s started in %s", self.version, self.workdir)
+        if not from_template and not os.path.lexists(template):
+            _save_template(self.workdir / "profile", template)
 
     def alive(self) -> bool:
         """True while the bridge process runs."""
@@ -261,45 +478,113 @@ class Engine:
                     proc.stdin.close()  # the bridge stops LibreOffice and exits
                 with contextlib.suppress(Exception):
                     proc.wait(timeout=3)
-            process.kill_group(proc, grace=0.5)  # anything left in the group
+            if proc.poll() is None or _live_members(proc.pid):
+                process.kill_group(proc, grace=0.5)  # anything left in the group
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.pid == os.getpid():  # a forked child must not remove its parent's engine
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 _lock = threading.Lock()
+_changed = threading.Condition(_lock)
 _idle: list[Engine] = []
 _busy: set[Engine] = set()
+_starting = 0
 _registered = False
+_reaper_pid = 0
+
+
+def _register() -> None:
+    """On first use in this process: stop engines at exit, and when they sit idle."""
+    global _registered, _reaper_pid
+    if not _registered:
+        atexit.register(shutdown)
+        from previewer import plugin
+
+        plugin.register_shutdown(shutdown)
+        _registered = True
+    if _reaper_pid != os.getpid():
+        _reaper_pid = os.getpid()
+        threading.Thread(target=_reap_idle, name="previewer-office-idle", daemon=True).start()
+
+
+def _reap_idle() -> None:
+    """Stop engines that had no work for :data:`IDLE_SECONDS` (runs in a daemon thread)."""
+    while True:
+        with _lock:
+            _changed.wait(max(IDLE_SECONDS / 4, 0.05))
+            now = time.monotonic()
+            stale = [e for e in _idle if now - e.last_used >= IDLE_SECONDS]
+            for engine in stale:
+                _idle.remove(engine)
+            if stale:
+                _changed.notify_all()
+        for engine in stale:
+            log.debug("stopping LibreOffice idle for %.0f s", now - engine.last_used)
+            engine.stop()
 
 
 @contextlib.contextmanager
-def _engine() -> Iterator[Engine]:
-    """Borrow an idle engine (starting one if none), return it afterwards if still healthy."""
-    global _registered
+def _engine(timeout: float, *, memory: int, allow_unisolated: bool) -> Iterator[Engine]:
+    """Borrow an idle engine, or start one while under :func:`max_engines`, or wait for one.
+
+    Raises:
+        EngineTimeoutError: Every engine stayed busy for ``timeout`` seconds.
+    """
+    global _starting
+    deadline = time.monotonic() + timeout
     engine = None
+    retire: list[Engine] = []
     with _lock:
-        if not _registered:
-            atexit.register(shutdown)
-            _registered = True
-        while _idle and engine is None:
-            candidate = _idle.pop()
-            if candidate.pid == os.getpid() and candidate.alive():
-                engine = candidate
+        _register()
+        while True:
+            for candidate in list(_idle):
+                if candidate.pid != os.getpid() or not candidate.alive():
+                    _idle.remove(candidate)
+                    retire.append(candidate)
+                elif engine is None and (allow_unisolated or not candidate.unisolated):
+                    _idle.remove(candidate)
+                    engine = candidate
+            if engine is not None:
+                break
+            if len(_idle) + len(_busy) + _starting >= max_engines() and _idle:
+                retire.append(_idle.pop(0))  # unusable for this call: make room
+            if len(_idle) + len(_busy) + _starting < max_engines():
+                _starting += 1
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineTimeoutError(
+                    f"all {max_engines()} LibreOffice engines stayed busy for {timeout:g} s",
+                    hint="raise --timeout, or convert fewer Office documents at once",
+                )
+            _changed.wait(left)
+        if engine is not None:
+            _busy.add(engine)
+    for old in retire:
+        old.stop()
     if engine is None:
-        engine = Engine()
-    with _lock:
-        _busy.add(engine)
+        try:
+            engine = Engine(memory=memory, allow_unisolated=allow_unisolated)
+        finally:
+            with _lock:
+                _starting -= 1
+                if engine is not None:
+                    _busy.add(engine)
+                _changed.notify_all()
     try:
         yield engine
     finally:
         with _lock:
             _busy.discard(engine)
-            keep = engine.alive() and engine.uses < RECYCLE_AFTER
+            engine.last_used = time.monotonic()
+            keep = engine.alive() and engine.uses < RECYCLE_AFTER and not engine.retired
             if keep:
                 _idle.append(engine)
+            _changed.notify_all()
         if not keep:
             engine.stop()
 
@@ -311,55 +596,85 @@ def convert(
     timeout: float,
     pages: str | None = None,
     password: str | None = None,
+    asked: bool | None = None,
     import_filter: str | None = None,
     filter_options: str | None = None,
+    memory: int = 0,
+    allow_unisolated: bool = False,
+    no_text: bool = False,
 ) -> None:
     """Convert ``source`` to the PDF ``out`` with a warm LibreOffice.
+
+    ``source`` is copied into a job directory of the engine (the only host files the sandboxed
+    LibreOffice sees are its own); the PDF is written there and moved to ``out``.
 
     Args:
         source: Absolute path of the document.
         out: Absolute path of the PDF to write.
-        timeout: Seconds the conversion may take (the instance is killed after it).
+        timeout: Seconds the call may take, waiting for a free engine included (the instance
+            is killed after it).
         pages: A page range such as ``"1-3"`` to export only those pages, or None for all.
         password: Password for an encrypted document.
+        asked: Whether the user gave ``password`` (default: whether there is one); a wrong
+            password the user did not give is reported as a missing one.
         import_filter: LibreOffice import filter to force (else LibreOffice detects the type).
         filter_options: Options of that filter (CSV separators and encoding).
+        memory: Address-space cap of a newly started engine (at least :data:`ENGINE_MEMORY`).
+        allow_unisolated: Run LibreOffice unisolated where nothing isolates.
+        no_text: Refuse the document when LibreOffice's own type detection takes it for plain
+            text (it was sniffed as an Office type, most likely by its name only).
 
     Raises:
         EncryptedError: The document asks for a password (none given, or a wrong one).
         InputError: LibreOffice cannot load the document.
-        EngineTimeoutError: The conversion ran past ``timeout``.
+        EngineTimeoutError: The conversion ran past ``timeout``, or no engine became free.
+        EngineUnavailableError: LibreOffice cannot be isolated here.
         EngineError: LibreOffice crashed or failed to export.
     """
-    req = {
-        "op": "convert",
-        "src": str(source.resolve()),
-        "out": str(out.resolve()),
-        "pages": pages,
-        "password": password,
-        "filter": import_filter,
-        "filter_options": filter_options,
-    }
-    with _engine() as engine:
-        engine.uses += 1
+    started = time.monotonic()
+    with _engine(
+        timeout, memory=max(memory, ENGINE_MEMORY), allow_unisolated=allow_unisolated
+    ) as engine:
+        job = engine.jobs / uuid.uuid4().hex
+        job.mkdir()
         try:
-            reply = engine.request(req, timeout)
-        except BaseException:
-            # Interrupted (Ctrl-C) or failed mid-request: a late reply would desynchronise the
-            # protocol, and the document may still be busy in LibreOffice. Discard the instance.
-            engine.stop(graceful=False)
-            raise
-        if reply.get("error") == "crashed":
-            engine.stop()
+            staged = job / source.name
+            shutil.copyfile(source, staged)
+            req = {
+                "op": "convert",
+                "src": str(staged),
+                "out": str(job / "out.pdf"),
+                "pages": pages,
+                "password": password,
+                "filter": import_filter,
+                "filter_options": filter_options,
+                "no_text": no_text,
+            }
+            engine.uses += 1
+            left = max(timeout - (time.monotonic() - started), 1.0)
+            try:
+                reply = engine.request(req, left)
+            except BaseException:
+                # Interrupted (Ctrl-C) or failed mid-request: a late reply would desynchronise
+                # the protocol, and the document may still be busy in LibreOffice.
+                engine.stop(graceful=False)
+                raise
+            if reply.get("error") == "crashed":
+                engine.stop()
+            elif reply.get("ok"):
+                shutil.move(job / "out.pdf", out)
+        finally:
+            shutil.rmtree(job, ignore_errors=True)
     if reply.get("ok"):
         return
     error, message = reply.get("error"), str(reply.get("message", ""))
     if error == "encrypted":
+        given = bool(password) if asked is None else asked
         raise EncryptedError(
-            "document is encrypted and needs a password"
-            if not password
-            else "document is encrypted and the password is wrong",
-            hint="pass the password with --password" if not password else None,
+            "document is encrypted and the password is wrong"
+            if given
+            else "document is encrypted and needs a password",
+            hint=None if given else "pass the password with --password",
         )
     if error == "unloadable":
         raise InputError(message or "LibreOffice cannot load it")
@@ -367,9 +682,18 @@ def convert(
 
 
 def shutdown() -> None:
-    """Stop every engine of this process (registered with :mod:`atexit` on first use)."""
+    """Stop every engine of this process and remove their work directories.
+
+    Registered with :mod:`atexit` on first use, and run by ``previewer.shutdown()``. Engines
+    busy with a conversion are stopped too (that conversion fails with an
+    :class:`~previewer.errors.EngineError`). Engines start again on the next Office document.
+    """
     with _lock:
         engines = list(_idle) + list(_busy)
         _idle.clear()
+        for engine in _busy:
+            engine.retired = True
+        _changed.notify_all()
     for engine in engines:
-        engine.stop()
+        if engine.pid == os.getpid():
+            engine.stop(graceful=engine not in _busy)

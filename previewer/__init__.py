@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         converters,
         info,
         render,
+        shutdown,
     )
     from previewer.errors import (
         EncryptedError,
@@ -66,6 +67,7 @@ _WHERE = {
             "converters",
             "info",
             "render",
+            "shutdown",
         ),
         "previewer.api",
     ),
@@ -136,4 +138,5 @@ __all__ = [
     "converters",
     "info",
     "render",
+    "shutdown",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "converters",
     "info",
     "render",
+    "shutdown",
 ]
 
 SizeArg = str | int | SizeSpec
@@ -656,3 +657,15 @@ def converters(registry: Registry | None = None) -> list[ConverterInfo]:
             )
         )
     return listing
+
+
+def shutdown() -> None:
+    """Stop the engines previewer keeps running in this process (warm LibreOffice instances).
+
+    They start again on demand. This also runs at interpreter exit; call it from a host's own
+    shutdown (a web server's lifespan handler, a SIGTERM handler) to release their memory and
+    work directories at once. Idle engines also stop by themselves after a minute.
+    """
+    from previewer import plugin
+
+    plugin.run_shutdown_hooks()

@@ -145,7 +145,8 @@ def sniff(path: str | os.PathLike[str], name: str | None = None) -> str:
         if not head.startswith(_OLE2_MAGIC):  # OLE2: libmagic reads its stream names
             mime = damaged_pdf(path, head)
         mime = mime or _libmagic(path)
-    return picture_hint(_tie_break(mime, name or path.name), head, name or path.name)
+    mime = picture_hint(_tie_break(mime, name or path.name), head, name or path.name)
+    return _office_type(mime, head, path, name or path.name)
 
 
 def sniff_bytes(head: bytes, name: str = "") -> str:
@@ -368,3 +369,74 @@ def _libmagic_buffer(head: bytes) -> str:
         return str(detector.from_buffer(head))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001
         return "application/octet-stream"
+
+
+OFFICE_INCONCLUSIVE = frozenset(
+    {
+        "application/octet-stream",
+        "application/zip",
+        "application/x-ole-storage",
+        "application/CDFV2",
+        "application/vnd.ms-office",
+        "application/xml",
+        "text/xml",
+    }
+)
+"""What content sniffing answers for Office files it cannot name: a bare container, or nothing."""
+
+OFFICE_EXTENSIONS: dict[str, str] = {
+    ".vsd": "application/vnd.visio",
+    ".vss": "application/vnd.visio",
+    ".vst": "application/vnd.visio",
+    ".vsdx": "application/vnd.ms-visio.drawing",
+    ".pub": "application/x-mspublisher",
+    ".xls": "application/vnd.ms-excel",
+    ".xlw": "application/vnd.ms-excel",
+    ".doc": "application/msword",
+    ".wpd": "application/vnd.wordperfect",
+    ".wp": "application/vnd.wordperfect",
+    ".wp4": "application/vnd.wordperfect",
+    ".wp5": "application/vnd.wordperfect",
+    ".wp6": "application/vnd.wordperfect",
+}
+"""Office types whose files content sniffing may not recognise (Visio, Publisher, BIFF2-4
+worksheets without an OLE container, WordPerfect 4.2, which has no magic number): named so, they
+go to LibreOffice, whose own type detection decides (and reports what it cannot load)."""
+
+_WORD_2003_XML = re.compile(rb"<(?:\w+:)?wordDocument[\s>]")
+_EXCEL_2003_XML = re.compile(rb'<\?mso-application\s+progid="Excel\.Sheet"')
+
+
+def _office_type(mime: str, head: bytes, path: Path, name: str) -> str:
+    """Refine an inconclusive type to the Office type the content or the name suggests.
+
+    Content first (a Visio package's ``visio/`` part, Word and Excel 2003 XML), then the name
+    for containers and unrecognised data. Plain text keeps its type whatever its name says: a
+    text file named ``.docx`` is text, not a document LibreOffice should guess at.
+    """
+    if mime not in OFFICE_INCONCLUSIVE:
+        return mime
+    if mime in ("application/xml", "text/xml"):
+        if _WORD_2003_XML.search(head):
+            return "application/vnd.ms-wordml"
+        if _EXCEL_2003_XML.search(head):
+            return "application/vnd.ms-excel.2003+xml"
+    if mime == "application/zip" and _zip_has_prefix(path, "visio/"):
+        return "application/vnd.ms-visio.drawing"
+    ext = os.path.splitext(name)[1].lower()
+    candidate = OFFICE_EXTENSIONS.get(ext)
+    if candidate is None:
+        return mime
+    if mime == "application/zip" and candidate != "application/vnd.ms-visio.drawing":
+        return mime
+    return candidate
+
+
+def _zip_has_prefix(path: Path, prefix: str) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.startswith(prefix) for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False

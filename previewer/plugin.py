@@ -35,6 +35,8 @@ __all__ = [
     "Document",
     "Limits",
     "RunResult",
+    "register_shutdown",
+    "run_shutdown_hooks",
 ]
 
 ENTRY_POINT_GROUP = "previewer.converters"
@@ -306,3 +308,25 @@ class ConvertContext:
         if self._delegate is None:
             raise RuntimeError("this context cannot delegate")
         return self._delegate(path, mime)
+
+
+_shutdown_hooks: list[Callable[[], None]] = []
+
+
+def register_shutdown(hook: Callable[[], None]) -> None:
+    """Have ``previewer.shutdown()`` call ``hook``: for converters that keep engines running.
+
+    Args:
+        hook: Stops the converter's engines and removes their files; must not raise.
+    """
+    if hook not in _shutdown_hooks:
+        _shutdown_hooks.append(hook)
+
+
+def run_shutdown_hooks() -> None:
+    """Call every hook given to :func:`register_shutdown` (what ``previewer.shutdown()`` does)."""
+    for hook in list(_shutdown_hooks):
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - one converter's failure must not stop the others
+            logging.getLogger(__name__).exception("shutting down %r failed", hook)

@@ -176,7 +176,12 @@ def limit_self(max_memory: int, parent: int) -> None:
     die_with_parent(parent)
     cap = max_memory + _address_space()
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        # Soft limit only: an engine started from here may get its own cap (LibreOffice needs
+        # more address space than a worker, see converters.office_engine).
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     except (ValueError, OSError) as exc:
         log.warning("cannot cap memory at %d bytes: %s", cap, exc)
 

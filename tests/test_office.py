@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import officegen
 import pytest
 from PIL import Image
 from pngcheck import check_png
@@ -493,3 +496,263 @@ def test_only_the_pages_to_render_are_exported(
         previewer.convert(doc, out_dir=tmp_path, pages="12")
     assert seen == ["1-1", "1-3", None, "1-12"]
     assert first.page == 1 and [p.page for p in third] == [2, 3] and len(every) == 10
+
+
+# --------------------------------------------------------------------------- comments
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("comment.docx", officegen.docx_with_comment),
+        ("comment.odt", officegen.odt_with_comment),
+        ("comment.rtf", officegen.rtf_with_comment),
+    ],
+)
+def test_documents_with_comments_convert(name: str, make: object, tmp_path: Path) -> None:
+    # LibreOffice 7.4 (-nogui packages) aborted on these when loaded outside its main thread.
+    doc = make(tmp_path / name)  # type: ignore[operator]
+
+    (preview,) = previewer.convert(doc, out_dir=tmp_path / "out", sizes=[800])
+
+    image = check_png(preview.path, longest=800)
+    assert image.convert("L").getextrema()[0] < 100, "the commented text is not rendered"
+
+
+# --------------------------------------------------------------------------- engine pool
+
+
+def test_engines_are_capped_and_callers_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previewer.shutdown()
+    monkeypatch.setattr(office_engine, "MAX_ENGINES", 1)
+    docs = [make_odt(tmp_path / f"c{n}.odt") for n in range(3)]
+    peak: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(doc: Path) -> None:
+        try:
+            previewer.convert(doc, out_dir=tmp_path / "out", sizes=[64])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in docs]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        with office_engine._lock:
+            peak.append(
+                len(office_engine._idle) + len(office_engine._busy) + office_engine._starting
+            )
+        time.sleep(0.02)
+    assert errors == []
+    assert max(peak) == 1
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+    # A caller that cannot get an engine within its timeout fails with a timeout.
+    with office_engine._engine(60, memory=0, allow_unisolated=False):
+        started = time.monotonic()
+        with pytest.raises(EngineTimeoutError, match="stayed busy"):
+            office_engine.convert(docs[0], tmp_path / "x.pdf", timeout=1)
+        assert time.monotonic() - started < 5
+
+
+def test_idle_engines_stop_by_themselves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    previewer.info(make_odt(tmp_path / "idle.odt"))
+    (engine,) = office_engine._idle
+    monkeypatch.setattr(office_engine, "IDLE_SECONDS", 0.5)
+    with office_engine._lock:
+        office_engine._changed.notify_all()
+
+    assert wait_until(lambda: not engine.alive(), 10)
+    assert wait_until(lambda: not engine.workdir.exists(), 5)
+    assert office_engine._idle == []
+
+
+def test_shutdown_stops_engines_and_removes_their_files(tmp_path: Path) -> None:
+    previewer.info(make_odt(tmp_path / "stop.odt"))
+    (engine,) = office_engine._idle
+    workdir = engine.workdir
+
+    previewer.shutdown()
+
+    assert not engine.alive() and not workdir.exists()
+    assert soffice_processes(str(workdir)) == []
+    assert office_engine._idle == [] and office_engine._busy == set()
+    # Engines start again on demand.
+    assert previewer.info(make_odt(tmp_path / "again.odt")).pages == 1
+
+
+def test_work_directories_of_dead_processes_are_reaped(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["/usr/bin/true"])
+    dead.wait()
+    base = Path(tempfile.gettempdir())
+    stale = base / f"{office_engine.WORKDIR_PREFIX}{dead.pid}-left"
+    (stale / "profile").mkdir(parents=True)
+    mine = base / f"{office_engine.WORKDIR_PREFIX}{os.getpid()}-mine"
+    mine.mkdir()
+    try:
+        previewer.shutdown()
+        previewer.info(make_odt(tmp_path / "reap.odt"))
+        assert not stale.exists()
+        assert mine.exists(), "a live process's directory was removed"
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def test_libreoffice_gets_its_own_memory_cap(tmp_path: Path) -> None:
+    previewer.info(make_odt(tmp_path / "cap.odt"))
+    (engine,) = office_engine._idle
+    (pid,) = [
+        p
+        for p in soffice_processes(str(engine.workdir))
+        if "soffice.bin" in Path(f"/proc/{p}/cmdline").read_text()
+    ]
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    (line,) = [ln for ln in limits if ln.startswith("Max address space")]
+    assert line.split()[3] == str(office_engine.ENGINE_MEMORY)
+
+
+def test_no_uno_pipe_is_left_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from previewer import sandbox
+
+    def pipes() -> set[str]:
+        return {p.name for p in Path("/tmp").glob(f"OSL_PIPE_{os.getuid()}_*")}
+
+    previewer.shutdown()
+    names = []
+    previewer.info(make_odt(tmp_path / "bwrap.odt"))
+    names += [e.workdir.name for e in office_engine._idle]
+    previewer.shutdown()
+    # Without bubblewrap's private /tmp (network namespace only), the bridge removes them.
+    unshare = sandbox.Mechanism("unshare", "/usr/bin/unshare", "test")
+    if Path("/usr/bin/unshare").exists():
+        monkeypatch.setattr(sandbox, "mechanism", lambda **kw: unshare)
+        previewer.info(make_odt(tmp_path / "unshare.odt"))
+        names += [e.workdir.name for e in office_engine._idle]
+        assert any(name in p for p in pipes() for name in names[-1:]), "no pipe seen in /tmp"
+        previewer.shutdown()
+    assert len(names) == 2
+    # The accept pipe is named after the engine's work directory.
+    assert [p for p in pipes() if any(name in p for name in names)] == []
+
+
+# --------------------------------------------------------------------------- default password
+
+
+def test_default_excel_password_opens_and_others_are_asked_for(tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b\n1,2\n")
+    velvet = officegen.libreoffice_save(
+        csv, tmp_path / "velvet.xls", "MS Excel 97", "VelvetSweatshop"
+    )
+    secret = officegen.libreoffice_save(csv, tmp_path / "secret.xls", "MS Excel 97", "s3cret")
+
+    assert previewer.info(velvet).pages == 1
+    with pytest.raises(EncryptedError, match="needs a password"):
+        previewer.info(secret)
+    assert previewer.info(secret, password="s3cret").pages == 1
+    with pytest.raises(EncryptedError, match="password is wrong"):
+        previewer.info(secret, password="nope")
+
+
+def test_encrypted_ooxml_is_tried_with_the_default_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[object] = []
+    real = office_engine.convert
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append(kwargs.get("password"))
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(office_engine, "convert", spy)
+    with pytest.raises(EncryptedError, match="needs a password") as excinfo:
+        previewer.info(OFFICE / "WordPasswordProtected.docx")
+    assert "--password" in str(excinfo.value)
+    assert seen == ["VelvetSweatshop"]
+
+
+# --------------------------------------------------------------------------- types by name
+
+
+def _biff3(path: Path) -> Path:
+    import struct
+
+    def rec(kind: int, data: bytes) -> bytes:
+        return struct.pack("<HH", kind, len(data)) + data
+
+    path.write_bytes(
+        rec(0x0209, struct.pack("<HHH", 0, 0x10, 0))  # BIFF3 BOF, worksheet
+        + rec(0x0204, struct.pack("<HHHH", 0, 0, 0, 5) + b"Hello")  # LABEL A1
+        + rec(0x000A, b"")  # EOF
+    )
+    return path
+
+
+def test_types_sniffing_cannot_name_go_to_libreoffice(tmp_path: Path) -> None:
+    biff3 = _biff3(tmp_path / "old.xls")
+    word2003 = tmp_path / "letter.xml"
+    word2003.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><?mso-application progid="Word.Document"?>'
+        '<w:wordDocument xmlns:w="http://schemas.microsoft.com/office/word/2003/wordml">'
+        "<w:body><w:p><w:r><w:t>Hello 2003</w:t></w:r></w:p></w:body></w:wordDocument>"
+    )
+
+    for doc, mime in (
+        (biff3, "application/vnd.ms-excel"),
+        (word2003, "application/vnd.ms-wordml"),
+    ):
+        info = previewer.info(doc)
+        assert (info.mime, info.converter, info.pages) == (mime, "office-libreoffice", 1)
+
+
+def test_unloadable_office_named_data_is_a_bad_input(tmp_path: Path) -> None:
+    from previewer import mime
+
+    visio = tmp_path / "plan.vsdx"
+    with zipfile.ZipFile(visio, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("visio/document.xml", "<VisioDocument/>")
+    # libmagic calls this "data"; LibreOffice's detection would read it as plain text.
+    binary = tmp_path / "memo.doc"
+    binary.write_bytes(b"hello\x00world\x01 " * 200)
+
+    assert mime.sniff(visio) == "application/vnd.ms-visio.drawing"
+    assert mime.sniff(binary) == "application/msword"
+    with pytest.raises(InputError):  # LibreOffice's detection decided, not "unsupported"
+        previewer.info(visio)
+    with pytest.raises(InputError, match="plain text"):
+        previewer.info(binary)
+
+
+def test_text_with_an_office_extension_is_text(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.docx"
+    fake.write_text("just some text\n")
+    with pytest.raises(previewer.UnsupportedFormatError, match="text/plain"):
+        previewer.info(fake)
+
+
+def test_libreoffice_escapes_a_batch_workers_memory_cap(tmp_path: Path) -> None:
+    # A batch worker caps its own address space (soft limit, 2 GiB by default); LibreOffice
+    # started from it still gets ENGINE_MEMORY (a 68-slide deck needs more than 2 GiB).
+    doc = make_odt(tmp_path / "worker.odt")
+    code = (
+        "import resource, sys, previewer\n"
+        "from pathlib import Path\n"
+        "from converters import office_engine as e\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
+        f"previewer.info({str(doc)!r})\n"
+        "(engine,) = e._idle\n"
+        "for p in Path('/proc').iterdir():\n"
+        "    if p.name.isdigit() and str(engine.workdir) in (p / 'cmdline').read_text():\n"
+        "        if 'soffice.bin' in (p / 'cmdline').read_text():\n"
+        "            print([l for l in (p / 'limits').read_text().splitlines()\n"
+        "                   if l.startswith('Max address space')][0].split()[3])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.stdout.split() == [str(office_engine.ENGINE_MEMORY).encode()], proc.stderr
