@@ -671,7 +671,7 @@ def test_encrypted_ooxml_is_tried_with_the_default_password(
     monkeypatch.setattr(office_engine, "convert", spy)
     with pytest.raises(EncryptedError, match="needs a password") as excinfo:
         previewer.info(OFFICE / "WordPasswordProtected.docx")
-    assert "--password" in str(excinfo.value)
+    assert "password=" in str(excinfo.value)
     assert seen == ["VelvetSweatshop"]
 
 
