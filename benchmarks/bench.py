@@ -1234,7 +1234,51 @@ def run_office(
         else:
             row.note = f"failed: exit {sample.rc}"
 
-    steps = [run_batch_ours, run_batch_cold]
+    # One document, one process each: previewer (engine started for it) against a cold
+    # soffice --convert-to pdf followed by mutool draw of page 1.
+    one = docs[0]
+    oneoff, oneoff_cold = (
+        Row("office-oneoff", "previewer"),
+        Row("office-oneoff", "cold soffice+mutool"),
+    )
+    oneoff.argv = [previewer.exe, "convert", str(one), "-o", str(base / "oneoff")]
+    mutool = shutil.which("mutool")
+    oneoff_cold.argv = [SOFFICE, "--convert-to", "pdf", str(one), "&&", "mutool", "draw"]
+
+    def run_oneoff_ours() -> None:
+        shutil.rmtree(base / "oneoff", ignore_errors=True)
+        sample = runner.run(oneoff.argv, "office-oneoff.previewer", timeout=BATCH_TIMEOUT)
+        if sample.rc == 0:
+            oneoff.samples.append(sample)
+        else:
+            oneoff.note = f"failed: exit {sample.rc}"
+
+    def run_oneoff_cold() -> None:
+        if mutool is None:
+            oneoff_cold.note = "n/a (mutool)"
+            return
+        sub = base / "oneoff-cold"
+        shutil.rmtree(sub, ignore_errors=True)
+        sub.mkdir(parents=True)
+        started = time.perf_counter()
+        first_sample = _cold_soffice(runner, one, sub, "office-oneoff")
+        pdf = sub / f"{one.stem}.pdf"
+        argv = [mutool, "draw", "-q", "-w", "256", "-h", "256", "-r", "72", "-F", "png"]
+        argv += ["-o", str(sub / "p1.png"), str(pdf), "1"]
+        second = runner.run(argv, "office-oneoff.mutool")
+        if first_sample.rc != 0 or second.rc != 0:
+            oneoff_cold.note = "failed"
+            return
+        oneoff_cold.samples.append(
+            Sample(
+                time.perf_counter() - started,
+                max(first_sample.rss_kb, second.rss_kb),
+                first_sample.cpu + second.cpu,
+                0,
+            )
+        )
+
+    steps = [run_batch_ours, run_batch_cold, run_oneoff_ours, run_oneoff_cold]
     steps += [lambda: run_single(first, "ours"), lambda: run_single(whole, "whole")]
     steps += [lambda: run_single(ranged, "range")]
     progress(f"office: {len(docs)} documents batch, 300-page first page ({runs} rounds)")
@@ -1246,7 +1290,7 @@ def run_office(
     for row in (batch, cold):
         if row.median:
             row.files_per_s = len(docs) / row.median
-    return [batch, cold, first, whole, ranged]
+    return [batch, cold, oneoff, oneoff_cold, first, whole, ranged]
 
 
 def office_targets(rows: list[Row]) -> list[dict[str, Any]]:
@@ -1265,6 +1309,19 @@ def office_targets(rows: list[Row]) -> list[dict[str, Any]]:
                 "value": f"{ratio:.2f}x ({ours.median / OFFICE_BATCH:.3f} vs "
                 f"{cold.median / OFFICE_BATCH:.3f} s/doc)",
                 "pass": ratio <= 1 / 3,
+            }
+        )
+    one, one_cold = (
+        tools.get(("office-oneoff", "previewer")),
+        tools.get(("office-oneoff", "cold soffice+mutool")),
+    )
+    if one and one_cold and one.median and one_cold.median:
+        ratio = one.median / one_cold.median
+        found.append(
+            {
+                "target": "office one-off: previewer <= cold soffice + mutool",
+                "value": f"{ratio:.2f}x ({one.median:.2f} s vs {one_cold.median:.2f} s)",
+                "pass": ratio <= 1.0,
             }
         )
     first = tools.get(("office-300p-page1", "previewer"))

@@ -7,6 +7,7 @@ turned into exit codes in exactly one place, :func:`main`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -91,6 +92,7 @@ def cli(debug: bool) -> None:
         for old in [h for h in logger.handlers if isinstance(h, _MessageHandler)]:
             logger.removeHandler(old)
     handler = _MessageHandler()
+    level = logging.root.level
     if debug:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logging.root.addHandler(handler)
@@ -101,6 +103,15 @@ def cli(debug: bool) -> None:
         handler.setFormatter(logging.Formatter("previewer: warning: %(message)s"))
         handler.setLevel(logging.WARNING)
         log.addHandler(handler)
+    # Only for this invocation: a host running the CLI in-process (tests, click's runner)
+    # keeps a silent library afterwards.
+    click.get_current_context().call_on_close(functools.partial(_remove_handler, handler, level))
+
+
+def _remove_handler(handler: logging.Handler, root_level: int) -> None:
+    for logger in (logging.root, log):
+        logger.removeHandler(handler)
+    logging.root.setLevel(root_level)
 
 
 # --------------------------------------------------------------------------- messages
