@@ -5,8 +5,8 @@
 #
 #   scripts/setup.sh            libraries and tools previewer and its tests need
 #   scripts/setup.sh --bench    also the peer tools the benchmark compares with
-#   scripts/setup.sh --desktop  also GNOME's thumbnail factory (python3-gi, gir1.2-gnomedesktop-3.0,
-#                               bubblewrap) and a copy of previewer under /usr/local, where the
+#   scripts/setup.sh --desktop  also GNOME's thumbnail factory (python3-gi, gir1.2-gnomedesktop-3.0)
+#                               and a copy of previewer under /usr/local, where the
 #                               factory's sandbox can run it (tests/test_gnome_factory.py; CI uses it)
 set -eu
 
@@ -35,11 +35,15 @@ PACKAGES="$PACKAGES libreoffice-draw-nogui python3-uno fonts-liberation2 fonts-c
 PACKAGES="$PACKAGES fonts-crosextra-caladea fonts-dejavu-core fonts-wqy-zenhei"
 # redis-server: the broker the queue tests (tests/test_queue.py) start on a loopback port.
 PACKAGES="$PACKAGES redis-server"
+# bubblewrap: the document engines (LibreOffice, Ghostscript, ImageMagick) run in an empty network
+# namespace with a private file view (README, "Security and isolation"); util-linux (unshare,
+# setpriv, prlimit) is part of every Debian system.
+PACKAGES="$PACKAGES bubblewrap"
 if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
 fi
 if [ "$DESKTOP" = 1 ]; then
-    PACKAGES="$PACKAGES python3-gi gir1.2-gnomedesktop-3.0 bubblewrap"
+    PACKAGES="$PACKAGES python3-gi gir1.2-gnomedesktop-3.0"
 fi
 
 missing=""
