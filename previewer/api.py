@@ -8,6 +8,7 @@ prints, exits or configures logging.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -146,13 +147,10 @@ def _display(source: Source, name: str | None) -> str:
     return name or "<bytes>"
 
 
-def _in_caller(source: Source, opts: Options, registry: Registry, name: str | None) -> bool:
-    """Whether ``source`` goes to a converter whose engine is an external, warm process.
+def _target(source: Source, opts: Options, registry: Registry, name: str | None) -> Any:
+    """The registry entry of the converter ``source`` will go to, or None when unsure.
 
-    Such a converter (LibreOffice's, ``warm_engine = True``) keeps its engine running between
-    conversions in the converting process, under the timeout and in its own process group; a
-    throw-away child per conversion would start a new engine every time. Its conversions run
-    in the caller.
+    Only sniffs and ranks, without probing availability: the child reports any error.
     """
     from previewer import mime as _mime
 
@@ -167,23 +165,43 @@ def _in_caller(source: Source, opts: Options, registry: Registry, name: str | No
 
                 kind = _mime._zip_type(io.BytesIO(source))  # type: ignore[arg-type]
         else:
-            return False
+            return None
         if opts.converter is not None:
             entry = registry.get(opts.converter)
         else:
-            # The converter resolve() would try first, without probing availability: a probe
-            # imports the engine here, and a forked child is cheap only while this process
-            # is small.
+            # The converter resolve() would try first, without probing every candidate's
+            # availability (that would import every candidate's engine here).
             ranked = sorted(
                 ((e.handles(kind), e) for e in registry.entries),
                 key=lambda c: (-c[0], -c[1].priority, c[1].name),
             )
             if not ranked or not ranked[0][0]:
-                return False
+                return None
             entry = ranked[0][1]
     except (PreviewerError, OSError, ValueError):
-        return False  # the child reports it
-    return bool(getattr(entry.converter, "warm_engine", False))
+        return None  # the child reports it
+    return entry
+
+
+_converted_once: set[str] = set()
+"""Converters this process has run a single conversion with (see :func:`_warm`)."""
+
+
+def _warm(registry: Registry, entry: Any) -> None:
+    """From its second conversion on, import ``entry``'s converter and engine in this process.
+
+    A forked child inherits them: otherwise every conversion of a long-lived caller (a web
+    service converting uploads one by one) would import its engine again in a fresh child
+    (PyMuPDF: over 100 ms a call). A one-off run (the CLI) converts once and leaves the
+    imports to its child, where they cost no copy-on-write faults.
+    """
+    if entry.name not in _converted_once:
+        _converted_once.add(entry.name)
+        return
+    with contextlib.suppress(Exception):
+        registry.availability(entry)
+        import previewer.output
+        import previewer.rendering  # noqa: F401
 
 
 def _limited(
@@ -200,14 +218,18 @@ def _limited(
     The conversion runs in a child process under ``opts.limits`` (see
     :func:`previewer.pool.run_limited`): a hang is stopped at the timeout, an allocation beyond
     ``max_memory`` fails, a crash fails only this input. Inputs for a converter with a warm
-    external engine (see :func:`_in_caller`) run in this process, their engine under the
+    external engine (``warm_engine``) run in this process, their engine under the
     timeout. Streams are read here (up to the size limit), so the child never reads the
     caller's file objects.
     """
     from previewer import pool
 
     display = _display(source, name)
-    if not pool.ISOLATE or _in_caller(source, opts, registry, name):
+    entry = _target(source, opts, registry, name)
+    # A converter whose engine is an external, warm process (LibreOffice's, ``warm_engine``)
+    # keeps it running between conversions in the converting process, under the timeout and
+    # in its own process group; a throw-away child would start a new engine every time.
+    if not pool.ISOLATE or getattr(getattr(entry, "converter", None), "warm_engine", False):
         try:
             return func(source, opts, registry, name), []
         except Exception as exc:
@@ -215,6 +237,8 @@ def _limited(
             if error is exc:
                 raise
             raise error from exc
+    if entry is not None:
+        _warm(registry, entry)
     if not isinstance(source, (str, os.PathLike, bytes)):
         if isinstance(source, (bytearray, memoryview)):
             source = bytes(source)
