@@ -166,6 +166,20 @@ def _rels(items: list[tuple[str, str, str, bool]]) -> str:
     )
 
 
+def _content_types(overrides: list[tuple[str, str]]) -> str:
+    """``[Content_Types].xml`` of an OOXML package: rels and xml defaults, then ``overrides``."""
+    rows = "".join(
+        f'<Override PartName="{name}" ContentType="{ctype}"/>' for name, ctype in overrides
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" '
+        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        f'<Default Extension="xml" ContentType="application/xml"/>{rows}</Types>'
+    )
+
+
 def docx(
     path: Path,
     body: str,
@@ -193,18 +207,9 @@ def docx(
             f'<?xml version="1.0" encoding="UTF-8"?><w:settings {W_NS}>{settings}</w:settings>',
         )
         rels.append(("rIdSettings", "settings", "settings.xml", False))
-    overrides = "".join(
-        f'<Override PartName="/{name}" ContentType="{ctype}"/>'
-        for name, (ctype, _xml) in parts.items()
-    )
-    types = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-        '<Default Extension="rels" '
-        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-        '<Default Extension="xml" ContentType="application/xml"/>'
-        '<Override PartName="/word/document.xml" '
-        f'ContentType="{_CT_MAIN}wordprocessingml.document.main+xml"/>{overrides}</Types>'
+    types = _content_types(
+        [("/word/document.xml", _CT_MAIN + "wordprocessingml.document.main+xml")]
+        + [("/" + name, ctype) for name, (ctype, _xml) in parts.items()]
     )
     document = (
         f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document {W_NS}>'
@@ -348,18 +353,7 @@ def xlsx(path: Path, cells: str, *, external_link: str | None = None) -> Path:
         overrides.append(("/xl/externalLinks/externalLink1.xml", "spreadsheetml.externalLink+xml"))
         wb_rels.append(("rId2", "externalLink", "externalLinks/externalLink1.xml", False))
         external_refs = '<externalReferences><externalReference r:id="rId2"/></externalReferences>'
-    types = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-        '<Default Extension="rels" '
-        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-        '<Default Extension="xml" ContentType="application/xml"/>'
-        + "".join(
-            f'<Override PartName="{name}" ContentType="{_CT_MAIN}{ctype}"/>'
-            for name, ctype in overrides
-        )
-        + "</Types>"
-    )
+    types = _content_types([(name, _CT_MAIN + ctype) for name, ctype in overrides])
     workbook = (
         f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><workbook {_SS_NS} {_R_NS}>'
         '<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets>'
