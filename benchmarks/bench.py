@@ -1218,7 +1218,8 @@ def run_office(
     first.argv = [previewer.exe, "convert", str(big), "-o", str(base / "big"), "-p", "1"]
     whole.argv = [SOFFICE, "--convert-to", "pdf", str(big)]
     code = (
-        "import sys; from pathlib import Path; from converters import office_engine as e; "
+        "import sys; from pathlib import Path; "
+        "from previewer.converters import office_engine as e; "
         "e.convert(Path(sys.argv[1]), Path(sys.argv[2]), timeout=600, pages='1')"
     )
     ranged.argv = [python, "-c", code, str(big), str(base / "big-range.pdf")]

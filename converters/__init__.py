@@ -17,12 +17,12 @@ import importlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from converters.ghostscript import GhostscriptConverter
-    from converters.magick import MagickConverter
-    from converters.office import OfficeConverter
-    from converters.pdf import PdfConverter
-    from converters.psd import PsdConverter
-    from converters.raster import RasterConverter
+    from previewer.converters.ghostscript import GhostscriptConverter
+    from previewer.converters.magick import MagickConverter
+    from previewer.converters.office import OfficeConverter
+    from previewer.converters.pdf import PdfConverter
+    from previewer.converters.psd import PsdConverter
+    from previewer.converters.raster import RasterConverter
 
     BUILTIN: tuple[type[Any], ...]
 
@@ -51,7 +51,7 @@ def _spec(name: str, target: str, priority: int, types: str) -> BuiltinSpec:
 BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
     _spec(
         "pdf-pymupdf",
-        "converters.pdf:PdfConverter",
+        "previewer.converters.pdf:PdfConverter",
         50,
         "application/pdf application/epub+zip application/oxps application/vnd.comicbook+zip"
         " application/vnd.ms-xpsdocument application/x-cbz application/x-fictionbook+xml"
@@ -59,26 +59,26 @@ BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
     ),
     _spec(
         "raster-pillow",
-        "converters.raster:RasterConverter",
+        "previewer.converters.raster:RasterConverter",
         50,
         "image/apng image/bmp image/gif image/jpeg image/png image/tiff image/vnd.microsoft.icon"
         " image/vnd-ms.dds image/vnd.ms-dds image/webp image/x-dds image/x-icon image/x-ms-bmp",
     ),
     _spec(
         "psd-psdtools",
-        "converters.psd:PsdConverter",
+        "previewer.converters.psd:PsdConverter",
         50,
         "application/x-photoshop image/vnd.adobe.photoshop image/x-photoshop",
     ),
     _spec(
         "postscript-ghostscript",
-        "converters.ghostscript:GhostscriptConverter",
+        "previewer.converters.ghostscript:GhostscriptConverter",
         50,
         "application/eps application/postscript application/x-eps image/x-eps",
     ),
     _spec(
         "office-libreoffice",
-        "converters.office:OfficeConverter",
+        "previewer.converters.office:OfficeConverter",
         50,
         "application/CDFV2 application/CDFV2-encrypted application/encrypted application/msword"
         " application/rtf application/vnd.ms-excel application/vnd.ms-excel.2003+xml"
@@ -111,7 +111,7 @@ BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
     ),
     _spec(
         "magick-wand",
-        "converters.magick:MagickConverter",
+        "previewer.converters.magick:MagickConverter",
         10,
         "image/avif image/heic image/heif image/jp2 image/jpx image/sgi image/vnd-ms.dds"
         " image/vnd.ms-dds image/vnd.zbrush.pcx image/x-dds image/x-jp2-codestream image/x-pcx"

@@ -191,7 +191,7 @@ def worker_command(
         The argv list and the complete environment.
     """
     run_dir = ctx.workdir / "magick"
-    argv = [sys.executable, "-I", "-m", "converters.magick_worker"]
+    argv = [sys.executable, "-I", "-m", "previewer.converters.magick_worker"]
     argv.append(f"--max-pixels={pixel_budget(ctx)}")
     if ctx.fallback_for is not None:
         argv.append("--strict")  # a fallback must not render damaged data

@@ -115,7 +115,7 @@ class OfficeConverter:
     def availability(self) -> Availability:
         """Report whether LibreOffice and python3-uno are installed, with LibreOffice's version."""
         try:
-            from converters import office_engine
+            from previewer.converters import office_engine
 
             version, reason = office_engine.probe()
         except Exception as exc:  # noqa: BLE001 - never raises, by contract
@@ -134,7 +134,7 @@ class OfficeConverter:
             EngineTimeoutError: LibreOffice ran past ``ctx.limits.timeout``.
             EngineError: LibreOffice crashed or exported nothing.
         """
-        from converters import office_engine
+        from previewer.converters import office_engine
 
         source = source.resolve()
         password = _precheck(source, ctx)

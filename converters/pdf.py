@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from converters.pdf_repair import (
+from previewer.converters.pdf_repair import (
     content_is_unencrypted,
     page_tree_damaged,
     repair_page_tree,

@@ -1,4 +1,4 @@
-"""The documented entry points of previewer: convert, render, info, convert_many, converters.
+"""The documented entry points of previewer: convert, render, info, convert_many, list_converters.
 
 Every function takes its input as a path, as bytes, or as a binary file object, and keyword
 options named like the command-line flags. Failures raise a
@@ -40,7 +40,7 @@ __all__ = [
     "Source",
     "convert",
     "convert_many",
-    "converters",
+    "list_converters",
     "info",
     "render",
     "shutdown",
@@ -644,7 +644,7 @@ def _convert_one(
     return result
 
 
-def converters(registry: Registry | None = None) -> list[ConverterInfo]:
+def list_converters(registry: Registry | None = None) -> list[ConverterInfo]:
     """List every converter with its MIME types, engine, version and availability.
 
     Args:

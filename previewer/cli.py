@@ -738,7 +738,7 @@ def converters_command(as_json: bool) -> int:
     """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
 
-    listing = api.converters()
+    listing = api.list_converters()
     for conv in listing:
         if as_json:
             click.echo(json.dumps(conv.to_dict()))

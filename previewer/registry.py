@@ -145,7 +145,7 @@ class Registry:
     def _load(self) -> list[ConverterEntry]:
         entries: list[ConverterEntry] = []
         if self._given is None:
-            from converters import BUILTIN_SPECS
+            from previewer.converters import BUILTIN_SPECS
 
             for spec in BUILTIN_SPECS:
                 entries.append(
@@ -270,7 +270,7 @@ def _rebuild_registry(given: list[Any] | None, entry_points: bool) -> Registry:
 
 def _load_builtin(target: str) -> ConverterEntry:
     """Import a built-in converter class (``module:class``) and describe its instance."""
-    from converters import load_class
+    from previewer.converters import load_class
 
     try:
         item = load_class(target)

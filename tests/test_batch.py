@@ -15,7 +15,7 @@ import pymupdf
 import pytest
 
 import previewer
-from converters import BUILTIN
+from previewer.converters import BUILTIN
 from previewer.errors import EngineError, EngineTimeoutError, ExitCode, LimitExceededError
 from previewer.registry import Registry
 from tests.plugins.faulty import TripwireConverter

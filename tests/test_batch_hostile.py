@@ -19,7 +19,7 @@ import pymupdf
 import pytest
 
 import previewer
-from converters import BUILTIN
+from previewer.converters import BUILTIN
 from previewer.errors import (
     EncryptedError,
     EngineError,

@@ -20,9 +20,9 @@ from PIL import Image
 from pngcheck import check_png
 
 import previewer
-from converters.magick import MagickConverter
-from converters.raster import RasterConverter
 from previewer.cli import cli
+from previewer.converters.magick import MagickConverter
+from previewer.converters.raster import RasterConverter
 from previewer.errors import EngineError, InputError, LimitExceededError
 from previewer.plugin import Availability, ConvertContext
 from previewer.registry import Registry

@@ -353,7 +353,7 @@ def test_desktop_install_and_uninstall(
     # Generated from the registry's available converters, not a fixed list.
     available = {
         m
-        for c in previewer.converters()
+        for c in previewer.list_converters()
         if c.available
         for m in c.mime_types
         if not m.endswith("/*")
@@ -391,7 +391,7 @@ def test_convert_freedesktop_flag_fills_the_cache(tmp_path: Path) -> None:
 
 
 def test_fill_cache_workers_isolate_a_hanging_file(tmp_path: Path) -> None:
-    from converters import BUILTIN
+    from previewer.converters import BUILTIN
     from previewer.errors import EngineTimeoutError
     from previewer.registry import Registry
     from tests.plugins.faulty import TripwireConverter

@@ -49,7 +49,7 @@ def _ps_string(text: str) -> bytes:
 
 
 def test_converters_report_each_engines_isolation() -> None:
-    listing = {c.name: c for c in previewer.converters()}
+    listing = {c.name: c for c in previewer.list_converters()}
     for name in ("pdf-pymupdf", "raster-pillow", "psd-psdtools"):
         assert listing[name].isolation == "in-process"
         assert listing[name].to_dict()["isolation"] == "in-process"
@@ -99,7 +99,7 @@ except previewer.EngineUnavailableError as exc:
     eps, out_dir=out + "/allowed", limits=previewer.Limits(allow_unisolated=True)
 )
 report["allowed"] = str(preview.path)
-report["isolation"] = {c.name: c.isolation for c in previewer.converters()}
+report["isolation"] = {c.name: c.isolation for c in previewer.list_converters()}
 for args in ([], ["--allow-unisolated"]):
     try:
         cli.main(["convert", eps, "-o", out + "/cli", "--force", *args])

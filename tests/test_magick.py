@@ -16,7 +16,7 @@ from PIL import Image
 from pngcheck import check_png, check_tiling
 
 import previewer
-from converters.magick import POLICY_TEMPLATE, MagickConverter
+from previewer.converters.magick import POLICY_TEMPLATE, MagickConverter
 from previewer.errors import InputError, LimitExceededError, UnsupportedFormatError
 
 pytestmark = pytest.mark.skipif(
@@ -132,7 +132,7 @@ def _worker(
         sys.executable,
         "-I",
         "-m",
-        "converters.magick_worker",
+        "previewer.converters.magick_worker",
         coder,
         str(source),
         str(tmp_path / "o.png"),
@@ -217,7 +217,7 @@ def test_images_too_large_for_imagemagick_are_refused_from_the_header(tmp_path: 
 
 
 def test_imagemagick_pixel_budget_follows_the_limits() -> None:
-    from converters.magick import pixel_budget
+    from previewer.converters.magick import pixel_budget
     from previewer.options import Limits
     from previewer.plugin import ConvertContext
 
@@ -349,13 +349,13 @@ print(preview.path)
     assert proc.returncode == 0, proc.stderr
     check_png(Path(proc.stdout.strip()), longest=64, aspect=(300, 200))
     started = [json.loads(line) for line in spawns.read_text().splitlines()]
-    assert any("converters.magick_worker" in argv for argv in started), started
+    assert any("previewer.converters.magick_worker" in argv for argv in started), started
     assert not [argv for argv in started if _TOOLCHAIN & {Path(a).name for a in argv[:2]}]
     assert not called.exists(), called.read_text()
 
 
 def test_worker_starts_no_compiler_linker_or_ldconfig(picture: Image.Image, tmp_path: Path) -> None:
-    from converters.magick import _policy, worker_command
+    from previewer.converters.magick import _policy, worker_command
     from previewer.plugin import ConvertContext
 
     source = tmp_path / "in.tga"
@@ -368,7 +368,7 @@ def test_worker_starts_no_compiler_linker_or_ldconfig(picture: Image.Image, tmp_
     (work / "magick" / "config" / "policy.xml").write_text(policy)
     out = work / "magick" / "image.png"
     argv, env = worker_command(ctx, "TGA", source, out)
-    assert argv[1:4] == ["-I", "-m", "converters.magick_worker"]
+    assert argv[1:4] == ["-I", "-m", "previewer.converters.magick_worker"]
     bin_dir, called = _fake_toolchain(tmp_path)
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     spawns = tmp_path / "spawns.log"

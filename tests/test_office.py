@@ -30,7 +30,7 @@ from PIL import Image
 from pngcheck import check_png
 
 import previewer
-from converters import office_engine
+from previewer.converters import office_engine
 from previewer.errors import (
     EncryptedError,
     EngineError,
@@ -441,7 +441,7 @@ def test_sigterm_leaves_no_soffice(tmp_path: Path) -> None:
 
 
 def test_converters_lists_the_libreoffice_version() -> None:
-    (office,) = [c for c in previewer.converters() if c.name == "office-libreoffice"]
+    (office,) = [c for c in previewer.list_converters() if c.name == "office-libreoffice"]
     assert office.available
     assert office.engine == "LibreOffice"
     assert office.version and office.version[0].isdigit()
@@ -742,7 +742,7 @@ def test_libreoffice_escapes_a_batch_workers_memory_cap(tmp_path: Path) -> None:
     code = (
         "import resource, sys, previewer\n"
         "from pathlib import Path\n"
-        "from converters import office_engine as e\n"
+        "from previewer.converters import office_engine as e\n"
         "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
         f"previewer.info({str(doc)!r})\n"
         "(engine,) = e._idle\n"

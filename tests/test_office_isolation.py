@@ -22,8 +22,8 @@ from netcheck import Listener
 from PIL import Image, ImageChops
 
 import previewer
-from converters import office_engine
 from previewer import sandbox
+from previewer.converters import office_engine
 
 pytestmark = [
     pytest.mark.skipif(

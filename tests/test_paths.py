@@ -545,7 +545,7 @@ SLOW_BATCH = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import previewer
-from converters import BUILTIN
+from previewer.converters import BUILTIN
 from plugins.faulty import TripwireConverter
 from previewer.registry import Registry
 

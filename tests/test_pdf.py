@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from pngcheck import check_png
 
-import converters.pdf
 import previewer
+import previewer.converters.pdf
 import previewer.pool
 from previewer.api import render
 from previewer.errors import (
@@ -122,13 +122,13 @@ def test_several_sizes_come_from_one_render(
 ) -> None:
     pdf = make_pdf(tmp_path / "sizes.pdf", [(400, 600)], red=(0, 0, 200, 300))
     renders: list[float] = []
-    real_render = converters.pdf.PdfDocument.render
+    real_render = previewer.converters.pdf.PdfDocument.render
 
     def counting_render(self, index, *, scale, clip=None):  # a spy: the real render runs
         renders.append(scale)
         return real_render(self, index, scale=scale, clip=clip)
 
-    monkeypatch.setattr(converters.pdf.PdfDocument, "render", counting_render)
+    monkeypatch.setattr(previewer.converters.pdf.PdfDocument, "render", counting_render)
     monkeypatch.setattr(previewer.pool, "ISOLATE", False)  # the spy counts in this process
 
     previews = previewer.convert(pdf, out_dir=tmp_path / "out", sizes=[128, 512, "300x"])

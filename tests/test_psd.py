@@ -166,7 +166,7 @@ def test_stored_composite_needs_neither_psd_tools_nor_metadata(tmp_path: Path) -
         "import sys, previewer\n"
         f"previewer.convert({str(PSD / 'gray1.psd')!r}, out_dir={str(tmp_path)!r})\n"
         "loaded = 'psd_tools' in sys.modules, 'importlib.metadata' in sys.modules\n"
-        "from converters.psd import PsdConverter\n"
+        "from previewer.converters.psd import PsdConverter\n"
         "print(PsdConverter().availability().version, *loaded)\n"
     )
     proc = subprocess.run(

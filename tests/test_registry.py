@@ -40,14 +40,14 @@ def registry(*converters: type) -> Registry:
 
 
 def test_builtins_are_listed_and_available() -> None:
-    names = {c.name: c for c in previewer.converters(Registry(entry_points=False))}
+    names = {c.name: c for c in previewer.list_converters(Registry(entry_points=False))}
     assert {"pdf-pymupdf", "raster-pillow"} <= set(names)
     assert all(c.available for c in names.values())
 
 
 def test_builtin_declarations_match_the_classes() -> None:
     # The registry chooses among built-ins by these declarations, before importing any module.
-    from converters import BUILTIN, BUILTIN_SPECS
+    from previewer.converters import BUILTIN, BUILTIN_SPECS
 
     declared = [(s.name, s.priority, s.mime_types) for s in BUILTIN_SPECS]
     actual = [(c.name, c.priority, frozenset(c.mime_types)) for c in BUILTIN]
@@ -62,24 +62,28 @@ def test_only_the_chosen_builtin_is_imported() -> None:
         "reg = Registry(entry_points=False)\n"
         "assert len(reg.entries) >= 6\n"
         "print(reg.resolve('application/postscript').name)\n"
-        "print(' '.join(sorted(m for m in sys.modules if m.startswith('converters.'))))\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('previewer.converters.'))))\n"
         "print(len([e for e in reg.entries if e.converter is not None]))\n"
-        "print(' '.join(sorted(m for m in sys.modules if m.startswith('converters.'))))\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('previewer.converters.'))))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     chosen, before, loaded, after = proc.stdout.splitlines()
     assert chosen == "postscript-ghostscript"
-    assert before == "converters.ghostscript"
+    assert before == "previewer.converters.ghostscript"
     assert int(loaded) >= 6  # the others still load on demand (listing, fallbacks)
-    assert {"converters.pdf", "converters.psd", "converters.magick"} <= set(after.split())
+    assert {
+        "previewer.converters.pdf",
+        "previewer.converters.psd",
+        "previewer.converters.magick",
+    } <= set(after.split())
 
 
 def test_builtin_that_fails_to_import_is_listed_not_fatal() -> None:
     from previewer.registry import _load_builtin
 
-    entry = _load_builtin("converters.no_such_module:Nothing")
+    entry = _load_builtin("previewer.converters.no_such_module:Nothing")
     assert entry.converter is None and "failed to load" in entry.load_error
     assert not entry.availability().ok
 
@@ -125,7 +129,7 @@ def test_unknown_forced_name() -> None:
 
 def test_broken_converter_is_listed_not_fatal(text_file: Path, tmp_path: Path) -> None:
     reg = registry(faulty.BrokenInitConverter, faulty.GoodConverter)
-    listing = {c.name: c for c in previewer.converters(reg)}
+    listing = {c.name: c for c in previewer.list_converters(reg)}
     broken = [c for c in listing.values() if not c.available]
     assert len(broken) == 1 and "cannot initialise" in broken[0].reason
     previews = previewer.convert(text_file, out_dir=tmp_path, registry=reg)
@@ -302,3 +306,18 @@ def test_pixel_limit_does_not_leak_into_the_process(tmp_path: Path) -> None:
             tmp_path / "a.png", out_dir=tmp_path, limits=previewer.Limits(max_pixels=1000)
         )
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_converters_install_inside_the_previewer_package(tmp_path: Path) -> None:
+    # converters/ sits at the top of the repository but installs as previewer.converters:
+    # nothing generic named "converters" is importable from outside the source tree.
+    code = (
+        "import importlib.util, previewer.converters.pdf as p\n"
+        "print(importlib.util.find_spec('converters'))\n"
+        "print(p.__name__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["None", "previewer.converters.pdf"]

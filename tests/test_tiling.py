@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops
 
-from converters.pdf import PdfConverter
-from converters.raster import RasterConverter
+from previewer.converters.pdf import PdfConverter
+from previewer.converters.raster import RasterConverter
 from previewer.errors import InvalidOptionsError
 from previewer.geometry import SizeSpec, band_grid
 from previewer.options import Limits
