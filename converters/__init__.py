@@ -1,30 +1,31 @@
-"""The built-in converter plugins, one module per family.
+"""The built-in converter plugins, one module per family, and their one declaration.
 
-Only :mod:`previewer.registry` imports this package. Each module imports nothing of previewer
-but :mod:`previewer.plugin` and :mod:`previewer.errors` (the surface third-party plugins get),
-and imports its engine only when first used.
+Each module imports nothing of previewer but :mod:`previewer.plugin` and :mod:`previewer.errors`
+(the surface third-party plugins get) and its own family's modules, and imports its engine only
+when first used.
 
-:data:`BUILTIN_SPECS` declares each built-in converter's name, MIME types and priority
-statically, so the registry can choose a converter without importing every module: a one-off
-preview imports only the module of the converter that handles the file. A test checks that the
-declarations match the classes. ``BUILTIN`` (the classes themselves) and the class names are
-still importable from here; they import every module on first access.
+This package declares the built-ins as the registry sees them before importing any: each
+:class:`BuiltinSpec` gives a built-in converter's name, class, priority and MIME types; the
+tables below give, for each type, what the converter's engine calls it. The registry chooses
+among built-ins by these alone, so a one-off preview imports only the module of the converter
+that handles the file; each converter class takes its ``name``, ``priority`` and
+``mime_types`` from its spec. Pure data: importing this module imports no engine.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from previewer.converters.ghostscript import GhostscriptConverter
-    from previewer.converters.magick import MagickConverter
-    from previewer.converters.office import OfficeConverter
-    from previewer.converters.pdf import PdfConverter
-    from previewer.converters.psd import PsdConverter
-    from previewer.converters.raster import RasterConverter
-
-    BUILTIN: tuple[type[Any], ...]
+__all__ = [
+    "BUILTIN_SPECS",
+    "GHOSTSCRIPT",
+    "MAGICK",
+    "OFFICE",
+    "PDF",
+    "PSD",
+    "RASTER",
+    "BuiltinSpec",
+]
 
 
 class BuiltinSpec(NamedTuple):
@@ -43,117 +44,189 @@ class BuiltinSpec(NamedTuple):
     mime_types: frozenset[str]
 
 
-def _spec(name: str, target: str, priority: int, types: str) -> BuiltinSpec:
-    return BuiltinSpec(name, target, priority, frozenset(types.split()))
+# MIME type -> PyMuPDF filetype, so content sniffing (not the name) decides how a file is read.
+PDF_FILETYPES: dict[str, str] = {
+    "application/pdf": "pdf",
+    "application/vnd.ms-xpsdocument": "xps",
+    "application/oxps": "xps",
+    "application/epub+zip": "epub",
+    "application/vnd.comicbook+zip": "cbz",
+    "application/x-cbz": "cbz",
+    "application/x-fictionbook+xml": "fb2",
+    "image/svg+xml": "svg",
+}
+
+# MIME type -> Pillow format names allowed to decode it.
+RASTER_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/jpeg": ("JPEG", "MPO"),
+    "image/png": ("PNG",),
+    "image/apng": ("PNG",),
+    "image/gif": ("GIF",),
+    "image/webp": ("WEBP",),
+    "image/tiff": ("TIFF",),
+    "image/bmp": ("BMP", "DIB"),
+    "image/x-ms-bmp": ("BMP", "DIB"),
+    "image/vnd.microsoft.icon": ("ICO",),
+    "image/x-icon": ("ICO",),
+    # Pillow 13 decodes the DDS variants ImageMagick 6.9 refuses (BC1-BC7 in a DX10 header,
+    # palette); ImageMagick stays the fallback.
+    "image/vnd-ms.dds": ("DDS",),
+    "image/vnd.ms-dds": ("DDS",),
+    "image/x-dds": ("DDS",),
+}
+
+# Types ImageMagick claims that Pillow reads when ImageMagick fails: ImageMagick 6.9.11 rejects
+# plain (ASCII) PGM/PPM whose last sample has no whitespace after it ("unable to read image data").
+RASTER_FALLBACK_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/x-portable-anymap": ("PPM",),
+    "image/x-portable-bitmap": ("PPM",),
+    "image/x-portable-graymap": ("PPM",),
+    "image/x-portable-greymap": ("PPM",),
+    "image/x-portable-pixmap": ("PPM",),
+}
 
 
-# Keep in step with each class's name, priority and mime_types (tests/test_registry.py checks).
-BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
-    _spec(
-        "pdf-pymupdf",
-        "previewer.converters.pdf:PdfConverter",
-        50,
-        "application/pdf application/epub+zip application/oxps application/vnd.comicbook+zip"
-        " application/vnd.ms-xpsdocument application/x-cbz application/x-fictionbook+xml"
-        " image/svg+xml",
-    ),
-    _spec(
-        "raster-pillow",
-        "previewer.converters.raster:RasterConverter",
-        50,
-        "image/apng image/bmp image/gif image/jpeg image/png image/tiff image/vnd.microsoft.icon"
-        " image/vnd-ms.dds image/vnd.ms-dds image/webp image/x-dds image/x-icon image/x-ms-bmp",
-    ),
-    _spec(
-        "psd-psdtools",
-        "previewer.converters.psd:PsdConverter",
-        50,
-        "application/x-photoshop image/vnd.adobe.photoshop image/x-photoshop",
-    ),
-    _spec(
-        "postscript-ghostscript",
-        "previewer.converters.ghostscript:GhostscriptConverter",
-        50,
-        "application/eps application/postscript application/x-eps image/x-eps",
-    ),
-    _spec(
-        "office-libreoffice",
-        "previewer.converters.office:OfficeConverter",
-        50,
-        "application/CDFV2 application/CDFV2-encrypted application/encrypted application/msword"
-        " application/rtf application/vnd.ms-excel application/vnd.ms-excel.2003+xml"
-        " application/vnd.ms-excel.sheet.macroEnabled.12 application/vnd.ms-office"
-        " application/vnd.ms-powerpoint"
-        " application/vnd.ms-powerpoint.presentation.macroEnabled.12"
-        " application/vnd.ms-publisher application/vnd.ms-visio.drawing"
-        " application/vnd.ms-word.document.macroEnabled.12"
-        " application/vnd.ms-word.template.macroEnabled.12 application/vnd.ms-wordml"
-        " application/vnd.oasis.opendocument.graphics"
-        " application/vnd.oasis.opendocument.graphics-flat-xml"
-        " application/vnd.oasis.opendocument.graphics-template"
-        " application/vnd.oasis.opendocument.presentation"
-        " application/vnd.oasis.opendocument.presentation-flat-xml"
-        " application/vnd.oasis.opendocument.presentation-template"
-        " application/vnd.oasis.opendocument.spreadsheet"
-        " application/vnd.oasis.opendocument.spreadsheet-flat-xml"
-        " application/vnd.oasis.opendocument.spreadsheet-template"
-        " application/vnd.oasis.opendocument.text application/vnd.oasis.opendocument.text-flat-xml"
-        " application/vnd.oasis.opendocument.text-template"
-        " application/vnd.openxmlformats-officedocument.presentationml.presentation"
-        " application/vnd.openxmlformats-officedocument.presentationml.slideshow"
-        " application/vnd.openxmlformats-officedocument.presentationml.template"
-        " application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        " application/vnd.openxmlformats-officedocument.spreadsheetml.template"
-        " application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-        " application/vnd.openxmlformats-officedocument.wordprocessingml.template"
-        " application/vnd.visio application/vnd.wordperfect application/x-mspublisher"
-        " application/x-ole-storage text/csv text/rtf",
-    ),
-    _spec(
-        "magick-wand",
-        "previewer.converters.magick:MagickConverter",
-        10,
-        "image/avif image/heic image/heif image/jp2 image/jpx image/sgi image/vnd-ms.dds"
-        " image/vnd.ms-dds image/vnd.zbrush.pcx image/x-dds image/x-jp2-codestream image/x-pcx"
-        " image/x-pict image/x-portable-anymap image/x-portable-arbitrarymap"
-        " image/x-portable-bitmap image/x-portable-graymap image/x-portable-greymap"
-        " image/x-portable-pixmap image/x-sgi image/x-targa image/x-tga image/x-xcf",
-    ),
+MAGICK_CODERS: dict[str, str] = {
+    "image/x-xcf": "XCF",
+    "image/x-tga": "TGA",
+    "image/x-targa": "TGA",
+    "image/x-pcx": "PCX",
+    "image/vnd.zbrush.pcx": "PCX",
+    "image/x-portable-anymap": "PNM",
+    "image/x-portable-bitmap": "PNM",
+    "image/x-portable-graymap": "PNM",
+    "image/x-portable-greymap": "PNM",
+    "image/x-portable-pixmap": "PNM",
+    "image/x-portable-arbitrarymap": "PNM",
+    "image/vnd-ms.dds": "DDS",
+    "image/vnd.ms-dds": "DDS",
+    "image/x-dds": "DDS",
+    "image/x-pict": "PICT",
+    "image/x-sgi": "SGI",
+    "image/sgi": "SGI",
+    "image/jp2": "JP2",
+    "image/jpx": "JP2",
+    "image/x-jp2-codestream": "J2K",
+    "image/heic": "HEIC",
+    "image/heif": "HEIC",
+    "image/avif": "AVIF",
+}
+"""Sniffed MIME type -> the ImageMagick coder the input is read with (and nothing else)."""
+
+MAGICK_FALLBACK_CODERS: dict[str, str] = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/apng": "PNG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/tiff": "TIFF",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",
+    "image/vnd.microsoft.icon": "ICO",
+    "image/x-icon": "ICO",
+    "image/vnd.adobe.photoshop": "PSD",
+    "image/x-photoshop": "PSD",
+    "application/x-photoshop": "PSD",
+    "image/vnd-ms.dds": "DDS",
+    "image/vnd.ms-dds": "DDS",
+    "image/x-dds": "DDS",
+}
+"""Types other converters claim that ImageMagick reads (strictly) when they fail on a file."""
+
+
+OOXML = "application/vnd.openxmlformats-officedocument."
+OFFICE_WORD = frozenset(
+    {
+        "application/msword",
+        OOXML + "wordprocessingml.document",
+        OOXML + "wordprocessingml.template",
+        "application/vnd.ms-word.document.macroEnabled.12",
+        "application/vnd.ms-word.template.macroEnabled.12",
+        "application/vnd.oasis.opendocument.text",
+        "application/vnd.oasis.opendocument.text-template",
+        "application/vnd.oasis.opendocument.text-flat-xml",
+        "application/vnd.wordperfect",
+        "application/vnd.ms-wordml",
+        "application/rtf",
+        "text/rtf",
+    }
+)
+OFFICE_SHEET = frozenset(
+    {
+        "application/vnd.ms-excel",
+        OOXML + "spreadsheetml.sheet",
+        OOXML + "spreadsheetml.template",
+        "application/vnd.ms-excel.sheet.macroEnabled.12",
+        "application/vnd.oasis.opendocument.spreadsheet",
+        "application/vnd.oasis.opendocument.spreadsheet-template",
+        "application/vnd.oasis.opendocument.spreadsheet-flat-xml",
+        "application/vnd.ms-excel.2003+xml",
+        "text/csv",
+    }
+)
+OFFICE_SLIDES = frozenset(
+    {
+        "application/vnd.ms-powerpoint",
+        OOXML + "presentationml.presentation",
+        OOXML + "presentationml.slideshow",
+        OOXML + "presentationml.template",
+        "application/vnd.ms-powerpoint.presentation.macroEnabled.12",
+        "application/vnd.oasis.opendocument.presentation",
+        "application/vnd.oasis.opendocument.presentation-template",
+        "application/vnd.oasis.opendocument.presentation-flat-xml",
+    }
+)
+OFFICE_DRAWING = frozenset(
+    {
+        "application/vnd.oasis.opendocument.graphics",
+        "application/vnd.oasis.opendocument.graphics-template",
+        "application/vnd.oasis.opendocument.graphics-flat-xml",
+        "application/vnd.visio",
+        "application/vnd.ms-visio.drawing",
+        "application/x-mspublisher",
+        "application/vnd.ms-publisher",
+    }
+)
+OFFICE_ENCRYPTED = frozenset({"application/encrypted", "application/CDFV2-encrypted"})
+"""libmagic's types for an encrypted OOXML package ("CDFV2 Encrypted")."""
+OFFICE_OLE_GENERIC = frozenset(
+    {"application/x-ole-storage", "application/CDFV2", "application/vnd.ms-office"}
+)
+"""An OLE2 container libmagic could not name: LibreOffice may still know it (Works, Visio...)."""
+
+
+PSD_TYPES = frozenset({"image/vnd.adobe.photoshop", "image/x-photoshop", "application/x-photoshop"})
+POSTSCRIPT_TYPES = frozenset(
+    {"application/postscript", "application/eps", "image/x-eps", "application/x-eps"}
 )
 
+PDF = BuiltinSpec(
+    "pdf-pymupdf", "previewer.converters.pdf:PdfConverter", 50, frozenset(PDF_FILETYPES)
+)
+RASTER = BuiltinSpec(
+    "raster-pillow", "previewer.converters.raster:RasterConverter", 50, frozenset(RASTER_FORMATS)
+)
+PSD = BuiltinSpec("psd-psdtools", "previewer.converters.psd:PsdConverter", 50, PSD_TYPES)
+GHOSTSCRIPT = BuiltinSpec(
+    "postscript-ghostscript",
+    "previewer.converters.ghostscript:GhostscriptConverter",
+    50,
+    POSTSCRIPT_TYPES,
+)
+OFFICE = BuiltinSpec(
+    "office-libreoffice",
+    "previewer.converters.office:OfficeConverter",
+    50,
+    OFFICE_WORD
+    | OFFICE_SHEET
+    | OFFICE_SLIDES
+    | OFFICE_DRAWING
+    | OFFICE_ENCRYPTED
+    | OFFICE_OLE_GENERIC,
+)
+MAGICK = BuiltinSpec(
+    "magick-wand", "previewer.converters.magick:MagickConverter", 10, frozenset(MAGICK_CODERS)
+)
 
-def load_class(target: str) -> Any:
-    """Import and return the class a ``module:class`` target names.
-
-    Args:
-        target: ``module:class``, as in :attr:`BuiltinSpec.target`.
-
-    Returns:
-        The class.
-    """
-    module, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-def __getattr__(name: str) -> Any:
-    # BUILTIN and the class names, imported on first access (PEP 562).
-    if name == "BUILTIN":
-        return tuple(load_class(spec.target) for spec in BUILTIN_SPECS)
-    for spec in BUILTIN_SPECS:
-        if spec.target.endswith(":" + name):
-            return load_class(spec.target)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "BUILTIN",
-    "BUILTIN_SPECS",
-    "BuiltinSpec",
-    "GhostscriptConverter",
-    "MagickConverter",
-    "OfficeConverter",
-    "PdfConverter",
-    "PsdConverter",
-    "RasterConverter",
-    "load_class",
-]
+BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (PDF, RASTER, PSD, GHOSTSCRIPT, OFFICE, MAGICK)
+"""Every built-in converter, in the order the registry lists them."""

@@ -27,8 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from previewer.converters import GHOSTSCRIPT
 from previewer.errors import EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
+from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -58,14 +59,12 @@ _EMIT_PAGE = "currentpagedevice /PageCount get 0 eq { showpage } if"
 _PS_ERROR = re.compile(r"Error: /(\w+)")
 
 
-class GhostscriptConverter:
+class GhostscriptConverter(BaseConverter):
     """Renders EPS/PS with Ghostscript."""
 
-    name: ClassVar[str] = "postscript-ghostscript"
-    mime_types: ClassVar[frozenset[str]] = frozenset(
-        {"application/postscript", "application/eps", "image/x-eps", "application/x-eps"}
-    )
-    priority: ClassVar[int] = 50
+    name: ClassVar[str] = GHOSTSCRIPT.name
+    mime_types: ClassVar[frozenset[str]] = GHOSTSCRIPT.mime_types
+    priority: ClassVar[int] = GHOSTSCRIPT.priority
     sandboxed: ClassVar[bool] = True
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from previewer.converters import MAGICK, MAGICK_CODERS, MAGICK_FALLBACK_CODERS
 from previewer.errors import (
     EngineError,
     EngineTimeoutError,
@@ -37,71 +38,24 @@ from previewer.errors import (
     InputError,
     LimitExceededError,
 )
-from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
+from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["CODERS", "FALLBACK_CODERS", "MagickConverter", "pixel_budget"]
-
-CODERS: dict[str, str] = {
-    "image/x-xcf": "XCF",
-    "image/x-tga": "TGA",
-    "image/x-targa": "TGA",
-    "image/x-pcx": "PCX",
-    "image/vnd.zbrush.pcx": "PCX",
-    "image/x-portable-anymap": "PNM",
-    "image/x-portable-bitmap": "PNM",
-    "image/x-portable-graymap": "PNM",
-    "image/x-portable-greymap": "PNM",
-    "image/x-portable-pixmap": "PNM",
-    "image/x-portable-arbitrarymap": "PNM",
-    "image/vnd-ms.dds": "DDS",
-    "image/vnd.ms-dds": "DDS",
-    "image/x-dds": "DDS",
-    "image/x-pict": "PICT",
-    "image/x-sgi": "SGI",
-    "image/sgi": "SGI",
-    "image/jp2": "JP2",
-    "image/jpx": "JP2",
-    "image/x-jp2-codestream": "J2K",
-    "image/heic": "HEIC",
-    "image/heif": "HEIC",
-    "image/avif": "AVIF",
-}
-"""Sniffed MIME type -> the ImageMagick coder the input is read with (and nothing else)."""
-
-FALLBACK_CODERS: dict[str, str] = {
-    "image/jpeg": "JPEG",
-    "image/png": "PNG",
-    "image/apng": "PNG",
-    "image/gif": "GIF",
-    "image/webp": "WEBP",
-    "image/tiff": "TIFF",
-    "image/bmp": "BMP",
-    "image/x-ms-bmp": "BMP",
-    "image/vnd.microsoft.icon": "ICO",
-    "image/x-icon": "ICO",
-    "image/vnd.adobe.photoshop": "PSD",
-    "image/x-photoshop": "PSD",
-    "application/x-photoshop": "PSD",
-    "image/vnd-ms.dds": "DDS",
-    "image/vnd.ms-dds": "DDS",
-    "image/x-dds": "DDS",
-}
-"""Types other converters claim that ImageMagick reads (strictly) when they fail on a file."""
+__all__ = ["MagickConverter", "pixel_budget"]
 
 POLICY_TEMPLATE = Path(__file__).with_name("magick-policy") / "policy.xml"
 _MIB = 1 << 20
 
 
-class MagickConverter:
+class MagickConverter(BaseConverter):
     """Decodes the remaining raster formats with ImageMagick (Wand), isolated in a child."""
 
-    name: ClassVar[str] = "magick-wand"
-    mime_types: ClassVar[frozenset[str]] = frozenset(CODERS)
-    fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_CODERS)
-    priority: ClassVar[int] = 10
+    name: ClassVar[str] = MAGICK.name
+    mime_types: ClassVar[frozenset[str]] = MAGICK.mime_types
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset(MAGICK_FALLBACK_CODERS)
+    priority: ClassVar[int] = MAGICK.priority
     sandboxed: ClassVar[bool] = True
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
@@ -140,9 +94,9 @@ class MagickConverter:
         """
         from previewer.errors import UnsupportedFormatError
 
-        coder = CODERS.get(ctx.mime)
+        coder = MAGICK_CODERS.get(ctx.mime)
         if coder is None and ctx.fallback_for is not None:
-            coder = FALLBACK_CODERS.get(ctx.mime)
+            coder = MAGICK_FALLBACK_CODERS.get(ctx.mime)
         if coder is None:
             raise UnsupportedFormatError(f"ImageMagick is not allowed to decode {ctx.mime} here")
         _check_header(coder, source, ctx)

@@ -1,8 +1,8 @@
 """Office documents (Word, Excel, PowerPoint, OpenDocument, RTF, ...) through LibreOffice.
 
 The document is exported to a PDF in the conversion's work directory by a warm LibreOffice
-(:mod:`converters.office_engine`) and that PDF is handed on with ``ctx.delegate``, so pages are
-counted, sized and rendered exactly like any PDF. Before LibreOffice sees a file it is checked
+(:mod:`previewer.converters.office_pool`) and that PDF is handed on with ``ctx.delegate``, so
+pages are counted, sized and rendered exactly like any PDF. Before LibreOffice sees a file it is checked
 here: an encrypted OOXML package (an OLE2 container with an ``EncryptedPackage`` stream) given
 without a password is tried with Excel's default password and fails as encrypted otherwise, a
 broken or suspiciously expanding zip is refused (LibreOffice 7.4
@@ -16,73 +16,21 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from previewer.converters import OFFICE, OFFICE_ENCRYPTED, OFFICE_OLE_GENERIC, OOXML
 from previewer.errors import EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, BaseDocument, Box, ConvertContext, Document
+from previewer.plugin import (
+    Availability,
+    BaseConverter,
+    BaseDocument,
+    Box,
+    ConvertContext,
+    Document,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = ["OfficeConverter"]
-
-_OOXML = "application/vnd.openxmlformats-officedocument."
-WORD = frozenset(
-    {
-        "application/msword",
-        _OOXML + "wordprocessingml.document",
-        _OOXML + "wordprocessingml.template",
-        "application/vnd.ms-word.document.macroEnabled.12",
-        "application/vnd.ms-word.template.macroEnabled.12",
-        "application/vnd.oasis.opendocument.text",
-        "application/vnd.oasis.opendocument.text-template",
-        "application/vnd.oasis.opendocument.text-flat-xml",
-        "application/vnd.wordperfect",
-        "application/vnd.ms-wordml",
-        "application/rtf",
-        "text/rtf",
-    }
-)
-SHEET = frozenset(
-    {
-        "application/vnd.ms-excel",
-        _OOXML + "spreadsheetml.sheet",
-        _OOXML + "spreadsheetml.template",
-        "application/vnd.ms-excel.sheet.macroEnabled.12",
-        "application/vnd.oasis.opendocument.spreadsheet",
-        "application/vnd.oasis.opendocument.spreadsheet-template",
-        "application/vnd.oasis.opendocument.spreadsheet-flat-xml",
-        "application/vnd.ms-excel.2003+xml",
-        "text/csv",
-    }
-)
-SLIDES = frozenset(
-    {
-        "application/vnd.ms-powerpoint",
-        _OOXML + "presentationml.presentation",
-        _OOXML + "presentationml.slideshow",
-        _OOXML + "presentationml.template",
-        "application/vnd.ms-powerpoint.presentation.macroEnabled.12",
-        "application/vnd.oasis.opendocument.presentation",
-        "application/vnd.oasis.opendocument.presentation-template",
-        "application/vnd.oasis.opendocument.presentation-flat-xml",
-    }
-)
-DRAWING = frozenset(
-    {
-        "application/vnd.oasis.opendocument.graphics",
-        "application/vnd.oasis.opendocument.graphics-template",
-        "application/vnd.oasis.opendocument.graphics-flat-xml",
-        "application/vnd.visio",
-        "application/vnd.ms-visio.drawing",
-        "application/x-mspublisher",
-        "application/vnd.ms-publisher",
-    }
-)
-ENCRYPTED = frozenset({"application/encrypted", "application/CDFV2-encrypted"})
-"""libmagic's types for an encrypted OOXML package ("CDFV2 Encrypted")."""
-OLE_GENERIC = frozenset(
-    {"application/x-ole-storage", "application/CDFV2", "application/vnd.ms-office"}
-)
-"""An OLE2 container libmagic could not name: LibreOffice may still know it (Works, Visio...)."""
 
 ZIP_MAX_TOTAL = 512 << 20
 """Refuse a zip-based document that expands to more than this many bytes."""
@@ -100,12 +48,12 @@ unless given a password."""
 _CSV_FILTER = ("Text - txt - csv (StarCalc)", "44/59/9,34,76,1")
 
 
-class OfficeConverter:
+class OfficeConverter(BaseConverter):
     """Converts Office and OpenDocument files to PDF with LibreOffice, then renders the PDF."""
 
-    name: ClassVar[str] = "office-libreoffice"
-    mime_types: ClassVar[frozenset[str]] = WORD | SHEET | SLIDES | DRAWING | ENCRYPTED | OLE_GENERIC
-    priority: ClassVar[int] = 50
+    name: ClassVar[str] = OFFICE.name
+    mime_types: ClassVar[frozenset[str]] = OFFICE.mime_types
+    priority: ClassVar[int] = OFFICE.priority
     sandboxed: ClassVar[bool] = True
     warm_engine: ClassVar[bool] = True
     """Its engine is a warm LibreOffice outside this process, under the timeout: previewer
@@ -115,9 +63,9 @@ class OfficeConverter:
     def availability(self) -> Availability:
         """Report whether LibreOffice and python3-uno are installed, with LibreOffice's version."""
         try:
-            from previewer.converters import office_engine
+            from previewer.converters.office_engine import probe
 
-            version, reason = office_engine.probe()
+            version, reason = probe()
         except Exception as exc:  # noqa: BLE001 - never raises, by contract
             return Availability(False, "LibreOffice", reason=f"cannot probe LibreOffice: {exc}")
         if version is None:
@@ -134,13 +82,13 @@ class OfficeConverter:
             EngineTimeoutError: LibreOffice ran past ``ctx.limits.timeout``.
             EngineError: LibreOffice crashed or exported nothing.
         """
-        from previewer.converters import office_engine
+        from previewer.converters.office_pool import ENGINES
 
         source = source.resolve()
         password = _precheck(source, ctx)
         import_filter, options = _CSV_FILTER if ctx.mime == "text/csv" else (None, None)
         out = ctx.workdir / "document.pdf"
-        office_engine.convert(
+        ENGINES.convert(
             source,
             out,
             timeout=ctx.limits.timeout,
@@ -165,11 +113,11 @@ class OfficeConverter:
 
 FORMAT_NAMES = {
     "application/msword": "Word 97-2003",
-    _OOXML + "wordprocessingml.document": "Word (OOXML)",
+    OOXML + "wordprocessingml.document": "Word (OOXML)",
     "application/vnd.ms-excel": "Excel 97-2003",
-    _OOXML + "spreadsheetml.sheet": "Excel (OOXML)",
+    OOXML + "spreadsheetml.sheet": "Excel (OOXML)",
     "application/vnd.ms-powerpoint": "PowerPoint 97-2003",
-    _OOXML + "presentationml.presentation": "PowerPoint (OOXML)",
+    OOXML + "presentationml.presentation": "PowerPoint (OOXML)",
     "application/vnd.oasis.opendocument.text": "OpenDocument text",
     "application/vnd.oasis.opendocument.spreadsheet": "OpenDocument spreadsheet",
     "application/vnd.oasis.opendocument.presentation": "OpenDocument presentation",
@@ -195,6 +143,7 @@ class OfficeDocument(BaseDocument):
         self._mime = mime
         self._version = version
         self.page_count = pdf.page_count
+        self.page_count_known = pdf.page_count_known
 
     def page_size(self, index: int) -> tuple[float, float]:
         """Return the page size in points, as LibreOffice laid the page out."""
@@ -204,11 +153,9 @@ class OfficeDocument(BaseDocument):
         """Render page ``index`` of the exported PDF."""
         return self._pdf.render(index, scale=scale, clip=clip)
 
-    def __getattr__(self, name: str) -> Any:
-        # Optional fast paths of the PDF document (render_png) stay available.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._pdf, name)
+    def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
+        """Encode page ``index`` of the exported PDF straight to a PNG (its fast path)."""
+        return self._pdf.render_png(index, size=size)
 
     def metadata(self) -> dict[str, Any]:
         """Return the Office format and the LibreOffice version that laid it out."""
@@ -229,8 +176,8 @@ def _precheck(source: Path, ctx: ConvertContext) -> str | None:
     password (:data:`DEFAULT_PASSWORD`), as Excel and LibreOffice themselves do; LibreOffice
     then reports whether it needs another one.
     """
-    if ctx.mime in ENCRYPTED or ctx.mime in OLE_GENERIC:
-        if not ctx.password and (ctx.mime in ENCRYPTED or _has_encrypted_package(source)):
+    if ctx.mime in OFFICE_ENCRYPTED or ctx.mime in OFFICE_OLE_GENERIC:
+        if not ctx.password and (ctx.mime in OFFICE_ENCRYPTED or _has_encrypted_package(source)):
             return DEFAULT_PASSWORD
         return ctx.password
     with open(source, "rb") as fh:
@@ -260,7 +207,7 @@ def _check_zip(source: Path, mime: str) -> None:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise InputError(f"corrupt document package: {exc}") from exc
     names = {info.filename for info in infos}
-    if mime.startswith(_OOXML) or "ms-" in mime:
+    if mime.startswith(OOXML) or "ms-" in mime:
         if "[Content_Types].xml" not in names:
             raise InputError("not an Office Open XML package (no [Content_Types].xml)")
     elif "opendocument" in mime and "mimetype" not in names and "content.xml" not in names:

@@ -1,4 +1,4 @@
-"""Warm LibreOffice instances shared by the conversions of one process.
+"""One warm LibreOffice instance: its bridge process, sandbox, profile and work directory.
 
 Each :class:`Engine` is one bridge process (``office_bridge.py`` run by Debian's
 ``/usr/bin/python3``, the only interpreter ``python3-uno`` works with) and the ``soffice.bin`` it
@@ -8,44 +8,30 @@ network; with bubblewrap a file view of ``/usr``, fonts, the engine's work direc
 input is copied into a job directory inside that work directory before the bridge is asked to
 convert it, so LibreOffice never sees any other file of the host, whatever a document links to.
 
-Engines start lazily on the first Office document and are reused for the next ones: at most
-:func:`max_engines` per process (callers beyond it wait, within their timeout); an engine idle
-for :data:`IDLE_SECONDS` is stopped; an engine is recycled after :data:`RECYCLE_AFTER` documents
-(LibreOffice leaks) and replaced after a crash or a timeout (the whole group is killed).
-:func:`shutdown` (``previewer.shutdown()``) stops them all and removes their work directories; it
-runs at interpreter exit. A host killed without exit handlers (SIGKILL, or SIGTERM without a
-handler) takes its engines with it (they die with their parent, and the bridge exits when its
-stdin closes); the work directories left behind name the dead process and are removed by the next
-engine started on the machine.
+The engines of a process are shared by its conversions through
+:data:`previewer.converters.office_pool.ENGINES`. The bridge is started with
+:func:`previewer.plugin.start_helper`, which gives it its process group, sandbox, memory cap
+and death with previewer.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import json
 import logging
 import os
-import queue
 import re
-import resource
-import select
 import shutil
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from previewer.errors import EncryptedError, EngineError, EngineTimeoutError, InputError
+from previewer.errors import EngineError, EngineTimeoutError
+from previewer.plugin import HelperProcess, start_helper
 
-if TYPE_CHECKING:
-    import subprocess  # noqa: TID251 - only for the type of process.spawn's result
-
-__all__ = ["Engine", "convert", "max_engines", "probe", "shutdown", "soffice_options"]
+__all__ = ["ENGINE_MEMORY", "Engine", "probe", "soffice_options"]
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +46,10 @@ START_TIMEOUT = 90.0
 PRISTINE_REGISTRY = PROGRAM_DIR.parent / "share" / ".registry"
 """Debian's packaged copy of the registry that ``/etc/libreoffice/registry`` is installed from."""
 MAIN_XCD = PROGRAM_DIR.parent / "share" / "registry" / "main.xcd"
-PRLIMIT = "/usr/bin/prlimit"
 ENGINE_MEMORY = 6 << 30
 """Address-space cap of an engine (bridge and soffice.bin), in bytes, unless
 ``Limits.max_memory`` is larger. LibreOffice 7.4 reserves far more address space than it uses:
 a legitimate 68-slide deck failed with ``bad_alloc`` under the 2 GiB a batch worker gets."""
-IDLE_SECONDS = 60.0
-"""An engine with no work for this long is stopped."""
-MAX_ENGINES: int | None = None
-"""Most engines one process runs at once; None means one per CPU (:func:`max_engines`)."""
 
 
 @functools.cache
@@ -195,64 +176,6 @@ def fontconfig_env(workdir: Path) -> dict[str, str]:
     return {"FONTCONFIG_FILE": str(conf)}
 
 
-def max_engines() -> int:
-    """Most LibreOffice engines this process runs at once: :data:`MAX_ENGINES`, else the CPUs."""
-    if MAX_ENGINES is not None:
-        return max(1, MAX_ENGINES)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-_T = TypeVar("_T")
-
-
-class _Keeper:
-    """A thread that lives as long as the process and starts the engines.
-
-    Engines die with the thread that started them (bubblewrap's ``--die-with-parent`` and
-    ``setpriv --pdeathsig`` use ``PR_SET_PDEATHSIG``, which fires when that *thread* exits), so
-    an engine started by a short-lived thread of a host's pool would be killed with it.
-    """
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]] = (
-            queue.SimpleQueue()
-        )
-        threading.Thread(target=self._loop, name="previewer-office-keeper", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            work, reply = self._jobs.get()
-            try:
-                reply.put((True, work()))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                reply.put((False, exc))
-
-    def call(self, work: Callable[[], _T]) -> _T:
-        reply: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._jobs.put((work, reply))
-        ok, value = reply.get()
-        if not ok:
-            raise value
-        result: _T = value
-        return result
-
-
-_keeper: _Keeper | None = None
-
-
-def _keeper_call(work: Callable[[], _T]) -> _T:
-    global _keeper
-    with _lock:
-        if _keeper is None or _keeper.pid != os.getpid():
-            _keeper = _Keeper()
-        keeper = _keeper
-    return keeper.call(work)
-
-
 WORKDIR_PREFIX = "previewer-office-"
 
 
@@ -322,36 +245,6 @@ def _save_template(profile: Path, template: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _live_members(pgid: int) -> bool:
-    """True when a process of group ``pgid`` still runs (zombies do not count).
-
-    soffice.bin 7.4 runs ``gpgconf``, ``gpg`` and ``gpgsm`` at start-up; once re-parented they
-    stay zombies until the system's init reaps them, and a group holding only those would keep
-    :func:`previewer.process.kill_group` waiting through its grace period (about 1 s per stop).
-    """
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
-def _memory_cap(memory: int) -> int:
-    """``memory``, lowered to the hard address-space limit this process may not exceed."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    return memory if hard == resource.RLIM_INFINITY else min(memory, hard)
-
-
 class Engine:
     """One bridge process and its LibreOffice, in a sandbox and a private work directory.
 
@@ -362,21 +255,18 @@ class Engine:
     """
 
     def __init__(self, *, memory: int = ENGINE_MEMORY, allow_unisolated: bool = False) -> None:
-        from previewer import process, sandbox
-
         self.pid = os.getpid()
         self.uses = 0
         self.version = ""
         self.last_used = time.monotonic()
-        self.unisolated = sandbox.mechanism().kind == "none"
+        self.unisolated = False
         self.retired = False
         base = Path(tempfile.gettempdir())
         _reap_stale(base)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{self.pid}-", dir=base))
         self.jobs = self.workdir / "jobs"
         self.jobs.mkdir()
-        self._buffer = b""
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.helper: HelperProcess | None = None
         template = _template_dir()
         from_template = _usable_template(template)
         if from_template:
@@ -386,22 +276,18 @@ class Engine:
                 shutil.rmtree(self.workdir / "profile", ignore_errors=True)
                 from_template = False
         try:
-            argv = sandbox.wrap(
+            self.helper = start_helper(
                 [SYSTEM_PYTHON, "-I", str(BRIDGE), str(self.workdir), *soffice_options()],
+                cwd=self.workdir,
                 read=[BRIDGE],
                 write=[self.workdir],
+                env=fontconfig_env(self.workdir),
+                stderr=self.workdir / "bridge.log",
+                memory=memory,
                 allow_unisolated=allow_unisolated,
                 program="LibreOffice",
             )
-            if os.access(PRLIMIT, os.X_OK):
-                argv = [PRLIMIT, f"--as={_memory_cap(memory)}", "--", *argv]
-            argv = process.die_with_parent(argv)
-            env = process.minimal_env(self.workdir, fontconfig_env(self.workdir))
-            self.proc = _keeper_call(
-                lambda: process.spawn(
-                    argv, cwd=self.workdir, env=env, stderr=self.workdir / "bridge.log"
-                )
-            )
+            self.unisolated = not self.helper.isolated
             reply = self.request({"op": "ping"}, START_TIMEOUT)
         except BaseException:
             self.stop()
@@ -416,7 +302,7 @@ class Engine:
 
     def alive(self) -> bool:
         """True while the bridge process runs."""
-        return self.proc is not None and self.proc.poll() is None
+        return self.helper is not None and self.helper.alive()
 
     def request(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request and wait for its reply.
@@ -425,33 +311,25 @@ class Engine:
             EngineTimeoutError: No reply within ``timeout``; the engine was killed.
             EngineError: The bridge died; the engine was stopped.
         """
-        if self.proc is None or self.proc.stdin is None or self.proc.stdout is None:
+        helper = self.helper
+        if helper is None:
             raise EngineError("LibreOffice engine is stopped")
         try:
-            self.proc.stdin.write(json.dumps(req).encode() + b"\n")
-            self.proc.stdin.flush()
+            helper.send(json.dumps(req).encode() + b"\n")
         except OSError as exc:
             self.stop()
             raise EngineError(f"LibreOffice bridge died: {self._logs()}") from exc
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.stop(graceful=False)
-                raise EngineTimeoutError(
-                    f"LibreOffice was killed after the timeout of {timeout:g} s",
-                    hint="raise --timeout if the document is legitimately slow",
-                )
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    logs = self._logs()
-                    self.stop()
-                    raise EngineError(f"LibreOffice bridge died: {logs}")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        line = helper.readline(timeout)
+        if line is None:
+            self.stop(graceful=False)
+            raise EngineTimeoutError(
+                f"LibreOffice was killed after the timeout of {timeout:g} s",
+                hint="raise --timeout if the document is legitimately slow",
+            )
+        if not line:
+            logs = self._logs()
+            self.stop()
+            raise EngineError(f"LibreOffice bridge died: {logs}")
         reply: dict[str, Any] = json.loads(line)
         return reply
 
@@ -466,234 +344,11 @@ class Engine:
         """Stop the bridge and LibreOffice (the whole process group) and remove the work dir.
 
         Args:
-            graceful: Let an idle bridge stop LibreOffice first; False kills the group at once
-                (a hung conversion would not let the bridge read the request to stop).
+            graceful: Let an idle bridge stop LibreOffice first (closing its stdin); False
+                kills the group at once (a hung conversion would not let the bridge read it).
         """
-        proc, self.proc = self.proc, None
-        if proc is not None and self.pid == os.getpid():
-            from previewer import process
-
-            if graceful and proc.poll() is None and proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()  # the bridge stops LibreOffice and exits
-                with contextlib.suppress(Exception):
-                    proc.wait(timeout=3)
-            if proc.poll() is None or _live_members(proc.pid):
-                process.kill_group(proc, grace=0.5)  # anything left in the group
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+        helper, self.helper = self.helper, None
+        if helper is not None:
+            helper.stop(grace=3.0 if graceful else 0)
         if self.pid == os.getpid():  # a forked child must not remove its parent's engine
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-_lock = threading.Lock()
-_changed = threading.Condition(_lock)
-_idle: list[Engine] = []
-_busy: set[Engine] = set()
-_starting = 0
-_registered = False
-_reaper_pid = 0
-
-
-def _register() -> None:
-    """On first use in this process: stop engines at exit, and when they sit idle."""
-    global _registered, _reaper_pid
-    if not _registered:
-        atexit.register(shutdown)
-        from previewer import plugin
-
-        plugin.register_shutdown(shutdown)
-        _registered = True
-    if _reaper_pid != os.getpid():
-        _reaper_pid = os.getpid()
-        threading.Thread(target=_reap_idle, name="previewer-office-idle", daemon=True).start()
-
-
-def _reap_idle() -> None:
-    """Stop engines that had no work for :data:`IDLE_SECONDS` (runs in a daemon thread)."""
-    while True:
-        with _lock:
-            _changed.wait(max(IDLE_SECONDS / 4, 0.05))
-            now = time.monotonic()
-            stale = [e for e in _idle if now - e.last_used >= IDLE_SECONDS]
-            for engine in stale:
-                _idle.remove(engine)
-            if stale:
-                _changed.notify_all()
-        for engine in stale:
-            log.debug("stopping LibreOffice idle for %.0f s", now - engine.last_used)
-            engine.stop()
-
-
-@contextlib.contextmanager
-def _engine(timeout: float, *, memory: int, allow_unisolated: bool) -> Iterator[Engine]:
-    """Borrow an idle engine, or start one while under :func:`max_engines`, or wait for one.
-
-    Raises:
-        EngineTimeoutError: Every engine stayed busy for ``timeout`` seconds.
-    """
-    global _starting
-    deadline = time.monotonic() + timeout
-    engine = None
-    retire: list[Engine] = []
-    with _lock:
-        _register()
-        while True:
-            for candidate in list(_idle):
-                if candidate.pid != os.getpid() or not candidate.alive():
-                    _idle.remove(candidate)
-                    retire.append(candidate)
-                elif engine is None and (allow_unisolated or not candidate.unisolated):
-                    _idle.remove(candidate)
-                    engine = candidate
-            if engine is not None:
-                break
-            if len(_idle) + len(_busy) + _starting >= max_engines() and _idle:
-                retire.append(_idle.pop(0))  # unusable for this call: make room
-            if len(_idle) + len(_busy) + _starting < max_engines():
-                _starting += 1
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise EngineTimeoutError(
-                    f"all {max_engines()} LibreOffice engines stayed busy for {timeout:g} s",
-                    hint="raise --timeout, or convert fewer Office documents at once",
-                )
-            _changed.wait(left)
-        if engine is not None:
-            _busy.add(engine)
-    for old in retire:
-        old.stop()
-    if engine is None:
-        try:
-            engine = Engine(memory=memory, allow_unisolated=allow_unisolated)
-        finally:
-            with _lock:
-                _starting -= 1
-                if engine is not None:
-                    _busy.add(engine)
-                _changed.notify_all()
-    try:
-        yield engine
-    finally:
-        with _lock:
-            _busy.discard(engine)
-            engine.last_used = time.monotonic()
-            keep = engine.alive() and engine.uses < RECYCLE_AFTER and not engine.retired
-            if keep:
-                _idle.append(engine)
-            _changed.notify_all()
-        if not keep:
-            engine.stop()
-
-
-def convert(
-    source: Path,
-    out: Path,
-    *,
-    timeout: float,
-    pages: str | None = None,
-    password: str | None = None,
-    asked: bool | None = None,
-    import_filter: str | None = None,
-    filter_options: str | None = None,
-    memory: int = 0,
-    allow_unisolated: bool = False,
-    no_text: bool = False,
-) -> None:
-    """Convert ``source`` to the PDF ``out`` with a warm LibreOffice.
-
-    ``source`` is copied into a job directory of the engine (the only host files the sandboxed
-    LibreOffice sees are its own); the PDF is written there and moved to ``out``.
-
-    Args:
-        source: Absolute path of the document.
-        out: Absolute path of the PDF to write.
-        timeout: Seconds the call may take, waiting for a free engine included (the instance
-            is killed after it).
-        pages: A page range such as ``"1-3"`` to export only those pages, or None for all.
-        password: Password for an encrypted document.
-        asked: Whether the user gave ``password`` (default: whether there is one); a wrong
-            password the user did not give is reported as a missing one.
-        import_filter: LibreOffice import filter to force (else LibreOffice detects the type).
-        filter_options: Options of that filter (CSV separators and encoding).
-        memory: Address-space cap of a newly started engine (at least :data:`ENGINE_MEMORY`).
-        allow_unisolated: Run LibreOffice unisolated where nothing isolates.
-        no_text: Refuse the document when LibreOffice's own type detection takes it for plain
-            text (it was sniffed as an Office type, most likely by its name only).
-
-    Raises:
-        EncryptedError: The document asks for a password (none given, or a wrong one).
-        InputError: LibreOffice cannot load the document.
-        EngineTimeoutError: The conversion ran past ``timeout``, or no engine became free.
-        EngineUnavailableError: LibreOffice cannot be isolated here.
-        EngineError: LibreOffice crashed or failed to export.
-    """
-    started = time.monotonic()
-    with _engine(
-        timeout, memory=max(memory, ENGINE_MEMORY), allow_unisolated=allow_unisolated
-    ) as engine:
-        job = engine.jobs / uuid.uuid4().hex
-        job.mkdir()
-        try:
-            staged = job / source.name
-            shutil.copyfile(source, staged)
-            req = {
-                "op": "convert",
-                "src": str(staged),
-                "out": str(job / "out.pdf"),
-                "pages": pages,
-                "password": password,
-                "filter": import_filter,
-                "filter_options": filter_options,
-                "no_text": no_text,
-            }
-            engine.uses += 1
-            left = max(timeout - (time.monotonic() - started), 1.0)
-            try:
-                reply = engine.request(req, left)
-            except BaseException:
-                # Interrupted (Ctrl-C) or failed mid-request: a late reply would desynchronise
-                # the protocol, and the document may still be busy in LibreOffice.
-                engine.stop(graceful=False)
-                raise
-            if reply.get("error") == "crashed":
-                engine.stop()
-            elif reply.get("ok"):
-                shutil.move(job / "out.pdf", out)
-        finally:
-            shutil.rmtree(job, ignore_errors=True)
-    if reply.get("ok"):
-        return
-    error, message = reply.get("error"), str(reply.get("message", ""))
-    if error == "encrypted":
-        given = bool(password) if asked is None else asked
-        raise EncryptedError(
-            "document is encrypted and the password is wrong"
-            if given
-            else "document is encrypted and needs a password",
-            hint=None if given else "pass the password with --password",
-        )
-    if error == "unloadable":
-        raise InputError(message or "LibreOffice cannot load it")
-    raise EngineError(message or "LibreOffice failed")
-
-
-def shutdown() -> None:
-    """Stop every engine of this process and remove their work directories.
-
-    Registered with :mod:`atexit` on first use, and run by ``previewer.shutdown()``. Engines
-    busy with a conversion are stopped too (that conversion fails with an
-    :class:`~previewer.errors.EngineError`). Engines start again on the next Office document.
-    """
-    with _lock:
-        engines = list(_idle) + list(_busy)
-        _idle.clear()
-        for engine in _busy:
-            engine.retired = True
-        _changed.notify_all()
-    for engine in engines:
-        if engine.pid == os.getpid():
-            engine.stop(graceful=engine not in _busy)

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from previewer.converters import PDF, PDF_FILETYPES
 from previewer.converters.pdf_repair import (
     content_is_unencrypted,
     page_tree_damaged,
@@ -29,7 +30,7 @@ from previewer.converters.pdf_repair import (
     unencrypted_copy,
 )
 from previewer.errors import EncryptedError, EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
+from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -37,18 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["PdfConverter"]
 
 log = logging.getLogger(__name__)
-
-# MIME type -> PyMuPDF filetype, so content sniffing (not the name) decides how a file is read.
-FILETYPES: dict[str, str] = {
-    "application/pdf": "pdf",
-    "application/vnd.ms-xpsdocument": "xps",
-    "application/oxps": "xps",
-    "application/epub+zip": "epub",
-    "application/vnd.comicbook+zip": "cbz",
-    "application/x-cbz": "cbz",
-    "application/x-fictionbook+xml": "fb2",
-    "image/svg+xml": "svg",
-}
 
 
 @functools.cache
@@ -88,12 +77,12 @@ def _openable(source: Path, ctx: ConvertContext) -> str:
     return name
 
 
-class PdfConverter:
+class PdfConverter(BaseConverter):
     """Renders PDF, XPS, EPUB, CBZ, FB2 and SVG pages with PyMuPDF."""
 
-    name: ClassVar[str] = "pdf-pymupdf"
-    mime_types: ClassVar[frozenset[str]] = frozenset(FILETYPES)
-    priority: ClassVar[int] = 50
+    name: ClassVar[str] = PDF.name
+    mime_types: ClassVar[frozenset[str]] = PDF.mime_types
+    priority: ClassVar[int] = PDF.priority
     sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
@@ -120,7 +109,7 @@ class PdfConverter:
             EncryptedError: Encrypted and the password (if any) does not open it.
         """
         pymupdf = _pymupdf()
-        filetype = FILETYPES.get(ctx.mime, "pdf")
+        filetype = PDF_FILETYPES.get(ctx.mime, "pdf")
         pymupdf.TOOLS.mupdf_warnings(reset=True)
         doc = _open(pymupdf, _openable(source, ctx), filetype)
         damage = ""

@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
+from previewer.converters import PSD
 from previewer.errors import EngineError, InputError, LimitExceededError
-from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
+from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -209,14 +210,12 @@ def _has_composite(resources: bytes) -> bool:
     return found
 
 
-class PsdConverter:
+class PsdConverter(BaseConverter):
     """Previews Photoshop documents (PSD, PSB)."""
 
-    name: ClassVar[str] = "psd-psdtools"
-    mime_types: ClassVar[frozenset[str]] = frozenset(
-        {"image/vnd.adobe.photoshop", "image/x-photoshop", "application/x-photoshop"}
-    )
-    priority: ClassVar[int] = 50
+    name: ClassVar[str] = PSD.name
+    mime_types: ClassVar[frozenset[str]] = PSD.mime_types
+    priority: ClassVar[int] = PSD.priority
     sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point

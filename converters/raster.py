@@ -32,42 +32,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from previewer.converters import RASTER, RASTER_FALLBACK_FORMATS, RASTER_FORMATS
 from previewer.errors import InputError, LimitExceededError, UnsupportedFormatError
-from previewer.plugin import Availability, BaseDocument, Box, ConvertContext
+from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
 
 if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = ["RasterConverter"]
-
-# MIME type -> Pillow format names allowed to decode it.
-FORMATS: dict[str, tuple[str, ...]] = {
-    "image/jpeg": ("JPEG", "MPO"),
-    "image/png": ("PNG",),
-    "image/apng": ("PNG",),
-    "image/gif": ("GIF",),
-    "image/webp": ("WEBP",),
-    "image/tiff": ("TIFF",),
-    "image/bmp": ("BMP", "DIB"),
-    "image/x-ms-bmp": ("BMP", "DIB"),
-    "image/vnd.microsoft.icon": ("ICO",),
-    "image/x-icon": ("ICO",),
-    # Pillow 13 decodes the DDS variants ImageMagick 6.9 refuses (BC1-BC7 in a DX10 header,
-    # palette); ImageMagick stays the fallback.
-    "image/vnd-ms.dds": ("DDS",),
-    "image/vnd.ms-dds": ("DDS",),
-    "image/x-dds": ("DDS",),
-}
-
-# Types ImageMagick claims that Pillow reads when ImageMagick fails: ImageMagick 6.9.11 rejects
-# plain (ASCII) PGM/PPM whose last sample has no whitespace after it ("unable to read image data").
-FALLBACK_FORMATS: dict[str, tuple[str, ...]] = {
-    "image/x-portable-anymap": ("PPM",),
-    "image/x-portable-bitmap": ("PPM",),
-    "image/x-portable-graymap": ("PPM",),
-    "image/x-portable-greymap": ("PPM",),
-    "image/x-portable-pixmap": ("PPM",),
-}
 
 # Pillow formats libvips decodes region-wise (the giant-image path); others stay with Pillow.
 VIPS_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "WEBP", "GIF"})
@@ -98,13 +70,13 @@ def _pyvips() -> Any:
     return pyvips
 
 
-class RasterConverter:
+class RasterConverter(BaseConverter):
     """Decodes raster images with Pillow."""
 
-    name: ClassVar[str] = "raster-pillow"
-    mime_types: ClassVar[frozenset[str]] = frozenset(FORMATS)
-    fallback_mime_types: ClassVar[frozenset[str]] = frozenset(FALLBACK_FORMATS)
-    priority: ClassVar[int] = 50
+    name: ClassVar[str] = RASTER.name
+    mime_types: ClassVar[frozenset[str]] = RASTER.mime_types
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset(RASTER_FALLBACK_FORMATS)
+    priority: ClassVar[int] = RASTER.priority
     sandboxed: ClassVar[bool] = False
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
@@ -127,9 +99,9 @@ class RasterConverter:
         """
         from PIL import Image, UnidentifiedImageError
 
-        formats = FORMATS.get(ctx.mime)
+        formats = RASTER_FORMATS.get(ctx.mime)
         if formats is None and ctx.fallback_for is not None:
-            formats = FALLBACK_FORMATS.get(ctx.mime)
+            formats = RASTER_FALLBACK_FORMATS.get(ctx.mime)
         if formats is None:
             raise UnsupportedFormatError(f"Pillow is not allowed to decode {ctx.mime} here")
         with _damaged_data(formats[0], ctx), _pillow_warnings(ctx):

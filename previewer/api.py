@@ -229,7 +229,7 @@ def _limited(
     # A converter whose engine is an external, warm process (LibreOffice's, ``warm_engine``)
     # keeps it running between conversions in the converting process, under the timeout and
     # in its own process group; a throw-away child would start a new engine every time.
-    if not pool.ISOLATE or getattr(getattr(entry, "converter", None), "warm_engine", False):
+    if not pool.ISOLATE or (entry is not None and entry.converter and entry.converter.warm_engine):
         try:
             return func(source, opts, registry, name), []
         except Exception as exc:
@@ -347,7 +347,7 @@ def _select_pages(od: Opened, opts: Options) -> list[int]:
         numbers = opts.pages.resolve(count)
     except InvalidOptionsError as exc:
         exc.path = od.display
-        if not getattr(od.doc, "page_count_known", True):
+        if not od.doc.page_count_known:
             exc.message = (
                 f"{exc.message.split(' but ')[0]} but the document's page tree is damaged and "
                 f"only {count} page{'s' if count != 1 else ''} could be found"
@@ -459,10 +459,9 @@ def _info(source: Source, opts: Options, reg: Registry, name: str | None) -> Doc
         cname = od.converter.name
         with guard(od.display, cname):
             count = od.doc.page_count
-            known = getattr(od.doc, "page_count_known", True)
+            known = od.doc.page_count_known
             sizes = [tuple(od.doc.page_size(i)) for i in range(min(count, 1000))]
-            meta_fn = getattr(od.doc, "metadata", None)
-            metadata = dict(meta_fn()) if callable(meta_fn) else {}
+            metadata = dict(od.doc.metadata())
         avail = reg.availability(reg.get(cname))
         import hashlib
 
@@ -658,7 +657,7 @@ def list_converters(registry: Registry | None = None) -> list[ConverterInfo]:
     sandbox_detail: str | None = None
     for entry in reg.entries:
         avail = reg.availability(entry)
-        sandboxed = getattr(entry.converter, "sandboxed", None)
+        sandboxed = entry.converter.sandboxed if entry.converter is not None else None
         if sandboxed is True:
             if sandbox_detail is None:
                 from previewer import sandbox

@@ -415,7 +415,7 @@ def thumbnail_file(
             with guard(od.display, od.converter.name):
                 # The source's size before rendering (a JPEG may be decoded reduced).
                 # A damaged page tree's page count is unknown: no Thumb::Document::Pages then.
-                known = getattr(od.doc, "page_count_known", True)
+                known = od.doc.page_count_known
                 pages = od.doc.page_count if known else None
                 facts = _facts(uri, st, od.mime, od.doc.units, pages, od.doc.page_size(0))
                 images = render_page(od.doc, 0, opts.sizes, upscale=False, limits=opts.limits)

@@ -365,9 +365,7 @@ def fallback_converter(
     candidates = [
         e
         for e in registry.entries
-        if e.name != failed
-        and e.converter is not None
-        and mime in getattr(e.converter, "fallback_mime_types", ())
+        if e.name != failed and e.converter is not None and mime in e.converter.fallback_mime_types
     ]
     for entry in sorted(candidates, key=lambda e: (-e.priority, e.name)):
         if registry.availability(entry).ok and entry.converter is not None:
@@ -526,9 +524,9 @@ class _WorkDir:
 
 def _runner() -> Callable[..., Any]:
     def run(argv: Sequence[str], **kwargs: Any) -> Any:
-        from previewer import process
+        from previewer import programs
 
-        return process.run(argv, **kwargs)
+        return programs.run(argv, **kwargs)
 
     return run
 

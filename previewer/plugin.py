@@ -8,6 +8,15 @@ Built-in converters (in ``converters/``) and third-party plugins use exactly thi
     myformat = "mypackage.module:MyConverter"
 
 The class is instantiated without arguments. See the README section "Writing a converter".
+
+Required and optional members are declared on :class:`Converter` and :class:`Document`; the
+optional ones have defaults in :class:`BaseConverter` and :class:`BaseDocument`. A plugin that
+subclasses neither still works: the registry gives its converter and documents the defaults
+when it loads them, so previewer never probes for a member.
+
+Converters that keep an engine running between conversions start it with
+:func:`start_helper` (same isolation, process-group and parent-death rules as
+:meth:`ConvertContext.run`) and stop it from a hook given to :func:`register_shutdown`.
 """
 
 from __future__ import annotations
@@ -19,8 +28,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
+from previewer import programs
 from previewer.geometry import Box
 from previewer.options import Limits
+from previewer.process import RunResult
+from previewer.programs import HelperProcess, start_helper
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -28,15 +40,18 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Availability",
+    "BaseConverter",
     "BaseDocument",
     "Box",
     "ConvertContext",
     "Converter",
     "Document",
+    "HelperProcess",
     "Limits",
     "RunResult",
     "register_shutdown",
     "run_shutdown_hooks",
+    "start_helper",
 ]
 
 ENTRY_POINT_GROUP = "previewer.converters"
@@ -60,23 +75,6 @@ class Availability:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What an external program run through :meth:`ConvertContext.run` produced.
-
-    Attributes:
-        argv: The command that ran.
-        returncode: Its exit status (always 0: non-zero raises ``EngineError``).
-        stdout: Captured standard output.
-        stderr: Captured standard error.
-    """
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-
 @runtime_checkable
 class Document(Protocol):
     """An opened input. A context manager: leaving it releases every engine handle.
@@ -85,15 +83,18 @@ class Document(Protocol):
         page_count: Number of pages (frames for multi-page images), at least 1.
         units: ``"pt"`` for vector sources (rendered at any requested size) or ``"px"`` for
             raster sources (never enlarged unless the user asks for it).
+        page_count_known: Optional (default True). False when the file's own page count is
+            damaged: ``page_count`` then counts the pages that could be found, ``previewer
+            info`` reports the page count as unknown, and ``--pages all`` renders the pages
+            found.
 
-    A document may also set ``page_count_known = False`` (optional; True when absent) when the
-    file's own page count is damaged: ``page_count`` then counts the pages that could be found,
-    ``previewer info`` reports the page count as unknown, and ``--pages all`` renders the pages
-    found.
+    Optional methods (defaults in :class:`BaseDocument`): :meth:`metadata` (default: no facts)
+    and :meth:`render_png` (default: no fast path).
     """
 
     page_count: int
     units: Literal["pt", "px"]
+    page_count_known: bool
 
     def page_size(self, index: int) -> tuple[float, float]:
         """Return the displayed size of page ``index`` (0-based) in native units.
@@ -117,6 +118,22 @@ class Document(Protocol):
         """
         ...
 
+    def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
+        """Optional fast path: encode page ``index`` straight to a PNG of exactly ``size``.
+
+        Used for a single output size that fits one tile; previewer cleans the PNG (only the
+        image chunks and an sRGB chunk are kept) instead of decoding and re-encoding it.
+
+        Args:
+            index: 0-based page index.
+            size: The exact output size in pixels.
+
+        Returns:
+            8-bit RGB or RGBA PNG bytes of exactly ``size``, or None to fall back to
+            :meth:`render`.
+        """
+        ...
+
     def metadata(self) -> dict[str, Any]:
         """Return format-specific facts for ``previewer info`` (may be empty)."""
         ...
@@ -136,9 +153,10 @@ class Document(Protocol):
 
 
 class BaseDocument:
-    """Optional base class for documents: the context-manager half of :class:`Document`.
+    """Optional base class for documents: the defaults of :class:`Document`'s optional members.
 
-    Subclasses implement ``close()`` (and the rest of the protocol); ``with`` closes them.
+    Subclasses implement ``page_count``, ``units``, ``page_size()``, ``render()`` and
+    ``close()``; ``with`` closes them.
 
     Attributes:
         page_count_known: False when ``page_count`` counts the pages found in a document whose
@@ -146,6 +164,14 @@ class BaseDocument:
     """
 
     page_count_known: bool = True
+
+    def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
+        """No PNG fast path: previewer renders with ``render()``."""
+        return None
+
+    def metadata(self) -> dict[str, Any]:
+        """No format-specific facts."""
+        return {}
 
     def close(self) -> None:
         """Release the engine's handles; safe to call twice."""
@@ -171,21 +197,32 @@ class Converter(Protocol):
         mime_types: Exact MIME types handled; ``"image/*"`` style wildcards allowed.
         priority: Higher wins among available candidates for the same type.
 
-    A converter may also declare ``fallback_mime_types: ClassVar[frozenset[str]]``: types it
-    does not claim but can take over when the converter chosen for them fails on a file (see
-    :attr:`ConvertContext.fallback_for`). previewer retries with it only for failures about the
-    file's content or the engine (:class:`~previewer.errors.InputError`,
-    :class:`~previewer.errors.UnsupportedFormatError`, :class:`~previewer.errors.EngineError`),
-    never for encrypted files, exceeded limits or timeouts, nor when the user forced a converter.
+    Optional members (defaults in :class:`BaseConverter`):
 
-    And ``sandboxed: ClassVar[bool]``, reported by ``previewer converters``: True when the
-    engine runs as a separate program through :meth:`ConvertContext.run` (isolated by
-    :mod:`previewer.sandbox`), False when it is a library running in previewer's process.
+    Attributes:
+        fallback_mime_types: Types it does not claim but can take over when the converter
+            chosen for them fails on a file (see :attr:`ConvertContext.fallback_for`).
+            previewer retries with it only for failures about the file's content or the engine
+            (:class:`~previewer.errors.InputError`,
+            :class:`~previewer.errors.UnsupportedFormatError`,
+            :class:`~previewer.errors.EngineError`), never for encrypted files, exceeded limits
+            or timeouts, nor when the user forced a converter. Default: none.
+        sandboxed: Reported by ``previewer converters``: True when the engine runs as a
+            separate program through :meth:`ConvertContext.run` or :func:`start_helper`
+            (isolated by :mod:`previewer.sandbox`), False when it is a library running in
+            previewer's process, None (the default) when the converter does not say.
+        warm_engine: True when the engine is a long-lived external process kept warm between
+            conversions under the timeout (:func:`start_helper`): single conversions of its
+            types then run in the calling process instead of a throw-away child, so the engine
+            survives from one call to the next. Default False.
     """
 
     name: ClassVar[str]
     mime_types: ClassVar[frozenset[str]]
     priority: ClassVar[int]
+    fallback_mime_types: ClassVar[frozenset[str]]
+    sandboxed: ClassVar[bool | None]
+    warm_engine: ClassVar[bool]
 
     def availability(self) -> Availability:
         """Report whether the engine can be used; cheap, cached, never raises."""
@@ -199,6 +236,27 @@ class Converter(Protocol):
                 are translated at this boundary).
         """
         ...
+
+
+class BaseConverter:
+    """Optional base class for converters: the defaults of :class:`Converter`'s optional members.
+
+    Subclasses declare ``name``, ``mime_types`` and ``priority`` and implement
+    ``availability()`` and ``open()``.
+    """
+
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset()
+    sandboxed: ClassVar[bool | None] = None
+    warm_engine: ClassVar[bool] = False
+
+
+CONVERTER_DEFAULTS: dict[str, Any] = {
+    "fallback_mime_types": frozenset(),
+    "sandboxed": None,
+    "warm_engine": False,
+}
+"""The optional members of :class:`Converter` with their defaults (what the registry fills in
+for a converter that does not subclass :class:`BaseConverter`)."""
 
 
 @dataclass
@@ -279,9 +337,7 @@ class ConvertContext:
             previewer.errors.EngineUnavailableError: The program cannot be isolated here
                 (and ``limits.allow_unisolated`` is false).
         """
-        if self._run is None:
-            raise RuntimeError("this context cannot run programs")
-        return self._run(
+        return (self._run or programs.run)(
             argv,
             timeout=self.limits.timeout if timeout is None else timeout,
             cwd=cwd or self.workdir,
@@ -314,11 +370,17 @@ _shutdown_hooks: list[Callable[[], None]] = []
 
 
 def register_shutdown(hook: Callable[[], None]) -> None:
-    """Have ``previewer.shutdown()`` call ``hook``: for converters that keep engines running.
+    """Have ``previewer.shutdown()`` and interpreter exit call ``hook``.
+
+    For converters that keep engines running (see :func:`start_helper`).
 
     Args:
         hook: Stops the converter's engines and removes their files; must not raise.
     """
+    if not _shutdown_hooks:
+        import atexit
+
+        atexit.register(run_shutdown_hooks)
     if hook not in _shutdown_hooks:
         _shutdown_hooks.append(hook)
 

@@ -14,15 +14,24 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from previewer.errors import EngineError, EngineTimeoutError
-from previewer.plugin import RunResult
 
-__all__ = ["die_with_parent", "kill_group", "minimal_env", "run", "spawn"]
+__all__ = [
+    "RunResult",
+    "Wrapper",
+    "die_with_parent",
+    "group_alive",
+    "kill_group",
+    "minimal_env",
+    "run",
+    "spawn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,38 @@ GRACE_SECONDS = 2.0
 
 STDERR_TAIL = 4096
 """Bytes of stderr quoted in an EngineError message."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What an external program run through :func:`run` produced.
+
+    Attributes:
+        argv: The command that ran.
+        returncode: Its exit status (always 0: non-zero raises ``EngineError``).
+        stdout: Captured standard output.
+        stderr: Captured standard error.
+    """
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Wrapper(Protocol):
+    """Something that prefixes a command, such as an isolation sandbox (:mod:`previewer.sandbox`).
+
+    It lets :func:`run` wrap a program without knowing how (and without importing the sandbox).
+    """
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """Return the command that runs ``argv`` wrapped."""
+        ...
+
+    def setup_failed(self, wrapped: list[str], returncode: int, stderr: bytes) -> bool:
+        """Tell whether the wrapper itself failed, so the program must be wrapped and run again."""
+        ...
 
 
 def minimal_env(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -98,7 +139,7 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> N
             break
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(pgid):
+            if proc.poll() is not None and not group_alive(pgid):
                 break
             time.sleep(0.02)
         else:
@@ -110,8 +151,12 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> N
         log.error("process %d survived SIGKILL", proc.pid)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Return True while a process of group ``pgid`` is still running (zombies do not count)."""
+def group_alive(pgid: int) -> bool:
+    """Return True while a process of group ``pgid`` is still running (zombies do not count).
+
+    Args:
+        pgid: A process group id.
+    """
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
@@ -152,9 +197,7 @@ def run(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     expect_output: Path | None = None,
-    isolate: bool = False,
-    read: Sequence[os.PathLike[str] | str] = (),
-    allow_unisolated: bool = False,
+    wrapper: Wrapper | None = None,
 ) -> RunResult:
     """Run a program to completion under a timeout, killing its process group if it overruns.
 
@@ -165,13 +208,9 @@ def run(
         env: Environment; defaults to :func:`minimal_env` of ``cwd`` when ``cwd`` is given,
             else the current environment.
         expect_output: A file the program must leave behind, non-empty.
-        isolate: Run the program through :func:`previewer.sandbox.wrap`: no network, and
-            (with bubblewrap) only ``/usr``, ``read``, ``cwd`` (writable) and a private
-            ``/tmp`` visible. A program that is this Python interpreter also sees its
-            installation (:func:`previewer.sandbox.python_paths`).
-        read: Paths the isolated program may read (its input).
-        allow_unisolated: With ``isolate``, run unisolated where no isolation works instead
-            of raising :class:`~previewer.errors.EngineUnavailableError`.
+        wrapper: Wraps the command (the isolation sandbox: :func:`previewer.sandbox.run`).
+            When it reports that it failed to set itself up, the program is wrapped again
+            and rerun: at most three times.
 
     Returns:
         The result, with captured stdout and stderr.
@@ -179,8 +218,7 @@ def run(
     Raises:
         EngineTimeoutError: The program ran past ``timeout`` and was killed.
         EngineError: The program could not start, exited non-zero, or left no output.
-        EngineUnavailableError: With ``isolate``: nothing can isolate the program here and
-            ``allow_unisolated`` is false.
+        EngineUnavailableError: The wrapper cannot wrap the program here.
     """
     argv = [os.fspath(a) for a in argv]
     if not argv or not all(isinstance(a, str) for a in argv):
@@ -190,27 +228,13 @@ def run(
     if env is None and cwd is not None:
         env = minimal_env(cwd)
     _check_program(argv[0], program, env)
-    if not isolate:
+    if wrapper is None:
         stdout, stderr, returncode = _execute(argv, program, timeout, cwd, env)
     else:
-        from previewer import sandbox
-
-        extra: tuple[os.PathLike[str] | str, ...] = ()
-        if os.path.realpath(argv[0]) == os.path.realpath(sys.executable):
-            extra = sandbox.python_paths()
-        # A wrapper that cannot set its sandbox up here is retired by setup_failed() and the
-        # program is wrapped again by the next mechanism: at most one rerun per mechanism.
         for _attempt in range(3):
-            wrapped = sandbox.wrap(
-                argv,
-                read=(*read, *extra),
-                write=(cwd,) if cwd is not None else (),
-                allow_unisolated=allow_unisolated,
-                program=program,
-                verify=False,
-            )
+            wrapped = wrapper.wrap(argv)
             stdout, stderr, returncode = _execute(wrapped, program, timeout, cwd, env)
-            if not sandbox.setup_failed(wrapped, returncode, stderr):
+            if not wrapper.setup_failed(wrapped, returncode, stderr):
                 break
         argv = wrapped
     if stderr:
@@ -284,7 +308,7 @@ def _execute(
         proc.communicate()
         raise
     # The direct child has exited; make sure nothing it forked lingers in its group.
-    if _group_alive(proc.pid):
+    if group_alive(proc.pid):
         kill_group(proc, grace=0.2)
     return stdout, stderr, proc.returncode
 

@@ -1,21 +1,33 @@
 """The converter registry: built-ins plus entry-point plugins, loaded lazily, per instance.
 
-A :class:`Registry` loads the built-in converters (``converters.BUILTIN_SPECS``) and the classes
-registered under the entry-point group ``previewer.converters`` the first time it is asked for
-anything. Built-ins are declared statically (name, MIME types, priority), so each one's module is
-imported only when its converter is first used: a one-off preview imports one converter module,
-not all of them. A plugin that fails to import or instantiate is listed as unavailable with the
-error as its reason; it never breaks a run. There is no module-level registry: tests and
-embedders build isolated ones with ``Registry(converters=[...], entry_points=False)``.
+A :class:`Registry` loads the built-in converters (:mod:`previewer.converters`) and the
+classes registered under the entry-point group ``previewer.converters`` the first time it is
+asked for anything. Built-ins are declared statically (name, MIME types, priority), so each
+one's module is imported only when its converter is first used: a one-off preview imports one
+converter module, not all of them. Entry points are read with :mod:`importlib.metadata` only
+when an installed distribution declares the group (a byte search of the ``entry_points.txt``
+files on ``sys.path`` tells, in about a millisecond; importing :mod:`importlib.metadata` costs
+about 20 ms, a tenth of a one-off conversion): with no plugin installed nothing is paid, and
+with one every plugin is loaded, so a plugin with a higher priority than a built-in for the same
+type wins whatever the type. A plugin that fails to import or instantiate is listed as
+unavailable with the error as its reason; it never breaks a run. A plugin that does not
+subclass :class:`~previewer.plugin.BaseConverter` gets the contract's defaults for the optional
+members it does not declare, and its documents too (:mod:`previewer.conform`). There is no
+module-level registry: tests and embedders build isolated ones with
+``Registry(converters=[...], entry_points=False)``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import pkgutil
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+from previewer.conform import conform_converter
 from previewer.errors import (
     EngineUnavailableError,
     InvalidOptionsError,
@@ -116,7 +128,10 @@ class Registry:
     """The set of converters one run can use.
 
     Args:
-        converters: Converter classes or instances to use instead of the built-ins.
+        converters: Converter classes or instances to use (instead of the built-ins, unless
+            ``builtins`` is true).
+        builtins: Also use the built-in converters (default: only when ``converters`` is
+            None).
         entry_points: Also load third-party converters from the entry-point group.
     """
 
@@ -124,16 +139,18 @@ class Registry:
         self,
         converters: Iterable[type[Converter] | Converter] | None = None,
         *,
+        builtins: bool | None = None,
         entry_points: bool = True,
     ) -> None:
-        self._given = list(converters) if converters is not None else None
+        self._given = list(converters) if converters is not None else []
+        self._builtins = converters is None if builtins is None else builtins
         self._use_entry_points = entry_points
         self._entries: list[ConverterEntry] | None = None
         self._availability: dict[str, Availability] = {}
 
     def __reduce__(self) -> tuple[object, ...]:
         # A registry crosses into batch workers as its recipe; each process loads its own.
-        return (_rebuild_registry, (self._given, self._use_entry_points))
+        return (_rebuild_registry, (self._given, self._builtins, self._use_entry_points))
 
     @property
     def entries(self) -> Sequence[ConverterEntry]:
@@ -144,7 +161,7 @@ class Registry:
 
     def _load(self) -> list[ConverterEntry]:
         entries: list[ConverterEntry] = []
-        if self._given is None:
+        if self._builtins:
             from previewer.converters import BUILTIN_SPECS
 
             for spec in BUILTIN_SPECS:
@@ -158,12 +175,13 @@ class Registry:
                         loader=functools.partial(_load_builtin, spec.target),
                     )
                 )
-        else:
-            for item in self._given:
-                entries.append(_entry(item, "given"))
-        if self._use_entry_points:
-            for ep in find_entry_points(ENTRY_POINT_GROUP):
-                origin = f"entry point {ep.name} ({ep.dist})"
+        for item in self._given:
+            entries.append(_entry(item, "given"))
+        if self._use_entry_points and _declared(ENTRY_POINT_GROUP):
+            from importlib.metadata import entry_points
+
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                origin = f"entry point {ep.name} ({ep.dist.name if ep.dist else '?'})"
                 try:
                     loaded = ep.load()
                 except Exception as exc:  # noqa: BLE001 - tolerant loading
@@ -264,16 +282,43 @@ class Registry:
         raise EngineUnavailableError(f"no available converter for {mime}: {reasons}")
 
 
-def _rebuild_registry(given: list[Any] | None, entry_points: bool) -> Registry:
-    return Registry(given, entry_points=entry_points)
+def _rebuild_registry(given: list[Any], builtins: bool, entry_points: bool) -> Registry:
+    return Registry(given, builtins=builtins, entry_points=entry_points)
+
+
+def _declared(group: str) -> bool:
+    """Tell whether a distribution on ``sys.path`` may declare entry points in ``group``.
+
+    Not a parser: a byte search for the ``[group]`` section header in each
+    ``*.dist-info/entry_points.txt`` (and ``*.egg-info``), so that the common case (no plugin
+    installed) does not import :mod:`importlib.metadata` (about 20 ms: email, zipfile, csv and
+    socket), which then reads the entry points when this says there may be some. A path entry
+    that is not a directory (a zip) may hold anything: True.
+    """
+    needle = f"[{group}]".encode()
+    for base in sys.path:
+        base = base or "."
+        try:
+            names = os.listdir(base)
+        except NotADirectoryError:
+            return True
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                try:
+                    with open(os.path.join(base, name, "entry_points.txt"), "rb") as fh:
+                        if needle in fh.read():
+                            return True
+                except OSError:
+                    continue
+    return False
 
 
 def _load_builtin(target: str) -> ConverterEntry:
     """Import a built-in converter class (``module:class``) and describe its instance."""
-    from previewer.converters import load_class
-
     try:
-        item = load_class(target)
+        item = pkgutil.resolve_name(target)
     except Exception as exc:  # noqa: BLE001 - tolerant loading
         log.warning("converter %s failed to load: %r", target, exc)
         return ConverterEntry(target, frozenset(), 0, "builtin", None, f"failed to load: {exc!r}")
@@ -281,145 +326,18 @@ def _load_builtin(target: str) -> ConverterEntry:
 
 
 def _entry(item: object, origin: str) -> ConverterEntry:
-    """Instantiate a converter class (or take an instance) and describe it."""
+    """Instantiate a converter class (or take an instance) and describe it.
+
+    A built-in is used as it is; any other converter is given the contract's defaults for the
+    optional members it does not declare (:func:`previewer.conform.conform_converter`).
+    """
     label = getattr(item, "__qualname__", None) or type(item).__qualname__
     try:
         instance: Any = item() if isinstance(item, type) else item
-        name = str(instance.name)
-        mime_types = frozenset(str(m) for m in instance.mime_types)
-        priority = int(instance.priority)
+        converter: Converter = instance if origin == "builtin" else conform_converter(instance)
     except Exception as exc:  # noqa: BLE001 - tolerant loading
         log.warning("converter %s could not be instantiated: %r", label, exc)
         return ConverterEntry(str(label), frozenset(), 0, origin, None, f"failed to load: {exc!r}")
-    return ConverterEntry(name, mime_types, priority, origin, instance)
-
-
-class EntryPoint(NamedTuple):
-    """One ``name = module:attribute`` line of an installed distribution's entry points.
-
-    A NamedTuple rather than a dataclass: it is defined on every start, and a frozen dataclass
-    costs about 1 ms to create.
-
-    Attributes:
-        name: The entry point's name.
-        value: ``module:attribute``.
-        dist: Name of the distribution that declares it.
-    """
-
-    name: str
-    value: str
-    dist: str
-
-    def load(self) -> Any:
-        """Import the module and return the attribute the entry point names.
-
-        Returns:
-            The object (for converters: a class).
-        """
-        import importlib
-
-        module, _, attribute = self.value.partition(":")
-        obj: Any = importlib.import_module(module.strip())
-        for part in attribute.split("[", 1)[0].strip().split("."):
-            if part:
-                obj = getattr(obj, part)
-        return obj
-
-
-def find_entry_points(group: str) -> list[EntryPoint]:
-    """Return the entry points of ``group`` declared by distributions on ``sys.path``.
-
-    Reads ``*.dist-info/entry_points.txt`` (and ``*.egg-info``) directly: importing
-    :mod:`importlib.metadata` costs more than the rest of a one-off PDF conversion's start-up
-    (it pulls in email, zipfile and csv), and this is on the path of every command. Path
-    entries that are not directories (zip imports) are searched with importlib.metadata.
-
-    Args:
-        group: The entry-point group.
-
-    Returns:
-        The entry points, the first distribution of each name winning, as Python's import
-        system would pick it.
-    """
-    import os
-    import sys
-
-    found: list[EntryPoint] = []
-    dists_seen: set[str] = set()
-    for base in sys.path:
-        base = base or "."
-        if not os.path.isdir(base):
-            if os.path.isfile(base):
-                found.extend(_metadata_entry_points(group, base, dists_seen))
-            continue
-        try:
-            names = sorted(os.listdir(base))
-        except OSError:
-            continue
-        for name in names:
-            if not name.endswith((".dist-info", ".egg-info")):
-                continue
-            dist_key = name.split("-", 1)[0].lower().replace("_", "-").replace(".", "-")
-            if dist_key in dists_seen:
-                continue
-            dists_seen.add(dist_key)
-            info_dir = os.path.join(base, name)
-            try:
-                with open(os.path.join(info_dir, "entry_points.txt"), encoding="utf-8") as fh:
-                    lines = fh.read().splitlines()
-            except OSError:
-                continue
-            points = _parse_entry_points(lines, group)
-            if points:
-                dist = _dist_name(info_dir) or name.split("-", 1)[0]
-                found.extend(EntryPoint(n, v, dist) for n, v in points)
-    return found
-
-
-def _parse_entry_points(lines: list[str], group: str) -> list[tuple[str, str]]:
-    points: list[tuple[str, str]] = []
-    section = None
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            continue
-        if section == group and "=" in line:
-            name, _, value = line.partition("=")
-            points.append((name.strip(), value.strip()))
-    return points
-
-
-def _dist_name(info_dir: str) -> str | None:
-    import os
-
-    for meta in ("METADATA", "PKG-INFO"):
-        try:
-            with open(os.path.join(info_dir, meta), encoding="utf-8") as fh:
-                for line in fh:
-                    if line.startswith("Name:"):
-                        return line[5:].strip()
-                    if not line.strip():
-                        break
-        except OSError:
-            continue
-    return None
-
-
-def _metadata_entry_points(group: str, base: str, seen: set[str]) -> list[EntryPoint]:
-    """Entry points of distributions inside a zip on sys.path, through importlib.metadata."""
-    from importlib import metadata
-
-    points = []
-    for dist in metadata.distributions(path=[base]):
-        name = dist.metadata["Name"] or "?"
-        key = name.lower().replace("_", "-").replace(".", "-")
-        if key in seen:
-            continue
-        seen.add(key)
-        for ep in dist.entry_points:
-            if ep.group == group:
-                points.append(EntryPoint(ep.name, ep.value, name))
-    return points
+    return ConverterEntry(
+        converter.name, converter.mime_types, converter.priority, origin, converter
+    )

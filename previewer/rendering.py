@@ -275,13 +275,10 @@ def render_page_png(
     Raises:
         LimitExceededError: If the output exceeds the pixel budget.
     """
-    direct = getattr(doc, "render_png", None)
-    if not callable(direct):
-        return None
     _, target, _ = plan_page(doc, index, [size], upscale=upscale, limits=limits)
     if target[0] * target[1] > limits.max_tile_pixels:
         return None  # one engine render would exceed the tile budget
-    data = direct(index, size=target)
+    data = doc.render_png(index, size=target)
     if not isinstance(data, bytes):
         return None
     from previewer.output import clean_png

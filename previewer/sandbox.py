@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from previewer import process
 from previewer.errors import EngineUnavailableError
 
 __all__ = [
@@ -143,8 +144,6 @@ _SETUP_FAILURE = {"bubblewrap": b"bwrap: ", "unshare": b"unshare: "}
 
 def _probe(mech: Mechanism) -> str:
     """Run ``true`` under ``mech``; return "" when it works, else the reason."""
-    from previewer import process
-
     assert mech.program is not None
     true = shutil.which("true", path="/usr/bin:/bin") or "/usr/bin/true"
     args = _bwrap_base() if mech.kind == "bubblewrap" else list(_UNSHARE_ARGS)
@@ -167,8 +166,8 @@ def mechanism(*, verify: bool = True) -> Mechanism:
 
     By default each candidate is tried with a probe (``true`` in the sandbox, about 10-50 ms)
     before it is returned, once per process: right for a long-lived engine started with
-    :func:`previewer.process.spawn`, which cannot be rerun, and for ``previewer converters``.
-    :func:`previewer.process.run` passes ``verify=False``: the best installed wrapper that has
+    :func:`previewer.helper.start_helper`, which cannot be rerun, and for ``previewer converters``.
+    :func:`previewer.programs.run` passes ``verify=False``: the best installed wrapper that has
     not failed here is returned without starting anything, and a wrapper that cannot set its
     sandbox up is noticed on its first real use (:func:`setup_failed`) and the program rerun
     under the next one, which keeps the probe off every conversion's path.

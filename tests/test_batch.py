@@ -15,7 +15,6 @@ import pymupdf
 import pytest
 
 import previewer
-from previewer.converters import BUILTIN
 from previewer.errors import EngineError, EngineTimeoutError, ExitCode, LimitExceededError
 from previewer.registry import Registry
 from tests.plugins.faulty import TripwireConverter
@@ -122,7 +121,7 @@ def test_hostile_names_stay_inside_the_output_directory(tmp_path: Path) -> None:
 
 
 def registry() -> Registry:
-    return Registry(converters=[*BUILTIN, TripwireConverter], entry_points=False)
+    return Registry([TripwireConverter], builtins=True, entry_points=False)
 
 
 def test_hang_crash_and_memory_hog_fail_alone(tmp_path: Path) -> None:

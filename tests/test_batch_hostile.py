@@ -19,7 +19,6 @@ import pymupdf
 import pytest
 
 import previewer
-from previewer.converters import BUILTIN
 from previewer.errors import (
     EncryptedError,
     EngineError,
@@ -204,7 +203,7 @@ def test_hostile_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         [src],
         out_dir=out,
         jobs=2,
-        registry=Registry(converters=[*BUILTIN, TripwireConverter], entry_points=False),
+        registry=Registry([TripwireConverter], builtins=True, entry_points=False),
         limits=previewer.Limits(timeout=3),
         on_result=on_result,
     )

@@ -391,7 +391,6 @@ def test_convert_freedesktop_flag_fills_the_cache(tmp_path: Path) -> None:
 
 
 def test_fill_cache_workers_isolate_a_hanging_file(tmp_path: Path) -> None:
-    from previewer.converters import BUILTIN
     from previewer.errors import EngineTimeoutError
     from previewer.registry import Registry
     from tests.plugins.faulty import TripwireConverter
@@ -406,7 +405,7 @@ def test_fill_cache_workers_isolate_a_hanging_file(tmp_path: Path) -> None:
     report = fd.fill_cache(
         [src],
         root=tmp_path / "cache",
-        registry=Registry(converters=[*BUILTIN, TripwireConverter], entry_points=False),
+        registry=Registry([TripwireConverter], builtins=True, entry_points=False),
         limits=previewer.Limits(timeout=2),
         jobs=2,
     )

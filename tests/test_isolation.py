@@ -22,7 +22,7 @@ import pytest
 from netcheck import SECRET, Listener, assert_no_secret, plant, planted_pixels
 
 import previewer
-from previewer import process, sandbox
+from previewer import process, programs, sandbox
 from previewer.errors import EngineError, UnsupportedFormatError
 
 BWRAP_WORKS = sandbox.mechanism(verify=True).kind == "bubblewrap"
@@ -185,7 +185,7 @@ def test_engine_imitating_a_wrapper_failure_does_not_lower_isolation(tmp_path: P
     """A document cannot make previewer give up bubblewrap by printing bwrap's message."""
     fake = ["/bin/sh", "-c", "echo 'bwrap: Creating new namespace failed' >&2; exit 1"]
     with pytest.raises(EngineError, match="sh exited with status 1: bwrap: Creating"):
-        process.run(fake, timeout=30, cwd=tmp_path, isolate=True)
+        programs.run(fake, timeout=30, cwd=tmp_path, isolate=True)
     assert sandbox.mechanism().kind == "bubblewrap"
     assert "bubblewrap" not in sandbox._broken
 
@@ -222,7 +222,7 @@ def _child_view(tmp_path: Path, listener: Listener) -> dict[str, object]:
     work = tmp_path / "work"
     work.mkdir()
     others = [str(planted.text), str(planted.image), "/etc/hostname", "/etc/passwd"]
-    result = process.run(
+    result = programs.run(
         [sys.executable, "-I", "-c", VIEW_SCRIPT, str(listener.port), str(given), *others],
         timeout=60,
         cwd=work,
@@ -282,7 +282,7 @@ def test_imagemagick_coder_cannot_read_a_local_file_in_the_sandbox(tmp_path: Pat
     process.run([*argv, str(control / "out.png")], timeout=60, cwd=control)
     assert planted_pixels(control / "out.png") > 500
     try:
-        process.run(
+        programs.run(
             [*argv, str(boxed / "out.png")], timeout=60, cwd=boxed, read=[mvg], isolate=True
         )
     except EngineError as exc:
@@ -507,12 +507,12 @@ def test_isolated_run_costs_no_wait_for_the_sandbox_teardown(tmp_path: Path) -> 
     durations = []
     for _ in range(3):
         start = time.monotonic()
-        process.run([true], timeout=30, cwd=tmp_path, isolate=True)
+        programs.run([true], timeout=30, cwd=tmp_path, isolate=True)
         durations.append(time.monotonic() - start)
     assert min(durations) < 0.8, durations
     start = time.monotonic()
     with pytest.raises(previewer.EngineTimeoutError):
-        process.run(["/bin/sleep", "60"], timeout=1, cwd=tmp_path, isolate=True)
+        programs.run(["/bin/sleep", "60"], timeout=1, cwd=tmp_path, isolate=True)
     # The SIGTERM stage suffices: no grace period spent.
     assert time.monotonic() - start < 1 + process.GRACE_SECONDS, time.monotonic() - start
 
@@ -522,7 +522,7 @@ def test_timeout_kills_what_the_engine_forked_in_the_sandbox(tmp_path: Path) -> 
     seconds = f"{time.time() % 1000 + 2000:.6f}"  # a command line no other test has
     script = f"/bin/sleep {seconds} & /bin/sleep {seconds}"
     with pytest.raises(previewer.EngineTimeoutError):
-        process.run(["/bin/sh", "-c", script], timeout=1, cwd=tmp_path, isolate=True)
+        programs.run(["/bin/sh", "-c", script], timeout=1, cwd=tmp_path, isolate=True)
     deadline = time.monotonic() + 5
     while _engines_mentioning(f"sleep {seconds}") and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -545,11 +545,10 @@ SLOW_BATCH = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import previewer
-from previewer.converters import BUILTIN
 from plugins.faulty import TripwireConverter
 from previewer.registry import Registry
 
-registry = Registry(converters=[*BUILTIN, TripwireConverter], entry_points=False)
+registry = Registry([TripwireConverter], builtins=True, entry_points=False)
 report = previewer.convert_many([sys.argv[2]], out_dir=sys.argv[3], jobs=2, registry=registry)
 sys.exit(report.exit_code)
 """

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -46,13 +47,68 @@ def test_builtins_are_listed_and_available() -> None:
 
 
 def test_builtin_declarations_match_the_classes() -> None:
-    # The registry chooses among built-ins by these declarations, before importing any module.
-    from previewer.converters import BUILTIN, BUILTIN_SPECS
+    # The registry chooses among built-ins by the catalog, before importing any module; each
+    # class takes its name, priority and MIME types from its spec.
+    import pkgutil
 
+    from previewer.converters import BUILTIN_SPECS
+    from previewer.plugin import BaseConverter, BaseDocument
+
+    classes = [pkgutil.resolve_name(s.target) for s in BUILTIN_SPECS]
     declared = [(s.name, s.priority, s.mime_types) for s in BUILTIN_SPECS]
-    actual = [(c.name, c.priority, frozenset(c.mime_types)) for c in BUILTIN]
+    actual = [(c.name, c.priority, frozenset(c.mime_types)) for c in classes]
     assert declared == actual
-    assert [s.target.rpartition(":")[2] for s in BUILTIN_SPECS] == [c.__name__ for c in BUILTIN]
+    assert all(issubclass(c, BaseConverter) for c in classes)
+    assert len({s.name for s in BUILTIN_SPECS}) == len(BUILTIN_SPECS)
+    # Built-ins are used as they are (no conformance wrapper), so their documents must have
+    # every member of the contract: they are BaseDocuments.
+    reg = Registry(entry_points=False)
+    assert {type(e.converter) for e in reg.entries} == set(classes)
+    import inspect
+
+    documents = [
+        obj
+        for c in classes
+        for _, obj in inspect.getmembers(sys.modules[c.__module__], inspect.isclass)
+        if obj.__module__ == c.__module__ and hasattr(obj, "page_size")
+    ]
+    assert len(documents) >= 6
+    assert all(issubclass(d, BaseDocument) for d in documents), documents
+
+
+def test_plugins_get_the_optional_members_and_need_the_required_ones() -> None:
+    class Bare:  # subclasses nothing, declares only what the contract requires
+        name = "bare"
+        mime_types = frozenset({"text/plain"})
+        priority = 1
+
+        def availability(self) -> Any:
+            return faulty.Availability(True, "bare")
+
+        def open(self, source: Path, ctx: Any) -> Any:
+            return faulty.FakeDocument()
+
+    class NoOpen:
+        name = "no-open"
+        mime_types = frozenset({"text/plain"})
+        priority = 99
+
+        def availability(self) -> Any:
+            return faulty.Availability(True, "none")
+
+    reg = registry(Bare, NoOpen)
+    conv = reg.resolve("text/plain")
+    assert conv.name == "bare"
+    assert (conv.fallback_mime_types, conv.sandboxed, conv.warm_engine) == (
+        frozenset(),
+        None,
+        False,
+    )
+    doc = conv.open(Path("x"), None)  # type: ignore[arg-type]
+    assert doc.page_count_known is True and doc.metadata() == {}
+    assert doc.render_png(0, size=(4, 2)) is None
+    (broken,) = [e for e in reg.entries if e.converter is None]
+    assert "missing open" in broken.load_error
 
 
 def test_only_the_chosen_builtin_is_imported() -> None:
@@ -285,6 +341,83 @@ def test_installed_plugin_is_listed_and_used(demo_plugin: Path, tmp_path: Path) 
         assert im.convert("RGB").getpixel((10, 10)) == (255, 128, 0)
     pdf = _cli(demo_plugin, "convert", str(ROOT / "samples" / "report.pdf"), "-o", str(tmp_path))
     assert pdf.returncode == 0, pdf.stderr
+
+
+PRIORITY_PLUGIN = """
+from previewer.plugin import Availability, BaseConverter, BaseDocument
+
+
+class Doc(BaseDocument):
+    units = "px"
+    page_count = 1
+
+    def page_size(self, index):
+        return (10.0, 10.0)
+
+    def render(self, index, *, scale, clip=None):
+        from PIL import Image
+
+        return Image.new("RGB", (round(10 * scale), round(10 * scale)), (1, 2, 3))
+
+
+class JpegOverride(BaseConverter):
+    name = "jpeg-override"
+    mime_types = frozenset({"image/jpeg"})
+    priority = 100
+
+    def availability(self):
+        return Availability(True, "override")
+
+    def open(self, source, ctx):
+        return Doc()
+"""
+
+
+def test_plugin_with_a_higher_priority_wins_a_builtin_type(tmp_path: Path) -> None:
+    # Entry points are only read when a distribution declares the group, but then a plugin
+    # claiming a built-in's type with a higher priority wins it.
+    site = tmp_path / "site"
+    info = site / "jpeg_override-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: jpeg-override\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[previewer.converters]\noverride = jpeg_override:JpegOverride\n"
+    )
+    (site / "jpeg_override.py").write_text(PRIORITY_PLUGIN)
+    photo = str(ROOT / "samples" / "photo.jpg")
+    with_plugin = _cli(site, "info", "--json", photo)
+    assert with_plugin.returncode == 0, with_plugin.stderr
+    assert '"converter": "jpeg-override"' in with_plugin.stdout
+    without = _cli(tmp_path, "info", "--json", photo)
+    assert '"converter": "raster-pillow"' in without.stdout
+
+
+def test_no_plugin_installed_reads_no_metadata() -> None:
+    # importlib.metadata costs about 20 ms (email, zipfile, csv): not paid without plugins.
+    code = (
+        "import sys\n"
+        "from previewer.registry import Registry, _declared\n"
+        "assert not _declared('previewer.no-such-group')\n"
+        "Registry().resolve('image/jpeg')\n"
+        "print('importlib.metadata' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    declared = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from previewer.registry import _declared\nprint(_declared('previewer.converters'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # With the demo plugin installed in this environment the group is declared, and then
+    # importlib.metadata reads it.
+    assert proc.stdout.strip() == declared.stdout.strip()
 
 
 def test_unnamed_byte_inputs_never_overwrite_each_other(tmp_path: Path) -> None:
