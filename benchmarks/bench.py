@@ -1219,7 +1219,7 @@ def run_office(
     whole.argv = [SOFFICE, "--convert-to", "pdf", str(big)]
     code = (
         "import sys; from pathlib import Path; "
-        "from previewer.converters import office_engine as e; "
+        "from previewer.converters.office_pool import ENGINES as e; "
         "e.convert(Path(sys.argv[1]), Path(sys.argv[2]), timeout=600, pages='1')"
     )
     ranged.argv = [python, "-c", code, str(big), str(base / "big-range.pdf")]

@@ -2,12 +2,12 @@
 
 The document is exported to a PDF in the conversion's work directory by a warm LibreOffice
 (:mod:`previewer.converters.office_pool`) and that PDF is handed on with ``ctx.delegate``, so
-pages are counted, sized and rendered exactly like any PDF. Before LibreOffice sees a file it is checked
-here: an encrypted OOXML package (an OLE2 container with an ``EncryptedPackage`` stream) given
-without a password is tried with Excel's default password and fails as encrypted otherwise, a
-broken or suspiciously expanding zip is refused (LibreOffice 7.4
-spends minutes and gigabytes on a 232 KB DOCX expanding to 69 MB). LibreOffice loads documents
-hidden, read-only, with macros and link updates disabled, in a profile that blocks remote content.
+pages are counted, sized and rendered exactly like any PDF. Before LibreOffice sees a file it is
+checked here: an encrypted OOXML package (an OLE2 container with an ``EncryptedPackage``
+stream) given without a password is tried with Excel's default password and fails as encrypted
+otherwise, a broken or suspiciously expanding zip is refused (LibreOffice 7.4 spends minutes and
+gigabytes on a 232 KB DOCX expanding to 69 MB). LibreOffice loads documents hidden, read-only,
+with macros and link updates disabled, in a profile that blocks remote content.
 """
 
 from __future__ import annotations

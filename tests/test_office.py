@@ -31,6 +31,7 @@ from pngcheck import check_png
 
 import previewer
 from previewer.converters import office_engine
+from previewer.converters.office_pool import ENGINES
 from previewer.errors import (
     EncryptedError,
     EngineError,
@@ -275,9 +276,9 @@ def test_empty_and_broken_packages_are_bad_input(tmp_path: Path) -> None:
 def test_empty_file_never_starts_libreoffice(tmp_path: Path) -> None:
     (tmp_path / "empty.xlsx").write_bytes(b"")
     code = (
-        "import previewer, converters.office_engine as e\n"
+        "import previewer\nfrom previewer.converters import office_pool as e\n"
         "try:\n    previewer.info('empty.xlsx')\nexcept previewer.InputError:\n    pass\n"
-        "print(e._registered, len(e._idle))\n"
+        "print(e.ENGINES.registered, len(e.ENGINES.idle))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60
@@ -333,7 +334,7 @@ def test_linked_remote_image_is_not_fetched(
 def test_one_warm_instance_serves_consecutive_documents(tmp_path: Path) -> None:
     doc = make_odt(tmp_path / "warm.odt")
     previewer.info(doc)
-    (engine,) = office_engine._idle
+    (engine,) = ENGINES.idle
     uses = engine.uses
 
     started = time.monotonic()
@@ -341,7 +342,7 @@ def test_one_warm_instance_serves_consecutive_documents(tmp_path: Path) -> None:
         previewer.info(doc)
     elapsed = time.monotonic() - started
 
-    assert office_engine._idle == [engine] and engine.uses == uses + 3
+    assert ENGINES.idle == [engine] and engine.uses == uses + 3
     assert engine.alive()
     assert elapsed < 6, f"three warm conversions took {elapsed:.1f} s"
 
@@ -349,7 +350,7 @@ def test_one_warm_instance_serves_consecutive_documents(tmp_path: Path) -> None:
 def test_timeout_kills_the_instance_and_the_next_document_converts(tmp_path: Path) -> None:
     doc = make_odt(tmp_path / "after.odt")
     previewer.info(doc)
-    (engine,) = office_engine._idle
+    (engine,) = ENGINES.idle
     workdir = str(engine.workdir)
 
     report = previewer.convert_many(
@@ -363,7 +364,7 @@ def test_timeout_kills_the_instance_and_the_next_document_converts(tmp_path: Pat
     assert not engine.alive()
     assert soffice_processes(workdir) == []
     assert not Path(workdir).exists()
-    assert office_engine._idle and office_engine._idle[0] is not engine
+    assert ENGINES.idle and ENGINES.idle[0] is not engine
 
 
 @pytest.mark.slow
@@ -376,11 +377,11 @@ def test_bigfoot_converts_to_one_blank_page() -> None:
 def test_libreoffice_killed_mid_conversion(tmp_path: Path) -> None:
     doc = make_odt(tmp_path / "survivor.odt")
     previewer.info(doc)
-    (engine,) = office_engine._idle
+    (engine,) = ENGINES.idle
     workdir = str(engine.workdir)
 
     def kill_soffice() -> None:
-        if wait_until(lambda: engine in office_engine._busy, 30):
+        if wait_until(lambda: engine in ENGINES.busy, 30):
             time.sleep(1.0)
             for pid in soffice_processes(workdir):
                 if "soffice.bin" in Path(f"/proc/{pid}/cmdline").read_text():
@@ -451,7 +452,7 @@ def test_page_range_export_in_the_bridge(tmp_path: Path) -> None:
     doc = make_odt(tmp_path / "ten.odt", pages=10)
     out = tmp_path / "first.pdf"
 
-    office_engine.convert(doc, out, timeout=60, pages="1")
+    ENGINES.convert(doc, out, timeout=60, pages="1")
 
     import pymupdf
 
@@ -482,13 +483,13 @@ def test_only_the_pages_to_render_are_exported(
     # info needs the whole document; a first-page preview needs page 1 only.
     assert previewer.info(doc).pages == 10
     seen: list[object] = []
-    real = office_engine.convert
+    real = ENGINES.convert
 
     def spy(*args: object, **kwargs: object) -> None:
         seen.append(kwargs.get("pages"))
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(office_engine, "convert", spy)
+    monkeypatch.setattr(ENGINES, "convert", spy)
     (first,) = previewer.convert(doc, out_dir=tmp_path, pages="1")
     third = previewer.convert(doc, out_dir=tmp_path, pages="2-3")
     every = previewer.convert(doc, out_dir=tmp_path, pages="all", sizes=[64])
@@ -526,7 +527,7 @@ def test_engines_are_capped_and_callers_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     previewer.shutdown()
-    monkeypatch.setattr(office_engine, "MAX_ENGINES", 1)
+    monkeypatch.setattr(ENGINES, "limit", 1)
     docs = [make_odt(tmp_path / f"c{n}.odt") for n in range(3)]
     peak: list[int] = []
     errors: list[BaseException] = []
@@ -541,9 +542,9 @@ def test_engines_are_capped_and_callers_wait(
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
-        with office_engine._lock:
+        with ENGINES.lock:
             peak.append(
-                len(office_engine._idle) + len(office_engine._busy) + office_engine._starting
+                len(ENGINES.idle) + len(ENGINES.busy) + ENGINES.starting
             )
         time.sleep(0.02)
     assert errors == []
@@ -551,35 +552,35 @@ def test_engines_are_capped_and_callers_wait(
     assert len(list((tmp_path / "out").iterdir())) == 3
 
     # A caller that cannot get an engine within its timeout fails with a timeout.
-    with office_engine._engine(60, memory=0, allow_unisolated=False):
+    with ENGINES.borrow(60, memory=0, allow_unisolated=False):
         started = time.monotonic()
         with pytest.raises(EngineTimeoutError, match="stayed busy"):
-            office_engine.convert(docs[0], tmp_path / "x.pdf", timeout=1)
+            ENGINES.convert(docs[0], tmp_path / "x.pdf", timeout=1)
         assert time.monotonic() - started < 5
 
 
 def test_idle_engines_stop_by_themselves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     previewer.info(make_odt(tmp_path / "idle.odt"))
-    (engine,) = office_engine._idle
-    monkeypatch.setattr(office_engine, "IDLE_SECONDS", 0.5)
-    with office_engine._lock:
-        office_engine._changed.notify_all()
+    (engine,) = ENGINES.idle
+    monkeypatch.setattr(ENGINES, "idle_seconds", 0.5)
+    with ENGINES.lock:
+        ENGINES.changed.notify_all()
 
     assert wait_until(lambda: not engine.alive(), 10)
     assert wait_until(lambda: not engine.workdir.exists(), 5)
-    assert office_engine._idle == []
+    assert ENGINES.idle == []
 
 
 def test_shutdown_stops_engines_and_removes_their_files(tmp_path: Path) -> None:
     previewer.info(make_odt(tmp_path / "stop.odt"))
-    (engine,) = office_engine._idle
+    (engine,) = ENGINES.idle
     workdir = engine.workdir
 
     previewer.shutdown()
 
     assert not engine.alive() and not workdir.exists()
     assert soffice_processes(str(workdir)) == []
-    assert office_engine._idle == [] and office_engine._busy == set()
+    assert ENGINES.idle == [] and ENGINES.busy == set()
     # Engines start again on demand.
     assert previewer.info(make_odt(tmp_path / "again.odt")).pages == 1
 
@@ -604,7 +605,7 @@ def test_work_directories_of_dead_processes_are_reaped(tmp_path: Path) -> None:
 
 def test_libreoffice_gets_its_own_memory_cap(tmp_path: Path) -> None:
     previewer.info(make_odt(tmp_path / "cap.odt"))
-    (engine,) = office_engine._idle
+    (engine,) = ENGINES.idle
     (pid,) = [
         p
         for p in soffice_processes(str(engine.workdir))
@@ -624,14 +625,14 @@ def test_no_uno_pipe_is_left_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     previewer.shutdown()
     names = []
     previewer.info(make_odt(tmp_path / "bwrap.odt"))
-    names += [e.workdir.name for e in office_engine._idle]
+    names += [e.workdir.name for e in ENGINES.idle]
     previewer.shutdown()
     # Without bubblewrap's private /tmp (network namespace only), the bridge removes them.
     unshare = sandbox.Mechanism("unshare", "/usr/bin/unshare", "test")
     if Path("/usr/bin/unshare").exists():
         monkeypatch.setattr(sandbox, "mechanism", lambda **kw: unshare)
         previewer.info(make_odt(tmp_path / "unshare.odt"))
-        names += [e.workdir.name for e in office_engine._idle]
+        names += [e.workdir.name for e in ENGINES.idle]
         assert any(name in p for p in pipes() for name in names[-1:]), "no pipe seen in /tmp"
         previewer.shutdown()
     assert len(names) == 2
@@ -662,13 +663,13 @@ def test_encrypted_ooxml_is_tried_with_the_default_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[object] = []
-    real = office_engine.convert
+    real = ENGINES.convert
 
     def spy(*args: object, **kwargs: object) -> None:
         seen.append(kwargs.get("password"))
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(office_engine, "convert", spy)
+    monkeypatch.setattr(ENGINES, "convert", spy)
     with pytest.raises(EncryptedError, match="needs a password") as excinfo:
         previewer.info(OFFICE / "WordPasswordProtected.docx")
     assert "password=" in str(excinfo.value)
@@ -742,10 +743,10 @@ def test_libreoffice_escapes_a_batch_workers_memory_cap(tmp_path: Path) -> None:
     code = (
         "import resource, sys, previewer\n"
         "from pathlib import Path\n"
-        "from previewer.converters import office_engine as e\n"
+        "from previewer.converters import office_pool as e\n"
         "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
         f"previewer.info({str(doc)!r})\n"
-        "(engine,) = e._idle\n"
+        "(engine,) = e.ENGINES.idle\n"
         "for p in Path('/proc').iterdir():\n"
         "    if p.name.isdigit() and str(engine.workdir) in (p / 'cmdline').read_text():\n"
         "        if 'soffice.bin' in (p / 'cmdline').read_text():\n"
