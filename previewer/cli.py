@@ -58,10 +58,9 @@ class _LazyGroup(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None or cmd_name not in LAZY_COMMANDS:
             return command
-        import importlib
+        import pkgutil
 
-        module, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
-        loaded = getattr(importlib.import_module(module), attribute)
+        loaded = pkgutil.resolve_name(LAZY_COMMANDS[cmd_name])
         if not isinstance(loaded, click.Command):  # pragma: no cover - a wiring mistake
             raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
         return loaded

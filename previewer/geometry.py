@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["Box", "SizeSpec", "band_grid", "fit", "tile_grid"]
+__all__ = ["Box", "SizeSpec", "band_grid", "fit"]
 
 Box = tuple[float, float, float, float]
 """A rectangle ``(x0, y0, x1, y1)`` in a document's native units (points or pixels)."""
@@ -114,36 +114,6 @@ def fit(width: float, height: float, size: SizeSpec, *, upscale: bool = True) ->
     if not upscale and scale > 1:
         out_w, out_h = width, height
     return max(1, round(out_w)), max(1, round(out_h))
-
-
-def tile_grid(width: int, height: int, max_pixels: int) -> list[tuple[int, int, int, int]]:
-    """Split a ``width`` x ``height`` pixel area into bands of whole rows, each within a budget.
-
-    Tiles are full-width horizontal bands when a row fits the budget, otherwise a grid of
-    columns as well; they cover the area exactly once.
-
-    Args:
-        width: Area width in pixels (>= 1).
-        height: Area height in pixels (>= 1).
-        max_pixels: Largest number of pixels one tile may hold (>= 1).
-
-    Returns:
-        ``(x0, y0, x1, y1)`` pixel rectangles, row by row, left to right.
-
-    Raises:
-        ValueError: If an argument is below 1.
-    """
-    if width < 1 or height < 1 or max_pixels < 1:
-        raise ValueError("tile_grid needs a positive area and budget")
-    if width * height <= max_pixels:
-        return [(0, 0, width, height)]
-    tile_w = min(width, max(1, math.isqrt(max_pixels)) if width > max_pixels else width)
-    tile_h = max(1, max_pixels // tile_w)
-    tiles = []
-    for y0 in range(0, height, tile_h):
-        for x0 in range(0, width, tile_w):
-            tiles.append((x0, y0, min(x0 + tile_w, width), min(y0 + tile_h, height)))
-    return tiles
 
 
 def band_grid(width: int, height: int, max_pixels: int) -> list[list[tuple[int, int, int, int]]]:

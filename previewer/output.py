@@ -352,7 +352,15 @@ def open_dir(directory: Path, root: Path | None = None) -> int:
 
 
 def _create_temp(dir_fd: int, name: str) -> tuple[int, str]:
-    """Create a new, exclusive temporary file beside ``name`` in the directory ``dir_fd``."""
+    """Create a new, exclusive temporary file beside ``name`` in the directory ``dir_fd``.
+
+    Not :func:`tempfile.mkstemp`: it takes a directory *path* and resolves it again when it
+    creates the file, so a folder of the output tree swapped for a symbolic link after
+    :func:`open_dir` checked it would be followed. Creating the file relative to the
+    descriptor :func:`open_dir` opened with ``O_NOFOLLOW`` (``openat``) keeps that check valid
+    (``/proc/self/fd/N`` as mkstemp's ``dir`` would too, but needs ``/proc``, which some
+    sandboxes do not mount).
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _attempt in range(100):
         tmp = f".{name[:100]}.{os.urandom(6).hex()}.tmp"

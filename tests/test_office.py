@@ -543,9 +543,7 @@ def test_engines_are_capped_and_callers_wait(
         t.start()
     while any(t.is_alive() for t in threads):
         with ENGINES.lock:
-            peak.append(
-                len(ENGINES.idle) + len(ENGINES.busy) + ENGINES.starting
-            )
+            peak.append(len(ENGINES.idle) + len(ENGINES.busy) + ENGINES.starting)
         time.sleep(0.02)
     assert errors == []
     assert max(peak) == 1

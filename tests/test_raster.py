@@ -843,7 +843,7 @@ def test_tiff_missing_dimensions_is_bad_input_alone_and_in_a_batch(tmp_path: Pat
     ids=lambda exc: type(exc).__name__,
 )
 def test_every_damaged_data_exception_of_pillow_is_bad_input(exc: Exception) -> None:
-    from previewer.converters.raster import _damaged_data
+    from previewer.converters.raster_decode import damaged_data as _damaged_data
     from previewer.errors import InputError
     from previewer.plugin import ConvertContext
 
