@@ -28,14 +28,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
-from previewer import programs
 from previewer.geometry import Box
 from previewer.options import Limits
-from previewer.process import RunResult
-from previewer.programs import HelperProcess, start_helper
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from previewer.process import RunResult
+    from previewer.programs import HelperProcess, start_helper
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -337,7 +337,11 @@ class ConvertContext:
             previewer.errors.EngineUnavailableError: The program cannot be isolated here
                 (and ``limits.allow_unisolated`` is false).
         """
-        return (self._run or programs.run)(
+        if self._run is None:
+            from previewer import programs
+
+            self._run = programs.run
+        return self._run(
             argv,
             timeout=self.limits.timeout if timeout is None else timeout,
             cwd=cwd or self.workdir,
@@ -364,6 +368,20 @@ class ConvertContext:
         if self._delegate is None:
             raise RuntimeError("this context cannot delegate")
         return self._delegate(path, mime)
+
+
+def __getattr__(name: str) -> Any:
+    # The members that run programs are imported on first use, so that subprocess and the
+    # sandbox stay off the start-up of conversions that run none (PEP 562).
+    if name == "RunResult":
+        from previewer.process import RunResult
+
+        return RunResult
+    if name in ("HelperProcess", "start_helper"):
+        from previewer import programs
+
+        return getattr(programs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _shutdown_hooks: list[Callable[[], None]] = []

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import pkgutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -317,6 +316,8 @@ def _declared(group: str) -> bool:
 
 def _load_builtin(target: str) -> ConverterEntry:
     """Import a built-in converter class (``module:class``) and describe its instance."""
+    import pkgutil
+
     try:
         item = pkgutil.resolve_name(target)
     except Exception as exc:  # noqa: BLE001 - tolerant loading
