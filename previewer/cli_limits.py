@@ -1,4 +1,4 @@
-"""The command line's limit options, generated from the fields of :class:`~previewer.options.Limits`.
+"""The command line's limit options, generated from the fields of :class:`Limits`.
 
 Each ``Limits`` field declares its flag in its metadata (a :class:`~previewer.options.LimitFlag`:
 help text and smallest value); the flag name (``--max-pixels``), the environment variable
@@ -43,10 +43,10 @@ def _option(field: dataclasses.Field[Any]) -> Callable[[F], F]:
     if not isinstance(spec, LimitFlag):
         spec = LimitFlag(help="")
     envvar = ENV_PREFIX + field.name.upper()
-    kind = type(field.default)
+    kind: type[object] = type(field.default)
     if kind is bool:
         return click.option(flag_name(field), is_flag=True, envvar=envvar, help=spec.help)
-    param_type: click.ParamType
+    param_type: click.FloatRange | click.IntRange
     if kind is float:
         param_type = click.FloatRange(min=spec.minimum, min_open=spec.exclusive)
     else:

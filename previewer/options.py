@@ -216,8 +216,7 @@ class Limits:
     max_output_pixels: int = field(
         default=64_000_000,
         metadata=_flag(
-            "Refuse previews (the largest size asked for, of one page) with more pixels than "
-            "this.",
+            "Refuse previews (the largest size asked for, of one page) with more pixels than this.",
             minimum=1,
         ),
     )
@@ -238,9 +237,7 @@ class Limits:
     )
     timeout: float = field(
         default=60.0,
-        metadata=_flag(
-            "Seconds an external engine may run per input.", minimum=0, exclusive=True
-        ),
+        metadata=_flag("Seconds an external engine may run per input.", minimum=0, exclusive=True),
     )
     max_memory: int = field(
         default=2 * 1024**3,
@@ -259,12 +256,10 @@ class Limits:
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
-            kind = type(spec.default)
+            kind: type[object] = type(spec.default)
             if kind is bool:
                 if not isinstance(value, bool):
-                    raise InvalidOptionsError(
-                        f"{spec.name} must be True or False, not {value!r}"
-                    )
+                    raise InvalidOptionsError(f"{spec.name} must be True or False, not {value!r}")
             elif kind is float:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise InvalidOptionsError(f"{spec.name} must be a number, not {value!r}")

@@ -219,8 +219,11 @@ class FileResult:
         detail = data.get("error_detail")
         if detail is None and isinstance(data.get("error"), Mapping):
             summary = data["error"]
-            detail = {"type": summary.get("type"), "exit_code": summary.get("exit_code"),
-                      "message": summary.get("message", "")}
+            detail = {
+                "type": summary.get("type"),
+                "exit_code": summary.get("exit_code"),
+                "message": summary.get("message", ""),
+            }
         source = str(data["input"])
         return cls(
             input=source,
