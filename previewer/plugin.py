@@ -337,11 +337,12 @@ class ConvertContext:
             previewer.errors.EngineUnavailableError: The program cannot be isolated here
                 (and ``limits.allow_unisolated`` is false).
         """
-        if self._run is None:
+        run = self._run
+        if run is None:
             from previewer import programs
 
-            self._run = programs.run
-        return self._run(
+            run = programs.run
+        return run(
             argv,
             timeout=self.limits.timeout if timeout is None else timeout,
             cwd=cwd or self.workdir,

@@ -31,6 +31,7 @@ __all__ = [
     "minimal_env",
     "run",
     "spawn",
+    "wait",
 ]
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,22 @@ def _execute(
     if group_alive(proc.pid):
         kill_group(proc, grace=0.2)
     return stdout, stderr, proc.returncode
+
+
+def wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """Wait up to ``timeout`` seconds for ``proc`` to exit.
+
+    Args:
+        proc: A process started by :func:`spawn`.
+        timeout: Seconds to wait.
+
+    Returns:
+        Its exit status, or None if it still runs.
+    """
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def spawn(

@@ -219,10 +219,7 @@ class HelperProcess:
         Returns:
             Its exit status, or None if it still runs.
         """
-        try:
-            return self._proc.wait(timeout=timeout)
-        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
-            return None
+        return process.wait(self._proc, timeout)
 
     def send(self, data: bytes) -> None:
         """Write ``data`` to the helper's stdin and flush it.

@@ -527,3 +527,34 @@ def test_timeout_kills_what_the_engine_forked_in_the_sandbox(tmp_path: Path) -> 
     while _engines_mentioning(f"sleep {seconds}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _engines_mentioning(f"sleep {seconds}") == []
+
+
+def test_a_helper_started_through_the_contract_is_isolated_and_stopped(tmp_path: Path) -> None:
+    from previewer import plugin
+
+    work = tmp_path / "helper"
+    work.mkdir()
+    script = (
+        "import sys, os\n"
+        "for line in sys.stdin:\n"
+        "    sys.stdout.write(str(os.path.exists('/etc/passwd')) + ' ' + line)\n"
+        "    sys.stdout.flush()\n"
+    )
+    helper = plugin.start_helper(
+        ["/usr/bin/python3", "-I", "-c", script],
+        cwd=work,
+        write=[work],
+        stderr=work / "stderr.log",
+        memory=1 << 30,
+    )
+    try:
+        assert helper.isolated and helper.alive()
+        assert helper.readline(0.2) is None  # nothing asked yet: no line within the timeout
+        helper.send(b"ping\n")
+        line = helper.readline(30)
+        # With bubblewrap the helper sees /usr but not the rest of /etc.
+        assert line == (b"False ping\n" if BWRAP_WORKS else b"True ping\n"), line
+    finally:
+        helper.stop()
+    assert helper.poll() is not None
+    assert not process.group_alive(helper.pid)
