@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 from previewer.plugin import (
-    CONVERTER_DEFAULTS,
     Availability,
     BaseConverter,
     BaseDocument,
@@ -27,6 +26,9 @@ __all__ = ["conform_converter", "conform_document"]
 
 REQUIRED_CONVERTER = ("name", "mime_types", "priority", "availability", "open")
 """What a converter must have (the rest has defaults)."""
+
+OPTIONAL_CONVERTER = ("fallback_mime_types", "sandboxed", "warm_engine")
+"""The optional members of a converter; their defaults are :class:`BaseConverter`'s."""
 
 
 class _Converter(BaseConverter):
@@ -77,8 +79,8 @@ def conform_converter(converter: Any) -> Converter:
         "mime_types": frozenset(str(m) for m in converter.mime_types),
         "priority": int(converter.priority),
     }
-    for member, default in CONVERTER_DEFAULTS.items():
-        members[member] = getattr(converter, member, default)
+    for member in OPTIONAL_CONVERTER:
+        members[member] = getattr(converter, member, getattr(BaseConverter, member))
     members["fallback_mime_types"] = frozenset(members["fallback_mime_types"])
     # One class per converter: the members stay class attributes, as the contract says.
     cls = type(f"Conformed{type(converter).__name__}", (_Converter,), members)

@@ -250,15 +250,6 @@ class BaseConverter:
     warm_engine: ClassVar[bool] = False
 
 
-CONVERTER_DEFAULTS: dict[str, Any] = {
-    "fallback_mime_types": frozenset(),
-    "sandboxed": None,
-    "warm_engine": False,
-}
-"""The optional members of :class:`Converter` with their defaults (what the registry fills in
-for a converter that does not subclass :class:`BaseConverter`)."""
-
-
 @dataclass
 class ConvertContext:
     """What a converter is given for one conversion.
