@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import previewer
-import previewer.pool
+import previewer.limited
 from previewer import Limits, Registry
 from previewer.errors import (
     EngineError,
@@ -255,7 +255,7 @@ def test_results_and_errors_come_back_as_in_process(
     isolated = previewer.convert(good, out_dir=tmp_path / "a", registry=registry())
     with pytest.raises(PreviewerError) as child_error:
         previewer.info(leak, registry=registry())
-    monkeypatch.setattr(previewer.pool, "ISOLATE", False)
+    monkeypatch.setattr(previewer.limited, "ISOLATE", False)
     direct = previewer.convert(good, out_dir=tmp_path / "a", registry=registry())
     with pytest.raises(PreviewerError) as own_error:
         previewer.info(leak, registry=registry())

@@ -19,7 +19,7 @@ from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat, Jpe
 from pngcheck import check_png, png_chunks
 
 import previewer
-import previewer.pool
+import previewer.limited
 from previewer.api import render
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -566,7 +566,7 @@ def test_big_jpeg_is_decoded_with_draft(tmp_path: Path, monkeypatch: pytest.Monk
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
-    monkeypatch.setattr(previewer.pool, "ISOLATE", False)  # the spy records in this process
+    monkeypatch.setattr(previewer.limited, "ISOLATE", False)  # the spy records in this process
 
     preview, image = _convert_one(tmp_path / "big.jpg", tmp_path / "out", sizes=[256])
 
