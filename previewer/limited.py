@@ -351,8 +351,9 @@ def _from_forkserver(
 
     ctx = multiprocessing.get_context("forkserver")
     _short_socket_dir()
-    # The fork server imports the function's module once; each child starts with it imported.
-    ctx.set_forkserver_preload([func.__module__, __name__])
+    # The fork server imports the function's module once; each child starts with it imported
+    # (never a script's __main__: multiprocessing would run it in the fork server).
+    ctx.set_forkserver_preload([m for m in (func.__module__, __name__) if m != "__main__"])
     receiver, sender = ctx.Pipe(duplex=False)
     process = ctx.Process(
         target=_forkserver_child,
