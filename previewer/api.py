@@ -24,7 +24,13 @@ from previewer.geometry import SizeSpec
 from previewer.inputs import Source
 from previewer.options import Limits, Options, PageSpec
 from previewer.registry import Registry
-from previewer.results import BatchReport, ConverterInfo, DocumentInfo, FileResult, Preview
+from previewer.results import (
+    BatchReport,
+    ConverterInfo,
+    DocumentInfo,
+    FileResult,
+    Preview,
+)
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -47,7 +47,7 @@ from previewer.inputs import Input, Opened, Source, guard, open_document, open_i
 from previewer.options import Options
 from previewer.placement import display_name, under_limits
 from previewer.registry import Registry
-from previewer.results import DocumentInfo, FileResult, Preview
+from previewer.results import DocumentInfo, FileResult, Preview, Status
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -431,7 +431,7 @@ def convert_one(
         result, messages = under_limits(_convert_one, source, options, registry, name, writes=True)
     except PreviewerError as exc:  # the child timed out, crashed or ran out of memory
         return FileResult(
-            input=display, status="failed", error=exc, duration=time.monotonic() - started
+            input=display, status=Status.FAILED, error=exc, duration=time.monotonic() - started
         )
     result.warnings.extend(m for m in messages if m not in result.warnings)
     return result
@@ -454,7 +454,9 @@ def _convert_one(
         error = translated
     result = FileResult(
         input=display,
-        status="failed" if error is not None else "converted" if previews else "skipped",
+        status=(
+            Status.FAILED if error is not None else Status.CONVERTED if previews else Status.SKIPPED
+        ),
         mime=found.mime,
         converter=found.converter,
         outputs=previews,

@@ -34,7 +34,7 @@ from previewer.confinement import (
 from previewer.errors import EngineError, EngineTimeoutError, LimitExceededError, PreviewerError
 from previewer.limited import DEADLINE_GRACE, _remove_partial, report_messages
 from previewer.options import Options
-from previewer.results import FileResult
+from previewer.results import FileResult, Status
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -102,7 +102,7 @@ def _worker_main(
         except Exception as exc:  # noqa: BLE001 - something in the result does not pickle
             result.error = EngineError(f"the result could not be handed back: {exc}")
             result.error.path = job.display
-            result.status, result.outputs = "failed", []
+            result.status, result.outputs = Status.FAILED, []
             try:
                 conn.send(result)
             except (BrokenPipeError, OSError):
@@ -267,7 +267,7 @@ def _failed(job: Job, error: PreviewerError, started: float) -> FileResult:
         error.path = job.display
     return FileResult(
         input=job.display,
-        status="failed",
+        status=Status.FAILED,
         error=error,
         duration=time.monotonic() - started,
     )
