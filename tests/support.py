@@ -270,10 +270,19 @@ def osl_pipes() -> set[str]:
     return {p.name for p in Path("/tmp").glob(f"OSL_PIPE_{os.getuid()}_*")}
 
 
+JOURNAL = ".previewer-journal.jsonl"
+"""The batch journal an output directory may hold (not a leftover)."""
+
+
 def partial_outputs(directory: Path) -> list[Path]:
-    """Half-written outputs under ``directory``: ``*.tmp`` files and hidden temporary files."""
+    """Half-written outputs under ``directory``: ``*.tmp`` files, hidden files but the journal.
+
+    Outputs are written as ``.<name>.<random>.tmp`` and renamed when complete.
+    """
     return sorted(
-        p for p in directory.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")
+        p
+        for p in directory.rglob("*")
+        if p.name.endswith(".tmp") or (p.name.startswith(".") and p.name != JOURNAL)
     )
 
 
