@@ -118,7 +118,7 @@ def start_previewer(
     )
 
 
-def invoke(capsysbinary: pytest.CaptureFixture[bytes], *args: object) -> tuple[int, bytes, bytes]:
+def invoke(capsysbinary: pytest.CaptureFixture[bytes], *args: object) -> tuple[int, bytes, str]:
     """Run the real entry point (``previewer.cli.main``) in-process.
 
     Args:
@@ -126,7 +126,7 @@ def invoke(capsysbinary: pytest.CaptureFixture[bytes], *args: object) -> tuple[i
         *args: The command line after ``previewer``.
 
     Returns:
-        (exit status, stdout bytes, stderr bytes).
+        (exit status, stdout bytes (it may carry a PNG), stderr text).
     """
     from previewer.cli import main
 
@@ -134,7 +134,7 @@ def invoke(capsysbinary: pytest.CaptureFixture[bytes], *args: object) -> tuple[i
         main([str(a) for a in args])
     captured = capsysbinary.readouterr()
     code = info.value.code
-    return int(code) if code is not None else 0, captured.out, captured.err
+    return int(code) if code is not None else 0, captured.out, captured.err.decode()
 
 
 def plugin_site(
