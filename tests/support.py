@@ -13,7 +13,8 @@
 - Live processes, through psutil: :func:`processes` (by environment, command line or program
   name), :func:`children`, :func:`alive`, :func:`gone`, :func:`cmdline`, :func:`mp_helpers`.
 - Waiting: :func:`wait_until` (a bool) and :func:`wait_for` (an assertion).
-- Images: :func:`mean_difference`, :func:`worst_channel_difference`, :func:`same_pixels`.
+- Images: :func:`mean_difference`, :func:`worst_channel_difference`, :func:`max_difference`,
+  :func:`same_pixels`.
 """
 
 from __future__ import annotations
@@ -309,9 +310,17 @@ def alive(pid: int) -> bool:
         return False
 
 
-def gone(pid: int, within: float = 5.0) -> bool:
-    """Whether ``pid`` is gone (or a zombie), waiting up to ``within`` seconds."""
-    return wait_until(lambda: not alive(pid), within)
+def gone(pid: int, within: float = 5.0, *, zombie_ok: bool = True) -> bool:
+    """Whether ``pid`` is gone, waiting up to ``within`` seconds.
+
+    Args:
+        pid: The process.
+        within: Seconds to wait.
+        zombie_ok: Count a zombie (dead, not yet reaped) as gone; False requires it reaped.
+    """
+    if zombie_ok:
+        return wait_until(lambda: not alive(pid), within)
+    return wait_until(lambda: not psutil.pid_exists(pid), within)
 
 
 def cmdline(pid: int) -> str:
@@ -441,8 +450,20 @@ def channel_differences(a: Image.Image, b: Image.Image, *, mode: str | None = No
     return list(ImageStat.Stat(ImageChops.difference(a, b)).mean)
 
 
-def mean_difference(a: Image.Image, b: Image.Image, *, mode: str | None = "RGB") -> float:
-    """Mean absolute difference (0-255) over all pixels and channels, compared in ``mode``."""
+def mean_difference(
+    a: Image.Image, b: Image.Image, *, mode: str | None = "RGB", resize: bool = False
+) -> float:
+    """Mean absolute difference (0-255) over all pixels and channels, compared in ``mode``.
+
+    Args:
+        a: One image.
+        b: The other.
+        mode: Convert both to this mode first.
+        resize: Resize ``b`` to the size of ``a`` first (bilinear), for pictures of one scene
+            rendered at different sizes.
+    """
+    if resize and b.size != a.size:
+        b = b.convert(mode or a.mode).resize(a.size, Image.Resampling.BILINEAR)
     diffs = channel_differences(a, b, mode=mode)
     return sum(diffs) / len(diffs)
 
@@ -450,6 +471,15 @@ def mean_difference(a: Image.Image, b: Image.Image, *, mode: str | None = "RGB")
 def worst_channel_difference(a: Image.Image, b: Image.Image, *, mode: str | None = None) -> float:
     """The largest per-channel mean absolute difference (0-255) of two images."""
     return max(channel_differences(a, b, mode=mode))
+
+
+def max_difference(a: Image.Image, b: Image.Image) -> int:
+    """The largest absolute difference (0-255) of any channel of any pixel; same size and mode."""
+    assert a.size == b.size and a.mode == b.mode, (a.size, a.mode, b.size, b.mode)
+    extrema = ImageChops.difference(a, b).getextrema()
+    if isinstance(extrema[0], int | float):  # one band: (lo, hi)
+        return int(extrema[1])  # type: ignore[arg-type]
+    return int(max(hi for _, hi in extrema))  # type: ignore[misc]
 
 
 def same_pixels(a: Image.Image, b: Image.Image) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, TiffImagePlugin
 from pngcheck import check_png
+from support import require_engine
 
 import previewer
 from previewer.errors import ExitCode, InputError, UnsupportedFormatError
@@ -180,9 +181,9 @@ def test_binary_pnm_still_goes_to_imagemagick(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def pict(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A PICT 2 written by ImageMagick (512-byte header, picSize, frame, 0011 02FF at 522)."""
+    require_engine("imagemagick-cli")
     convert = shutil.which("convert")
-    if convert is None:
-        pytest.skip("ImageMagick's convert is not installed")
+    assert convert is not None
     out = tmp_path_factory.mktemp("pict") / "out.pct"
     subprocess.run(
         [

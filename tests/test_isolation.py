@@ -24,6 +24,7 @@ from support import (
     clean_env,
     cmdline,
     processes,
+    require_engine,
     requires_engine,
     run_previewer,
     start_previewer,
@@ -268,9 +269,9 @@ def test_imagemagick_coder_cannot_read_a_local_file_in_the_sandbox(tmp_path: Pat
     the planted image (the control); inside, the file does not exist. previewer's policy
     denies MVG anyway (tests/test_magick.py), so this is the second wall.
     """
+    require_engine("imagemagick-cli")
     convert = shutil.which("convert")
-    if convert is None:
-        pytest.skip("ImageMagick's convert is not installed")
+    assert convert is not None
     planted = plant(tmp_path / "planted")
     mvg = tmp_path / "in.mvg"
     mvg.write_text(

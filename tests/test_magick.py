@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from pngcheck import check_png, check_tiling
+from support import requires_engine, run_previewer
 
 import previewer
-from previewer.converters.magick import POLICY_TEMPLATE, MagickConverter
+from previewer.converters.magick import POLICY_TEMPLATE
 from previewer.errors import InputError, LimitExceededError, UnsupportedFormatError
 
-pytestmark = pytest.mark.skipif(
-    not MagickConverter().availability().ok, reason="Wand/libMagickWand not installed"
-)
+pytestmark = requires_engine("magick")
 
 VECTOR = Path(__file__).parent / "fixtures" / "vector"
 
@@ -260,12 +259,7 @@ def test_header_declaring_too_many_pixels_is_refused_at_once(kind: str, tmp_path
     path = tmp_path / f"huge.{kind}"
     path.write_bytes(_huge_header(kind, 60000, 60000))
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(path), "-o", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_previewer("convert", path, "-o", tmp_path / "out", text=True, timeout=60)
     assert time.monotonic() - started < 5
     assert proc.returncode == 6, proc.stderr
     assert "60000x60000 = 3,600,000,000 pixels" in proc.stderr
