@@ -106,7 +106,7 @@ def test_infinite_loop_times_out_and_leaves_no_process(tmp_path: Path) -> None:
         previewer.convert(path, out_dir=tmp_path / "out", limits=previewer.Limits(timeout=2))
     assert time.monotonic() - start < 15
     assert processes(cmdline=path.name) == []
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 def test_multi_page_postscript(tmp_path: Path) -> None:
