@@ -260,7 +260,7 @@ def test_empty_and_broken_packages_are_bad_input(tmp_path: Path) -> None:
 def test_empty_file_never_starts_libreoffice(tmp_path: Path) -> None:
     (tmp_path / "empty.xlsx").write_bytes(b"")
     code = (
-        "import previewer, converters.office_engine as e\n"
+        "import previewer, previewer.converters.office_engine as e\n"
         "try:\n    previewer.info('empty.xlsx')\nexcept previewer.InputError:\n    pass\n"
         "print(e._registered, len(e._idle))\n"
     )
