@@ -9,7 +9,8 @@
   ``false``), where CI installs every engine and a missing one fails the test instead.
 - Nothing left behind: :func:`temp_leftovers` (``previewer-*``/``pymp-*`` and anything else in a
   private TMPDIR), :func:`osl_pipes` (LibreOffice's UNO sockets in ``/tmp``),
-  :func:`partial_outputs` (``*.tmp`` and hidden files), :func:`files_under`.
+  :func:`partial_outputs` (``*.tmp`` and hidden files), :func:`written_outside` (files outside
+  the output directory), :func:`files_under`.
 - Live processes, through psutil: :func:`processes` (by environment, command line or program
   name), :func:`children`, :func:`alive`, :func:`gone`, :func:`cmdline`, :func:`mp_helpers`.
 - Waiting: :func:`wait_until` (a bool) and :func:`wait_for` (an assertion).
@@ -284,6 +285,26 @@ def partial_outputs(directory: Path) -> list[Path]:
         p
         for p in directory.rglob("*")
         if p.name.endswith(".tmp") or (p.name.startswith(".") and p.name != JOURNAL)
+    )
+
+
+def snapshot(root: Path) -> set[Path]:
+    """Every path under ``root`` now, for :func:`written_outside` later."""
+    return set(root.rglob("*"))
+
+
+def written_outside(root: Path, before: set[Path], *allowed: Path) -> list[Path]:
+    """Paths that appeared under ``root`` since ``before`` (a :func:`snapshot`) outside ``allowed``.
+
+    Args:
+        root: The tree to check (say a test's ``tmp_path``).
+        before: Its snapshot before the code under test ran.
+        *allowed: Where writing was expected (the output directory, a private TMPDIR).
+    """
+    return sorted(
+        p
+        for p in snapshot(root) - before
+        if not any(p == place or place in p.parents for place in allowed)
     )
 
 

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pymupdf
 import pytest
-from support import children, cmdline, mp_helpers, processes, temp_leftovers, wait_until
+from support import (
+    children,
+    cmdline,
+    mp_helpers,
+    processes,
+    snapshot,
+    temp_leftovers,
+    wait_until,
+    written_outside,
+)
 
 import previewer
 from previewer.converters import BUILTIN
@@ -158,6 +167,7 @@ def test_hostile_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             (src / "zzz-deleted.pdf").unlink()
             deleted.append(result.input)
 
+    tree_before = snapshot(tmp_path)
     started = time.monotonic()
     report = previewer.convert_many(
         [src],
@@ -192,6 +202,7 @@ def test_hostile_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert report.exit_code == 10
 
     assert list(out.rglob("*.tmp")) == [], "partial output left behind"
+    assert written_outside(tmp_path, tree_before, out, tmp) == [], "a file written outside OUTDIR"
     assert all(p.parent in (out, out / "office") for p in out.rglob("*.png")), "stray output"
     (src / "unreadable.pdf").chmod(0o644)
     after = checksums(inputs + [outside])
