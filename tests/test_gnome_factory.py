@@ -13,11 +13,10 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import GNOME_PREVIEWER, GNOME_PYTHON, requires_engine
+from support import GNOME_PREVIEWER, GNOME_PYTHON, requires_engine, run_previewer
 
 from previewer import freedesktop as fd
 from previewer.thumbnailer import ENTRY_NAME, entry_text
@@ -131,8 +130,8 @@ def test_factory_office_document(tmp_path: Path) -> None:
     assert (docx["width"], docx["height"]) == (128, 99)
     assert docx["alpha"] is True and int(str(docx["colours"])) > 10
     out = tmp_path / "outside.png"
-    cli = [sys.executable, "-m", "previewer", "thumbnail", "--size", "128"]
-    subprocess.run([*cli, str(DOCX), str(out)], check=True, capture_output=True, timeout=120)
+    made = run_previewer("thumbnail", "--size", "128", DOCX, out)
+    assert made.returncode == 0, made.stderr
     from PIL import Image
 
     with Image.open(out) as im:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw, TiffImagePlugin
 from pngcheck import check_png
-from support import require_engine
+from support import require_engine, run_previewer
 
 import previewer
 from previewer.errors import ExitCode, InputError, UnsupportedFormatError
@@ -71,12 +70,7 @@ def test_camera_raw_is_not_taken_for_its_tiff_thumbnail(name: str, tmp_path: Pat
 
 def test_cli_refuses_raw_with_exit_3(tmp_path: Path) -> None:
     path = RAW_FILES["x.dng"](tmp_path / "x.dng")
-    proc = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(path), "-o", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_previewer("convert", path, "-o", tmp_path / "o", text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert "image/x-adobe-dng" in proc.stderr
 
