@@ -253,7 +253,8 @@ def test_fail_entry_written_respected_and_retried_after_change(tmp_path: Path) -
     bad.write_bytes(PDF.read_bytes()[:400])
     report = fd.fill_cache([bad], root=root)
     assert report.failed == 1 and report.exit_code == 5
-    assert report.results[0].error is not None
+    error = report.results[0].error
+    assert isinstance(error, previewer.InputError) and "bad.pdf" in str(error), error
     fail = fd.fail_path(fd.to_uri(bad), root)
     assert fail.parent.name == f"previewer-{previewer.__version__}"
     assert ihdr(fail)[:2] == (1, 1) and ihdr(fail)[3] == 6

@@ -200,11 +200,17 @@ def test_streamed_png_equals_single_render(tmp_path: Path) -> None:
 def test_fast_path_only_when_output_fits_one_tile(tmp_path: Path) -> None:
     pdf = _rich_pdf(tmp_path / "rich.pdf")
     with _open(pdf, TINY) as doc:
-        assert render_page_png(doc, 0, SizeSpec.parse("64"), upscale=False, limits=TINY) is not None
+        fast = render_page_png(doc, 0, SizeSpec.parse("64"), upscale=False, limits=TINY)
+        assert fast is not None
+        data, size = fast
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and size == (45, 64), size
         assert render_page_png(doc, 0, SizeSpec.parse("700"), upscale=False, limits=TINY) is None
         assert doc.render_png(0, size=(495, 700)) is None  # the document checks the budget too
     with _open(pdf, Limits()) as doc:
-        assert doc.render_png(0, size=(495, 700)) is not None
+        png = doc.render_png(0, size=(495, 700))
+        assert png is not None and png.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.size == (495, 700)
 
 
 def test_pdf_clip_gives_exact_pixel_boxes(tmp_path: Path) -> None:
