@@ -28,7 +28,14 @@ from previewer.errors import (
     UnsupportedFormatError,
 )
 from previewer.options import Options
-from previewer.results import BatchReport, FileResult
+from previewer.results import (
+    UP_TO_DATE,
+    BatchReport,
+    FileResult,
+    Preview,
+    Status,
+    no_converter_reason,
+)
 
 if TYPE_CHECKING:
     from previewer import tempdirs
@@ -199,17 +206,14 @@ def _match(rel: str, name: str, pattern: str) -> bool:
 # --------------------------------------------------------------------------- journal
 
 
+_OUTPUT_OPTIONS = ("converter", "pages", "sizes", "upscale")
+"""The options that decide an input's outputs (beyond its content)."""
+
+
 def _fingerprint(options: Options) -> str:
     """What decides the outputs of an input, beyond its content (so resuming is safe)."""
-    return json.dumps(
-        {
-            "sizes": [s.label for s in options.sizes],
-            "pages": str(options.pages),
-            "upscale": options.upscale,
-            "converter": options.converter,
-        },
-        sort_keys=True,
-    )
+    data = options.to_dict()
+    return json.dumps({key: data[key] for key in _OUTPUT_OPTIONS}, sort_keys=True)
 
 
 class Journal:
@@ -289,37 +293,36 @@ class Journal:
                     return None
             except (OSError, KeyError, TypeError):
                 return None
-        from previewer.results import Preview
 
         def shown(path: str) -> Path:
             # Report paths the way this run names them (relative when OUTDIR is relative).
             return Path(path) if self.absolute else Path(os.path.relpath(path))
 
-        previews = [
-            Preview(
-                source=job.display,
-                page=int(o["page"]),
-                size=str(o["size"]),
-                path=shown(o["path"]),
-                width=int(o["width"]),
-                height=int(o["height"]),
-                converter=str(entry.get("converter")),
-                mime=str(entry.get("mime")),
-            )
-            for o in outputs
-        ]
+        mime, converter = entry.get("mime"), entry.get("converter")
+        try:
+            previews = [
+                Preview.from_dict(
+                    {**o, "path": shown(o["path"])},
+                    source=job.display,
+                    converter=str(converter),
+                    mime=str(mime),
+                )
+                for o in outputs
+            ]
+        except (KeyError, TypeError, ValueError):
+            return None
         return FileResult(
             input=job.display,
-            status="skipped",
-            mime=entry.get("mime"),
-            converter=entry.get("converter"),
+            status=Status.SKIPPED,
+            mime=mime,
+            converter=converter,
             outputs=previews,
-            reason="up to date",
+            reason=UP_TO_DATE,
         )
 
     def record(self, job: Job, result: FileResult, stat: tuple[int, int] | None) -> None:
         """Append a converted input to the journal (one line, one write)."""
-        if self.disabled or result.status != "converted" or not isinstance(job.source, str):
+        if self.disabled or result.status != Status.CONVERTED or not isinstance(job.source, str):
             return
         if stat is None:
             return
@@ -377,11 +380,11 @@ def skip_if_unsupported(job: Job, result: FileResult) -> None:
     """A walked file that no converter claims is skipped, not failed (named files fail)."""
     if (
         job.walked
-        and result.status == "failed"
+        and result.status == Status.FAILED
         and isinstance(result.error, UnsupportedFormatError)
     ):
-        result.status = "skipped"
-        result.reason = f"no converter for {result.mime or 'this type'}"
+        result.status = Status.SKIPPED
+        result.reason = no_converter_reason(result.mime)
         result.error = None
 
 
@@ -449,7 +452,7 @@ def run_batch(
     claimed: dict[tuple[Path, str], Job] = {}
     for job in jobs:
         if (error := overwrite_error(job, claimed)) is not None:
-            ready[job.index] = FileResult(input=job.display, status="failed", error=error)
+            ready[job.index] = FileResult(input=job.display, status=Status.FAILED, error=error)
         elif resume and book is not None and (done := book.up_to_date(job)) is not None:
             ready[job.index] = done
         todo.append((job, Journal._stat(job.source) if isinstance(job.source, str) else None))
@@ -534,5 +537,5 @@ def _spool(job: Job, directory: Path, options: Options) -> Job | FileResult:
     try:
         spool(job.source, path, job.display, options.limits)
     except PreviewerError as exc:
-        return FileResult(input=job.display, status="failed", error=exc)
+        return FileResult(input=job.display, status=Status.FAILED, error=exc)
     return replace(job, source=str(path))

@@ -12,15 +12,17 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from previewer.cli_limits import limit_options, limits_from_params
 from previewer.errors import ExitCode, InvalidOptionsError, PreviewerError
-from previewer.options import Limits, Options, PageSpec, parse_sizes
+from previewer.options import Options, PageSpec, parse_sizes
+from previewer.results import UP_TO_DATE, Status
 
 __all__ = ["cli", "main"]
 
@@ -165,81 +167,6 @@ def _report_error(exc: BaseException) -> None:
     _err(f"previewer: error: {_describe(exc)}", style="red")
 
 
-def _limits_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    defaults = Limits()
-    for decorator in reversed(
-        [
-            click.option(
-                "--max-pixels",
-                type=click.IntRange(min=1),
-                default=defaults.max_pixels,
-                show_default=True,
-                envvar="PREVIEWER_MAX_PIXELS",
-                help="Refuse raster images with more pixels than this.",
-            ),
-            click.option(
-                "--max-tile-pixels",
-                type=click.IntRange(min=4096),
-                default=defaults.max_tile_pixels,
-                show_default=True,
-                envvar="PREVIEWER_MAX_TILE_PIXELS",
-                help="Render pages larger than this many pixels in tiles (bounds memory).",
-            ),
-            click.option(
-                "--max-file-size",
-                type=click.IntRange(min=1),
-                default=defaults.max_file_size,
-                show_default=True,
-                envvar="PREVIEWER_MAX_FILE_SIZE",
-                help="Refuse inputs larger than this many bytes.",
-            ),
-            click.option(
-                "--max-pages",
-                type=click.IntRange(min=1),
-                default=defaults.max_pages,
-                show_default=True,
-                envvar="PREVIEWER_MAX_PAGES",
-                help="Refuse to render more pages than this from one input.",
-            ),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(min=0, min_open=True),
-                default=defaults.timeout,
-                show_default=True,
-                envvar="PREVIEWER_TIMEOUT",
-                help="Seconds an external engine may run per input.",
-            ),
-            click.option(
-                "--allow-unisolated",
-                is_flag=True,
-                envvar="PREVIEWER_ALLOW_UNISOLATED",
-                help="Run document engines even where they cannot be isolated from the "
-                "network and the host's files (trusted input only).",
-            ),
-        ]
-    ):
-        func = decorator(func)
-    return func
-
-
-def _limits(
-    max_pixels: int,
-    max_tile_pixels: int,
-    max_file_size: int,
-    max_pages: int,
-    timeout: float,
-    allow_unisolated: bool,
-) -> Limits:
-    return Limits(
-        max_pixels=max_pixels,
-        max_tile_pixels=max_tile_pixels,
-        max_file_size=max_file_size,
-        max_pages=max_pages,
-        timeout=timeout,
-        allow_unisolated=allow_unisolated,
-    )
-
-
 # --------------------------------------------------------------------------- convert
 
 
@@ -305,15 +232,7 @@ def _limits(
     "-s 128/256/512/1024 pick normal/large/x-large/xx-large (default: 128 and 256).",
 )
 @click.option("--keep-temp", is_flag=True, help="Keep work directories (for debugging).")
-@click.option(
-    "--max-memory",
-    type=click.IntRange(min=1),
-    default=Limits().max_memory,
-    show_default=True,
-    envvar="PREVIEWER_MAX_MEMORY",
-    help="Memory (address space) one input's conversion may use, in bytes.",
-)
-@_limits_options
+@limit_options
 def convert(
     inputs: tuple[str, ...],
     out_dir: str,
@@ -333,13 +252,7 @@ def convert(
     broker: str | None,
     freedesktop: bool,
     keep_temp: bool,
-    max_memory: int,
-    max_pixels: int,
-    max_tile_pixels: int,
-    max_file_size: int,
-    max_pages: int,
-    timeout: float,
-    allow_unisolated: bool,
+    **limit_params: Any,
 ) -> int:
     """Write PNG previews of INPUTS: files, directories (walked recursively), or - for stdin.
 
@@ -370,15 +283,7 @@ def convert(
             upscale=upscale,
             password=password,
             converter=converter_name,
-            limits=Limits(
-                max_pixels=max_pixels,
-                max_tile_pixels=max_tile_pixels,
-                max_file_size=max_file_size,
-                max_pages=max_pages,
-                timeout=timeout,
-                max_memory=max_memory,
-                allow_unisolated=allow_unisolated,
-            ),
+            limits=limits_from_params(limit_params),
             keep_temp=keep_temp,
         )
     except InvalidOptionsError as exc:
@@ -538,7 +443,7 @@ class _ResultPrinter:
             self.report.flush()
         if result.error is not None:
             _report_error(result.error)
-        elif result.status == "skipped" and result.reason != "up to date":
+        elif result.status == Status.SKIPPED and result.reason != UP_TO_DATE:
             from previewer.errors import flag_words
 
             _err(f"previewer: skipped {result.input}: {flag_words(result.reason)}", style="yellow")
@@ -568,7 +473,7 @@ class _Progress:
         self.bar.update(self.task, completed=done, failed=self.failed)
 
     def advance(self, result: Any) -> None:
-        self.failed += result.status == "failed"
+        self.failed += result.status == Status.FAILED
 
 
 @contextmanager
@@ -640,18 +545,13 @@ def _summary(report: Any) -> None:
 @click.option("--password", envvar="PREVIEWER_PASSWORD", help="Password for encrypted documents.")
 @click.option("--converter", "converter_name", metavar="NAME", help="Force this converter.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
-@_limits_options
+@limit_options
 def info(
     inputs: tuple[str, ...],
     password: str | None,
     converter_name: str | None,
     as_json: bool,
-    max_pixels: int,
-    max_tile_pixels: int,
-    max_file_size: int,
-    max_pages: int,
-    timeout: float,
-    allow_unisolated: bool,
+    **limit_params: Any,
 ) -> int:
     """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256.
 
@@ -665,9 +565,7 @@ def info(
     from previewer.registry import Registry
 
     registry = Registry()
-    limits = _limits(
-        max_pixels, max_tile_pixels, max_file_size, max_pages, timeout, allow_unisolated
-    )
+    limits = limits_from_params(limit_params)
     failures: list[PreviewerError] = []
     for item in inputs:
         try:
@@ -682,7 +580,9 @@ def info(
         except PreviewerError as exc:
             failures.append(exc)
             if as_json:
-                click.echo(json.dumps({"input": item, "status": "failed", "error": exc.to_dict()}))
+                click.echo(
+                    json.dumps({"input": item, "status": Status.FAILED, "error": exc.summary()})
+                )
             _report_error(exc)
             continue
         if as_json:

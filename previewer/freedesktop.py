@@ -29,7 +29,15 @@ from previewer.errors import (
     PreviewerError,
     UnsupportedFormatError,
 )
-from previewer.results import BatchReport, FileResult, Preview
+from previewer.results import (
+    FAILED_BEFORE,
+    IN_THUMBNAIL_CACHE,
+    UP_TO_DATE,
+    BatchReport,
+    FileResult,
+    Preview,
+    Status,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -381,7 +389,7 @@ def thumbnail_file(
 
     started = time.monotonic()
     display = os.fspath(path)
-    result = FileResult(input=display, status="failed")
+    result = FileResult(input=display, status=Status.FAILED)
     cache = root or cache_root()
     try:
         for size in sizes:
@@ -392,7 +400,7 @@ def thumbnail_file(
         uri = to_uri(path)
         real = os.path.realpath(path)
         if _inside(real, os.path.realpath(cache)):
-            result.status, result.reason = "skipped", "inside the thumbnail cache"
+            result.status, result.reason = Status.SKIPPED, IN_THUMBNAIL_CACHE
             return result
         try:
             st = os.stat(path)
@@ -403,10 +411,10 @@ def thumbnail_file(
         mtime = int(st.st_mtime)
         wanted = [s for s in sizes if not is_valid(thumbnail_path(uri, s, cache), uri, mtime)]
         if not wanted:
-            result.status, result.reason = "skipped", "up to date"
+            result.status, result.reason = Status.SKIPPED, UP_TO_DATE
             return result
         if is_valid(fail_path(uri, cache), uri, mtime):
-            result.status, result.reason = "skipped", "failed before"
+            result.status, result.reason = Status.SKIPPED, FAILED_BEFORE
             return result
         wanted.sort(key=lambda s: SIZES[s])
         opts = Options.build(sizes=[SIZES[s] for s in wanted], limits=limits)
@@ -426,7 +434,7 @@ def thumbnail_file(
                 facts, images = od.attempt(render)  # ImageMagick may read what it cannot
         except (UnsupportedFormatError, EngineUnavailableError) as exc:
             if walked:
-                result.status, result.reason = "skipped", exc.message
+                result.status, result.reason = Status.SKIPPED, exc.message
                 return result
             raise
         except PreviewerError:
@@ -447,12 +455,12 @@ def thumbnail_file(
                     mime=result.mime or "",
                 )
             )
-        result.status = "converted"
+        result.status = Status.CONVERTED
     except PreviewerError as exc:
         if exc.path is None:
             exc.path = display
         result.error = exc
-        result.status = "failed"
+        result.status = Status.FAILED
     finally:
         result.duration = time.monotonic() - started
     return result
@@ -541,7 +549,7 @@ def fill_cache(
             except PreviewerError as exc:
                 result = FileResult(
                     input=display,
-                    status="failed",
+                    status=Status.FAILED,
                     error=exc,
                     duration=time.monotonic() - started_one,
                 )

@@ -31,7 +31,6 @@ from typing import Any
 
 from celery import Celery
 
-from previewer import errors
 from previewer.errors import (
     EngineError,
     EngineTimeoutError,
@@ -39,9 +38,8 @@ from previewer.errors import (
     InvalidOptionsError,
     PreviewerError,
 )
-from previewer.geometry import SizeSpec
-from previewer.options import Limits, Options, PageSpec
-from previewer.results import BatchReport, FileResult, Preview
+from previewer.options import Limits, Options
+from previewer.results import BatchReport, FileResult, Status
 
 __all__ = [
     "DEFAULT_BROKER",
@@ -51,8 +49,6 @@ __all__ = [
     "cancel_run",
     "configure",
     "convert_file",
-    "options_from_dict",
-    "options_to_dict",
     "submit_many",
     "time_limits",
 ]
@@ -185,49 +181,6 @@ app = configure(Celery("previewer"))
 """The workers' app (``celery -A previewer.tasks worker``), configured from the environment."""
 
 
-# --------------------------------------------------------------------------- options as JSON
-
-
-def options_to_dict(options: Options) -> dict[str, Any]:
-    """Return ``options`` as a JSON-serialisable dict (see :func:`options_from_dict`)."""
-    import dataclasses
-
-    lim = options.limits
-    return {
-        "sizes": [[s.width, s.height, s.square] for s in options.sizes],
-        "pages": options.pages.text,
-        "out_dir": os.fspath(options.out_dir),
-        "out_root": None if options.out_root is None else os.fspath(options.out_root),
-        "upscale": options.upscale,
-        "password": options.password,
-        "converter": options.converter,
-        "keep_temp": options.keep_temp,
-        "limits": dataclasses.asdict(lim),
-    }
-
-
-def options_from_dict(data: dict[str, Any]) -> Options:
-    """Rebuild :class:`Options` from :func:`options_to_dict` output.
-
-    Raises:
-        InvalidOptionsError: If a value is invalid.
-    """
-    try:
-        return Options(
-            sizes=tuple(SizeSpec(w, h, square=bool(sq)) for w, h, sq in data["sizes"]),
-            pages=PageSpec.parse(data["pages"]),
-            out_dir=Path(data["out_dir"]),
-            out_root=Path(data["out_root"]) if data.get("out_root") else None,
-            upscale=bool(data["upscale"]),
-            password=data["password"],
-            converter=data["converter"],
-            limits=Limits(**data["limits"]),
-            keep_temp=bool(data["keep_temp"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidOptionsError(f"invalid options in a queued task: {exc}") from exc
-
-
 # --------------------------------------------------------------------------- worker side
 
 PRELOAD = (
@@ -274,24 +227,6 @@ def _remove_partial_outputs(out_dir: Path, name: str) -> None:
                 os.unlink(out_dir / entry)
             except OSError:
                 pass
-
-
-def _error_dict(error: PreviewerError) -> dict[str, Any]:
-    """The parts of ``error`` the submitter needs to rebuild it (see :func:`_rebuild_error`).
-
-    ``bases`` (the class's PreviewerError ancestry) and ``exit_code`` let a class the submitter
-    does not know, say a plugin's own ``InputError`` subclass, come back with the same name,
-    the same exit code and the same place in the hierarchy.
-    """
-    return {
-        "type": type(error).__name__,
-        "bases": [c.__name__ for c in type(error).__mro__ if issubclass(c, PreviewerError)],
-        "exit_code": int(error.exit_code),
-        "message": error.message,
-        "path": error.path,
-        "converter": error.converter,
-        "hint": error.hint,
-    }
 
 
 class _StoppedError(EngineTimeoutError):
@@ -415,12 +350,12 @@ def convert_file(
     Args:
         self: The task (Celery's bound-task argument).
         path: Absolute path of the input, as seen by the workers.
-        options_dict: The options, from :func:`options_to_dict` (``out_dir`` absolute).
+        options_dict: The options, from :meth:`Options.to_dict` (``out_dir`` absolute).
         name: File name for the outputs (default: the path's name).
         run: The submitting run's id, whose cancellation key and heartbeat are checked.
 
     Returns:
-        ``FileResult.to_dict()`` plus ``error_detail`` (the error's parts, to rebuild it).
+        ``FileResult.to_dict(detail=True)`` (with the error's parts, to rebuild it).
 
     Raises:
         Ignore: The run was cancelled or its submitter is gone: no conversion, no result.
@@ -441,9 +376,9 @@ def convert_file(
         _forget_attempts(self.app, self.request.id)
         raise Ignore()
     try:
-        options = options_from_dict(options_dict)
+        options = _options_from_dict(options_dict)
     except InvalidOptionsError as exc:
-        result = FileResult(input=path, status="failed", error=exc)
+        result = FileResult(input=path, status=Status.FAILED, error=exc)
     else:
         if attempts > 1 or (self.request.delivery_info or {}).get("redelivered"):
             # An earlier attempt died mid-write: remove its temporary files.
@@ -454,7 +389,7 @@ def convert_file(
                 "it; not tried again",
                 path=path,
             )
-            result = FileResult(input=path, status="failed", error=error)
+            result = FileResult(input=path, status=Status.FAILED, error=error)
         else:
             try:
                 result = _convert_stoppable(self, path, options, name, run, started)
@@ -463,7 +398,7 @@ def convert_file(
                 raise
     _forget_attempts(self.app, self.request.id)
     result.duration = time.monotonic() - started
-    return _result_data(result)
+    return result.to_dict(detail=True)
 
 
 def _convert_stoppable(
@@ -500,89 +435,38 @@ def _convert_stoppable(
         _remove_partial_outputs(options.out_dir, out_name)
         if _cancelled(task.app, run):
             raise Ignore() from None
-    return FileResult(input=path, status="failed", error=_timeout_error(timeout, path))
-
-
-def _result_data(result: FileResult) -> dict[str, Any]:
-    data = result.to_dict()
-    data["error_detail"] = _error_dict(result.error) if result.error is not None else None
-    return data
+    return FileResult(input=path, status=Status.FAILED, error=_timeout_error(timeout, path))
 
 
 # --------------------------------------------------------------------------- submitting side
 
-_foreign_errors: dict[tuple[str, str, int], type[PreviewerError]] = {}
 
+def _options_from_dict(data: dict[str, Any]) -> Options:
+    """Rebuild a queued task's options (see :meth:`Options.from_dict`).
 
-def _error_class(detail: dict[str, Any]) -> type[PreviewerError]:
-    """The class of a worker's error: ours by name, else a stand-in with its name and code.
-
-    A class previewer does not define (a plugin's, say ``MyInputError(InputError)``) gets a
-    subclass of its nearest ancestor that previewer knows, with the same name and exit code,
-    so reports, ``--json`` and exit codes read as in a local run. Nothing is imported.
+    Raises:
+        InvalidOptionsError: If a value is invalid (the message says it came from a task).
     """
-    name = str(detail.get("type", ""))
-    known = getattr(errors, name, None)
-    if isinstance(known, type) and issubclass(known, PreviewerError):
-        return known
-    if name == BrokerUnavailableError.__name__:
-        return BrokerUnavailableError
-    base: type[PreviewerError] = EngineError
-    for ancestor in detail.get("bases") or []:
-        cls = getattr(errors, str(ancestor), None)
-        if isinstance(cls, type) and issubclass(cls, PreviewerError):
-            base = cls
-            break
     try:
-        code = errors.ExitCode(int(detail.get("exit_code", base.exit_code)))
-    except (TypeError, ValueError):
-        code = base.exit_code
-    if not name.isidentifier():
-        return base
-    key = (name, base.__name__, int(code))
-    if key not in _foreign_errors:
-        _foreign_errors[key] = type(
-            name, (base,), {"exit_code": code, "__module__": __name__, "__doc__": base.__doc__}
-        )
-    return _foreign_errors[key]
-
-
-def _rebuild_error(detail: dict[str, Any], display: str, abs_path: str) -> PreviewerError:
-    cls = _error_class(detail)
-    path = detail.get("path")
-    return cls(
-        str(detail.get("message", "")),
-        path=display if path in (abs_path, None) else path,
-        converter=detail.get("converter"),
-        hint=detail.get("hint"),
-    )
+        return Options.from_dict(data)
+    except InvalidOptionsError as exc:
+        raise InvalidOptionsError(f"invalid options in a queued task: {exc.message}") from exc
 
 
 def _rebuild_result(data: dict[str, Any], display: str, abs_path: str, out_dir: Path) -> FileResult:
-    detail = data.get("error_detail")
-    result = FileResult(
-        input=display,
-        status=str(data["status"]),
-        mime=data.get("mime"),
-        converter=data.get("converter"),
-        error=_rebuild_error(detail, display, abs_path) if detail else None,
-        reason=str(data.get("reason", "")),
-        duration=float(data.get("duration", 0.0)),
-    )
-    for item in data.get("outputs", []):
-        written = item.get("path")
-        result.outputs.append(
-            Preview(
-                source=display,
-                page=int(item["page"]),
-                size=str(item["size"]),
-                path=out_dir / Path(written).name if written else None,
-                width=int(item["width"]),
-                height=int(item["height"]),
-                converter=result.converter or "",
-                mime=result.mime or "",
-            )
-        )
+    """A worker's result as a local run gives it: named as the user named the input.
+
+    The worker saw the input under its absolute path and wrote into the shared output folder;
+    the result names the input as given and the previews under this run's ``out_dir``.
+    """
+    result = FileResult.from_dict(data)
+    result.input = display
+    if result.error is not None and result.error.path in (abs_path, None):
+        result.error.path = display
+    result.outputs = [
+        replace(p, source=display, path=out_dir / p.path.name if p.path is not None else None)
+        for p in result.outputs
+    ]
     return result
 
 
@@ -607,7 +491,7 @@ def _failure_result(meta: dict[str, Any], display: str, timeout: float) -> FileR
     else:
         what = exc_type or meta.get("status") or "error"
         error = EngineError(f"queue worker failed: {what} {exc_message}".strip(), path=display)
-    return FileResult(input=display, status="failed", error=error)
+    return FileResult(input=display, status=Status.FAILED, error=error)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -740,7 +624,7 @@ def submit_many(
             for job in jobs:
                 alive.beat()
                 if (error := overwrite_error(job, claimed)) is not None:
-                    finish(job, FileResult(input=job.display, status="failed", error=error))
+                    finish(job, FileResult(input=job.display, status=Status.FAILED, error=error))
                     continue
                 abs_path = os.path.abspath(str(job.source))
                 opts = replace(
@@ -748,7 +632,7 @@ def submit_many(
                     out_dir=Path(os.path.abspath(job.out_dir)),
                     out_root=Path(os.path.abspath(options.out_dir)),
                 )
-                args = [abs_path, options_to_dict(opts), job.given_name, run]
+                args = [abs_path, opts.to_dict(), job.given_name, run]
                 task = _Sent(job, abs_path, args)
                 task.task_id = str(uuid.uuid4())
                 pending[task.task_id] = task  # before sending: an interrupt may come meanwhile
