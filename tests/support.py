@@ -252,9 +252,6 @@ def requires_engine(*engines: str) -> pytest.MarkDecorator:
 
 # --------------------------------------------------------------------------- leftovers
 
-TEMP_PREFIXES = ("previewer-", "pymp-")
-"""Our work directories, and multiprocessing's socket directories."""
-
 
 def temp_leftovers(directory: Path, *, allow: Sequence[str] = ()) -> list[str]:
     """Names of entries left in a private TMPDIR, but those starting with one of ``allow``.
