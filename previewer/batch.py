@@ -419,7 +419,7 @@ def run_batch(
         options: The options (``out_dir`` is replaced per job).
         registry: The converters.
         workers: 0 runs one file at a time, each in a child process of this one (see
-            :func:`previewer.pool.run_limited`); N >= 1 runs in N worker processes. Either way
+            :func:`previewer.limited.run_limited`); N >= 1 runs in N worker processes. Either way
             each file has its deadline, memory cap and crash isolation.
         resume: Skip inputs whose previews are up to date (see :class:`Journal`).
         journal: Record converted inputs in the journal (default: when ``resume``); a forced
@@ -460,7 +460,7 @@ def run_batch(
     spools: tempdirs.Held | None = None
     try:
         if workers <= 0:
-            from previewer.api import convert_one
+            from previewer.pipeline import convert_one
 
             for job, stat in todo:
                 if job.index in ready:

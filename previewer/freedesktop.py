@@ -382,8 +382,9 @@ def thumbnail_file(
         ``converted`` (outputs are the entries written), ``skipped`` (reason ``up to date``,
         ``failed before``, ``inside the thumbnail cache`` or an unsupported type) or ``failed``.
     """
-    from previewer.inputs import Opened, guard, open_input
+    from previewer.inputs import Opened, guard
     from previewer.options import Options
+    from previewer.pipeline import Found, read
     from previewer.registry import Registry
     from previewer.rendering import render_page
 
@@ -429,9 +430,12 @@ def thumbnail_file(
                 images = render_page(od.doc, 0, opts.sizes, upscale=False, limits=opts.limits)
             return facts, images
 
+        found = Found()
         try:
-            with open_input(path, opts, registry or Registry(), None, result, page_hint=True) as od:
-                facts, images = od.attempt(render)  # ImageMagick may read what it cannot
+            # The pipeline's fallback applies: ImageMagick may read what the converter cannot.
+            facts, images = read(
+                path, opts, registry or Registry(), render, found=found, page_hint=True
+            )
         except (UnsupportedFormatError, EngineUnavailableError) as exc:
             if walked:
                 result.status, result.reason = Status.SKIPPED, exc.message
@@ -440,6 +444,8 @@ def thumbnail_file(
         except PreviewerError:
             write_fail_entry(uri, mtime, cache)
             raise
+        finally:
+            result.mime, result.converter = found.mime, found.converter
         for size, image in zip(wanted, images, strict=True):
             dest = thumbnail_path(uri, size, cache)
             write_thumbnail(dest, image, facts)
@@ -533,8 +539,8 @@ def fill_cache(
             on_progress(len(report.results), total)
 
     if jobs == 0 or total <= 1:
+        from previewer.limited import report_messages, run_limited
         from previewer.options import Limits
-        from previewer.pool import report_messages, run_limited
 
         budget = limits or Limits()
         for job in batch:
