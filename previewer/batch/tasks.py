@@ -1,0 +1,90 @@
+"""Batch tasks: what the batch engine does with one job, in each kind of executor.
+
+A task knows how to run one job where its limits apply: in a limited child of this process
+(:meth:`BatchTask.inline`), or in a worker of the pool (:meth:`BatchTask.worker`, a picklable
+module-level function). :class:`ConvertTask` writes previews; the desktop's thumbnail cache
+has its own (:class:`previewer.freedesktop.fill.CacheTask`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from previewer.batch.jobs import Job
+from previewer.options import Options
+from previewer.results import FileResult
+
+if TYPE_CHECKING:
+    from previewer.pool import Task
+    from previewer.registry import Registry
+
+__all__ = ["BatchTask", "ConvertTask", "convert_job"]
+
+
+class BatchTask(Protocol):
+    """What the batch engine runs for each job.
+
+    Attributes:
+        claims_outputs: The job's outputs are named after it in the output tree: the overwrite
+            check and the journal (resuming, ``--force``) apply.
+        queueable: Queue workers can run it (the Celery task ``previewer.convert_file``).
+    """
+
+    claims_outputs: ClassVar[bool]
+    queueable: ClassVar[bool]
+
+    def inline(self, job: Job, options: Options, registry: Registry) -> FileResult:
+        """Run ``job`` in a child process of this one, under ``options.limits``."""
+
+    @property
+    def worker(self) -> Task:
+        """The picklable function a pool worker runs for each job."""
+
+
+class ConvertTask:
+    """Convert one input into previews (the default task of ``previewer convert``)."""
+
+    claims_outputs: ClassVar[bool] = True
+    queueable: ClassVar[bool] = True
+
+    def inline(self, job: Job, options: Options, registry: Registry) -> FileResult:
+        """Convert ``job`` in a limited child process (see :func:`previewer.api.convert_one`).
+
+        Args:
+            job: The input.
+            options: Its options (``out_dir`` set for the job).
+            registry: The converters.
+
+        Returns:
+            Its result, named as the user sees the input.
+        """
+        from previewer.api import convert_one
+
+        result = convert_one(job.source, options, registry, name=job.given_name, isolate=True)
+        result.input = job.display
+        return result
+
+    @property
+    def worker(self) -> Task:
+        """:func:`convert_job`."""
+        return convert_job
+
+
+def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
+    """The pool workers' convert task: one input with :func:`previewer.api.convert_one`.
+
+    Args:
+        job: The input.
+        options: The options (``out_dir`` already set for this job).
+        registry: The converters.
+
+    Returns:
+        The input's result.
+    """
+    from previewer import capture
+    from previewer.api import convert_one
+
+    with capture.captured() as messages:
+        result = convert_one(job.source, options, registry, name=job.given_name)
+    result.warnings.extend(m for m in messages if m not in result.warnings)
+    return result
