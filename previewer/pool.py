@@ -243,9 +243,7 @@ class _Worker:
 class WorkerPool:
     """Worker processes with per-file deadlines, crash detection and replacement."""
 
-    def __init__(
-        self, size: int, options: Options, registry: Registry, task: Task
-    ) -> None:
+    def __init__(self, size: int, options: Options, registry: Registry, task: Task) -> None:
         import multiprocessing
         from multiprocessing import util
 

@@ -90,9 +90,7 @@ def run(
     started = time.monotonic()
     executor.prepare(jobs, options, todo)
     record = resume if journal is None else journal
-    book = (
-        Journal(options.out_dir, options) if todo.claims_outputs and (resume or record) else None
-    )
+    book = Journal(options.out_dir, options) if todo.claims_outputs and (resume or record) else None
     sink = ReportSink(
         len(jobs),
         journal=book if record else None,

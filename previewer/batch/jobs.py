@@ -20,7 +20,15 @@ from previewer.errors import InvalidOptionsError, OutputError, UnsupportedFormat
 from previewer.options import Options
 from previewer.results import FileResult
 
-__all__ = ["Job", "Stat", "Work", "collect", "job_options", "overwrite_error", "skip_if_unsupported"]
+__all__ = [
+    "Job",
+    "Stat",
+    "Work",
+    "collect",
+    "job_options",
+    "overwrite_error",
+    "skip_if_unsupported",
+]
 
 log = logging.getLogger(__name__)
 
