@@ -385,6 +385,10 @@ class WorkerPool:
             if worker.job is None:
                 worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             self._retire(worker, kill=True)
+        if self.options.keep_temp:  # the kept work directories are in it
+            log.warning("keeping the batch's temporary directory %s", self.tmp)
+            self._held.release(keep=True)
+            return
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._held.release()
 

@@ -8,6 +8,9 @@ has its own (:class:`previewer.freedesktop.fill.CacheTask`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from previewer.batch.jobs import Job
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
     from previewer.pool import Task
     from previewer.registry import Registry
 
-__all__ = ["BatchTask", "ConvertTask", "convert_job"]
+__all__ = ["BatchTask", "ConvertTask", "convert_job", "kept_workdirs"]
 
 
 class BatchTask(Protocol):
@@ -84,7 +87,43 @@ def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
     from previewer import capture
     from previewer.api import convert_one
 
-    with capture.captured() as messages:
+    with capture.captured() as messages, kept_workdirs(options.keep_temp) as kept:
         result = convert_one(job.source, options, registry, name=job.given_name)
-    result.warnings.extend(m for m in messages if m not in result.warnings)
+    result.warnings.extend(m for m in [*messages, *kept] if m not in result.warnings)
     return result
+
+
+class _Lines(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "keeping work directory %s":
+            self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def kept_workdirs(keep: bool) -> Iterator[list[str]]:
+    """In a pool worker, collect the "keeping work directory" lines of ``--keep-temp``.
+
+    A pool worker has no log handler: the lines go back with the result (its ``warnings``),
+    which the pool reports, so the user learns where each kept directory is.
+
+    Args:
+        keep: Whether work directories are kept (otherwise nothing is collected).
+
+    Yields:
+        The lines, filled as they are logged.
+    """
+    lines: list[str] = []
+    if not keep:
+        yield lines
+        return
+    handler = _Lines(lines)
+    logger = logging.getLogger("previewer.inputs")
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)

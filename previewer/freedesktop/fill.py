@@ -345,12 +345,17 @@ def _pool_task(
     force: bool = False,
 ) -> FileResult:
     """Worker-pool task: thumbnail one file into the cache."""
-    return thumbnail_file(
-        str(job.source),
-        sizes=sizes,
-        root=cache,
-        registry=registry,
-        options=options,
-        walked=job.walked,
-        force=force,
-    )
+    from previewer.batch.tasks import kept_workdirs
+
+    with kept_workdirs(options.keep_temp) as kept:
+        result = thumbnail_file(
+            str(job.source),
+            sizes=sizes,
+            root=cache,
+            registry=registry,
+            options=options,
+            walked=job.walked,
+            force=force,
+        )
+    result.warnings.extend(kept)
+    return result
