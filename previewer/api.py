@@ -26,7 +26,14 @@ from previewer.geometry import SizeSpec
 from previewer.inputs import Opened, Source, guard, open_input
 from previewer.options import Limits, Options, PageSpec
 from previewer.registry import Registry
-from previewer.results import BatchReport, ConverterInfo, DocumentInfo, FileResult, Preview
+from previewer.results import (
+    BatchReport,
+    ConverterInfo,
+    DocumentInfo,
+    FileResult,
+    Preview,
+    Status,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -600,7 +607,7 @@ def convert_one(
         result, messages = _limited(_convert_one, source, options, registry, name, writes=True)
     except PreviewerError as exc:  # the child timed out, crashed or ran out of memory
         return FileResult(
-            input=display, status="failed", error=exc, duration=time.monotonic() - started
+            input=display, status=Status.FAILED, error=exc, duration=time.monotonic() - started
         )
     result.warnings.extend(m for m in messages if m not in result.warnings)
     return result
@@ -611,7 +618,7 @@ def _convert_one(
 ) -> FileResult:
     display = _display(source, name)
     started = time.monotonic()
-    result = FileResult(input=display, status="failed")
+    result = FileResult(input=display, status=Status.FAILED)
     try:
         _convert(source, options, registry, name, result)
     except PreviewerError as exc:
@@ -625,7 +632,7 @@ def _convert_one(
 
         result.error = library_error(exc, display, options.limits)  # type: ignore[assignment]
     else:
-        result.status = "converted" if result.outputs else "skipped"
+        result.status = Status.CONVERTED if result.outputs else Status.SKIPPED
         if not result.outputs:
             result.reason = f"no page selected by pages={options.pages}"
     result.duration = time.monotonic() - started

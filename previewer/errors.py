@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "EncryptedError",
@@ -28,6 +30,7 @@ __all__ = [
     "OutputError",
     "PreviewerError",
     "UnsupportedFormatError",
+    "error_class",
     "flag_words",
     "out_of_memory",
     "parameter_words",
@@ -114,13 +117,140 @@ class PreviewerError(Exception):
         if state and state.get("cause") is not None:
             self.__cause__ = state["cause"]
 
-    def to_dict(self) -> dict[str, object]:
-        """Return the error as the ``error`` object of a JSON result line.
+    def summary(self) -> dict[str, object]:
+        """Return the error as the ``error`` object of a JSON result line (``--json``).
 
         Returns:
-            ``{"type": ..., "exit_code": ..., "message": ...}``.
+            ``{"type": ..., "exit_code": ..., "message": str(error)}``.
         """
         return {"type": type(self).__name__, "exit_code": int(self.exit_code), "message": str(self)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the error's parts as a JSON-serialisable dict (see :meth:`from_dict`).
+
+        ``bases`` (the class's :class:`PreviewerError` ancestry, most specific first) and
+        ``exit_code`` let a class the receiving side does not know, say a plugin's own
+        ``InputError`` subclass, come back with the same name, exit code and place in the
+        hierarchy. Attributes a subclass sets beyond the base ones are kept under ``fields``
+        when they are JSON scalars.
+
+        Returns:
+            ``{"type", "bases", "exit_code", "message", "path", "converter", "hint"}`` and,
+            when a subclass carries more, ``"fields"``.
+        """
+        data: dict[str, Any] = {
+            "type": type(self).__name__,
+            "bases": [c.__name__ for c in type(self).__mro__ if issubclass(c, PreviewerError)],
+            "exit_code": int(self.exit_code),
+            "message": self.message,
+            "path": self.path,
+            "converter": self.converter,
+            "hint": self.hint,
+        }
+        extra = {
+            key: value
+            for key, value in vars(self).items()
+            if key not in _BASE_FIELDS
+            and not key.startswith("_")
+            and (value is None or isinstance(value, (str, int, float, bool)))
+        }
+        if extra:
+            data["fields"] = extra
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreviewerError:
+        """Rebuild an error from :meth:`to_dict` output, as the most specific known class.
+
+        The class is found by name among the loaded :class:`PreviewerError` subclasses whose
+        ancestry matches ``bases``. A class not loaded here gets a stand-in: a subclass of its
+        nearest known ancestor with the same name and exit code (nothing is imported). With
+        no usable ancestry the stand-in derives from :class:`EngineError`.
+
+        Args:
+            data: The dict (``type`` and ``message`` at least).
+
+        Returns:
+            The error (``from_dict(e.to_dict()).to_dict() == e.to_dict()``).
+        """
+        kind = error_class(data)
+        error = kind(
+            str(data.get("message", "")),
+            path=_optional_str(data.get("path")),
+            converter=_optional_str(data.get("converter")),
+            hint=_optional_str(data.get("hint")),
+        )
+        fields = data.get("fields")
+        if isinstance(fields, Mapping):
+            for key, value in fields.items():
+                if str(key) not in _BASE_FIELDS and not str(key).startswith("_"):
+                    setattr(error, str(key), value)
+        return error
+
+
+_BASE_FIELDS = frozenset({"message", "path", "converter", "hint"})
+
+_stand_ins: dict[tuple[str, str, int], type[PreviewerError]] = {}
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _known(name: str, bases: list[str]) -> type[PreviewerError] | None:
+    """The loaded PreviewerError subclass called ``name`` whose ancestry is ``bases``."""
+    found: type[PreviewerError] | None = None
+    pending: list[type[PreviewerError]] = [PreviewerError]
+    seen: set[type[PreviewerError]] = set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current.__name__ == name and current not in _stand_ins.values():
+            ancestry = [c.__name__ for c in current.__mro__ if issubclass(c, PreviewerError)]
+            if not bases or ancestry == bases:
+                if current.__module__ == __name__:
+                    return current  # ours first
+                found = found or current
+        pending.extend(current.__subclasses__())
+    return found
+
+
+def error_class(data: Mapping[str, Any]) -> type[PreviewerError]:
+    """Return the class to rebuild a :meth:`PreviewerError.to_dict` dict as.
+
+    Args:
+        data: The dict; ``type``, ``bases`` and ``exit_code`` are read.
+
+    Returns:
+        The loaded class of that name and ancestry, else a cached stand-in subclass of the
+        nearest known ancestor with the same name and exit code.
+    """
+    name = str(data.get("type", ""))
+    raw_bases = data.get("bases")
+    bases = [str(b) for b in raw_bases] if isinstance(raw_bases, (list, tuple)) else []
+    known = _known(name, bases)
+    if known is not None:
+        return known
+    base: type[PreviewerError] = EngineError
+    for ancestor in bases[1:] if bases[:1] == [name] else bases:
+        cls = _known(ancestor, [])
+        if cls is not None:
+            base = cls
+            break
+    try:
+        code = ExitCode(int(data.get("exit_code", base.exit_code)))
+    except (TypeError, ValueError):
+        code = base.exit_code
+    if not name.isidentifier():
+        return base
+    key = (name, base.__name__, int(code))
+    if key not in _stand_ins:
+        _stand_ins[key] = type(
+            name, (base,), {"exit_code": code, "__module__": __name__, "__doc__": base.__doc__}
+        )
+    return _stand_ins[key]
 
 
 def _portable(cause: BaseException) -> BaseException:

@@ -6,15 +6,17 @@ functions build one from their keyword arguments. Nothing here reads the environ
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from previewer.errors import InvalidOptionsError
 from previewer.geometry import SizeSpec
 
-__all__ = ["Limits", "Options", "PageSpec", "SizeSpec", "parse_sizes"]
+__all__ = ["FLAG", "LimitFlag", "Limits", "Options", "PageSpec", "SizeSpec", "parse_sizes"]
 
 MIN_TILE_PIXELS = 64 * 64
 """Smallest tile budget accepted: below it, per-tile overhead would dominate."""
@@ -151,6 +153,33 @@ def parse_sizes(
 
 
 @dataclass(frozen=True)
+class LimitFlag:
+    """How the command line offers one :class:`Limits` field (``dataclasses.field`` metadata).
+
+    The flag is the field's name with dashes (``--max-pixels``), its environment variable
+    ``PREVIEWER_`` and the name in capitals, and its type follows the field's: a whole number,
+    a number, or an on/off flag (``previewer.cli_limits`` builds the click options from these).
+
+    Attributes:
+        help: The option's help text.
+        minimum: Smallest value accepted, if any.
+        exclusive: ``minimum`` itself is not accepted.
+    """
+
+    help: str
+    minimum: int | None = None
+    exclusive: bool = False
+
+
+FLAG = "previewer.flag"
+"""Key of the :class:`LimitFlag` in a :class:`Limits` field's metadata."""
+
+
+def _flag(help: str, *, minimum: int | None = None, exclusive: bool = False) -> dict[str, Any]:
+    return {FLAG: LimitFlag(help, minimum, exclusive)}
+
+
+@dataclass(frozen=True)
 class Limits:
     """Resource budgets applied to every input.
 
@@ -180,39 +209,113 @@ class Limits:
             refused with ``EngineUnavailableError``. Only for trusted input.
     """
 
-    max_pixels: int = 1024 * 1024 * 1024
-    max_output_pixels: int = 64_000_000
-    max_tile_pixels: int = 16 * 1024 * 1024
-    max_file_size: int = 512 * 1024 * 1024
-    max_pages: int = 1000
-    timeout: float = 60.0
-    max_memory: int = 2 * 1024**3
-    allow_unisolated: bool = False
+    max_pixels: int = field(
+        default=1024 * 1024 * 1024,
+        metadata=_flag("Refuse raster images with more pixels than this.", minimum=1),
+    )
+    max_output_pixels: int = field(
+        default=64_000_000,
+        metadata=_flag(
+            "Refuse previews (the largest size asked for, of one page) with more pixels than this.",
+            minimum=1,
+        ),
+    )
+    max_tile_pixels: int = field(
+        default=16 * 1024 * 1024,
+        metadata=_flag(
+            "Render pages larger than this many pixels in tiles (bounds memory).",
+            minimum=MIN_TILE_PIXELS,
+        ),
+    )
+    max_file_size: int = field(
+        default=512 * 1024 * 1024,
+        metadata=_flag("Refuse inputs larger than this many bytes.", minimum=1),
+    )
+    max_pages: int = field(
+        default=1000,
+        metadata=_flag("Refuse to render more pages than this from one input.", minimum=1),
+    )
+    timeout: float = field(
+        default=60.0,
+        metadata=_flag("Seconds an external engine may run per input.", minimum=0, exclusive=True),
+    )
+    max_memory: int = field(
+        default=2 * 1024**3,
+        metadata=_flag(
+            "Memory (address space) one input's conversion may use, in bytes.", minimum=1
+        ),
+    )
+    allow_unisolated: bool = field(
+        default=False,
+        metadata=_flag(
+            "Run document engines even where they cannot be isolated from the network and "
+            "the host's files (trusted input only)."
+        ),
+    )
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_pixels",
-            "max_output_pixels",
-            "max_tile_pixels",
-            "max_file_size",
-            "max_pages",
-            "max_memory",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidOptionsError(f"{name} must be an integer, not {value!r}")
-            if value < 1:
-                raise InvalidOptionsError(f"{name} must be at least 1")
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            kind: type[object] = type(spec.default)
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise InvalidOptionsError(f"{spec.name} must be True or False, not {value!r}")
+            elif kind is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise InvalidOptionsError(f"{spec.name} must be a number, not {value!r}")
+                if not value > 0:
+                    raise InvalidOptionsError(f"{spec.name} must be positive")
+                object.__setattr__(self, spec.name, float(value))
+            else:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise InvalidOptionsError(f"{spec.name} must be an integer, not {value!r}")
+                if value < 1:
+                    raise InvalidOptionsError(f"{spec.name} must be at least 1")
         if self.max_tile_pixels < MIN_TILE_PIXELS:
             raise InvalidOptionsError(
                 f"max_tile_pixels must be at least {MIN_TILE_PIXELS:,} (a 64x64 tile)"
             )
-        if not self.timeout > 0:
-            raise InvalidOptionsError("timeout must be positive")
-        if not isinstance(self.allow_unisolated, bool):
-            raise InvalidOptionsError(
-                f"allow_unisolated must be True or False, not {self.allow_unisolated!r}"
-            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the limits as a JSON-serialisable dict, one key per field.
+
+        Returns:
+            ``{"max_pixels": ..., "timeout": ..., ...}``.
+        """
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Limits:
+        """Rebuild limits from :meth:`to_dict` output; missing keys take their defaults.
+
+        Args:
+            data: The dict.
+
+        Returns:
+            The validated limits.
+
+        Raises:
+            InvalidOptionsError: If a key is unknown or a value invalid.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidOptionsError(f"limits must be a mapping, not {data!r}")
+        names = {spec.name for spec in fields(cls)}
+        unknown = sorted(str(key) for key in data if key not in names)
+        if unknown:
+            raise InvalidOptionsError(f"unknown limit {', '.join(map(repr, unknown))}")
+        return cls(**{str(key): value for key, value in data.items()})
+
+
+def _size_from_parts(parts: Sequence[Any]) -> SizeSpec:
+    """A size given as ``[width, height, square]`` (the form queued tasks used to carry)."""
+    width, height, square = parts
+    size = SizeSpec(width, height, square=bool(square))
+    try:
+        if SizeSpec.parse(size.label) == size:
+            return size
+    except ValueError:
+        pass
+    raise InvalidOptionsError(f"sizes: invalid size {list(parts)!r}")
 
 
 @dataclass(frozen=True)
@@ -242,6 +345,100 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     keep_temp: bool = False
     out_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Loose values are accepted as Options.build accepts them: sizes and pages as the
+        # command line spells them, paths as strings, limits as a dict (Limits.to_dict).
+        sizes: Any = self.sizes
+        if isinstance(sizes, (str, int, SizeSpec)) or not isinstance(sizes, Iterable):
+            sizes = [sizes]
+        checked: list[SizeSpec] = []
+        for size in sizes:
+            if isinstance(size, SizeSpec):
+                try:
+                    consistent = SizeSpec.parse(size.label) == size
+                except ValueError:
+                    consistent = False
+                if not consistent:
+                    raise InvalidOptionsError(f"sizes: invalid size {size!r}")
+            elif isinstance(size, (list, tuple)) and len(size) == 3:
+                size = _size_from_parts(size)
+            elif not isinstance(size, (str, int)) or isinstance(size, bool):
+                raise InvalidOptionsError(f"sizes: invalid size {size!r}")
+            checked.append(size)
+        object.__setattr__(self, "sizes", parse_sizes(checked))
+        pages: Any = self.pages
+        if not isinstance(pages, (PageSpec, str, int)):
+            raise InvalidOptionsError(f"pages must be a page specification, not {pages!r}")
+        object.__setattr__(self, "pages", PageSpec.parse(pages))
+        for name in ("out_dir", "out_root"):
+            value: Any = getattr(self, name)
+            if value is None and name == "out_root":
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise InvalidOptionsError(f"{name} must be a path, not {value!r}")
+            object.__setattr__(self, name, Path(value))
+        for name in ("upscale", "keep_temp"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidOptionsError(
+                    f"{name} must be True or False, not {getattr(self, name)!r}"
+                )
+        for name in ("password", "converter"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                shown = "a password" if name == "password" else repr(value)
+                raise InvalidOptionsError(f"{name} must be a string or None, not {shown}")
+        limits: Any = self.limits
+        if limits is None:
+            limits = Limits()
+        elif isinstance(limits, Mapping):
+            limits = Limits.from_dict(limits)
+        elif not isinstance(limits, Limits):
+            raise InvalidOptionsError(f"limits must be a Limits, not {limits!r}")
+        object.__setattr__(self, "limits", limits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the options as a JSON-serialisable dict (see :meth:`from_dict`).
+
+        Sizes and pages are given as the command line spells them (``"256"``, ``"300x"``,
+        ``"1-3"``). The password is included: the dict is meant for previewer's own
+        processes (queue workers), not for showing.
+
+        Returns:
+            One key per field; ``limits`` is :meth:`Limits.to_dict`.
+        """
+        return {
+            "sizes": [s.label for s in self.sizes],
+            "pages": self.pages.text,
+            "out_dir": os.fspath(self.out_dir),
+            "out_root": None if self.out_root is None else os.fspath(self.out_root),
+            "upscale": self.upscale,
+            "password": self.password,
+            "converter": self.converter,
+            "keep_temp": self.keep_temp,
+            "limits": self.limits.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Options:
+        """Rebuild options from :meth:`to_dict` output; missing keys take their defaults.
+
+        Args:
+            data: The dict (sizes may also be ``[width, height, square]`` triples).
+
+        Returns:
+            The validated options.
+
+        Raises:
+            InvalidOptionsError: If a key is unknown or a value invalid.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidOptionsError(f"options must be a mapping, not {data!r}")
+        names = {spec.name for spec in fields(cls)}
+        unknown = sorted(str(key) for key in data if key not in names)
+        if unknown:
+            raise InvalidOptionsError(f"unknown option {', '.join(map(repr, unknown))}")
+        return cls(**{str(key): value for key, value in data.items()})
 
     @classmethod
     def build(

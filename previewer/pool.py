@@ -47,7 +47,7 @@ from previewer.errors import (
     scrub_paths,
 )
 from previewer.options import Limits, Options
-from previewer.results import FileResult
+from previewer.results import FileResult, Status
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -223,7 +223,7 @@ def _worker_main(
         except Exception as exc:  # noqa: BLE001 - something in the result does not pickle
             result.error = EngineError(f"the result could not be handed back: {exc}")
             result.error.path = job.display
-            result.status, result.outputs = "failed", []
+            result.status, result.outputs = Status.FAILED, []
             try:
                 conn.send(result)
             except (BrokenPipeError, OSError):
@@ -450,7 +450,7 @@ def _failed(job: Job, error: PreviewerError, started: float) -> FileResult:
         error.path = job.display
     return FileResult(
         input=job.display,
-        status="failed",
+        status=Status.FAILED,
         error=error,
         duration=time.monotonic() - started,
     )

@@ -1,17 +1,60 @@
 """Result objects of the library: previews, per-file results, batch reports, info, converters.
 
-Each has ``to_dict()`` giving the JSON the command line prints with ``--json``.
+Each has ``to_dict()`` giving the JSON the command line prints with ``--json``; previews,
+per-file results and reports also have ``from_dict()``, and ``to_dict(detail=True)`` gives the
+exact form (every field, the error's parts) that the journal and the queue send and rebuild.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from previewer.errors import ExitCode, PreviewerError
 
-__all__ = ["BatchReport", "ConverterInfo", "DocumentInfo", "FileResult", "Preview"]
+__all__ = [
+    "FAILED_BEFORE",
+    "IN_THUMBNAIL_CACHE",
+    "UP_TO_DATE",
+    "BatchReport",
+    "ConverterInfo",
+    "DocumentInfo",
+    "FileResult",
+    "Preview",
+    "Status",
+    "no_converter_reason",
+]
+
+
+class Status(enum.StrEnum):
+    """What happened to one input; the values are the ``status`` strings of ``--json``."""
+
+    CONVERTED = "converted"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+UP_TO_DATE = "up to date"
+"""Skip reason: the previews of an earlier run are still current (not reported on stderr)."""
+FAILED_BEFORE = "failed before"
+"""Skip reason: the desktop thumbnail cache records an earlier failure for this file."""
+IN_THUMBNAIL_CACHE = "inside the thumbnail cache"
+"""Skip reason: the file is itself a thumbnail in the desktop cache."""
+
+
+def no_converter_reason(mime: str | None) -> str:
+    """Skip reason of a walked file that no converter claims.
+
+    Args:
+        mime: Its sniffed type, if known.
+
+    Returns:
+        ``"no converter for <mime>"``.
+    """
+    return f"no converter for {mime or 'this type'}"
 
 
 @dataclass(frozen=True)
@@ -38,15 +81,57 @@ class Preview:
     converter: str
     mime: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the preview as the ``outputs`` item of a JSON result line."""
-        return {
+    def to_dict(self, *, detail: bool = False) -> dict[str, Any]:
+        """Return the preview as the ``outputs`` item of a JSON result line.
+
+        Args:
+            detail: Also give ``source``, ``converter`` and ``mime`` (which a result line
+                holds once for all its outputs), so :meth:`from_dict` needs nothing else.
+
+        Returns:
+            ``{"page", "size", "path", "width", "height"}`` (plus the three with ``detail``).
+        """
+        data: dict[str, Any] = {
             "page": self.page,
             "size": self.size,
             "path": str(self.path) if self.path is not None else None,
             "width": self.width,
             "height": self.height,
         }
+        if detail:
+            data.update(source=self.source, converter=self.converter, mime=self.mime)
+        return data
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: str = "", converter: str = "", mime: str = ""
+    ) -> Preview:
+        """Rebuild a preview from :meth:`to_dict` output.
+
+        Args:
+            data: The dict.
+            source: The input, when ``data`` does not say (a result line's ``input``).
+            converter: The converter, when ``data`` does not say.
+            mime: The input's type, when ``data`` does not say.
+
+        Returns:
+            The preview.
+
+        Raises:
+            KeyError: If a required key is missing.
+            ValueError: If a value has the wrong type.
+        """
+        path = data.get("path")
+        return cls(
+            source=str(data.get("source", source)),
+            page=int(data["page"]),
+            size=str(data["size"]),
+            path=Path(path) if path is not None else None,
+            width=int(data["width"]),
+            height=int(data["height"]),
+            converter=str(data.get("converter", converter)),
+            mime=str(data.get("mime", mime)),
+        )
 
 
 @dataclass
@@ -55,7 +140,7 @@ class FileResult:
 
     Attributes:
         input: The input as the user named it.
-        status: ``"converted"``, ``"skipped"`` or ``"failed"``.
+        status: :class:`Status` (a string enum: ``"converted"``, ``"skipped"``, ``"failed"``).
         mime: Sniffed MIME type, when sniffing got that far.
         converter: Converter used, when dispatch got that far.
         outputs: Previews written.
@@ -68,7 +153,7 @@ class FileResult:
     """
 
     input: str
-    status: str
+    status: Status
     mime: str | None = None
     converter: str | None = None
     outputs: list[Preview] = field(default_factory=list)
@@ -77,26 +162,83 @@ class FileResult:
     duration: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
     @property
     def exit_code(self) -> int:
         """The exit code this input alone would give (0 unless it failed)."""
         return int(self.error.exit_code) if self.error is not None else 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as one JSON line of ``--json`` / ``--report``."""
+    def to_dict(self, *, detail: bool = False) -> dict[str, Any]:
+        """Return the result as one JSON line of ``--json`` / ``--report``.
+
+        Args:
+            detail: Give the exact form :meth:`from_dict` rebuilds the result from: the
+                duration unrounded, each preview in full, and ``error_detail`` (the error's
+                parts, :meth:`PreviewerError.to_dict`) besides the ``error`` summary.
+
+        Returns:
+            The JSON object.
+        """
         data: dict[str, Any] = {
             "input": self.input,
             "status": self.status,
             "mime": self.mime,
             "converter": self.converter,
-            "outputs": [p.to_dict() for p in self.outputs],
-            "error": self.error.to_dict() if self.error is not None else None,
-            "duration": round(self.duration, 4),
+            "outputs": [p.to_dict(detail=detail) for p in self.outputs],
+            "error": self.error.summary() if self.error is not None else None,
+            "duration": self.duration if detail else round(self.duration, 4),
             "warnings": list(self.warnings),
         }
         if self.reason:
             data["reason"] = self.reason
+        if detail:
+            data["error_detail"] = self.error.to_dict() if self.error is not None else None
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileResult:
+        """Rebuild a result from :meth:`to_dict` output.
+
+        With ``to_dict(detail=True)`` output the result is rebuilt exactly; from a ``--json``
+        line the error is rebuilt from its summary (class by name, the whole text as its
+        message).
+
+        Args:
+            data: The dict.
+
+        Returns:
+            The result.
+
+        Raises:
+            KeyError: If a required key is missing.
+            ValueError: If a value has the wrong type (an unknown status, say).
+        """
+        mime, converter = data.get("mime"), data.get("converter")
+        detail = data.get("error_detail")
+        if detail is None and isinstance(data.get("error"), Mapping):
+            summary = data["error"]
+            detail = {
+                "type": summary.get("type"),
+                "exit_code": summary.get("exit_code"),
+                "message": summary.get("message", ""),
+            }
+        source = str(data["input"])
+        return cls(
+            input=source,
+            status=Status(data["status"]),
+            mime=None if mime is None else str(mime),
+            converter=None if converter is None else str(converter),
+            outputs=[
+                Preview.from_dict(item, source=source, converter=converter or "", mime=mime or "")
+                for item in data.get("outputs") or []
+            ],
+            error=PreviewerError.from_dict(detail) if isinstance(detail, Mapping) else None,
+            reason=str(data.get("reason", "")),
+            duration=float(data.get("duration", 0.0)),
+            warnings=[str(w) for w in data.get("warnings") or []],
+        )
 
 
 @dataclass
@@ -111,20 +253,49 @@ class BatchReport:
     results: list[FileResult] = field(default_factory=list)
     elapsed: float = 0.0
 
+    def to_dict(self, *, detail: bool = False) -> dict[str, Any]:
+        """Return the report as a JSON object (see :meth:`FileResult.to_dict` for ``detail``).
+
+        Args:
+            detail: Give each result in its exact form.
+
+        Returns:
+            ``{"results": [...], "elapsed": ...}``.
+        """
+        return {
+            "results": [r.to_dict(detail=detail) for r in self.results],
+            "elapsed": self.elapsed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchReport:
+        """Rebuild a report from :meth:`to_dict` output.
+
+        Args:
+            data: The dict.
+
+        Returns:
+            The report.
+        """
+        return cls(
+            results=[FileResult.from_dict(r) for r in data.get("results") or []],
+            elapsed=float(data.get("elapsed", 0.0)),
+        )
+
     @property
     def converted(self) -> int:
         """Number of inputs converted."""
-        return sum(r.status == "converted" for r in self.results)
+        return sum(r.status == Status.CONVERTED for r in self.results)
 
     @property
     def skipped(self) -> int:
         """Number of inputs skipped."""
-        return sum(r.status == "skipped" for r in self.results)
+        return sum(r.status == Status.SKIPPED for r in self.results)
 
     @property
     def failed(self) -> int:
         """Number of inputs that failed."""
-        return sum(r.status == "failed" for r in self.results)
+        return sum(r.status == Status.FAILED for r in self.results)
 
     def failures_by_type(self) -> dict[str, int]:
         """Count failures by error class name."""
@@ -138,7 +309,7 @@ class BatchReport:
     @property
     def exit_code(self) -> int:
         """0 when nothing failed; a single input's own code; else BATCH_PARTIAL (10)."""
-        failed = [r for r in self.results if r.status == "failed"]
+        failed = [r for r in self.results if r.status == Status.FAILED]
         if not failed:
             return int(ExitCode.OK)
         if len(self.results) == 1:

@@ -22,8 +22,6 @@ from previewer.queue.config import (
     app,
     broker_url,
     configure,
-    options_from_dict,
-    options_to_dict,
     time_limits,
 )
 from previewer.queue.submit import QueueExecutor, submit_many
@@ -50,8 +48,6 @@ __all__ = [
     "cancel_run",
     "configure",
     "convert_file",
-    "options_from_dict",
-    "options_to_dict",
     "preload",
     "submit_many",
     "time_limits",

@@ -347,8 +347,6 @@ def test_worker_command_help() -> None:
 
 
 def test_options_round_trip() -> None:
-    from previewer.tasks import options_from_dict, options_to_dict
-
     options = Options(
         sizes=parse_sizes(["128", "300x", "x200", "1024x768"]),
         pages=PageSpec.parse("1,3,5-7"),
@@ -359,8 +357,8 @@ def test_options_round_trip() -> None:
         limits=Limits(max_pages=7, timeout=3.5, max_memory=10**9),
         keep_temp=True,
     )
-    assert options_from_dict(options_to_dict(options)) == options
-    assert options_from_dict(options_to_dict(Options())) == Options()
+    assert Options.from_dict(options.to_dict()) == options
+    assert Options.from_dict(Options().to_dict()) == Options()
 
 
 def test_cli_broker_flag_matches_a_local_run(

@@ -20,7 +20,7 @@ from previewer.batch.journal import Journal
 from previewer.batch.report import ReportSink
 from previewer.batch.tasks import BatchTask, ConvertTask
 from previewer.options import Options
-from previewer.results import BatchReport, FileResult
+from previewer.results import BatchReport, FileResult, Status
 
 if TYPE_CHECKING:
     from previewer.registry import Registry
@@ -45,7 +45,7 @@ def plan(jobs: Sequence[Job], task: BatchTask, journal: Journal | None) -> list[
         ready: FileResult | None = None
         if task.claims_outputs:
             if (error := overwrite_error(job, claimed)) is not None:
-                ready = FileResult(input=job.display, status="failed", error=error)
+                ready = FileResult(input=job.display, status=Status.FAILED, error=error)
             elif journal is not None:
                 ready = journal.up_to_date(job)
         stat = Journal._stat(job.source) if isinstance(job.source, str) else None

@@ -18,7 +18,7 @@ from previewer.batch.report import ReportSink
 from previewer.batch.tasks import BatchTask
 from previewer.errors import PreviewerError
 from previewer.options import Options
-from previewer.results import FileResult
+from previewer.results import FileResult, Status
 
 if TYPE_CHECKING:
     from previewer.registry import Registry
@@ -158,5 +158,5 @@ def _spool(job: Job, directory: Path, options: Options) -> Job | FileResult:
     try:
         spool(job.source, path, job.display, options.limits)
     except PreviewerError as exc:
-        return FileResult(input=job.display, status="failed", error=exc)
+        return FileResult(input=job.display, status=Status.FAILED, error=exc)
     return replace(job, source=str(path))

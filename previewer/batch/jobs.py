@@ -18,7 +18,7 @@ from typing import IO, Any, NamedTuple
 
 from previewer.errors import InvalidOptionsError, OutputError, UnsupportedFormatError
 from previewer.options import Options
-from previewer.results import FileResult
+from previewer.results import FileResult, Status, no_converter_reason
 
 __all__ = [
     "Job",
@@ -231,11 +231,11 @@ def skip_if_unsupported(job: Job, result: FileResult) -> None:
     """A walked file that no converter claims is skipped, not failed (named files fail)."""
     if (
         job.walked
-        and result.status == "failed"
+        and result.status == Status.FAILED
         and isinstance(result.error, UnsupportedFormatError)
     ):
-        result.status = "skipped"
-        result.reason = f"no converter for {result.mime or 'this type'}"
+        result.status = Status.SKIPPED
+        result.reason = no_converter_reason(result.mime)
         result.error = None
 
 

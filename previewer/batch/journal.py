@@ -14,7 +14,7 @@ from typing import Any
 
 from previewer.batch.jobs import Job
 from previewer.options import Options
-from previewer.results import FileResult
+from previewer.results import UP_TO_DATE, FileResult, Preview, Status
 
 __all__ = ["JOURNAL_NAME", "Journal"]
 
@@ -24,17 +24,14 @@ JOURNAL_NAME = ".previewer-journal.jsonl"
 """File in the output directory recording finished inputs, for resuming."""
 
 
+_OUTPUT_OPTIONS = ("converter", "pages", "sizes", "upscale")
+"""The options that decide an input's outputs (beyond its content)."""
+
+
 def _fingerprint(options: Options) -> str:
     """What decides the outputs of an input, beyond its content (so resuming is safe)."""
-    return json.dumps(
-        {
-            "sizes": [s.label for s in options.sizes],
-            "pages": str(options.pages),
-            "upscale": options.upscale,
-            "converter": options.converter,
-        },
-        sort_keys=True,
-    )
+    data = options.to_dict()
+    return json.dumps({key: data[key] for key in _OUTPUT_OPTIONS}, sort_keys=True)
 
 
 class Journal:
@@ -114,37 +111,36 @@ class Journal:
                     return None
             except (OSError, KeyError, TypeError):
                 return None
-        from previewer.results import Preview
 
         def shown(path: str) -> Path:
             # Report paths the way this run names them (relative when OUTDIR is relative).
             return Path(path) if self.absolute else Path(os.path.relpath(path))
 
-        previews = [
-            Preview(
-                source=job.display,
-                page=int(o["page"]),
-                size=str(o["size"]),
-                path=shown(o["path"]),
-                width=int(o["width"]),
-                height=int(o["height"]),
-                converter=str(entry.get("converter")),
-                mime=str(entry.get("mime")),
-            )
-            for o in outputs
-        ]
+        mime, converter = entry.get("mime"), entry.get("converter")
+        try:
+            previews = [
+                Preview.from_dict(
+                    {**o, "path": shown(o["path"])},
+                    source=job.display,
+                    converter=str(converter),
+                    mime=str(mime),
+                )
+                for o in outputs
+            ]
+        except (KeyError, TypeError, ValueError):
+            return None
         return FileResult(
             input=job.display,
-            status="skipped",
-            mime=entry.get("mime"),
-            converter=entry.get("converter"),
+            status=Status.SKIPPED,
+            mime=mime,
+            converter=converter,
             outputs=previews,
-            reason="up to date",
+            reason=UP_TO_DATE,
         )
 
     def record(self, job: Job, result: FileResult, stat: tuple[int, int] | None) -> None:
         """Append a converted input to the journal (one line, one write)."""
-        if self.disabled or result.status != "converted" or not isinstance(job.source, str):
+        if self.disabled or result.status != Status.CONVERTED or not isinstance(job.source, str):
             return
         if stat is None:
             return

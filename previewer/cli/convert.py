@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from previewer.cli import modes
 from previewer.cli.group import CONTEXT, cli
-from previewer.cli.limits import _limits_options
 from previewer.cli.messages import ResultPrinter, progress, summary
+from previewer.cli_limits import limit_options, limits_from_params
 from previewer.errors import InvalidOptionsError
-from previewer.options import Limits, Options, PageSpec, parse_sizes
+from previewer.options import Options, PageSpec, parse_sizes
 
 if TYPE_CHECKING:
     from previewer.results import BatchReport
@@ -95,15 +95,7 @@ __all__ = ["convert"]
     "'previewer worker -Q NAME' consumes it.",
 )
 @click.option("--keep-temp", is_flag=True, help="Keep work directories (for debugging).")
-@click.option(
-    "--max-memory",
-    type=click.IntRange(min=1),
-    default=Limits().max_memory,
-    show_default=True,
-    envvar="PREVIEWER_MAX_MEMORY",
-    help="Memory (address space) one input's conversion may use, in bytes.",
-)
-@_limits_options
+@limit_options
 def convert(
     inputs: tuple[str, ...],
     out_dir: str,
@@ -124,13 +116,7 @@ def convert(
     freedesktop: bool,
     queue_name: str | None,
     keep_temp: bool,
-    max_memory: int,
-    max_pixels: int,
-    max_tile_pixels: int,
-    max_file_size: int,
-    max_pages: int,
-    timeout: float,
-    allow_unisolated: bool,
+    **limit_params: Any,
 ) -> int:
     """Write PNG previews of INPUTS: files, directories (walked recursively), or - for stdin.
 
@@ -167,15 +153,7 @@ def convert(
             upscale=upscale,
             password=password,
             converter=converter_name,
-            limits=Limits(
-                max_pixels=max_pixels,
-                max_tile_pixels=max_tile_pixels,
-                max_file_size=max_file_size,
-                max_pages=max_pages,
-                timeout=timeout,
-                max_memory=max_memory,
-                allow_unisolated=allow_unisolated,
-            ),
+            limits=limits_from_params(limit_params),
             keep_temp=keep_temp,
         )
     except InvalidOptionsError as exc:

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from previewer.cli.group import CONTEXT, cli
-from previewer.cli.limits import _limits, _limits_options
 from previewer.cli.messages import _report_error
+from previewer.cli_limits import limit_options, limits_from_params
 from previewer.errors import ExitCode, PreviewerError
+from previewer.results import Status
 
 __all__ = ["converters_command", "info"]
 
@@ -21,18 +22,13 @@ __all__ = ["converters_command", "info"]
 @click.option("--password", envvar="PREVIEWER_PASSWORD", help="Password for encrypted documents.")
 @click.option("--converter", "converter_name", metavar="NAME", help="Force this converter.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
-@_limits_options
+@limit_options
 def info(
     inputs: tuple[str, ...],
     password: str | None,
     converter_name: str | None,
     as_json: bool,
-    max_pixels: int,
-    max_tile_pixels: int,
-    max_file_size: int,
-    max_pages: int,
-    timeout: float,
-    allow_unisolated: bool,
+    **limit_params: Any,
 ) -> int:
     """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256.
 
@@ -46,9 +42,7 @@ def info(
     from previewer.registry import Registry
 
     registry = Registry()
-    limits = _limits(
-        max_pixels, max_tile_pixels, max_file_size, max_pages, timeout, allow_unisolated
-    )
+    limits = limits_from_params(limit_params)
     failures: list[PreviewerError] = []
     for item in inputs:
         try:
@@ -63,7 +57,9 @@ def info(
         except PreviewerError as exc:
             failures.append(exc)
             if as_json:
-                click.echo(json.dumps({"input": item, "status": "failed", "error": exc.to_dict()}))
+                click.echo(
+                    json.dumps({"input": item, "status": Status.FAILED, "error": exc.summary()})
+                )
             _report_error(exc)
             continue
         if as_json:

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from previewer.errors import PreviewerError
+from previewer.results import UP_TO_DATE, Status
 
 __all__ = ["ResultPrinter", "err", "progress", "report_error", "summary"]
 
@@ -112,7 +113,7 @@ class _ResultPrinter:
             self.report.flush()
         if result.error is not None:
             _report_error(result.error)
-        elif result.status == "skipped" and result.reason != "up to date":
+        elif result.status == Status.SKIPPED and result.reason != UP_TO_DATE:
             from previewer.errors import flag_words
 
             _err(f"previewer: skipped {result.input}: {flag_words(result.reason)}", style="yellow")
@@ -142,7 +143,7 @@ class _Progress:
         self.bar.update(self.task, completed=done, failed=self.failed)
 
     def advance(self, result: Any) -> None:
-        self.failed += result.status == "failed"
+        self.failed += result.status == Status.FAILED
 
 
 @contextmanager

@@ -33,7 +33,15 @@ from previewer.freedesktop.spec import (
     write_fail_entry,
     write_thumbnail,
 )
-from previewer.results import BatchReport, FileResult, Preview
+from previewer.results import (
+    FAILED_BEFORE,
+    IN_THUMBNAIL_CACHE,
+    UP_TO_DATE,
+    BatchReport,
+    FileResult,
+    Preview,
+    Status,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -110,7 +118,7 @@ def thumbnail_file(
 
     started = time.monotonic()
     display = os.fspath(path)
-    result = FileResult(input=display, status="failed")
+    result = FileResult(input=display, status=Status.FAILED)
     cache = root or cache_root()
     try:
         for size in sizes:
@@ -121,7 +129,7 @@ def thumbnail_file(
         uri = to_uri(path)
         real = os.path.realpath(path)
         if _inside(real, os.path.realpath(cache)):
-            result.status, result.reason = "skipped", "inside the thumbnail cache"
+            result.status, result.reason = Status.SKIPPED, IN_THUMBNAIL_CACHE
             return result
         try:
             st = os.stat(path)
@@ -134,10 +142,10 @@ def thumbnail_file(
             s for s in sizes if force or not is_valid(thumbnail_path(uri, s, cache), uri, mtime)
         ]
         if not wanted:
-            result.status, result.reason = "skipped", "up to date"
+            result.status, result.reason = Status.SKIPPED, UP_TO_DATE
             return result
         if not force and is_valid(fail_path(uri, cache), uri, mtime):
-            result.status, result.reason = "skipped", "failed before"
+            result.status, result.reason = Status.SKIPPED, FAILED_BEFORE
             return result
         wanted = sorted(dict.fromkeys(wanted), key=lambda s: SIZES[s])
         base = options or Options()
@@ -164,7 +172,7 @@ def thumbnail_file(
                 facts, images = od.attempt(render)  # ImageMagick may read what it cannot
         except (UnsupportedFormatError, EngineUnavailableError) as exc:
             if walked:
-                result.status, result.reason = "skipped", exc.message
+                result.status, result.reason = Status.SKIPPED, exc.message
                 return result
             raise
         except PreviewerError:
@@ -185,12 +193,12 @@ def thumbnail_file(
                     mime=result.mime or "",
                 )
             )
-        result.status = "converted"
+        result.status = Status.CONVERTED
     except PreviewerError as exc:
         if exc.path is None:
             exc.path = display
         result.error = exc
-        result.status = "failed"
+        result.status = Status.FAILED
     finally:
         result.duration = time.monotonic() - started
     return result
@@ -308,7 +316,7 @@ class CacheTask:
             )
         except PreviewerError as exc:
             return FileResult(
-                input=display, status="failed", error=exc, duration=time.monotonic() - started
+                input=display, status=Status.FAILED, error=exc, duration=time.monotonic() - started
             )
         report_messages(display, messages)
         result.warnings.extend(m for m in messages if m not in result.warnings)

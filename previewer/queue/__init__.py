@@ -21,8 +21,6 @@ from previewer.queue.config import (
     app,
     broker_url,
     configure,
-    options_from_dict,
-    options_to_dict,
     time_limits,
 )
 from previewer.queue.submit import QueueExecutor, sanitize_url, submit_many
@@ -40,8 +38,6 @@ __all__ = [
     "cancel_run",
     "configure",
     "convert_file",
-    "options_from_dict",
-    "options_to_dict",
     "preload",
     "sanitize_url",
     "submit_many",

@@ -1,4 +1,4 @@
-"""The queue's Celery app: broker, reliability settings, and options as JSON.
+"""The queue's Celery app: broker and reliability settings.
 
 Workers on one or many machines run the task ``previewer.convert_file``
 (:mod:`previewer.queue.worker`), one per input; the submitting side
@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from typing import Any
 
 from celery import Celery
 
-from previewer.errors import EngineTimeoutError, EngineUnavailableError, InvalidOptionsError
-from previewer.geometry import SizeSpec
-from previewer.options import Limits, Options, PageSpec
+from previewer.errors import EngineTimeoutError, EngineUnavailableError
+from previewer.options import Limits
 
 __all__ = [
     "DEFAULT_BROKER",
@@ -36,8 +33,6 @@ __all__ = [
     "app",
     "broker_url",
     "configure",
-    "options_from_dict",
-    "options_to_dict",
     "time_limits",
 ]
 
@@ -172,49 +167,6 @@ def configure(
 
 app = configure(Celery("previewer"))
 """The workers' app (``celery -A previewer.queue worker``), configured from the environment."""
-
-
-# --------------------------------------------------------------------------- options as JSON
-
-
-def options_to_dict(options: Options) -> dict[str, Any]:
-    """Return ``options`` as a JSON-serialisable dict (see :func:`options_from_dict`)."""
-    import dataclasses
-
-    lim = options.limits
-    return {
-        "sizes": [[s.width, s.height, s.square] for s in options.sizes],
-        "pages": options.pages.text,
-        "out_dir": os.fspath(options.out_dir),
-        "out_root": None if options.out_root is None else os.fspath(options.out_root),
-        "upscale": options.upscale,
-        "password": options.password,
-        "converter": options.converter,
-        "keep_temp": options.keep_temp,
-        "limits": dataclasses.asdict(lim),
-    }
-
-
-def options_from_dict(data: dict[str, Any]) -> Options:
-    """Rebuild :class:`Options` from :func:`options_to_dict` output.
-
-    Raises:
-        InvalidOptionsError: If a value is invalid.
-    """
-    try:
-        return Options(
-            sizes=tuple(SizeSpec(w, h, square=bool(sq)) for w, h, sq in data["sizes"]),
-            pages=PageSpec.parse(data["pages"]),
-            out_dir=Path(data["out_dir"]),
-            out_root=Path(data["out_root"]) if data.get("out_root") else None,
-            upscale=bool(data["upscale"]),
-            password=data["password"],
-            converter=data["converter"],
-            limits=Limits(**data["limits"]),
-            keep_temp=bool(data["keep_temp"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidOptionsError(f"invalid options in a queued task: {exc}") from exc
 
 
 def _timeout_error(timeout: float, path: str, *, killed: bool = False) -> EngineTimeoutError:

@@ -31,7 +31,6 @@ from previewer.queue.config import (
     _is_connection_error,
     broker_url,
     configure,
-    options_to_dict,
     time_limits,
 )
 from previewer.queue.wire import _failure_result, _rebuild_result
@@ -249,7 +248,7 @@ class QueueExecutor:
                         out_dir=Path(os.path.abspath(job.out_dir)),
                         out_root=Path(os.path.abspath(options.out_dir)),
                     )
-                    args = [abs_path, options_to_dict(opts), job.given_name, run]
+                    args = [abs_path, opts.to_dict(), job.given_name, run]
                     sent = _Sent(job, abs_path, args, stat)
                     sent.task_id = str(uuid.uuid4())
                     pending[sent.task_id] = sent  # before sending: an interrupt may come

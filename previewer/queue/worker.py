@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from previewer.errors import EngineError, EngineTimeoutError, InvalidOptionsError, PreviewerError
+from previewer.errors import EngineError, EngineTimeoutError, InvalidOptionsError
 from previewer.options import Options
 from previewer.queue.config import (
     ALIVE_PREFIX,
@@ -30,9 +30,8 @@ from previewer.queue.config import (
     TASK_NAME,
     _timeout_error,
     app,
-    options_from_dict,
 )
-from previewer.results import FileResult
+from previewer.results import FileResult, Status
 
 __all__ = ["PRELOAD", "convert_file", "preload"]
 
@@ -82,24 +81,6 @@ def _remove_partial_outputs(out_dir: Path, name: str) -> None:
                 os.unlink(out_dir / entry)
             except OSError:
                 pass
-
-
-def _error_dict(error: PreviewerError) -> dict[str, Any]:
-    """The parts of ``error`` the submitter needs to rebuild it (see :func:`_rebuild_error`).
-
-    ``bases`` (the class's PreviewerError ancestry) and ``exit_code`` let a class the submitter
-    does not know, say a plugin's own ``InputError`` subclass, come back with the same name,
-    the same exit code and the same place in the hierarchy.
-    """
-    return {
-        "type": type(error).__name__,
-        "bases": [c.__name__ for c in type(error).__mro__ if issubclass(c, PreviewerError)],
-        "exit_code": int(error.exit_code),
-        "message": error.message,
-        "path": error.path,
-        "converter": error.converter,
-        "hint": error.hint,
-    }
 
 
 class _StoppedError(EngineTimeoutError):
@@ -213,12 +194,12 @@ def convert_file(
     Args:
         self: The task (Celery's bound-task argument).
         path: Absolute path of the input, as seen by the workers.
-        options_dict: The options, from :func:`options_to_dict` (``out_dir`` absolute).
+        options_dict: The options, from :meth:`Options.to_dict` (``out_dir`` absolute).
         name: File name for the outputs (default: the path's name).
         run: The submitting run's id, whose cancellation key and heartbeat are checked.
 
     Returns:
-        ``FileResult.to_dict()`` plus ``error_detail`` (the error's parts, to rebuild it).
+        ``FileResult.to_dict(detail=True)`` (with the error's parts, to rebuild it).
 
     Raises:
         Ignore: The run was cancelled or its submitter is gone: no conversion, no result.
@@ -239,9 +220,9 @@ def convert_file(
         _forget_attempts(self.app, self.request.id)
         raise Ignore()
     try:
-        options = options_from_dict(options_dict)
+        options = _options_from_dict(options_dict)
     except InvalidOptionsError as exc:
-        result = FileResult(input=path, status="failed", error=exc)
+        result = FileResult(input=path, status=Status.FAILED, error=exc)
     else:
         if attempts > 1 or (self.request.delivery_info or {}).get("redelivered"):
             # An earlier attempt died mid-write: remove its temporary files.
@@ -252,7 +233,7 @@ def convert_file(
                 "it; not tried again",
                 path=path,
             )
-            result = FileResult(input=path, status="failed", error=error)
+            result = FileResult(input=path, status=Status.FAILED, error=error)
         else:
             try:
                 result = _convert_stoppable(self, path, options, name, run, started)
@@ -261,7 +242,7 @@ def convert_file(
                 raise
     _forget_attempts(self.app, self.request.id)
     result.duration = time.monotonic() - started
-    return _result_data(result)
+    return result.to_dict(detail=True)
 
 
 def _convert_stoppable(
@@ -298,10 +279,16 @@ def _convert_stoppable(
         _remove_partial_outputs(options.out_dir, out_name)
         if _cancelled(task.app, run):
             raise Ignore() from None
-    return FileResult(input=path, status="failed", error=_timeout_error(timeout, path))
+    return FileResult(input=path, status=Status.FAILED, error=_timeout_error(timeout, path))
 
 
-def _result_data(result: FileResult) -> dict[str, Any]:
-    data = result.to_dict()
-    data["error_detail"] = _error_dict(result.error) if result.error is not None else None
-    return data
+def _options_from_dict(data: dict[str, Any]) -> Options:
+    """Rebuild a queued task's options (see :meth:`Options.from_dict`).
+
+    Raises:
+        InvalidOptionsError: If a value is invalid (the message says it came from a task).
+    """
+    try:
+        return Options.from_dict(data)
+    except InvalidOptionsError as exc:
+        raise InvalidOptionsError(f"invalid options in a queued task: {exc.message}") from exc
