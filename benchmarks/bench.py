@@ -1504,15 +1504,19 @@ GIANT_STREAMED = """\
 import sys
 from pathlib import Path
 
-from previewer.inputs import open_input
 from previewer.options import Options
+from previewer.pipeline import read
 from previewer.registry import Registry
 from previewer.rendering import write_previews
 
 f, out, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 opts = Options.build(sizes=[size])
-with open_input(Path(f), opts, Registry(), None) as od:
-    write_previews(od.doc, 0, opts.sizes, [out], upscale=False, limits=opts.limits)
+read(
+    Path(f),
+    opts,
+    Registry(),
+    lambda od: write_previews(od.doc, 0, opts.sizes, [out], upscale=False, limits=opts.limits),
+)
 """
 
 

@@ -7,19 +7,22 @@ duration of one conversion, so it can be handed to the ``previewer`` logger and 
 :class:`~previewer.results.FileResult` instead of reaching the host's terminal or logs.
 
 Descriptors are process-wide, so the capture redirects them only where one conversion owns the
-process: in the child of a single conversion and in a batch worker (see :mod:`previewer.pool`),
-where log records do not go to stderr either (a child hands them to its parent).
+process: in the child of a single conversion (see :mod:`previewer.limited`) and in a batch worker
+(see :mod:`previewer.pool`), where log records do not go to stderr either: a child keeps them
+(:func:`collect_records`) and hands them to its parent, which handles them (:func:`replay`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
-__all__ = ["MAX_MESSAGES", "captured", "distinct"]
+__all__ = ["MAX_MESSAGES", "captured", "collect_records", "distinct", "replay"]
 
 MAX_MESSAGES = 20
 """Distinct messages kept per conversion (a broken file can make an engine repeat itself)."""
@@ -126,3 +129,74 @@ def distinct(lines: Iterable[str], display: str | None = None) -> list[str]:
             break
         kept.append(line[:MAX_LENGTH])
     return kept
+
+
+# --------------------------------------------------------------------------- log records
+
+
+class _Collector(logging.Handler):
+    """Keeps a child's log records (as plain dicts) for its parent to handle.
+
+    Warnings that engines log through Python's logging (pyvips forwards libvips' GLib
+    messages to the ``pyvips`` logger) are engine messages: they go to ``engine``, with those
+    captured from the descriptors.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], engine: list[str]) -> None:
+        super().__init__()
+        self.records = records
+        self.engine = engine
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name == "previewer" or record.name.startswith("previewer.")
+        if not ours and record.levelno >= logging.WARNING:
+            if len(self.engine) < 1000:
+                self.engine.append(record.getMessage())
+            return
+        if len(self.records) >= 1000:
+            return
+        data = dict(record.__dict__)
+        data["msg"] = record.getMessage()
+        data["args"] = None
+        if record.exc_info:
+            data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+        data["exc_info"] = None
+        self.records.append({k: v for k, v in data.items() if _plain(v)})
+
+
+def _plain(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def collect_records(level: int, engine: list[str]) -> list[dict[str, Any]]:
+    """In a child: send every log record to a list instead of the handlers inherited.
+
+    Args:
+        level: The level the parent's root logger has (records below it are not kept).
+        engine: Where warnings logged by engines (loggers outside ``previewer``) go, as
+            messages.
+
+    Returns:
+        The list previewer's own records are kept in, as plain dicts (they pickle).
+    """
+    records: list[dict[str, Any]] = []
+    loggers: list[Any] = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        if isinstance(logger, logging.Logger):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+    root = logging.getLogger()
+    root.addHandler(_Collector(records, engine))
+    root.setLevel(level)
+    return records
+
+
+def replay(records: Sequence[dict[str, Any]]) -> None:
+    """In the parent: handle a child's log records as if they had been logged here.
+
+    Args:
+        records: What :func:`collect_records` kept in the child.
+    """
+    for data in records:
+        record = logging.makeLogRecord(data)
+        logging.getLogger(record.name).handle(record)

@@ -1,10 +1,18 @@
-"""Opening an input: materialising bytes and streams, checking the file, sniffing, dispatching.
+"""Inputs: materialising bytes and streams, checking the file, sniffing it, opening a document.
 
-:func:`open_input` is the one path from a user's input to an open converter document: it checks
-the file (exists, regular, readable, not empty, within the size limit), sniffs its MIME type,
-resolves the converter, gives it a private work directory (removed afterwards) and translates any
-foreign exception from the converter into a :class:`~previewer.errors.PreviewerError` naming the
-input.
+The steps :mod:`previewer.pipeline` takes an input through, each on its own:
+
+- :func:`open_input` turns a path, bytes or a stream into a checked regular file (exists,
+  regular, readable, not empty, within the size limit), copying bytes and streams to a
+  temporary file that is removed afterwards;
+- :func:`sniff` finds its MIME type from its content (and name);
+- :func:`open_document` opens it with a given converter, in a private work directory (removed
+  afterwards), and closes the document on exit;
+- :func:`guard` translates any foreign exception from a converter into a
+  :class:`~previewer.errors.PreviewerError` naming the input and the converter.
+
+Which converter opens the file, and which one is tried when it fails, is the pipeline's
+decision; nothing here fills in results.
 """
 
 from __future__ import annotations
@@ -15,50 +23,53 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
 from previewer import limits as _limits
 from previewer import mime as _mime
 from previewer.errors import (
-    EncryptedError,
     EngineError,
-    EngineTimeoutError,
     InputError,
     InvalidOptionsError,
     LimitExceededError,
-    OutputError,
     PreviewerError,
-    UnsupportedFormatError,
 )
 from previewer.options import Limits, Options
 from previewer.plugin import ConvertContext, Converter, Document
 from previewer.registry import Registry
-from previewer.results import FileResult
 
 if TYPE_CHECKING:
     from previewer import tempdirs
 
 __all__ = [
+    "Input",
     "Opened",
     "Source",
     "WalkedFile",
-    "fallback_converter",
     "guard",
+    "open_document",
     "open_input",
     "output_stem",
+    "sniff",
     "spool",
 ]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 """An input: a file path, the file's bytes, or a readable binary file object."""
 
 
 @dataclass(frozen=True)
-class _Input:
+class Input:
+    """An input as a checked, readable regular file.
+
+    Attributes:
+        path: The file to read (a temporary copy for bytes and streams).
+        display: The input as the user named it (for messages).
+        name: The file name its outputs start with.
+    """
+
     path: Path
     display: str
     name: str
@@ -126,8 +137,24 @@ def output_stem(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _materialise(source: Source, name: str | None, limits: Limits) -> Iterator[_Input]:
-    """Yield a readable regular file for ``source``, copying bytes and streams to a temp file."""
+def open_input(source: Source, limits: Limits, name: str | None = None) -> Iterator[Input]:
+    """Yield ``source`` as a checked regular file, copying bytes and streams to a temporary one.
+
+    Args:
+        source: A path (a :class:`WalkedFile` is checked to be the file the walk saw), the
+            file's bytes, or a readable binary file object.
+        limits: ``max_file_size`` bounds the input.
+        name: File name for outputs and messages (only its final component shapes output
+            names, see :func:`output_stem`); default: the path's name, or ``input``.
+
+    Yields:
+        The file; a temporary copy is removed on exit.
+
+    Raises:
+        InputError: If the file is missing, not a regular file, unreadable or empty.
+        LimitExceededError: If it is over ``limits.max_file_size``.
+        InvalidOptionsError: If ``source`` or ``name`` is of the wrong kind.
+    """
     stem = None if name is None else output_stem(name)
     if isinstance(source, (str, os.PathLike)):
         display = str(os.fspath(source))  # a plain str, even for a WalkedFile
@@ -136,7 +163,7 @@ def _materialise(source: Source, name: str | None, limits: Limits) -> Iterator[_
             _check_walked(source, display, limits)
         else:
             _check_file(path, display, limits)
-        yield _Input(path, display, stem or path.name or "input")
+        yield Input(path, display, stem or path.name or "input")
         return
     from previewer import tempdirs
 
@@ -157,7 +184,7 @@ def _materialise(source: Source, name: str | None, limits: Limits) -> Iterator[_
         else:
             spool(source, path, display, limits)
         _check_file(path, display, limits)
-        yield _Input(path, display, stem or "input")
+        yield Input(path, display, stem or "input")
     finally:
         import shutil
 
@@ -289,6 +316,24 @@ def guard(display: str, converter: str | None) -> Iterator[None]:
         ) from exc
 
 
+def sniff(inp: Input) -> str:
+    """Return the MIME type of ``inp``'s content (its name breaks ties).
+
+    Args:
+        inp: The input.
+
+    Returns:
+        The MIME type.
+
+    Raises:
+        InputError: If the file cannot be read.
+    """
+    try:
+        return _mime.sniff(inp.path, inp.name)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", path=inp.display) from exc
+
+
 @dataclass
 class Opened:
     """An open input: the converter's document and what was learnt on the way there.
@@ -308,162 +353,38 @@ class Opened:
     display: str
     name: str
     path: Path
-    _fallback: Callable[[PreviewerError], contextlib.AbstractContextManager[Opened]] | None = None
-
-    def attempt(self, work: Callable[[Opened], T], *, unless: Callable[[], bool] = bool) -> T:
-        """Run ``work`` on this input; if it fails, run it again on the fallback's document.
-
-        A failure while rendering is retried like one while opening (see :func:`open_input`):
-        the failed document is closed first and the fallback converter opens the same file.
-
-        Args:
-            work: What to do with an opened input.
-            unless: Called after a failure; when it returns True the failure is raised as it
-                is (say, some pages of the first converter are already written).
-
-        Returns:
-            What ``work`` returned.
-
-        Raises:
-            PreviewerError: The failure, when no fallback applies; the first failure with the
-                fallback's reason added, when the fallback fails too.
-        """
-        try:
-            return work(self)
-        except PreviewerError as exc:
-            if self._fallback is None or unless():
-                raise
-            with contextlib.suppress(Exception):
-                self.doc.close()  # release the failed engine's memory before the next one starts
-            with self._fallback(exc) as again:
-                return work(again)
-
-
-_NO_FALLBACK = (EncryptedError, LimitExceededError, EngineTimeoutError)
-
-
-def fallback_converter(
-    registry: Registry, mime: str, failed: str, error: PreviewerError
-) -> Converter | None:
-    """Return the converter to retry with after ``failed`` raised ``error``, or None.
-
-    A retry is made only for failures about the file's content or the engine (corrupt data,
-    an unsupported variant, an engine crash), never for encrypted files, exceeded limits or
-    timeouts. The candidate is the highest-priority available converter, other than
-    ``failed``, that lists ``mime`` in its ``fallback_mime_types``.
-
-    Args:
-        registry: The converters.
-        mime: The sniffed MIME type.
-        failed: The name of the converter that failed.
-        error: What it raised.
-    """
-    if isinstance(error, _NO_FALLBACK) or not isinstance(
-        error, (InputError, UnsupportedFormatError, EngineError)
-    ):
-        return None
-    candidates = [
-        e
-        for e in registry.entries
-        if e.name != failed
-        and e.converter is not None
-        and mime in getattr(e.converter, "fallback_mime_types", ())
-    ]
-    for entry in sorted(candidates, key=lambda e: (-e.priority, e.name)):
-        if registry.availability(entry).ok and entry.converter is not None:
-            return entry.converter
-    return None
 
 
 @contextlib.contextmanager
-def open_input(
-    source: Source,
-    options: Options,
-    registry: Registry,
-    name: str | None = None,
-    state: FileResult | None = None,
-    *,
-    page_hint: bool = False,
-) -> Iterator[Opened]:
-    """Open ``source`` with the converter its content calls for; close everything on exit.
-
-    When that converter fails on the file and another one declares itself its fallback for
-    the type (ImageMagick for the common raster types and PSD), the file is opened again with
-    the fallback (see :func:`fallback_converter`); :meth:`Opened.attempt` does the same for
-    failures while rendering. If the fallback fails too, the first converter's error is raised.
-
-    Args:
-        source: A path, bytes or a binary file object.
-        options: The options (limits, password, forced converter, keep_temp).
-        registry: The converters.
-        name: File name for bytes and streams (and for outputs).
-        state: A result to fill in with the MIME type and converter as soon as they are known.
-        page_hint: Tell the converter the highest page that will be rendered
-            (``ConvertContext.max_page``), so it may skip producing the rest.
-
-    Yields:
-        The opened input.
-
-    Raises:
-        PreviewerError: A subclass naming the input and the reason.
-    """
-    limits = options.limits
-    with _materialise(source, name, limits) as inp:
-        with guard(inp.display, None):
-            try:
-                mime = _mime.sniff(inp.path, inp.name)
-            except OSError as exc:
-                raise InputError(f"cannot read: {exc.strerror or exc}") from exc
-            if state is not None:
-                state.mime = mime
-            conv = registry.resolve(mime, name=options.converter)
-        if state is not None:
-            state.converter = conv.name
-
-        @contextlib.contextmanager
-        def retry(error: PreviewerError) -> Iterator[Opened]:
-            alt = None
-            if options.converter is None:
-                alt = fallback_converter(registry, mime, conv.name, error)
-            if alt is None:
-                raise error
-            log.info("%s: %s failed (%s); trying %s", inp.display, conv.name, error, alt.name)
-            try:
-                with _open(alt, inp, mime, options, registry, page_hint, conv.name) as od:
-                    if state is not None:
-                        state.converter = alt.name
-                    yield od
-            except PreviewerError as exc:
-                if exc.converter != alt.name or isinstance(exc, OutputError):
-                    raise  # not about reading the file: report it as it is
-                if state is not None:
-                    state.converter = conv.name  # the error reported is the first one's
-                error.message = (
-                    f"{error.message}; {alt.name} could not read it either: {exc.message}"
-                )
-                raise error from exc
-
-        with _limits.applied(limits, mime), contextlib.ExitStack() as stack:
-            try:
-                od = stack.enter_context(_open(conv, inp, mime, options, registry, page_hint, None))
-            except PreviewerError as exc:
-                od = stack.enter_context(retry(exc))
-            else:
-                od._fallback = retry
-            yield od
-
-
-@contextlib.contextmanager
-def _open(
+def open_document(
     conv: Converter,
-    inp: _Input,
+    inp: Input,
     mime: str,
     options: Options,
     registry: Registry,
-    page_hint: bool,
-    fallback_for: str | None,
+    *,
+    page_hint: bool = False,
+    fallback_for: str | None = None,
 ) -> Iterator[Opened]:
-    """Open ``inp`` with ``conv`` in a private work directory; close and clean up on exit."""
+    """Open ``inp`` with ``conv`` in a private work directory; close and clean up on exit.
+
+    Args:
+        conv: The converter.
+        inp: The input.
+        mime: Its sniffed MIME type.
+        options: The options (limits, password, keep_temp, pages).
+        registry: The converters an intermediate file may be handed to
+            (``ConvertContext.delegate``).
+        page_hint: Tell the converter the highest page that will be rendered
+            (``ConvertContext.max_page``), so it may skip producing the rest.
+        fallback_for: The converter that failed on this file, when ``conv`` is its fallback.
+
+    Yields:
+        The opened input (a document with at least one page).
+
+    Raises:
+        PreviewerError: A subclass naming the input and the converter.
+    """
     cname = conv.name
     workdir = _WorkDir("previewer-")
     if options.keep_temp:

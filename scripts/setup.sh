@@ -39,6 +39,9 @@ PACKAGES="$PACKAGES redis-server"
 # namespace with a private file view (README, "Security and isolation"); util-linux (unshare,
 # setpriv, prlimit) is part of every Debian system.
 PACKAGES="$PACKAGES bubblewrap"
+# imagemagick-6.q16 (the convert command): the tests make PICT inputs with it and run it as the
+# control of a sandbox test; previewer itself uses only the library.
+PACKAGES="$PACKAGES imagemagick-6.q16"
 if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
 fi

@@ -10,6 +10,9 @@ A test that takes an argument named ``ok_row`` is run once per manifest row expe
 ``error_row`` once per row expected to fail, ``corpus_row`` once per row. A test module can attach
 marks to rows (known bugs, pending converters) with a ``ROW_MARKS`` dict mapping a row's path to
 a list of marks.
+
+Tests marked with ``support.requires_engine(...)`` are skipped when an engine is missing, and
+fail instead in CI (``tests/support.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import require_engine
 
 from previewer.errors import (
     EncryptedError,
@@ -209,3 +213,16 @@ def corpus_dir() -> Path:
     if not (CORPUS / "MANIFEST.tsv").is_file():
         pytest.skip(f"shared corpus not found at {CORPUS}")
     return CORPUS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``requires_engine`` mark (``support.requires_engine``)."""
+    config.addinivalue_line(
+        "markers", "requires_engine(*names): skip without the engines (fail in CI); see support.py"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Check the engines a test requires before it runs (skip, or fail in CI)."""
+    for mark in item.iter_markers("requires_engine"):
+        require_engine(*mark.args)

@@ -142,7 +142,7 @@ def check_tiling(source: str | PathLike[str], size: int, max_tile_pixels: int) -
         size: Longest side of the rendering.
         max_tile_pixels: A tile budget small enough to force several tiles.
     """
-    from PIL import ImageChops, ImageStat
+    from support import worst_channel_difference
 
     import previewer
 
@@ -151,4 +151,4 @@ def check_tiling(source: str | PathLike[str], size: int, max_tile_pixels: int) -
         source, size=size, limits=previewer.Limits(max_tile_pixels=max_tile_pixels)
     ).convert("RGB")
     assert tiled.size == whole.size
-    assert max(ImageStat.Stat(ImageChops.difference(whole, tiled)).mean) < 1
+    assert worst_channel_difference(whole, tiled) < 1

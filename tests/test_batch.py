@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pymupdf
 import pytest
+from support import (
+    clean_env,
+    partial_outputs,
+    processes,
+    run_previewer,
+    start_previewer,
+    temp_leftovers,
+    wait_until,
+)
 
 import previewer
 from previewer.converters import BUILTIN
@@ -197,23 +204,8 @@ def test_resume_redoes_only_what_changed(tmp_path: Path) -> None:
 def test_cli_report_file_and_summary(tmp_path: Path) -> None:
     src = tree(tmp_path)
     report = tmp_path / "run.jsonl"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "previewer",
-            "convert",
-            str(src),
-            "-o",
-            str(tmp_path / "out"),
-            "--report",
-            str(report),
-            "-j",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_previewer(
+        "convert", src, "-o", tmp_path / "out", "--report", report, "-j", "2", text=True
     )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in report.read_text().splitlines()]
@@ -224,29 +216,10 @@ def test_cli_report_file_and_summary(tmp_path: Path) -> None:
         ("notes.txt", "skipped"),
     ]
     assert "3 converted, 1 skipped" in proc.stderr
-    rerun = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(src), "-o", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    rerun = run_previewer("convert", src, "-o", tmp_path / "out", text=True)
     assert rerun.returncode == 0 and "0 converted, 4 skipped" in rerun.stderr
     assert len(rerun.stdout.splitlines()) == 3  # the up-to-date previews are still listed
-    forced = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "previewer",
-            "convert",
-            str(src),
-            "-o",
-            str(tmp_path / "out"),
-            "--force",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    forced = run_previewer("convert", src, "-o", tmp_path / "out", "--force", text=True)
     assert forced.returncode == 0 and "3 converted, 1 skipped" in forced.stderr
 
 
@@ -260,22 +233,6 @@ def _slow_pdf(path: Path, pages: int) -> None:
     doc.save(path)
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if marker.encode() in fh.read():
-                    with open(f"/proc/{pid}/stat") as st:
-                        if st.read().split()[2] != "Z":
-                            found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_batch_cleans_up_and_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     src = tmp_path / "in"
@@ -287,23 +244,9 @@ def test_interrupted_batch_cleans_up_and_resumes(tmp_path: Path, sig: signal.Sig
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     marker = f"PREVIEWER_TEST_{uuid.uuid4().hex}"
-    env = dict(os.environ, TMPDIR=str(tmp), **{marker: "1"})
-    argv = [
-        sys.executable,
-        "-m",
-        "previewer",
-        "convert",
-        str(src),
-        "-o",
-        str(out),
-        "-p",
-        "all",
-        "-s",
-        "1200",
-        "-j",
-        "2",
-    ]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    env = clean_env(TMPDIR=str(tmp), **{marker: "1"})
+    argv = ["convert", src, "-o", out, "-p", "all", "-s", "1200", "-j", "2"]
+    proc = start_previewer(*argv, env=env)
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the first preview is written: the batch is under way
     if not first.endswith(b".png\n"):
@@ -313,17 +256,13 @@ def test_interrupted_batch_cleans_up_and_resumes(tmp_path: Path, sig: signal.Sig
     _, err = proc.communicate(timeout=60)
     expected = ExitCode.TERMINATED if sig == signal.SIGTERM else ExitCode.INTERRUPTED
     assert proc.returncode == expected, err
-    deadline = time.monotonic() + 10
-    while _processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_with(marker) == [], "a worker or engine outlived the interrupted batch"
-    assert list(out.rglob("*.tmp")) == [], "a partial PNG was left behind"
-    assert list(tmp.iterdir()) == [], "a temporary directory was left behind"
+    wait_until(lambda: not processes(environ=marker), 10)
+    assert processes(environ=marker) == [], "a worker or engine outlived the interrupted batch"
+    assert partial_outputs(out) == [], "a partial PNG was left behind"
+    assert temp_leftovers(tmp) == [], "a temporary directory was left behind"
     done_before = {p.name for p in out.glob("*.png")}
     assert done_before
-    rerun = subprocess.run(
-        argv[:-2] + ["-j", "2", "-q", "--json"], capture_output=True, env=env, timeout=300
-    )
+    rerun = run_previewer(*argv[:-2], "-j", "2", "-q", "--json", env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     results = [json.loads(line) for line in rerun.stdout.splitlines()]
     skipped = [r for r in results if r["status"] == "skipped"]

@@ -17,6 +17,16 @@ from pathlib import Path
 
 import pymupdf
 import pytest
+from support import (
+    children,
+    cmdline,
+    mp_helpers,
+    processes,
+    snapshot,
+    temp_leftovers,
+    wait_until,
+    written_outside,
+)
 
 import previewer
 from previewer.converters import BUILTIN
@@ -127,52 +137,10 @@ def checksums(paths: list[Path]) -> dict[Path, str]:
     return sums
 
 
-def mp_helpers() -> set[int | None]:
-    """multiprocessing's fork server and resource tracker: they live as long as the process
-    that used a pool, by design."""
-    from multiprocessing import forkserver, resource_tracker
-
-    return {
-        getattr(forkserver._forkserver, "_forkserver_pid", None),
-        getattr(resource_tracker._resource_tracker, "_pid", None),
-    }
-
-
-def children() -> set[int]:
-    """Live children of this test process, but multiprocessing's helpers."""
-    helpers = mp_helpers()
-    found = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and int(pid) not in helpers:
-            found.add(int(pid))
-    return found
-
-
 def engines_under(marker: str) -> dict[int, str]:
     """Processes anywhere whose environment mentions ``marker`` (engines get HOME/TMPDIR in
     their private work directory, which lies under this test's temporary directory)."""
-    found = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid() or int(pid) in mp_helpers():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if marker.encode() not in fh.read():
-                    continue
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        found[int(pid)] = _cmdline(int(pid))
-    return found
+    return {pid: cmdline(pid) for pid in processes(environ=marker, exclude=mp_helpers())}
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -199,6 +167,7 @@ def test_hostile_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             (src / "zzz-deleted.pdf").unlink()
             deleted.append(result.input)
 
+    tree_before = snapshot(tmp_path)
     started = time.monotonic()
     report = previewer.convert_many(
         [src],
@@ -222,34 +191,28 @@ def test_hostile_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 f"{name!r}: expected {error.__name__}, got {result.error!r}"
             )
             assert result.error is not None and name in str(result.error), result.error
+        else:
+            assert result.error is None, f"{name!r}: {result.status} with {result.error!r}"
         if status == "converted":
             assert result.outputs and all(p.path and p.path.is_file() for p in result.outputs)
+    # Exit 10 exactly when an input of that batch failed (skipped inputs are not failures).
+    for batch in (report, office_report):
+        names = [Path(r.input).name for r in batch.results]
+        assert batch.exit_code == (10 if any(expect[n][0] == "failed" for n in names) else 0)
     assert report.exit_code == 10
-    assert office_report.exit_code in (0, 10)
 
     assert list(out.rglob("*.tmp")) == [], "partial output left behind"
+    assert written_outside(tmp_path, tree_before, out, tmp) == [], "a file written outside OUTDIR"
     assert all(p.parent in (out, out / "office") for p in out.rglob("*.png")), "stray output"
     (src / "unreadable.pdf").chmod(0o644)
     after = checksums(inputs + [outside])
     assert {p: s for p, s in after.items() if p.name != "unreadable.pdf"} == {
         p: s for p, s in before.items() if p.name != "unreadable.pdf"
     }, "an input was modified"
-    deadline = time.monotonic() + 5
-    while children() - preexisting and time.monotonic() < deadline:
-        time.sleep(0.1)
-    survivors = {pid: _cmdline(pid) for pid in children() - preexisting}
+    wait_until(lambda: not children() - preexisting, 5)
+    survivors = {pid: cmdline(pid) for pid in children() - preexisting}
     assert survivors == {}, "a worker process survived the batch"
-    while engines_under(str(tmp)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not engines_under(str(tmp)), 5)
     assert engines_under(str(tmp)) == {}, "an engine process survived the batch"
     # pymp-*: the fork server's socket directory, removed when this process exits.
-    leftovers = [p.name for p in tmp.iterdir() if not p.name.startswith("pymp-")]
-    assert leftovers == [], "a temporary directory was left behind"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "?"
+    assert temp_leftovers(tmp, allow=["pymp-"]) == [], "a temporary directory was left behind"

@@ -15,9 +15,10 @@ import click
 import pymupdf
 import pytest
 from PIL import Image
+from support import channel_differences, invoke, run_previewer
 
 import previewer
-from previewer.cli import cli, main
+from previewer.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -25,20 +26,11 @@ PDF = SAMPLES / "report.pdf"  # 2 pages, A4 portrait
 JPEG = SAMPLES / "photo.jpg"  # 1600 x 1200
 
 
-def run(capsysbinary: pytest.CaptureFixture[bytes], *args: str) -> tuple[int, bytes, str]:
-    """Run the real entry point in-process; return (exit status, stdout bytes, stderr text)."""
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    captured = capsysbinary.readouterr()
-    code = info.value.code
-    return int(code) if code is not None else 0, captured.out, captured.err.decode()
-
-
 def test_default_names_in_current_directory(
     capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsysbinary, "convert", PDF, JPEG)
+    code, out, err = invoke(capsysbinary, "convert", PDF, JPEG)
     assert code == 0, err
     assert sorted(out.decode().splitlines()) == ["photo.jpg.p1.256.png", "report.pdf.p1.256.png"]
     with Image.open(tmp_path / "report.pdf.p1.256.png") as im:
@@ -53,7 +45,7 @@ def test_default_names_in_current_directory(
 
 def test_sizes_and_page_ranges(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
     out_dir = tmp_path / "thumbs"
-    code, out, err = run(
+    code, out, err = invoke(
         capsysbinary, "convert", PDF, "-o", out_dir, "-s", "128", "-s", "1024x768", "-p", "1-3"
     )
     assert code == 0, err
@@ -73,7 +65,7 @@ def test_json_lines_and_partial_failure(
     capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
 ) -> None:
     missing = tmp_path / "missing.pdf"
-    code, out, err = run(
+    code, out, err = invoke(
         capsysbinary, "convert", PDF, missing, JPEG, "-o", tmp_path, "--json", "-p", "all"
     )
     assert code == 10
@@ -137,14 +129,14 @@ def test_exit_codes_and_messages(
     }
     args = [a.format(**paths) for a in args]
     got, out, err = (
-        run(capsysbinary, *args, "-o", str(tmp_path / "out"))
+        invoke(capsysbinary, *args, "-o", str(tmp_path / "out"))
         if args[:1] == ["convert"] and len(args) > 1
-        else run(capsysbinary, *args)
+        else invoke(capsysbinary, *args)
     )
     assert got == code, err
     assert message in err
     assert out == b""
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 def test_error_message_names_the_file(
@@ -152,28 +144,23 @@ def test_error_message_names_the_file(
 ) -> None:
     bad = tmp_path / "garbage.pdf"
     bad.write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
-    code, out, err = run(capsysbinary, "convert", bad, "-o", tmp_path)
+    code, out, err = invoke(capsysbinary, "convert", bad, "-o", tmp_path)
     assert code == 5
     assert err.startswith(f"previewer: error: {bad}: ")
     assert out == b""
 
 
 def test_output_to_stdout(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
-    code, out, err = run(capsysbinary, "convert", PDF, "-o", "-", "-s", "100")
+    code, out, err = invoke(capsysbinary, "convert", PDF, "-o", "-", "-s", "100")
     assert code == 0, err
     with Image.open(io.BytesIO(out)) as im:
         assert im.format == "PNG" and im.size == (71, 100)
-    code, out, err = run(capsysbinary, "convert", PDF, "-o", "-", "-s", "100", "-s", "200")
+    code, out, err = invoke(capsysbinary, "convert", PDF, "-o", "-", "-s", "100", "-s", "200")
     assert code == 2 and "one size" in err and out == b""
 
 
 def test_stdin_input(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", "-", "-o", str(tmp_path), "-s", "64"],
-        input=JPEG.read_bytes(),
-        capture_output=True,
-        timeout=60,
-    )
+    proc = run_previewer("convert", "-", "-o", tmp_path, "-s", "64", input=JPEG.read_bytes())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().strip() == str(tmp_path / "stdin.p1.64.png")
     with Image.open(tmp_path / "stdin.p1.64.png") as im:
@@ -181,7 +168,7 @@ def test_stdin_input(tmp_path: Path) -> None:
 
 
 def test_info_json(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    code, out, err = run(capsysbinary, "info", PDF, "--json")
+    code, out, err = invoke(capsysbinary, "info", PDF, "--json")
     assert code == 0, err
     facts = json.loads(out)
     assert facts["mime"] == "application/pdf"
@@ -195,7 +182,7 @@ def test_info_json(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
 
 
 def test_info_text(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    code, out, err = run(capsysbinary, "info", JPEG)
+    code, out, err = invoke(capsysbinary, "info", JPEG)
     assert code == 0, err
     text = out.decode()
     assert re.search(r"mime\s+image/jpeg", text)
@@ -203,7 +190,7 @@ def test_info_text(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
 
 
 def test_converters_listing(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    code, out, err = run(capsysbinary, "converters", "--json")
+    code, out, err = invoke(capsysbinary, "converters", "--json")
     assert code == 0, err
     listing = {c["name"]: c for c in map(json.loads, out.decode().splitlines())}
     assert listing["pdf-pymupdf"]["available"] is True
@@ -211,7 +198,7 @@ def test_converters_listing(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     assert listing["pdf-pymupdf"]["version"].startswith("1.28")
     assert listing["raster-pillow"]["available"] is True
     assert "image/jpeg" in listing["raster-pillow"]["mime_types"]
-    code, out, err = run(capsysbinary, "converters")
+    code, out, err = invoke(capsysbinary, "converters")
     assert code == 0 and "✓ pdf-pymupdf" in out.decode()
 
 
@@ -219,11 +206,7 @@ def test_mupdf_messages_stay_off_stdout(tmp_path: Path) -> None:
     broken = tmp_path / "broken-xref.pdf"
     data = PDF.read_bytes()
     broken.write_bytes(data.replace(b"startxref", b"startxref\n999999\n%%junk", 1))
-    proc = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(broken), "-o", str(tmp_path)],
-        capture_output=True,
-        timeout=60,
-    )
+    proc = run_previewer("convert", broken, "-o", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode() == f"{tmp_path / 'broken-xref.pdf.p1.256.png'}\n"
 
@@ -259,14 +242,12 @@ def test_pdf_conversion_does_not_load_pillow(tmp_path: Path) -> None:
 
 
 def test_direct_png_path_matches_the_pillow_path(tmp_path: Path) -> None:
-    from PIL import ImageChops, ImageStat
-
     (direct,) = previewer.convert(PDF, out_dir=tmp_path, sizes=["300x"])
     via_pillow = previewer.render(PDF, size="300x")
     with Image.open(direct.path) as im:
         assert im.size == via_pillow.size == (300, 425)
         assert im.mode == "RGB"
-        diff = ImageStat.Stat(ImageChops.difference(im, via_pillow)).mean
+        diff = channel_differences(im, via_pillow)
     assert max(diff) < 2.0, diff
 
 
@@ -287,7 +268,7 @@ def _commands() -> list[str]:
 def test_every_command_has_help_and_is_documented(
     capsysbinary: pytest.CaptureFixture[bytes], command: str
 ) -> None:
-    code, out, err = run(capsysbinary, command, "--help")
+    code, out, err = invoke(capsysbinary, command, "--help")
     assert code == 0, err
     assert "Usage: previewer " + command in out.decode()
     readme = (ROOT / "README.md").read_text()
@@ -325,7 +306,7 @@ def test_help_shows_examples_one_per_line(capsysbinary: pytest.CaptureFixture[by
     literal backslash-b is printed and the examples run together into one paragraph."""
     with_examples = []
     for path in _command_paths(cli):
-        code, out, err = run(capsysbinary, *path, "--help")
+        code, out, err = invoke(capsysbinary, *path, "--help")
         text = out.decode()
         assert code == 0, err
         assert "\\b" not in text and "\b" not in text, (path, text)
@@ -362,11 +343,7 @@ def test_readme_exit_codes_match_the_enum() -> None:
 
 
 def test_python_dash_m(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(PDF), "-o", str(tmp_path), "-q"],
-        capture_output=True,
-        timeout=60,
-    )
+    proc = run_previewer("convert", PDF, "-o", tmp_path, "-q")
     assert proc.returncode == 0 and proc.stderr == b""
     assert (tmp_path / "report.pdf.p1.256.png").is_file()
 
@@ -376,7 +353,7 @@ def test_pdf_named_jpg_is_converted_as_pdf(
 ) -> None:
     disguised = tmp_path / "holiday.jpg"
     disguised.write_bytes(PDF.read_bytes())
-    code, out, err = run(capsysbinary, "convert", disguised, "-o", tmp_path, "--json")
+    code, out, err = invoke(capsysbinary, "convert", disguised, "-o", tmp_path, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["mime"] == "application/pdf" and result["converter"] == "pdf-pymupdf"
@@ -388,11 +365,11 @@ def test_encrypted_pdf_needs_password(
     doc = pymupdf.open(PDF)
     locked = tmp_path / "locked.pdf"
     doc.save(locked, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="s3cret", owner_pw="owner")
-    code, out, err = run(capsysbinary, "convert", locked, "-o", tmp_path)
+    code, out, err = invoke(capsysbinary, "convert", locked, "-o", tmp_path)
     assert code == 5 and "needs a password" in err and "--password" in err
-    code, out, err = run(capsysbinary, "convert", locked, "-o", tmp_path, "--password", "wrong")
+    code, out, err = invoke(capsysbinary, "convert", locked, "-o", tmp_path, "--password", "wrong")
     assert code == 5 and "password is wrong" in err
-    code, out, err = run(capsysbinary, "convert", locked, "-o", tmp_path, "--password", "s3cret")
+    code, out, err = invoke(capsysbinary, "convert", locked, "-o", tmp_path, "--password", "s3cret")
     assert code == 0, err
 
 
@@ -404,7 +381,7 @@ def test_same_name_inputs_do_not_overwrite_each_other(
     first, second = tmp_path / "a" / "doc.pdf", tmp_path / "b" / "doc.pdf"
     first.write_bytes(PDF.read_bytes())
     second.write_bytes(PDF.read_bytes())
-    code, out, err = run(capsysbinary, "convert", first, second, "-o", tmp_path / "out")
+    code, out, err = invoke(capsysbinary, "convert", first, second, "-o", tmp_path / "out")
     assert code == 10
     assert out.decode().splitlines() == [str(tmp_path / "out" / "doc.pdf.p1.256.png")]
     assert f"{second}: its previews would overwrite those of {first}" in err
@@ -413,7 +390,7 @@ def test_same_name_inputs_do_not_overwrite_each_other(
 def test_keep_temp_reports_the_kept_directory(
     capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
 ) -> None:
-    code, out, err = run(capsysbinary, "convert", PDF, "-o", tmp_path, "--keep-temp")
+    code, out, err = invoke(capsysbinary, "convert", PDF, "-o", tmp_path, "--keep-temp")
     assert code == 0
     match = re.search(r"keeping work directory (\S+)", err)
     assert match and Path(match.group(1)).is_dir()

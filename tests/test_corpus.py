@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageChops, ImageOps, ImageStat
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pngcheck import check_png
+from support import mean_difference, partial_outputs
 
 import previewer
 from previewer.errors import (
@@ -108,15 +109,17 @@ def _source_is_flat(row: Any) -> bool:
         return True
     if row.units != "px" or row.family != "raster":
         return False
-    with Image.open(row.file) as image:
+    # The format the name says first: unrestricted, Pillow tries its plugins in the order they
+    # were imported, and TGA (no magic number) may claim an ICO file.
+    Image.init()
+    named = Image.registered_extensions().get(row.file.suffix.lower())
+    try:
+        image = Image.open(row.file, formats=[named] if named else None)
+    except UnidentifiedImageError:
+        image = Image.open(row.file)
+    with image:
         image.seek(0)
         return all(lo == hi for lo, hi in image.convert("RGBA").getextrema())
-
-
-def _mean_difference(a: Image.Image, b: Image.Image) -> float:
-    a = a.convert("RGB")
-    b = b.convert("RGB").resize(a.size, Image.Resampling.BILINEAR)
-    return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
 
 
 def _on_white(image: Image.Image) -> Image.Image:
@@ -132,14 +135,13 @@ def _check_first_frame(row: Any, preview: Image.Image) -> None:
         source.seek(source.n_frames - 1)
         last = _on_white(source)
     shown = _on_white(preview)
-    to_first, to_last = _mean_difference(shown, first), _mean_difference(shown, last)
+    to_first, to_last = (
+        mean_difference(shown, first, resize=True),
+        mean_difference(shown, last, resize=True),
+    )
     assert to_first < 8, f"preview differs from frame 1 by {to_first:.1f}"
-    if _mean_difference(first, last) > 10:
+    if mean_difference(first, last, resize=True) > 10:
         assert to_last > to_first, "preview looks more like the last frame than the first"
-
-
-def _leftovers(directory: Path) -> list[Path]:
-    return [p for p in directory.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
 
 
 def _check_exif(row: Any, preview: Image.Image) -> None:
@@ -149,8 +151,8 @@ def _check_exif(row: Any, preview: Image.Image) -> None:
         displayed = ImageOps.exif_transpose(source).convert("RGB")
     if stored.width != stored.height:
         return  # the size/aspect checks already tell the orientations apart
-    upright = _mean_difference(preview, displayed)
-    as_stored = _mean_difference(preview, stored)
+    upright = mean_difference(preview, displayed, resize=True)
+    as_stored = mean_difference(preview, stored, resize=True)
     assert upright < 8, f"preview differs from the EXIF-oriented source by {upright:.1f}"
     assert as_stored > upright + 10, "preview looks like the stored (unrotated) pixels"
 
@@ -179,7 +181,7 @@ def test_ok_row_converts_at_256(ok_row: Any, tmp_path: Path) -> None:
     if "first-frame" in ok_row.flags:
         _check_first_frame(ok_row, image)
     assert sorted(p.name for p in tmp_path.iterdir()) == [preview.path.name]
-    assert not _leftovers(tmp_path)
+    assert not partial_outputs(tmp_path)
 
 
 def test_ok_row_converts_to_several_sizes(ok_row: Any, tmp_path: Path) -> None:
@@ -200,7 +202,7 @@ def test_ok_row_converts_to_several_sizes(ok_row: Any, tmp_path: Path) -> None:
     assert image.width <= 1024 and image.height <= 768
     assert (box.width, box.height) == image.size
     assert abs(image.width - fit_w) <= 1 and abs(image.height - fit_h) <= 1
-    assert not _leftovers(tmp_path)
+    assert not partial_outputs(tmp_path)
 
 
 def test_ok_row_info(ok_row: Any) -> None:

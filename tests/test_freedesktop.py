@@ -10,16 +10,14 @@ import os
 import shutil
 import stat
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from support import clean_env, files_under, invoke, run_previewer, temp_leftovers
 
 import previewer
 from previewer import freedesktop as fd
-from previewer.cli import main
 from tests.pngcheck import png_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,11 +27,8 @@ PSD = ROOT / "tests" / "fixtures" / "psd" / "16bit5x5.psd"
 
 
 def run(capsysbinary: pytest.CaptureFixture[bytes], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    captured = capsysbinary.readouterr()
-    code = info.value.code
-    return int(code) if code is not None else 0, captured.out.decode(), captured.err.decode()
+    code, out, err = invoke(capsysbinary, *args)
+    return code, out.decode(), err
 
 
 def ihdr(path: Path) -> tuple[int, int, int, int, int]:
@@ -140,25 +135,11 @@ def test_thumbnail_sandbox_style_writes_only_output_and_tmp(tmp_path: Path) -> N
         "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_CONFIG_HOME": str(home / ".config"),
     }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "previewer",
-            "thumbnail",
-            "--size",
-            "256",
-            str(PSD),
-            str(outdir / "t.png"),
-        ],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
+    proc = run_previewer("thumbnail", "--size", "256", PSD, outdir / "t.png", env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b""
     assert ihdr(outdir / "t.png")[2:] == (8, 6, 0)
-    assert list(home.iterdir()) == [] and list(tmp.iterdir()) == []
+    assert files_under(home) == [] and temp_leftovers(tmp) == []
     assert os.listdir(outdir) == ["t.png"]
 
 
@@ -272,7 +253,8 @@ def test_fail_entry_written_respected_and_retried_after_change(tmp_path: Path) -
     bad.write_bytes(PDF.read_bytes()[:400])
     report = fd.fill_cache([bad], root=root)
     assert report.failed == 1 and report.exit_code == 5
-    assert report.results[0].error is not None
+    error = report.results[0].error
+    assert isinstance(error, previewer.InputError) and "bad.pdf" in str(error), error
     fail = fd.fail_path(fd.to_uri(bad), root)
     assert fail.parent.name == f"previewer-{previewer.__version__}"
     assert ihdr(fail)[:2] == (1, 1) and ihdr(fail)[3] == 6
@@ -368,25 +350,19 @@ def test_desktop_install_and_uninstall(
 
 
 def test_convert_freedesktop_flag_fills_the_cache(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     samples = Path(__file__).resolve().parents[1] / "samples"
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    argv = [sys.executable, "-m", "previewer", "convert", "--freedesktop", str(samples)]
-    first = subprocess.run(
-        argv + ["-s", "128", "-s", "1024"], env=env, capture_output=True, text=True, timeout=120
-    )
+    env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    argv = ["convert", "--freedesktop", samples]
+    first = run_previewer(*argv, "-s", "128", "-s", "1024", env=env, text=True)
     assert first.returncode == 0, first.stderr
     thumbs = tmp_path / "cache" / "thumbnails"
     assert sorted(p.name for p in thumbs.iterdir()) == ["normal", "xx-large"]
     assert len(list((thumbs / "normal").glob("*.png"))) == 2
     assert "2 converted" in first.stderr
-    again = subprocess.run(
-        argv + ["-s", "128", "-s", "1024"], env=env, capture_output=True, text=True, timeout=120
-    )
+    again = run_previewer(*argv, "-s", "128", "-s", "1024", env=env, text=True)
     assert again.returncode == 0 and "0 converted, 2 skipped" in again.stderr
-    bad = subprocess.run(argv + ["-s", "300"], env=env, capture_output=True, text=True, timeout=60)
+    bad = run_previewer(*argv, "-s", "300", env=env, text=True)
     assert bad.returncode == 2 and "sizes are 128, 256, 512 and 1024" in bad.stderr
 
 

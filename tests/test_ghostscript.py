@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -11,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from pngcheck import check_png, check_tiling
+from support import processes, requires_engine, same_pixels
 
 import previewer
 from previewer.errors import EngineTimeoutError, InputError, LimitExceededError
 
-pytestmark = pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript (gs) not installed")
+pytestmark = requires_engine("gs")
 
 VECTOR = Path(__file__).parent / "fixtures" / "vector"
 
@@ -29,20 +28,6 @@ def _eps(tmp_path: Path, body: bytes, name: str = "in.eps") -> Path:
     path = tmp_path / name
     path.write_bytes(EPS_BOX + body + b"\nshowpage\n")
     return path
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline and "pytest" not in cmdline:
-            found.append(cmdline)
-    return found
 
 
 @pytest.mark.parametrize(
@@ -120,8 +105,8 @@ def test_infinite_loop_times_out_and_leaves_no_process(tmp_path: Path) -> None:
     with pytest.raises(EngineTimeoutError):
         previewer.convert(path, out_dir=tmp_path / "out", limits=previewer.Limits(timeout=2))
     assert time.monotonic() - start < 15
-    assert _processes_mentioning(path.name) == []
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert processes(cmdline=path.name) == []
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 def test_multi_page_postscript(tmp_path: Path) -> None:
@@ -161,12 +146,12 @@ def test_one_size_preview_is_gs_png_without_pillow(tmp_path: Path) -> None:
     out, pil = proc.stdout.split()
     assert pil == "False"
     check_png(Path(out), longest=300, aspect=(200, 100))
-    from PIL import Image, ImageChops
+    from PIL import Image
 
     with Image.open(out) as fast:
         assert fast.mode == "RGBA" and fast.size == (300, 150)
         decoded = previewer.render(path, size=300)
-        assert ImageChops.difference(fast, decoded).getbbox() is None
+        assert same_pixels(fast, decoded)
 
 
 RED_BOX = b"0.8 0.1 0.1 setrgbcolor 10 10 180 80 rectfill\n"

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import GNOME_PREVIEWER, GNOME_PYTHON, requires_engine, run_previewer
 
 from previewer import freedesktop as fd
 from previewer.thumbnailer import ENTRY_NAME, entry_text
@@ -26,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PDF = ROOT / "samples" / "report.pdf"
 PSD = ROOT / "tests" / "fixtures" / "psd" / "pixel-layer.psd"
 DOCX = ROOT / "tests" / "fixtures" / "corpus" / "office" / "sct-section-props.docx"
-SYSTEM_PYTHON = "/usr/bin/python3"
-SANDBOXED_PREVIEWER = "/usr/local/bin/previewer"
+SYSTEM_PYTHON = GNOME_PYTHON
+SANDBOXED_PREVIEWER = GNOME_PREVIEWER
 
 PROBE = r"""
 import hashlib, json, os, sys
@@ -71,23 +70,7 @@ print(json.dumps(out))
 """
 
 
-def _factory_ready() -> str | None:
-    if not os.access(SYSTEM_PYTHON, os.X_OK) or shutil.which("bwrap") is None:
-        return "needs /usr/bin/python3 and bubblewrap"
-    if not os.access(SANDBOXED_PREVIEWER, os.X_OK):
-        return f"needs previewer installed as {SANDBOXED_PREVIEWER} (see README)"
-    check = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GnomeDesktop', '3.0')"],
-        capture_output=True,
-        timeout=30,
-    )
-    if check.returncode != 0:
-        return "needs python3-gi and gir1.2-gnomedesktop-3.0"
-    return None
-
-
-_REASON = _factory_ready()
-pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+pytestmark = requires_engine("gnome-thumbnail-factory")
 
 
 def _probe(tmp_path: Path, size: str, items: list[dict[str, str]]) -> list[dict[str, object]]:
@@ -147,8 +130,8 @@ def test_factory_office_document(tmp_path: Path) -> None:
     assert (docx["width"], docx["height"]) == (128, 99)
     assert docx["alpha"] is True and int(str(docx["colours"])) > 10
     out = tmp_path / "outside.png"
-    cli = [sys.executable, "-m", "previewer", "thumbnail", "--size", "128"]
-    subprocess.run([*cli, str(DOCX), str(out)], check=True, capture_output=True, timeout=120)
+    made = run_previewer("thumbnail", "--size", "128", DOCX, out)
+    assert made.returncode == 0, made.stderr
     from PIL import Image
 
     with Image.open(out) as im:

@@ -20,6 +20,16 @@ from pathlib import Path
 
 import pytest
 from netcheck import SECRET, Listener, assert_no_secret, plant, planted_pixels
+from support import (
+    clean_env,
+    cmdline,
+    processes,
+    require_engine,
+    requires_engine,
+    run_previewer,
+    start_previewer,
+    wait_until,
+)
 
 import previewer
 from previewer import process, sandbox
@@ -27,7 +37,7 @@ from previewer.errors import EngineError, UnsupportedFormatError
 
 BWRAP_WORKS = sandbox.mechanism(verify=True).kind == "bubblewrap"
 needs_bwrap = pytest.mark.skipif(not BWRAP_WORKS, reason="bubblewrap does not work here")
-needs_gs = pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript not installed")
+needs_gs = requires_engine("gs")
 BUBBLEWRAP = "no network, private file view (bubblewrap)"
 
 EPS_HEAD = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 200 200\n%%EndComments\n"
@@ -60,21 +70,14 @@ def test_converters_report_each_engines_isolation() -> None:
 
 
 def test_cli_converters_show_isolation() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "previewer", "converters", "--json"],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    done = run_previewer("converters", "--json")
+    assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in map(json.loads, done.stdout.splitlines())}
     assert rows["raster-pillow"]["isolation"] == "in-process"
     assert rows["postscript-ghostscript"]["isolation"] == sandbox.describe()
-    text = subprocess.run(
-        [sys.executable, "-m", "previewer", "converters"],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    ).stdout.decode()
+    listed = run_previewer("converters", text=True)
+    assert listed.returncode == 0, listed.stderr
+    text = listed.stdout
     assert f"isolation: {sandbox.describe()}" in text
     assert "isolation: in-process" in text
 
@@ -157,7 +160,7 @@ def test_wrappers_that_cannot_create_namespaces_are_detected(tmp_path: Path) -> 
     eps = _eps(tmp_path / "in.eps")
     outer = ["bwrap", "--unshare-user", "--disable-userns", "--dev-bind", "/", "/"]
     cli = [sys.executable, "-m", "previewer", "convert", str(eps), "-o", str(tmp_path / "out")]
-    env = {k: v for k, v in os.environ.items() if k != "PREVIEWER_ALLOW_UNISOLATED"}
+    env = clean_env()  # no PREVIEWER_ALLOW_UNISOLATED
     refused = subprocess.run([*outer, *cli], capture_output=True, timeout=180, env=env)
     assert refused.returncode == 4, refused.stderr.decode()
     stderr = refused.stderr.decode()
@@ -266,9 +269,9 @@ def test_imagemagick_coder_cannot_read_a_local_file_in_the_sandbox(tmp_path: Pat
     the planted image (the control); inside, the file does not exist. previewer's policy
     denies MVG anyway (tests/test_magick.py), so this is the second wall.
     """
+    require_engine("imagemagick-cli")
     convert = shutil.which("convert")
-    if convert is None:
-        pytest.skip("ImageMagick's convert is not installed")
+    assert convert is not None
     planted = plant(tmp_path / "planted")
     mvg = tmp_path / "in.mvg"
     mvg.write_text(
@@ -385,11 +388,11 @@ def test_imagemagick_is_never_handed_script_formats(
             path.write_text(
                 content.format(url=listener.url(), file=planted.image, text=planted.text)
             )
-        with pytest.raises((UnsupportedFormatError, previewer.InputError)):
+        with pytest.raises(UnsupportedFormatError, match="ImageMagick is not allowed to decode"):
             previewer.convert(path, out_dir=tmp_path / "out", converter="magick-wand")
         time.sleep(0.2)
     assert listener.connections == []
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 # --------------------------------------------------------------------------- nothing left behind
@@ -401,20 +404,9 @@ ENGINE_PROGRAMS = ("gs", "bwrap", "setpriv", "unshare", "sleep")
 def _engines_mentioning(text: str) -> list[str]:
     """Command lines of running engines (and their wrappers) that mention ``text``.
 
-    Zombies have an empty command line and do not count.
+    Zombies do not count.
     """
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        program = Path(cmdline.split(" ", 1)[0]).name
-        if text in cmdline and program in ENGINE_PROGRAMS:
-            found.append(cmdline)
-    return found
+    return [cmdline(pid) for pid in processes(cmdline=text, programs=ENGINE_PROGRAMS)]
 
 
 @needs_gs
@@ -424,33 +416,27 @@ def test_sigkilled_batch_leaves_no_engine_running(tmp_path: Path) -> None:
     inputs.mkdir()
     for i in range(3):
         (inputs / f"loop{i}.ps").write_bytes(b"%!PS\n{} loop\n")
-    argv = [sys.executable, "-m", "previewer", "convert", str(inputs), "-j", "2"]
-    argv += ["-o", str(tmp_path / "out"), "--timeout", "300"]
+    argv = ["convert", inputs, "-j", "2", "-o", tmp_path / "out", "--timeout", "300"]
     # Its temporary directories (left behind by a SIGKILL) go under tmp_path.
     (tmp_path / "tmp").mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
-    batch = subprocess.Popen(
-        argv,
+    batch = start_previewer(
+        *argv,
+        env=clean_env(TMPDIR=str(tmp_path / "tmp")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        env=env,
     )
+
+    def gs_running() -> int:
+        return len([c for c in _engines_mentioning(str(inputs)) if c.startswith("/usr/bin/gs")])
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            engines = [c for c in _engines_mentioning(str(inputs)) if c.startswith("/usr/bin/gs")]
-            if len(engines) >= 2:
-                break
-            time.sleep(0.1)
-        else:
+        if not wait_until(lambda: gs_running() >= 2, 60):
             pytest.fail(f"gs never started twice: {_engines_mentioning(str(inputs))}")
     finally:
         os.killpg(batch.pid, signal.SIGKILL)
         batch.wait(10)
-    deadline = time.monotonic() + 5
-    while _engines_mentioning(str(inputs)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not _engines_mentioning(str(inputs)), 5)
     assert _engines_mentioning(str(inputs)) == []
 
 
@@ -466,16 +452,13 @@ def test_unsandboxed_program_dies_with_previewer(tmp_path: Path) -> None:
     seconds = f"{time.time() % 1000 + 1000:.6f}"  # a command line no other test has
     child = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, seconds], start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while not _engines_mentioning(f"sleep {seconds}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _engines_mentioning(f"sleep {seconds}"), "sleep never started"
+        assert wait_until(lambda: _engines_mentioning(f"sleep {seconds}"), 30), (
+            "sleep never started"
+        )
     finally:
         child.kill()
         child.wait(10)
-    deadline = time.monotonic() + 5
-    while _engines_mentioning(f"sleep {seconds}") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not _engines_mentioning(f"sleep {seconds}"), 5)
     assert _engines_mentioning(f"sleep {seconds}") == []
 
 
@@ -523,7 +506,5 @@ def test_timeout_kills_what_the_engine_forked_in_the_sandbox(tmp_path: Path) -> 
     script = f"/bin/sleep {seconds} & /bin/sleep {seconds}"
     with pytest.raises(previewer.EngineTimeoutError):
         process.run(["/bin/sh", "-c", script], timeout=1, cwd=tmp_path, isolate=True)
-    deadline = time.monotonic() + 5
-    while _engines_mentioning(f"sleep {seconds}") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not _engines_mentioning(f"sleep {seconds}"), 5)
     assert _engines_mentioning(f"sleep {seconds}") == []

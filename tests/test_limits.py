@@ -14,7 +14,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,9 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import (
+    alive,
+    clean_env,
+    plugin_site,
+    processes,
+    run_previewer,
+    start_previewer,
+    wait_until,
+)
 
 import previewer
-import previewer.pool
+import previewer.limited
 from previewer import Limits, Registry
 from previewer.errors import (
     EngineError,
@@ -50,66 +58,19 @@ def tripwire(tmp_path: Path, word: str, name: str | None = None) -> Path:
     return path
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def marked(marker: str) -> list[int]:
     """Live processes whose environment holds ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if marker.encode() not in fh.read():
-                    continue
-        except OSError:
-            continue
-        if alive(int(entry)):
-            found.append(int(entry))
-    return found
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+    return processes(environ=marker)
 
 
 def cli_env(tmp_path: Path, marker: str = "") -> dict[str, str]:
     """An environment whose previewer loads the tripwire converter as a plugin."""
-    plugins = tmp_path / "site"
-    info = plugins / "tripwire_plugin-1.0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tripwire-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[previewer.converters]\ntripwire = tests.plugins.faulty:TripwireConverter\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREVIEWER_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(plugins), str(REPO)])
-    if marker:
-        env["PREVIEWER_TEST_MARKER"] = marker
-    return env
+    site = plugin_site(tmp_path / "site")
+    return clean_env(pythonpath=[site], **({"PREVIEWER_TEST_MARKER": marker} if marker else {}))
 
 
 def run_cli(tmp_path: Path, *args: str, marker: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "previewer", *args],
-        env=cli_env(tmp_path, marker),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_previewer(*args, env=cli_env(tmp_path, marker), cwd=tmp_path, text=True)
 
 
 def interlaced_png(width: int, height: int) -> bytes:
@@ -241,7 +202,7 @@ def test_giant_interlaced_png_is_a_limit_error_not_corrupt(tmp_path: Path) -> No
     done = run_cli(tmp_path, "convert", str(png), "-o", "out", "--max-memory", "400000000")
     assert done.returncode == ExitCode.LIMIT, done.stderr
     assert "ran out of memory" in done.stderr and "--max-memory" in done.stderr
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 # --------------------------------------------------------------------------- results
@@ -255,7 +216,7 @@ def test_results_and_errors_come_back_as_in_process(
     isolated = previewer.convert(good, out_dir=tmp_path / "a", registry=registry())
     with pytest.raises(PreviewerError) as child_error:
         previewer.info(leak, registry=registry())
-    monkeypatch.setattr(previewer.pool, "ISOLATE", False)
+    monkeypatch.setattr(previewer.limited, "ISOLATE", False)
     direct = previewer.convert(good, out_dir=tmp_path / "a", registry=registry())
     with pytest.raises(PreviewerError) as own_error:
         previewer.info(leak, registry=registry())
@@ -355,9 +316,8 @@ def test_kill_9_of_a_batch_leaves_no_worker(tmp_path: Path) -> None:
     for n in range(4):
         tripwire(tree, "HANG PID", name=f"hang{n}.txt")
     marker = f"limits-{uuid.uuid4().hex}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "previewer", "convert", str(tree), "-j", "2", "-o", "out"]
-        + ["--converter", "test-tripwire"],
+    process = start_previewer(
+        *["convert", tree, "-j", "2", "-o", "out", "--converter", "test-tripwire"],
         env=cli_env(tmp_path, marker),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -458,13 +418,15 @@ def test_libtiff_and_pillow_messages_of_a_real_file_are_captured(
 
 def test_engine_output_on_stdout_never_mixes_into_png_data(tmp_path: Path) -> None:
     noisy = tripwire(tmp_path, "NOISY")
-    done = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(noisy), "--converter", "test-tripwire"]
-        + ["-o", "-"],
+    done = run_previewer(
+        "convert",
+        noisy,
+        "--converter",
+        "test-tripwire",
+        "-o",
+        "-",
         env=cli_env(tmp_path),
         cwd=tmp_path,
-        capture_output=True,
-        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n") and b"mupdf:" not in done.stdout
@@ -514,4 +476,4 @@ def test_mupdf_drawing_nested_forms_is_stopped_at_the_timeout(tmp_path: Path) ->
         previewer.convert(pdf, out_dir=tmp_path / "out", limits=Limits(timeout=2))
     assert time.monotonic() - started < 12
     assert info.value.path == str(pdf)
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory

@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from support import run_previewer
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -119,9 +119,7 @@ MAKERS: dict[str, tuple[Callable[[Path], None], str, str]] = {
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "previewer", *args], capture_output=True, timeout=120, cwd=cwd
-    )
+    return run_previewer(*args, cwd=cwd)
 
 
 @pytest.mark.parametrize("name", sorted(MAKERS))

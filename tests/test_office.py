@@ -25,9 +25,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import officegen
+import psutil
 import pytest
 from PIL import Image
 from pngcheck import check_png
+from support import (
+    clean_env,
+    osl_pipes,
+    processes,
+    requires_engine,
+    start_previewer,
+    wait_until,
+)
 
 import previewer
 from previewer.converters import office_engine
@@ -44,9 +53,7 @@ OFFICE = Path(__file__).parent / "fixtures" / "corpus" / "office"
 BIGFOOT = OFFICE / "bigfoot.xlsx"
 A4 = (595.3, 841.9)
 
-pytestmark = pytest.mark.skipif(
-    not office_engine.SOFFICE_BIN.is_file(), reason="LibreOffice is not installed"
-)
+pytestmark = requires_engine("soffice")
 
 NS = (
     'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
@@ -115,38 +122,16 @@ def make_odt(path: Path, pages: int = 1, *, image_url: str | None = None) -> Pat
 
 def soffice_processes(marker: str) -> list[int]:
     """PIDs of running processes whose command line mentions ``marker`` (a private path)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
+    return processes(cmdline=marker)
 
 
-def wait_until(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
+def soffice_bin(marker: str) -> list[int]:
+    """The LibreOffice process itself (``soffice.bin``) among :func:`soffice_processes`."""
+    return processes(cmdline=marker, programs={"soffice.bin"})
 
 
-def run_cli(args: list[str], tmpdir: Path, **kwargs: object) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TMPDIR": str(tmpdir)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "previewer", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kwargs,  # type: ignore[arg-type]
-    )
+def run_cli(args: list[str], tmpdir: Path) -> subprocess.Popen[bytes]:
+    return start_previewer(*args, env=clean_env(TMPDIR=str(tmpdir)))
 
 
 # --------------------------------------------------------------------------- content
@@ -275,7 +260,7 @@ def test_empty_and_broken_packages_are_bad_input(tmp_path: Path) -> None:
 def test_empty_file_never_starts_libreoffice(tmp_path: Path) -> None:
     (tmp_path / "empty.xlsx").write_bytes(b"")
     code = (
-        "import previewer, converters.office_engine as e\n"
+        "import previewer, previewer.converters.office_engine as e\n"
         "try:\n    previewer.info('empty.xlsx')\nexcept previewer.InputError:\n    pass\n"
         "print(e._registered, len(e._idle))\n"
     )
@@ -382,9 +367,8 @@ def test_libreoffice_killed_mid_conversion(tmp_path: Path) -> None:
     def kill_soffice() -> None:
         if wait_until(lambda: engine in office_engine._busy, 30):
             time.sleep(1.0)
-            for pid in soffice_processes(workdir):
-                if "soffice.bin" in Path(f"/proc/{pid}/cmdline").read_text():
-                    os.kill(pid, signal.SIGKILL)
+            for pid in soffice_bin(workdir):
+                os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_soffice)
     killer.start()
@@ -423,13 +407,7 @@ def test_two_processes_at_once_and_nothing_left_behind(tmp_path: Path) -> None:
 def test_sigterm_leaves_no_soffice(tmp_path: Path) -> None:
     proc = run_cli(["convert", str(BIGFOOT), "-o", str(tmp_path)], tmp_path)
     try:
-        assert wait_until(
-            lambda: any(
-                "soffice.bin" in Path(f"/proc/{pid}/cmdline").read_text()
-                for pid in soffice_processes(str(tmp_path))
-            ),
-            60,
-        ), "LibreOffice never started"
+        assert wait_until(lambda: soffice_bin(str(tmp_path)), 60), "LibreOffice never started"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
         assert wait_until(lambda: soffice_processes(str(tmp_path)) == [], 10)
@@ -605,21 +583,13 @@ def test_work_directories_of_dead_processes_are_reaped(tmp_path: Path) -> None:
 def test_libreoffice_gets_its_own_memory_cap(tmp_path: Path) -> None:
     previewer.info(make_odt(tmp_path / "cap.odt"))
     (engine,) = office_engine._idle
-    (pid,) = [
-        p
-        for p in soffice_processes(str(engine.workdir))
-        if "soffice.bin" in Path(f"/proc/{p}/cmdline").read_text()
-    ]
-    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
-    (line,) = [ln for ln in limits if ln.startswith("Max address space")]
-    assert line.split()[3] == str(office_engine.ENGINE_MEMORY)
+    (pid,) = soffice_bin(str(engine.workdir))
+    soft, _hard = psutil.Process(pid).rlimit(psutil.RLIMIT_AS)
+    assert soft == office_engine.ENGINE_MEMORY
 
 
 def test_no_uno_pipe_is_left_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from previewer import sandbox
-
-    def pipes() -> set[str]:
-        return {p.name for p in Path("/tmp").glob(f"OSL_PIPE_{os.getuid()}_*")}
 
     previewer.shutdown()
     names = []
@@ -632,11 +602,11 @@ def test_no_uno_pipe_is_left_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(sandbox, "mechanism", lambda **kw: unshare)
         previewer.info(make_odt(tmp_path / "unshare.odt"))
         names += [e.workdir.name for e in office_engine._idle]
-        assert any(name in p for p in pipes() for name in names[-1:]), "no pipe seen in /tmp"
+        assert any(name in p for p in osl_pipes() for name in names[-1:]), "no pipe seen in /tmp"
         previewer.shutdown()
     assert len(names) == 2
     # The accept pipe is named after the engine's work directory.
-    assert [p for p in pipes() if any(name in p for name in names)] == []
+    assert [p for p in osl_pipes() if any(name in p for name in names)] == []
 
 
 # --------------------------------------------------------------------------- default password
@@ -746,11 +716,12 @@ def test_libreoffice_escapes_a_batch_workers_memory_cap(tmp_path: Path) -> None:
         "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
         f"previewer.info({str(doc)!r})\n"
         "(engine,) = e._idle\n"
-        "for p in Path('/proc').iterdir():\n"
-        "    if p.name.isdigit() and str(engine.workdir) in (p / 'cmdline').read_text():\n"
-        "        if 'soffice.bin' in (p / 'cmdline').read_text():\n"
-        "            print([l for l in (p / 'limits').read_text().splitlines()\n"
-        "                   if l.startswith('Max address space')][0].split()[3])\n"
+        "import psutil\n"
+        "for p in psutil.process_iter(['name', 'cmdline']):\n"
+        "    if p.info['name'] == 'soffice.bin' and str(engine.workdir) in ' '.join(\n"
+        "        p.info['cmdline'] or []\n"
+        "    ):\n"
+        "        print(p.rlimit(psutil.RLIMIT_AS)[0])\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, timeout=120, cwd=tmp_path

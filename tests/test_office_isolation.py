@@ -20,15 +20,13 @@ import officegen
 import pytest
 from netcheck import Listener
 from PIL import Image, ImageChops
+from support import requires_engine, same_pixels, wait_until
 
 import previewer
 from previewer import sandbox
-from previewer.converters import office_engine
 
 pytestmark = [
-    pytest.mark.skipif(
-        not office_engine.SOFFICE_BIN.is_file(), reason="LibreOffice is not installed"
-    ),
+    requires_engine("soffice"),
     pytest.mark.skipif(
         not sandbox.mechanism().network_isolated, reason="no isolation mechanism works here"
     ),
@@ -46,16 +44,7 @@ def test_listener_records_a_connection(listener: Listener) -> None:
     with socket.create_connection(("127.0.0.1", listener.port)) as conn:
         conn.sendall(b"GET /probe HTTP/1.0\r\n\r\n")
         conn.recv(100)
-    assert wait_for(lambda: bool(listener.connections), 5)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    assert wait_until(lambda: bool(listener.connections), 5)
 
 
 def html(path: Path, url: str) -> Path:
@@ -149,4 +138,4 @@ def test_local_files_are_not_disclosed(kind: str, tmp_path: Path) -> None:
 
     shown, absent = renders
     assert reddest(shown) == 0, "the planted local image appears in the preview"
-    assert ImageChops.difference(shown, absent).getbbox() is None
+    assert same_pixels(shown, absent)

@@ -21,6 +21,15 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from support import (
+    clean_env,
+    files_under,
+    processes,
+    run_previewer,
+    start_previewer,
+    temp_leftovers,
+    wait_for,
+)
 
 import previewer
 from previewer import tempdirs
@@ -56,12 +65,8 @@ REFUSED = [
 ]
 
 
-def files_under(path: Path) -> list[str]:
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
-
-
 def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    return clean_env(**extra)
 
 
 # --------------------------------------------------------------------------- names
@@ -173,13 +178,7 @@ def test_convert_many_names_in_tuples_stay_inside(tmp_path: Path, jobs: int) -> 
 def test_stdin_is_named_stdin_inside_the_output_directory(tmp_path: Path) -> None:
     out = tmp_path / "out"
     for extra in ([], [str(PDF), "-j", "1", "--json"]):  # in this process; spooled for a worker
-        proc = subprocess.run(
-            [sys.executable, "-m", "previewer", "convert", "-", *extra, "-o", str(out), "-s", "64"],
-            input=JPEG.read_bytes(),
-            capture_output=True,
-            timeout=120,
-            env=env(),
-        )
+        proc = run_previewer("convert", "-", *extra, "-o", out, "-s", "64", input=JPEG.read_bytes())
         assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.decode().splitlines()
     stdin_result = next(json.loads(line) for line in lines if '"stdin"' in line)
@@ -406,20 +405,14 @@ def test_stdin_over_the_size_limit_fails_early_in_little_memory(
         assert sorted(os.listdir(tmp_path / "out")) == ["photo.jpg.p1.256.png"]
     else:
         assert code == LimitExceededError.exit_code == 6
-        assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+        assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 # --------------------------------------------------------------------------- --force and the journal
 
 
 def cli_convert(*args: str, cwd: Path) -> list[dict[str, object]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", *args, "--json", "-q", "-j", "0"],
-        capture_output=True,
-        timeout=120,
-        cwd=cwd,
-        env=env(),
-    )
+    proc = run_previewer("convert", *args, "--json", "-q", "-j", "0", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.decode().splitlines()]
 
@@ -501,21 +494,7 @@ def pdf_tree(tmp_path: Path, files: int) -> Path:
 
 def our_processes(marker: str) -> list[int]:
     """Processes whose environment mentions ``marker`` (our TMPDIR), zombies aside."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if marker.encode() not in fh.read():
-                    continue
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        found.append(int(pid))
-    return found
+    return processes(environ=marker)
 
 
 def marked_by(pid: int, places: list[Path]) -> list[Path]:
@@ -532,11 +511,9 @@ def marked_by(pid: int, places: list[Path]) -> list[Path]:
 
 
 def start_batch(src: Path, out: Path, tmp: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "previewer", "convert", str(src), "-o", str(out), "-j", "2"]
-        + ["-p", "all", "-s", "600", "-q"],
+    return start_previewer(
+        *["convert", src, "-o", out, "-j", "2", "-p", "all", "-s", "600", "-q"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
         env=env(TMPDIR=str(tmp)),
     )
 
@@ -565,13 +542,6 @@ def start_slow_batch(src: Path, out: Path, tmp: Path) -> subprocess.Popen[bytes]
     )
 
 
-def wait_for(condition: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_what_a_sigkilled_batch_leaves_is_reaped_by_the_next_run(tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -597,16 +567,12 @@ def test_what_a_sigkilled_batch_leaves_is_reaped_by_the_next_run(tmp_path: Path)
     # SIGKILL ran no clean-up: the directories are left (those in /tmp, any later run may reap).
     assert all(p.is_dir() for p in left if p.parent == tmp)
 
-    nxt = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(JPEG), "-o", str(tmp_path / "o2")]
-        + ["-j", "1", "-q"],
-        capture_output=True,
-        timeout=120,
-        env=env(TMPDIR=str(tmp)),
+    nxt = run_previewer(
+        "convert", JPEG, "-o", tmp_path / "o2", "-j", "1", "-q", env=env(TMPDIR=str(tmp))
     )
     assert nxt.returncode == 0, nxt.stderr
     assert [p for p in left if p.exists()] == []
-    assert list(tmp.iterdir()) == []  # and its own were removed at its normal exit
+    assert temp_leftovers(tmp) == []  # and its own were removed at its normal exit
 
 
 def test_a_live_run_s_directories_are_never_reaped(tmp_path: Path) -> None:
@@ -622,12 +588,8 @@ def test_a_live_run_s_directories_are_never_reaped(tmp_path: Path) -> None:
         wait_for(lambda: any(p.name.startswith("pymp-") for p in marked_by(first.pid, places)))
         wait_for(lambda: any(marked_by(first.pid, [tmp])))
         live = marked_by(first.pid, places)
-        second = subprocess.run(
-            [sys.executable, "-m", "previewer", "convert", str(JPEG), "-o", str(tmp_path / "o2")]
-            + ["-j", "1", "-q"],
-            capture_output=True,
-            timeout=120,
-            env=env(TMPDIR=str(tmp)),
+        second = run_previewer(
+            "convert", JPEG, "-o", tmp_path / "o2", "-j", "1", "-q", env=env(TMPDIR=str(tmp))
         )
         assert second.returncode == 0, second.stderr
         assert first.poll() is None, "the first batch should still be running"

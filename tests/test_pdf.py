@@ -17,7 +17,7 @@ from pngcheck import check_png
 
 import previewer
 import previewer.converters.pdf
-import previewer.pool
+import previewer.limited
 from previewer.api import render
 from previewer.errors import (
     EncryptedError,
@@ -129,7 +129,7 @@ def test_several_sizes_come_from_one_render(
         return real_render(self, index, scale=scale, clip=clip)
 
     monkeypatch.setattr(previewer.converters.pdf.PdfDocument, "render", counting_render)
-    monkeypatch.setattr(previewer.pool, "ISOLATE", False)  # the spy counts in this process
+    monkeypatch.setattr(previewer.limited, "ISOLATE", False)  # the spy counts in this process
 
     previews = previewer.convert(pdf, out_dir=tmp_path / "out", sizes=[128, 512, "300x"])
 

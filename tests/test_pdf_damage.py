@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pymupdf
 import pytest
 from pngcheck import check_png
+from support import run_previewer
 
 import previewer
 from previewer.errors import EncryptedError, ExitCode, InputError, InvalidOptionsError
@@ -104,12 +104,7 @@ def test_cli_info_shows_an_unknown_page_count(tmp_path: Path) -> None:
     path.write_bytes(tree_pdf(TREES["count-too-large"]))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "previewer", "info", str(path), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_previewer("info", path, *args, text=True, timeout=60)
 
     as_json, as_text = cli("--json"), cli()
 
@@ -299,14 +294,9 @@ def test_zero_size_svg_is_bad_input(size: str, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="has no area") as exc:
         previewer.convert(path, out_dir=tmp_path / "out")
     assert exc.value.exit_code == ExitCode.BAD_INPUT == 5
-    proc = subprocess.run(
-        [sys.executable, "-m", "previewer", "convert", str(path), "-o", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_previewer("convert", path, "-o", tmp_path / "out", text=True, timeout=60)
     assert proc.returncode == 5 and "zero.svg: page 1 has no area" in proc.stderr
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 def test_thumbnail_cache_entry_of_a_damaged_tree_states_no_page_count(tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
+from support import gone
 
 from previewer.errors import EngineError, EngineTimeoutError
 from previewer.process import minimal_env, run
@@ -27,31 +27,21 @@ def test_stdin_is_closed() -> None:
     assert result.stdout == b"done\n"
 
 
-def _gone(pid: int, within: float = 5.0) -> bool:
-    """Whether process ``pid`` no longer exists, waiting up to ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_timeout_kills_group_including_background_children(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     started = time.monotonic()
     with pytest.raises(EngineTimeoutError, match="sh was killed after the timeout of 0.5 s"):
         run([SH, "-c", f"sleep 60 & echo $! > {pidfile}; wait"], timeout=0.5)
     assert time.monotonic() - started < 8
-    assert _gone(int(pidfile.read_text())), "background child survived"
+    assert gone(int(pidfile.read_text()), zombie_ok=False), "background child survived"
 
 
 def test_lingering_background_child_is_reaped_after_success(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     run([SH, "-c", f"sleep 60 >/dev/null 2>&1 & echo $! > {pidfile}"], timeout=10)
-    assert _gone(int(pidfile.read_text())), "a child left running by a finished engine survived"
+    assert gone(int(pidfile.read_text()), zombie_ok=False), (
+        "a child left running by a finished engine survived"
+    )
 
 
 def test_nonzero_exit_quotes_stderr_tail() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from support import clean_env, gone, run_previewer, temp_leftovers
 
 import previewer
 from previewer.errors import (
@@ -136,19 +136,6 @@ def test_broken_converter_is_listed_not_fatal(text_file: Path, tmp_path: Path) -
     assert previews[0].converter == "test-good"
 
 
-def _pgid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is as good as gone; init reaps it.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_timeout_kills_the_whole_process_group(text_file: Path, tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(EngineTimeoutError) as info:
@@ -158,10 +145,7 @@ def test_timeout_kills_the_whole_process_group(text_file: Path, tmp_path: Path) 
     assert err.exit_code == ExitCode.TIMEOUT
     assert str(text_file) in str(err) and "timeout of 1 s" in str(err)
     grandchild = int((tmp_path / "notes.txt.pid").read_text())
-    deadline = time.monotonic() + 5
-    while _pgid_alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _pgid_alive(grandchild), "a grandchild of the engine survived the timeout"
+    assert gone(grandchild, within=5), "a grandchild of the engine survived the timeout"
     assert not list(tmp_path.glob("*.png"))
 
 
@@ -212,18 +196,43 @@ def test_work_directories_are_removed(
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
-    for conv in (faulty.GoodConverter, faulty.ForeignErrorConverter, faulty.ExitConverter):
-        try:
-            previewer.convert(text_file, out_dir=tmp_path / "out", registry=registry(conv))
-        except previewer.PreviewerError:
-            pass
-        previewer.convert(
-            b"hello",
-            name="b.txt",
-            out_dir=tmp_path / "out",
-            registry=registry(faulty.GoodConverter),
-        )
-    assert list(tmp.iterdir()) == []
+    log = tmp_path / "workdirs.log"
+    out = tmp_path / "out"
+    text_file.write_text(f"LOG {log}\n")  # the Recording* converters log their work directory
+
+    def workdirs() -> list[Path]:
+        return [Path(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def convert(conv: type, source: Path | bytes, **kwargs: str) -> Path:
+        """Convert with a converter that leaves a file in its work directory; return that dir."""
+        seen = len(workdirs())
+        reg = registry(conv)
+        if conv is faulty.RecordingGoodConverter:
+            (preview,) = previewer.convert(source, out_dir=out, registry=reg, **kwargs)
+            assert preview.path is not None and preview.path.is_file()
+        elif conv is faulty.RecordingForeignErrorConverter:
+            with pytest.raises(EngineError, match="unexpected ZeroDivisionError"):
+                previewer.convert(source, out_dir=out, registry=reg, **kwargs)
+        else:
+            with pytest.raises(EngineError, match="exited with status 3"):
+                previewer.convert(source, out_dir=out, registry=reg, **kwargs)
+        (workdir,) = workdirs()[seen:]  # the converter ran, once, and had a work directory
+        # Under TMPDIR as the converting process saw it (a fork server started by an earlier
+        # test keeps the TMPDIR of its start).
+        assert any(p.name.startswith("previewer-") for p in [workdir, *workdir.parents])
+        assert not workdir.exists(), f"{conv.__name__} left its work directory {workdir}"
+        return workdir
+
+    used = []
+    for conv in (
+        faulty.RecordingGoodConverter,
+        faulty.RecordingForeignErrorConverter,
+        faulty.RecordingExitConverter,
+    ):
+        used.append(convert(conv, text_file))
+        used.append(convert(faulty.RecordingGoodConverter, f"LOG {log}".encode(), name="b.txt"))
+    assert len(set(used)) == len(used) == 6, "each conversion has a work directory of its own"
+    assert temp_leftovers(tmp) == []
 
 
 @pytest.fixture(scope="module")
@@ -256,14 +265,7 @@ def demo_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(target: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(target))
-    return subprocess.run(
-        [sys.executable, "-m", "previewer", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_previewer(*args, env=clean_env(pythonpath=[target]), text=True, timeout=60)
 
 
 def test_installed_plugin_is_listed_and_used(demo_plugin: Path, tmp_path: Path) -> None:

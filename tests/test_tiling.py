@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops
+from support import channel_differences, max_difference
 
 from previewer.converters.pdf import PdfConverter
 from previewer.converters.raster import RasterConverter
@@ -73,11 +74,6 @@ def _rich_pdf(path: Path, *, rotate: int = 0) -> Path:
 def _open(path: Path, limits: Limits, mime: str = "application/pdf"):
     conv = PdfConverter() if mime == "application/pdf" else RasterConverter()
     return conv.open(path, ConvertContext(limits=limits, mime=mime))
-
-
-def _max_diff(a: Image.Image, b: Image.Image) -> int:
-    assert a.size == b.size and a.mode == b.mode
-    return max(hi for _, hi in ImageChops.difference(a, b).getextrema())
 
 
 def _assert_seamless(tiled: Image.Image, whole: Image.Image) -> None:
@@ -172,7 +168,7 @@ def test_tiled_pdf_equals_single_render(tmp_path: Path, rotate: int, size: str) 
     # The embedded image matches within rounding of its scaling filter at tile edges.
     image_box = tuple(round(v * scale) for v in (70, 390, 350, 570)) if not rotate else None
     if image_box is not None:
-        assert _max_diff(tiled.crop(image_box), whole.crop(image_box)) <= 8
+        assert max_difference(tiled.crop(image_box), whole.crop(image_box)) <= 8
     # Not trivially equal: the page has content everywhere.
     assert len(whole.getcolors(1 << 20) or range(10_000)) > 50
 
@@ -204,11 +200,17 @@ def test_streamed_png_equals_single_render(tmp_path: Path) -> None:
 def test_fast_path_only_when_output_fits_one_tile(tmp_path: Path) -> None:
     pdf = _rich_pdf(tmp_path / "rich.pdf")
     with _open(pdf, TINY) as doc:
-        assert render_page_png(doc, 0, SizeSpec.parse("64"), upscale=False, limits=TINY) is not None
+        fast = render_page_png(doc, 0, SizeSpec.parse("64"), upscale=False, limits=TINY)
+        assert fast is not None
+        data, size = fast
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and size == (45, 64), size
         assert render_page_png(doc, 0, SizeSpec.parse("700"), upscale=False, limits=TINY) is None
         assert doc.render_png(0, size=(495, 700)) is None  # the document checks the budget too
     with _open(pdf, Limits()) as doc:
-        assert doc.render_png(0, size=(495, 700)) is not None
+        png = doc.render_png(0, size=(495, 700))
+        assert png is not None and png.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.size == (495, 700)
 
 
 def test_pdf_clip_gives_exact_pixel_boxes(tmp_path: Path) -> None:
@@ -254,7 +256,7 @@ def test_tiled_raster_equals_single_render(tmp_path: Path) -> None:
     assert written == [(300, 200)] and whole.mode == "RGBA"
     with Image.open(tmp_path / "a.out.png") as png:
         assert png.mode == "RGBA"
-        assert _max_diff(png.convert("RGBA"), whole) == 0
+        assert max_difference(png.convert("RGBA"), whole) == 0
 
 
 def test_stream_png_round_trip_and_errors(tmp_path: Path) -> None:
@@ -264,7 +266,7 @@ def test_stream_png_round_trip_and_errors(tmp_path: Path) -> None:
     stream_png(buf, 123, 77, iter(bands))
     with Image.open(io.BytesIO(buf.getvalue())) as png:
         assert png.size == (123, 77)
-        assert _max_diff(png.convert("RGB"), source) == 0
+        assert max_difference(png.convert("RGB"), source) == 0
     with pytest.raises(ValueError, match="rows"):
         stream_png(io.BytesIO(), 123, 78, iter(bands))
     with pytest.raises(ValueError, match="does not fit"):
@@ -308,10 +310,8 @@ def test_libvips_path_matches_pillow_path(tmp_path: Path, maker, name: str, mime
     with _open(tmp_path / name, TINY, mime) as doc:
         (vips,) = render_page(doc, 0, [SizeSpec.parse("120")], upscale=False, limits=TINY)
     assert pillow.size == vips.size and pillow.mode == vips.mode == "RGB"
-    from PIL import ImageStat
-
-    diff = ImageChops.difference(pillow, vips)
-    assert max(ImageStat.Stat(diff).mean) < 6, ImageStat.Stat(diff).mean
+    diff = channel_differences(pillow, vips)
+    assert max(diff) < 6, diff
 
 
 def test_libvips_path_colour_manages_cmyk(tmp_path: Path) -> None:

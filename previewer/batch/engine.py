@@ -125,7 +125,7 @@ def run_batch(
         options: The options (``out_dir`` is replaced per job).
         registry: The converters.
         workers: 0 runs one file at a time, each in a child process of this one (see
-            :func:`previewer.pool.run_limited`); N >= 1 runs in N worker processes. Either way
+            :func:`previewer.limited.run_limited`); N >= 1 runs in N worker processes. Either way
             each file has its deadline, memory cap and crash isolation.
         resume: Skip inputs whose previews are up to date.
         journal: Record converted inputs in the journal (default: when ``resume``).

@@ -51,7 +51,7 @@ class ConvertTask:
     queueable: ClassVar[bool] = True
 
     def inline(self, job: Job, options: Options, registry: Registry) -> FileResult:
-        """Convert ``job`` in a limited child process (see :func:`previewer.api.convert_one`).
+        """Convert ``job`` in a limited child process (see :func:`previewer.pipeline.convert_one`).
 
         Args:
             job: The input.
@@ -61,7 +61,7 @@ class ConvertTask:
         Returns:
             Its result, named as the user sees the input.
         """
-        from previewer.api import convert_one
+        from previewer.pipeline import convert_one
 
         result = convert_one(job.source, options, registry, name=job.given_name, isolate=True)
         result.input = job.display
@@ -74,7 +74,7 @@ class ConvertTask:
 
 
 def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
-    """The pool workers' convert task: one input with :func:`previewer.api.convert_one`.
+    """The pool workers' convert task: one input with :func:`previewer.pipeline.convert_one`.
 
     Args:
         job: The input.
@@ -85,7 +85,7 @@ def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
         The input's result.
     """
     from previewer import capture
-    from previewer.api import convert_one
+    from previewer.pipeline import convert_one
 
     with capture.captured() as messages, kept_workdirs(options.keep_temp) as kept:
         result = convert_one(job.source, options, registry, name=job.given_name)

@@ -111,8 +111,9 @@ def thumbnail_file(
         ``converted`` (outputs are the entries written), ``skipped`` (reason ``up to date``,
         ``failed before``, ``inside the thumbnail cache`` or an unsupported type) or ``failed``.
     """
-    from previewer.inputs import Opened, guard, open_input
+    from previewer.inputs import Opened, guard
     from previewer.options import Options, PageSpec, parse_sizes
+    from previewer.pipeline import Found, read
     from previewer.registry import Registry
     from previewer.rendering import render_page
 
@@ -167,9 +168,12 @@ def thumbnail_file(
                 images = render_page(od.doc, 0, opts.sizes, upscale=False, limits=opts.limits)
             return facts, images
 
+        found = Found()
         try:
-            with open_input(path, opts, registry or Registry(), None, result, page_hint=True) as od:
-                facts, images = od.attempt(render)  # ImageMagick may read what it cannot
+            # The pipeline's fallback applies: ImageMagick may read what the converter cannot.
+            facts, images = read(
+                path, opts, registry or Registry(), render, found=found, page_hint=True
+            )
         except (UnsupportedFormatError, EngineUnavailableError) as exc:
             if walked:
                 result.status, result.reason = Status.SKIPPED, exc.message
@@ -178,6 +182,8 @@ def thumbnail_file(
         except PreviewerError:
             write_fail_entry(uri, mtime, cache)
             raise
+        finally:
+            result.mime, result.converter = found.mime, found.converter
         for size, image in zip(wanted, images, strict=True):
             dest = thumbnail_path(uri, size, cache)
             write_thumbnail(dest, image, facts)
@@ -305,7 +311,7 @@ class CacheTask:
 
     def inline(self, job: Job, options: Options, registry: Registry) -> FileResult:
         """Thumbnail ``job`` in a child process under its limits, as `previewer convert FILE`."""
-        from previewer.pool import report_messages, run_limited
+        from previewer.limited import report_messages, run_limited
 
         display = str(job.source)
         started = time.monotonic()

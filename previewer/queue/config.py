@@ -47,7 +47,7 @@ BROKER_ENV = "PREVIEWER_BROKER_URL"
 TASK_NAME = "previewer.convert_file"
 SOFT_GRACE = 2.0
 """Seconds the soft time limit stays above the timeout, as a local batch's worker deadline does
-(``previewer.pool.DEADLINE_GRACE``): an engine that overruns the timeout is killed by
+(``previewer.limited.DEADLINE_GRACE``): an engine that overruns the timeout is killed by
 :func:`previewer.process.run` first and reports it in the same words as in a local run."""
 HARD_GRACE = 2.0
 """Seconds between the soft time limit (the task cleans up) and the hard one (its child dies)."""

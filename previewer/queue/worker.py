@@ -38,7 +38,7 @@ __all__ = ["PRELOAD", "convert_file", "preload"]
 log = logging.getLogger(__name__)
 
 PRELOAD = (
-    "previewer.api",
+    "previewer.pipeline",
     "previewer.rendering",
     "previewer.output",
     "previewer.converters",
@@ -255,7 +255,7 @@ def _convert_stoppable(
     """
     from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
-    from previewer.api import convert_one
+    from previewer.pipeline import convert_one
 
     out_name = name or os.path.basename(path)
     timeout = options.limits.timeout

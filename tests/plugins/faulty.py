@@ -1,6 +1,8 @@
-"""Fault-injecting converters for tests: each claims text/plain and fails in one specific way.
+"""Fault-injecting converters for tests: each fails in one specific way.
 
-They use only the plugin surface (previewer.plugin, previewer.errors), like a third-party plugin.
+Most claim text/plain; ``CrashingPng``, ``CrashingSecondPage`` and ``BrokenFallback`` claim PNG
+(the ImageMagick fallback tests). The ``Recording*`` ones prove they had a work directory. They use only the plugin surface (previewer.plugin, previewer.errors), like a
+third-party plugin.
 """
 
 from __future__ import annotations
@@ -202,3 +204,86 @@ class TripwireConverter(_Base):
                 except BaseException:  # noqa: BLE001 - what a stuck engine does, in effect
                     pass
         return FakeDocument()
+
+
+class CrashingPng:
+    """Claims PNG, opens fine, and crashes while rendering page ``FAIL_FROM`` onwards."""
+
+    name: ClassVar[str] = "test-crashing-png"
+    mime_types: ClassVar[frozenset[str]] = frozenset({"image/png"})
+    priority: ClassVar[int] = 90
+    PAGES = 1
+    FAIL_FROM = 0
+
+    def availability(self) -> Availability:
+        return Availability(True, "test")
+
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
+        with Image.open(source) as im:
+            return FakeDocument(im.size, self.PAGES, self.FAIL_FROM)
+
+
+class CrashingSecondPage(CrashingPng):
+    """Claims PNG: two pages, the second crashes."""
+
+    name: ClassVar[str] = "test-crashing-page-2"
+    PAGES = 2
+    FAIL_FROM = 1
+
+
+class BrokenFallback:
+    """A third-party fallback for PNG that opens the file and then fails to render it."""
+
+    name: ClassVar[str] = "test-broken-fallback"
+    mime_types: ClassVar[frozenset[str]] = frozenset({"image/x-test-none"})
+    fallback_mime_types: ClassVar[frozenset[str]] = frozenset({"image/png"})
+    priority: ClassVar[int] = 5
+
+    def availability(self) -> Availability:
+        return Availability(True, "test")
+
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
+        assert ctx.fallback_for == "test-crashing-png"
+        return FakeDocument((30, 10), 1, 0)
+
+
+WORKDIR_MARK = "engine-was-here"
+"""The file a recording converter leaves in its work directory."""
+
+
+def record_workdir(source: Path, ctx: ConvertContext) -> None:
+    """If the input reads ``LOG <path>``, prove the converter had a work directory.
+
+    Writes :data:`WORKDIR_MARK` into ``ctx.workdir`` (which makes the directory exist) and
+    appends the directory's path to ``<path>``, one per line. The log's path comes with the
+    input, so it works for byte inputs and in whichever child process the conversion runs.
+    """
+    data = source.read_bytes()
+    if data.startswith(b"LOG "):
+        (ctx.workdir / WORKDIR_MARK).write_text(str(source))
+        with open(data[4:].decode().strip(), "a") as fh:
+            fh.write(f"{ctx.workdir}\n")
+
+
+class RecordingGoodConverter(GoodConverter):
+    """:class:`GoodConverter` that records its work directory (:func:`record_workdir`)."""
+
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
+        record_workdir(source, ctx)
+        return super().open(source, ctx)
+
+
+class RecordingForeignErrorConverter(ForeignErrorConverter):
+    """:class:`ForeignErrorConverter` that records its work directory first."""
+
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
+        record_workdir(source, ctx)
+        return super().open(source, ctx)
+
+
+class RecordingExitConverter(ExitConverter):
+    """:class:`ExitConverter` that records its work directory first."""
+
+    def open(self, source: Path, ctx: ConvertContext) -> FakeDocument:
+        record_workdir(source, ctx)
+        return super().open(source, ctx)
