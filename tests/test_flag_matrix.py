@@ -93,7 +93,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A redis-server and one worker that consumes only the queue ``matrix``."""
     pytest.importorskip("celery")
-    from tests.test_queue import REDIS, Redis, _wait_for
+    from tests.support import wait_for
+    from tests.test_queue import REDIS, Redis
 
     if REDIS is None:
         pytest.skip("redis-server is not installed")
@@ -107,9 +108,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp
     )
     try:
-        _wait_for(
-            lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 60, "the worker"
-        )
+        wait_for(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 60, "the worker")
         assert proc.poll() is None, log.read_text()
         yield redis.url, log
     finally:
