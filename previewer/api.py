@@ -275,7 +275,7 @@ def convert_many(
     Raises:
         InvalidOptionsError: If the options themselves are invalid (before any input runs).
     """
-    from previewer.batch import collect, run_batch
+    from previewer import batch
 
     opts = _options(
         options,
@@ -289,28 +289,16 @@ def convert_many(
     )
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
         raise InvalidOptionsError(f"jobs must be 0 or a positive integer, not {jobs!r}")
-    batch = collect(sources, opts.out_dir, include=include, exclude=exclude, hidden=hidden)
-    total = len(batch)
-    done = 0
-    if on_progress is not None:
-        on_progress(0, total)
-
-    def finished(result: FileResult) -> None:
-        nonlocal done
-        done += 1
-        if on_result is not None:
-            on_result(result)
-        if on_progress is not None:
-            on_progress(done, total)
-
-    return run_batch(
-        batch,
+    work = batch.collect(sources, opts.out_dir, include=include, exclude=exclude, hidden=hidden)
+    return batch.run(
+        work,
         opts,
         registry or Registry(),
-        workers=jobs,
+        executor=batch.local_executor(jobs),
         resume=resume,
         journal=journal,
-        on_result=finished,
+        on_result=on_result,
+        on_progress=on_progress,
     )
 
 

@@ -22,7 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from previewer.confinement import (
     _crash_error,
@@ -40,36 +41,34 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from previewer.batch import Job
     from previewer.registry import Registry
 
-__all__ = ["WorkerPool", "convert_job"]
+__all__ = ["WorkerPool"]
+
+J = TypeVar("J", bound="Job")
 
 log = logging.getLogger(__name__)
 
 
-Task = Callable[["Job", Options, "Registry"], FileResult]
-"""What a worker does with one job: a picklable (module-level) function returning its result."""
+class Job(Protocol):
+    """What the pool needs of a batch job (:class:`previewer.batch.Job` is one)."""
+
+    @property
+    def display(self) -> str:
+        """The input as the user sees it."""
+
+    @property
+    def name(self) -> str:
+        """File name used for its outputs."""
+
+    @property
+    def out_dir(self) -> Path:
+        """Directory its previews go to."""
 
 
-def convert_job(job: Job, options: Options, registry: Registry) -> FileResult:
-    """The default task: convert one input with :func:`previewer.pipeline.convert_one`.
-
-    Args:
-        job: The input.
-        options: The options (``out_dir`` already set for this job).
-        registry: The converters.
-
-    Returns:
-        The input's result.
-    """
-    from previewer import capture
-    from previewer.pipeline import convert_one
-
-    with capture.captured() as messages:
-        result = convert_one(job.source, options, registry, name=job.given_name)
-    result.warnings.extend(m for m in messages if m not in result.warnings)
-    return result
+Task = Callable[[Any, Options, "Registry"], FileResult]
+"""What a worker does with one job: a picklable (module-level) function returning its result
+(:meth:`previewer.batch.tasks.ConvertTask.worker` is the batch's)."""
 
 
 def _worker_main(
@@ -113,7 +112,7 @@ def _worker_main(
 class _Worker:
     process: BaseProcess
     conn: Connection
-    job: Job | None = None
+    job: Any = None  # the job it is converting (a Job), None when idle
     stat: tuple[int, int] | None = None
     deadline: float = 0.0
     started: float = 0.0
@@ -122,9 +121,7 @@ class _Worker:
 class WorkerPool:
     """Worker processes with per-file deadlines, crash detection and replacement."""
 
-    def __init__(
-        self, size: int, options: Options, registry: Registry, task: Task = convert_job
-    ) -> None:
+    def __init__(self, size: int, options: Options, registry: Registry, task: Task) -> None:
         import multiprocessing
         from multiprocessing import util
 
@@ -181,12 +178,20 @@ class WorkerPool:
             _remove_partial_outputs(worker.job)
 
     def run(
-        self, todo: Sequence[tuple[Job, tuple[int, int] | None]]
-    ) -> Iterator[tuple[Job, tuple[int, int] | None, FileResult]]:
-        """Yield ``(job, stat, result)`` as jobs finish, at most ``size`` at a time."""
-        from multiprocessing.connection import wait
+        self,
+        todo: Sequence[tuple[J, tuple[int, int] | None]],
+        job_options: Callable[[Options, J], Options],
+    ) -> Iterator[tuple[J, tuple[int, int] | None, FileResult]]:
+        """Yield ``(job, stat, result)`` as jobs finish, at most ``size`` at a time.
 
-        from previewer.batch import job_options
+        Args:
+            todo: The jobs, each with what the caller keeps about it (its journal stat).
+            job_options: The options one job runs with, from the pool's.
+
+        Yields:
+            Each job with its stat and result, in the order they finish.
+        """
+        from multiprocessing.connection import wait
 
         pending = deque(todo)
         while pending or any(w.job is not None for w in self.workers):
@@ -258,6 +263,10 @@ class WorkerPool:
             if worker.job is None:
                 worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             self._retire(worker, kill=True)
+        if self.options.keep_temp:  # the kept work directories are in it
+            log.warning("keeping the batch's temporary directory %s", self.tmp)
+            self._held.release(keep=True)
+            return
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._held.release()
 

@@ -79,14 +79,14 @@ def worker(
       previewer worker -Q previews,big
     """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     try:
-        from previewer import tasks
+        from previewer import queue
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise click.UsageError(
             f"the queue worker needs Celery ({exc}); install it with pip install 'previewer[queue]'"
         ) from exc
 
-    tasks.configure(
-        tasks.app,
+    queue.configure(
+        queue.app,
         broker=broker,
         timeout=timeout,
         max_tasks_per_child=max_tasks_per_child,
@@ -99,7 +99,7 @@ def worker(
 
         for name in ("celery.app.trace",):
             logging.getLogger(name).setLevel(logging.WARNING)
-    tasks.preload()
+    queue.preload()
     argv = ["worker", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")
@@ -108,4 +108,4 @@ def worker(
         argv.append(f"--queues={','.join(names)}")
     if hostname:
         argv.append(f"--hostname={hostname}")
-    tasks.app.worker_main(argv)
+    queue.app.worker_main(argv)

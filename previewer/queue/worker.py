@@ -1,0 +1,294 @@
+"""The queue worker's task ``previewer.convert_file``: convert one input, return JSON.
+
+A task checks its run first (cancelled by the submitter, or the submitter's heartbeat gone: it
+is discarded), counts its deliveries (a file that keeps crashing its worker fails after
+:data:`~previewer.queue.config.MAX_ATTEMPTS`), removes what a killed earlier attempt left, and
+turns Celery's stop signal into our timeout error, so a queued file fails as it would locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from previewer.errors import EngineError, EngineTimeoutError, InvalidOptionsError
+from previewer.options import Options
+from previewer.queue.config import (
+    ALIVE_PREFIX,
+    ATTEMPTS_PREFIX,
+    CANCEL_PREFIX,
+    CANCEL_TTL,
+    MAX_ATTEMPTS,
+    STOP_SIGNAL,
+    TASK_NAME,
+    _timeout_error,
+    app,
+)
+from previewer.results import FileResult, Status
+
+__all__ = ["PRELOAD", "convert_file", "preload"]
+
+log = logging.getLogger(__name__)
+
+PRELOAD = (
+    "previewer.pipeline",
+    "previewer.rendering",
+    "previewer.output",
+    "previewer.converters",
+    "PIL.Image",
+    "PIL.PngImagePlugin",
+    "PIL.JpegImagePlugin",
+    "pymupdf",
+)
+"""Modules a worker imports before it forks its processes, so each new one starts warm."""
+
+
+def preload() -> None:
+    """Import :data:`PRELOAD` (what nearly every task needs) in the worker's main process.
+
+    Worker processes are forked from it and replaced every ``max_tasks_per_child`` files; with
+    these already imported, a replacement converts its first file without a cold start.
+    """
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a missing engine only costs the warm start
+            log.debug("cannot preload %s: %s", name, exc)
+
+
+_registry: Any = None
+
+
+def _remove_partial_outputs(out_dir: Path, name: str) -> None:
+    """Remove temporary files an earlier, killed attempt left while writing these previews."""
+    prefix = f".{name[:100]}."
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return
+    for entry in names:
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            try:
+                os.unlink(out_dir / entry)
+            except OSError:
+                pass
+
+
+class _StoppedError(EngineTimeoutError):
+    """The task's process got the stop signal before its soft time limit: it was revoked.
+
+    An :class:`EngineTimeoutError` so that nothing on the way (the fallback converter, the
+    pipeline's guards) treats it as a failure about the file.
+    """
+
+
+def _begin(celery_app: Celery, run: str | None, task_id: str | None) -> tuple[str, int]:
+    """The run's state and this task's delivery count, in one round trip to Redis.
+
+    Returns:
+        ``("cancelled" | "gone" | "alive", deliveries)``: ``gone`` when the submitter's
+        heartbeat has expired; deliveries count this one.
+    """
+    if not run and not task_id:
+        return "alive", 1
+    try:
+        pipe = celery_app.backend.client.pipeline()
+        if run:
+            pipe.exists(CANCEL_PREFIX + run)
+            pipe.exists(ALIVE_PREFIX + run)
+        if task_id:
+            pipe.incr(ATTEMPTS_PREFIX + task_id)
+            pipe.expire(ATTEMPTS_PREFIX + task_id, CANCEL_TTL)
+        replies = pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
+        log.warning("cannot read the state of run %s: %s", run, exc)
+        return "alive", 1
+    state = "alive"
+    if run:
+        cancelled, alive = replies[:2]
+        replies = replies[2:]
+        state = "cancelled" if cancelled else "alive" if alive else "gone"
+    return state, int(replies[0]) if task_id else 1
+
+
+def _cancelled(celery_app: Celery, run: str | None) -> bool:
+    """Whether the submitter of ``run`` cancelled it (its cancellation key exists in Redis)."""
+    if not run:
+        return False
+    try:
+        return bool(celery_app.backend.client.exists(CANCEL_PREFIX + run))
+    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
+        log.warning("cannot check whether run %s was cancelled: %s", run, exc)
+        return False
+
+
+def _forget_attempts(celery_app: Celery, task_id: str | None) -> None:
+    if task_id:
+        try:
+            celery_app.backend.client.delete(ATTEMPTS_PREFIX + task_id)
+        except Exception as exc:  # noqa: BLE001 - the counter expires anyway
+            log.debug("cannot delete the attempt counter of task %s: %s", task_id, exc)
+
+
+@contextlib.contextmanager
+def _stop_on_signal(
+    started: float, soft: float | None, timeout: float, path: str
+) -> Iterator[None]:
+    """While converting, turn the stop signal into one of our errors.
+
+    Celery's prefork pool sends :data:`STOP_SIGNAL` at the soft time limit, and a revoke with
+    ``terminate`` sends it too; its own handler raises ``SoftTimeLimitExceeded``, which the
+    pipeline would report as an unexpected engine failure (exit 7). Raising a PreviewerError
+    instead lets it pass the converters' guards unchanged while :func:`previewer.process.run`
+    kills the engine's process group on the way out: a timeout is an
+    :class:`EngineTimeoutError` (exit 8) as in a local run, and a revoke a
+    :class:`_StoppedError` the task discards.
+    """
+    import signal
+    import threading
+
+    signum = getattr(signal, STOP_SIGNAL, None)
+    if signum is None or threading.current_thread() is not threading.main_thread():
+        yield  # another pool (solo, threads): no time limits to translate
+        return
+    active = [True]
+
+    def on_signal(number: int, frame: object) -> None:
+        if not active[0]:
+            return  # arrived after the conversion: nothing left to stop
+        if soft is not None and time.monotonic() - started >= soft - min(0.5, soft / 4):
+            raise _timeout_error(timeout, path)
+        raise _StoppedError("the conversion was stopped", path=path)
+
+    previous = signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        active[0] = False
+        signal.signal(signum, previous)
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def convert_file(
+    self: Any,
+    path: str,
+    options_dict: dict[str, Any],
+    name: str | None = None,
+    run: str | None = None,
+) -> dict[str, Any]:
+    """Convert one input on a worker and return its JSON result.
+
+    A task of a cancelled run (see :func:`submit_many`) is discarded without converting: before
+    it starts, or when it is stopped by a revoke while it runs; so is one whose submitter's
+    heartbeat has expired (the submitter was killed without cancelling).
+
+    Args:
+        self: The task (Celery's bound-task argument).
+        path: Absolute path of the input, as seen by the workers.
+        options_dict: The options, from :meth:`Options.to_dict` (``out_dir`` absolute).
+        name: File name for the outputs (default: the path's name).
+        run: The submitting run's id, whose cancellation key and heartbeat are checked.
+
+    Returns:
+        ``FileResult.to_dict(detail=True)`` (with the error's parts, to rebuild it).
+
+    Raises:
+        Ignore: The run was cancelled or its submitter is gone: no conversion, no result.
+    """
+    from celery.exceptions import Ignore
+
+    from previewer.registry import Registry
+
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    started = time.monotonic()
+    out_name = name or os.path.basename(path)
+    state, attempts = _begin(self.app, run, self.request.id)
+    if state != "alive":
+        why = "its run was cancelled" if state == "cancelled" else "its submitter is gone"
+        log.info("discarding %s: %s", path, why)
+        _forget_attempts(self.app, self.request.id)
+        raise Ignore()
+    try:
+        options = _options_from_dict(options_dict)
+    except InvalidOptionsError as exc:
+        result = FileResult(input=path, status=Status.FAILED, error=exc)
+    else:
+        if attempts > 1 or (self.request.delivery_info or {}).get("redelivered"):
+            # An earlier attempt died mid-write: remove its temporary files.
+            _remove_partial_outputs(options.out_dir, out_name)
+        if attempts > MAX_ATTEMPTS:
+            error = EngineError(
+                f"its worker process exited unexpectedly {attempts - 1} times while converting "
+                "it; not tried again",
+                path=path,
+            )
+            result = FileResult(input=path, status=Status.FAILED, error=error)
+        else:
+            try:
+                result = _convert_stoppable(self, path, options, name, run, started)
+            except Ignore:
+                _forget_attempts(self.app, self.request.id)
+                raise
+    _forget_attempts(self.app, self.request.id)
+    result.duration = time.monotonic() - started
+    return result.to_dict(detail=True)
+
+
+def _convert_stoppable(
+    task: Any, path: str, options: Options, name: str | None, run: str | None, started: float
+) -> FileResult:
+    """Convert under the stop signal's translation (see :func:`_stop_on_signal`).
+
+    Raises:
+        Ignore: The conversion was stopped because its run was cancelled.
+    """
+    from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+    from previewer.pipeline import convert_one
+
+    out_name = name or os.path.basename(path)
+    timeout = options.limits.timeout
+    soft = (task.request.timelimit or (None, None))[1] or task.app.conf.task_soft_time_limit
+    try:
+        for attempt in range(2):
+            with _stop_on_signal(started, soft, timeout, path):
+                result = convert_one(path, options, _registry, name=name)
+            if type(result.error) is not _StoppedError:
+                return result
+            _remove_partial_outputs(options.out_dir, out_name)
+            if _cancelled(task.app, run):
+                log.info("stopped %s: its run was cancelled", path)
+                raise Ignore()
+            if attempt:
+                break
+            # A stray signal (a revoke meant for the task this process ran before).
+            log.warning("%s was stopped by a stray signal; converting it again", path)
+    except SoftTimeLimitExceeded:
+        # Arrived outside the conversion, where Celery's own handler is in place.
+        _remove_partial_outputs(options.out_dir, out_name)
+        if _cancelled(task.app, run):
+            raise Ignore() from None
+    return FileResult(input=path, status=Status.FAILED, error=_timeout_error(timeout, path))
+
+
+def _options_from_dict(data: dict[str, Any]) -> Options:
+    """Rebuild a queued task's options (see :meth:`Options.from_dict`).
+
+    Raises:
+        InvalidOptionsError: If a value is invalid (the message says it came from a task).
+    """
+    try:
+        return Options.from_dict(data)
+    except InvalidOptionsError as exc:
+        raise InvalidOptionsError(f"invalid options in a queued task: {exc.message}") from exc
