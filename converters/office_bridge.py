@@ -6,7 +6,8 @@ virtual environment, possibly another Python) does not import ``uno``: it runs t
 
 The bridge starts ``soffice.bin`` itself, headless, with the private profile and ``HOME`` in its
 work directory (the first argument; further ``-env:`` arguments are bootstrap options passed on
-to ``soffice.bin``, such as ``CONFIGURATION_LAYERS`` in a sandbox that hides ``/etc``), in the
+to ``soffice.bin``, such as ``CONFIGURATION_LAYERS`` in a sandbox that hides ``/etc``;
+``--product-version=X.Y`` is the installed version, see :data:`LAST_VERSION`), in the
 bridge's own process group, so killing that group stops everything. It then answers requests
 until stdin closes:
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess  # noqa: TID251 - a separate program; see the comment above
@@ -76,6 +78,12 @@ SETTINGS = (
     ("/org.openoffice.Office.Calc/Formula/Load", "OOXMLRecalcMode", "int", "1"),
     ("/org.openoffice.Office.Calc/Formula/Load", "ODFRecalcMode", "int", "1"),
 )
+LAST_VERSION = ("/org.openoffice.Setup/Product", "ooSetupLastVersion", "string")
+"""Where LibreOffice remembers the last version it ran (``utl::isProductVersionUpgraded``).
+Only the "what's new" infobar of a visible document window ever updates it, so a headless
+LibreOffice takes every start for the first start of a new version and runs its VCL graphics
+render tests (``GraphicsRenderTests.log``), about 0.8 s of every start. The bridge records the
+running version there (``--product-version=X.Y``, passed by previewer), which skips them."""
 
 TEXT_TYPES = frozenset({"generic_Text", "writer_Text", "writer_Text_encoded"})
 """What LibreOffice's detection calls data it can only read as plain text (LibreOffice 7.4
@@ -174,6 +182,15 @@ class Bridge:
     def __init__(self, workdir: Path, options: list[str] | None = None) -> None:
         self.workdir = workdir
         self.options = [o for o in options or [] if o.startswith("-env:")]
+        self.product_version = next(
+            (
+                o.partition("=")[2]
+                for o in options or []
+                if o.startswith("--product-version=")
+                and re.fullmatch(r"\d+\.\d+", o.partition("=")[2])
+            ),
+            "",
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.desktop: Any = None
         self.ctx: Any = None
@@ -188,7 +205,10 @@ class Bridge:
         items = "\n".join(
             f'<item oor:path="{path}"><prop oor:name="{name}" oor:op="fuse">'
             f"<value>{value}</value></prop></item>"
-            for path, name, _kind, value in SETTINGS
+            for path, name, _kind, value in (
+                *SETTINGS,
+                *([(*LAST_VERSION, self.product_version)] if self.product_version else []),
+            )
         )
         (user / "registrymodifications.xcu").write_text(XCU.format(items=items), "utf-8")
         return profile
@@ -263,7 +283,7 @@ class Bridge:
             try:
                 ctx = resolver.resolve(url)
             except Exception:  # noqa: BLE001 - NoConnectException until it listens
-                time.sleep(0.05)
+                time.sleep(0.01)
                 continue
             self.ctx = ctx
             smgr = ctx.ServiceManager

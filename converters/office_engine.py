@@ -176,6 +176,17 @@ def fontconfig_env(workdir: Path) -> dict[str, str]:
     return {"FONTCONFIG_FILE": str(conf)}
 
 
+def _product_version() -> tuple[str, ...]:
+    """The bridge's ``--product-version=X.Y`` option (LibreOffice's major and minor version).
+
+    The bridge records it in the fresh profile as the last version run, which spares every
+    start LibreOffice's first-start graphics render tests (about 0.8 s; see
+    ``office_bridge.LAST_VERSION``).
+    """
+    match = re.match(r"(\d+)\.(\d+)", probe()[0] or "")
+    return (f"--product-version={match[1]}.{match[2]}",) if match else ()
+
+
 WORKDIR_PREFIX = "previewer-office-"
 
 
@@ -277,7 +288,14 @@ class Engine:
                 from_template = False
         try:
             self.helper = start_helper(
-                [SYSTEM_PYTHON, "-I", str(BRIDGE), str(self.workdir), *soffice_options()],
+                [
+                    SYSTEM_PYTHON,
+                    "-I",
+                    str(BRIDGE),
+                    str(self.workdir),
+                    *soffice_options(),
+                    *_product_version(),
+                ],
                 cwd=self.workdir,
                 read=[BRIDGE],
                 write=[self.workdir],
