@@ -12,7 +12,11 @@ with macros and link updates disabled, in a profile that blocks remote content.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
+import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -88,6 +92,7 @@ class OfficeConverter(BaseConverter):
         password = _precheck(source, ctx)
         import_filter, options = _CSV_FILTER if ctx.mime == "text/csv" else (None, None)
         out = ctx.workdir / "document.pdf"
+        _prewarm_pdf_engine()
         ENGINES.convert(
             source,
             out,
@@ -167,6 +172,23 @@ class OfficeDocument(BaseDocument):
     def close(self) -> None:
         """Close the exported PDF."""
         self._pdf.close()
+
+
+def _prewarm_pdf_engine() -> None:
+    """Import PyMuPDF in a background thread while LibreOffice starts and converts.
+
+    The exported PDF is rendered by the PDF converter, whose first use imports PyMuPDF (0.1 s
+    or more); a one-off conversion waits for LibreOffice with a core to spare, so the import
+    costs nothing there. A process that already imported it starts no thread.
+    """
+    if "pymupdf" in sys.modules:
+        return
+
+    def work() -> None:
+        with contextlib.suppress(Exception):  # only a head start: the PDF converter reports
+            importlib.import_module("pymupdf")
+
+    threading.Thread(target=work, name="previewer-office-prewarm", daemon=True).start()
 
 
 def _precheck(source: Path, ctx: ConvertContext) -> str | None:

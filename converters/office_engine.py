@@ -248,7 +248,10 @@ def _save_template(profile: Path, template: Path) -> None:
         return
     try:
         shutil.copytree(
-            profile, tmp / "profile", symlinks=True, ignore=shutil.ignore_patterns(".lock")
+            profile,
+            tmp / "profile",
+            symlinks=True,
+            ignore=shutil.ignore_patterns(".lock", "GraphicsRenderTests.log"),
         )
         os.rename(tmp, template)
     except OSError as exc:
