@@ -92,7 +92,6 @@ class OfficeConverter(BaseConverter):
         password = _precheck(source, ctx)
         import_filter, options = _CSV_FILTER if ctx.mime == "text/csv" else (None, None)
         out = ctx.workdir / "document.pdf"
-        _prewarm_pdf_engine()
         ENGINES.convert(
             source,
             out,
@@ -109,6 +108,7 @@ class OfficeConverter(BaseConverter):
             # Typed by its name, or by a container: LibreOffice's detection decides what it
             # is, but data it can only read as text is not the document its name promises.
             no_text=not ctx.mime.startswith("text/"),
+            meanwhile=_prewarm_pdf_engine,
         )
         if not out.is_file() or out.stat().st_size == 0:
             raise EngineError("LibreOffice reported success but wrote no PDF")
@@ -179,7 +179,9 @@ def _prewarm_pdf_engine() -> None:
 
     The exported PDF is rendered by the PDF converter, whose first use imports PyMuPDF (0.1 s
     or more); a one-off conversion waits for LibreOffice with a core to spare, so the import
-    costs nothing there. A process that already imported it starts no thread.
+    costs nothing there. It is started once the engine is spawned: earlier, the import holds
+    the GIL while the engine is being set up and delays LibreOffice's start by about as much.
+    A process that already imported it starts no thread.
     """
     if "pymupdf" in sys.modules:
         return

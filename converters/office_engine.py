@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,9 +267,18 @@ class Engine:
         memory: Address-space cap of the engine, in bytes.
         allow_unisolated: Start the engine unisolated where nothing isolates, instead of
             raising :class:`~previewer.errors.EngineUnavailableError`.
+        started: Called once the engine's processes are spawned, before waiting for
+            LibreOffice to accept the connection (work to overlap with its start; it must not
+            raise).
     """
 
-    def __init__(self, *, memory: int = ENGINE_MEMORY, allow_unisolated: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        memory: int = ENGINE_MEMORY,
+        allow_unisolated: bool = False,
+        started: Callable[[], None] | None = None,
+    ) -> None:
         self.pid = os.getpid()
         self.uses = 0
         self.version = ""
@@ -309,6 +319,8 @@ class Engine:
                 program="LibreOffice",
             )
             self.unisolated = not self.helper.isolated
+            if started is not None:
+                started()
             reply = self.request({"op": "ping"}, START_TIMEOUT)
         except BaseException:
             self.stop()

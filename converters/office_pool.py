@@ -24,7 +24,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from previewer.converters.office_engine import ENGINE_MEMORY, RECYCLE_AFTER, Engine
@@ -95,8 +95,18 @@ class EnginePool:
                 engine.stop()
 
     @contextlib.contextmanager
-    def borrow(self, timeout: float, *, memory: int, allow_unisolated: bool) -> Iterator[Engine]:
+    def borrow(
+        self,
+        timeout: float,
+        *,
+        memory: int,
+        allow_unisolated: bool,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Iterator[Engine]:
         """Borrow an idle engine, or start one while under :meth:`capacity`, or wait for one.
+
+        ``meanwhile`` (if given) is called once: while a new engine starts (see
+        :class:`~previewer.converters.office_engine.Engine`), else when the engine is borrowed.
 
         Raises:
             EngineTimeoutError: Every engine stayed busy for ``timeout`` seconds.
@@ -135,13 +145,15 @@ class EnginePool:
             old.stop()
         if engine is None:
             try:
-                engine = Engine(memory=memory, allow_unisolated=allow_unisolated)
+                engine = Engine(memory=memory, allow_unisolated=allow_unisolated, started=meanwhile)
             finally:
                 with self.lock:
                     self.starting -= 1
                     if engine is not None:
                         self.busy.add(engine)
                     self.changed.notify_all()
+        elif meanwhile is not None:
+            meanwhile()
         try:
             yield engine
         finally:
@@ -169,6 +181,7 @@ class EnginePool:
         memory: int = 0,
         allow_unisolated: bool = False,
         no_text: bool = False,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Convert ``source`` to the PDF ``out`` with a warm LibreOffice.
 
@@ -190,6 +203,7 @@ class EnginePool:
             allow_unisolated: Run LibreOffice unisolated where nothing isolates.
             no_text: Refuse the document when LibreOffice's own type detection takes it for plain
                 text (it was sniffed as an Office type, most likely by its name only).
+            meanwhile: Work to overlap with LibreOffice (see :meth:`borrow`); it must not raise.
 
         Raises:
             EncryptedError: The document asks for a password (none given, or a wrong one).
@@ -200,7 +214,10 @@ class EnginePool:
         """
         started = time.monotonic()
         with self.borrow(
-            timeout, memory=max(memory, ENGINE_MEMORY), allow_unisolated=allow_unisolated
+            timeout,
+            memory=max(memory, ENGINE_MEMORY),
+            allow_unisolated=allow_unisolated,
+            meanwhile=meanwhile,
         ) as engine:
             job = engine.jobs / uuid.uuid4().hex
             job.mkdir()
