@@ -43,11 +43,12 @@ from previewer.errors import (
     PreviewerError,
     UnsupportedFormatError,
 )
-from previewer.inputs import Input, Opened, Source, guard, open_document, open_input, sniff
+from previewer.inputs import Opened, guard, open_document, sniff
 from previewer.options import Options
 from previewer.placement import display_name, under_limits
 from previewer.registry import Registry
 from previewer.results import DocumentInfo, FileResult, Preview, Status
+from previewer.sources import Input, Source, open_input
 
 if TYPE_CHECKING:
     from PIL import Image
