@@ -115,7 +115,7 @@ def thumbnail_file(
     from previewer.inputs import Opened, guard
     from previewer.options import Options
     from previewer.pagespec import PageSpec, parse_sizes
-    from previewer.pipeline import Found, read
+    from previewer.reading import Found, read
     from previewer.registry import Registry
     from previewer.rendering import render_page
 
