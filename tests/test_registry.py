@@ -464,7 +464,9 @@ def test_every_package_in_the_tree_is_installed() -> None:
     import tomllib
 
     root = Path(__file__).resolve().parent.parent
-    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = {
         ".".join(init.parent.relative_to(root).parts)
         for init in (root / "previewer").rglob("__init__.py")
