@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         render,
         shutdown,
     )
+    from previewer.budgets import Limits
     from previewer.errors import (
         EncryptedError,
         EngineError,
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
         UnsupportedFormatError,
     )
     from previewer.geometry import SizeSpec
-    from previewer.options import Limits, Options, PageSpec
+    from previewer.options import Options
+    from previewer.pagespec import PageSpec
     from previewer.registry import Registry
 
 __version__ = "0.1.0"
@@ -88,9 +90,9 @@ _WHERE = {
         "previewer.errors",
     ),
     "SizeSpec": "previewer.geometry",
-    "Limits": "previewer.options",
+    "Limits": "previewer.budgets",
     "Options": "previewer.options",
-    "PageSpec": "previewer.options",
+    "PageSpec": "previewer.pagespec",
     "Registry": "previewer.registry",
 }
 

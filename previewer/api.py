@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from previewer import pipeline
+from previewer.budgets import Limits
 from previewer.errors import InvalidOptionsError
 from previewer.geometry import SizeSpec
-from previewer.inputs import Source
-from previewer.options import Limits, Options, PageSpec
+from previewer.options import Options
+from previewer.pagespec import PageSpec
 from previewer.registry import Registry
 from previewer.results import (
     BatchReport,
@@ -31,6 +32,7 @@ from previewer.results import (
     FileResult,
     Preview,
 )
+from previewer.sources import Source
 
 if TYPE_CHECKING:
     from PIL import Image

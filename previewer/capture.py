@@ -114,7 +114,7 @@ def distinct(lines: Iterable[str], display: str | None = None) -> list[str]:
     Returns:
         The messages kept, each cut to :data:`MAX_LENGTH` characters.
     """
-    from previewer.errors import scrub_paths
+    from previewer.reporting import scrub_paths
 
     kept: list[str] = []
     seen: set[str] = set()

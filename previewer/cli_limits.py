@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
+from previewer.budgets import FLAG, LimitFlag, Limits
 from previewer.errors import InvalidOptionsError
-from previewer.options import FLAG, LimitFlag, Limits
 
 __all__ = ["ENV_PREFIX", "flag_name", "limit_options", "limits_from_params"]
 

@@ -41,14 +41,13 @@ from previewer.errors import (
     LimitExceededError,
     PreviewerError,
     out_of_memory,
-    parameter_words,
-    scrub_paths,
 )
+from previewer.reporting import parameter_words, scrub_paths
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from previewer.options import Limits
+    from previewer.budgets import Limits
 
 __all__ = ["ISOLATE", "library_error", "report_messages", "run_limited"]
 

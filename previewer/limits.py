@@ -14,7 +14,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from previewer.options import Limits
+from previewer.budgets import Limits
 
 __all__ = ["applied", "prepare"]
 

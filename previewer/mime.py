@@ -5,6 +5,9 @@ libmagic's misreadings, such as ICO files taken for TGA); containers are looked 
 ``mimetype`` entry or OOXML parts, an OLE2 file's stream names); libmagic (python-magic) answers
 for everything else. The extension is consulted only when content leaves the type open: a bare
 zip, OLE2 or XML container, or plain text (CSV is only CSV when named so).
+
+The tables of types, extensions and refinements are in :mod:`previewer.mime_tables` (the
+public ones are importable from here too).
 """
 
 from __future__ import annotations
@@ -23,96 +26,21 @@ from previewer.mime_heuristics import (
     raw_type,
     tiff_reader,
 )
+from previewer.mime_tables import (
+    EXTENSIONS,
+    GENERIC_TYPES,
+    IMAGE_SUFFIXES,
+    OFFICE_EXTENSIONS,
+    OFFICE_INCONCLUSIVE,
+    OOXML_PARTS,
+    REFINABLE,
+)
 
 __all__ = ["GENERIC_TYPES", "RAW_TYPES", "sniff", "sniff_bytes"]
 
 HEAD_BYTES = 8192
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
-GENERIC_TYPES = frozenset(
-    {
-        "application/zip",
-        "application/x-ole-storage",
-        "application/CDFV2",
-        "application/xml",
-        "text/xml",
-        "text/plain",
-    }
-)
-"""Types that say only what container a file is; the extension may refine them."""
-
-EXTENSIONS: dict[str, str] = {
-    ".pdf": "application/pdf",
-    ".ai": "application/pdf",
-    ".xps": "application/vnd.ms-xpsdocument",
-    ".oxps": "application/oxps",
-    ".epub": "application/epub+zip",
-    ".cbz": "application/vnd.comicbook+zip",
-    ".fb2": "application/x-fictionbook+xml",
-    ".svg": "image/svg+xml",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-    ".bmp": "image/bmp",
-    ".ico": "image/vnd.microsoft.icon",
-    ".psd": "image/vnd.adobe.photoshop",
-    ".psb": "image/vnd.adobe.photoshop",
-    ".tga": "image/x-tga",
-    ".pct": "image/x-pict",
-    ".pict": "image/x-pict",
-    ".doc": "application/msword",
-    ".dot": "application/msword",
-    ".xls": "application/vnd.ms-excel",
-    ".ppt": "application/vnd.ms-powerpoint",
-    ".pps": "application/vnd.ms-powerpoint",
-    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    ".csv": "text/csv",
-    ".odt": "application/vnd.oasis.opendocument.text",
-    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
-    ".odp": "application/vnd.oasis.opendocument.presentation",
-    ".odg": "application/vnd.oasis.opendocument.graphics",
-}
-
-# Containers whose extension may refine them, and which refinements are plausible.
-_REFINABLE = {
-    "application/zip": {
-        "application/epub+zip",
-        "application/vnd.comicbook+zip",
-        "application/vnd.ms-xpsdocument",
-        "application/oxps",
-        # A zip named as an Office document but without its parts (say an empty zip): the
-        # Office converter then reports it as corrupt rather than as an unsupported format.
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-        "application/vnd.oasis.opendocument.text",
-        "application/vnd.oasis.opendocument.spreadsheet",
-        "application/vnd.oasis.opendocument.presentation",
-        "application/vnd.oasis.opendocument.graphics",
-    },
-    # libmagic's TTComp signature is two bytes and matches old word-processor files named .doc.
-    "application/x-compress-ttcomp": {"application/msword"},
-    "application/x-ole-storage": {
-        "application/msword",
-        "application/vnd.ms-excel",
-        "application/vnd.ms-powerpoint",
-    },
-    "text/plain": {"text/csv"},
-    "application/xml": {"image/svg+xml", "application/x-fictionbook+xml"},
-}
-
-_OOXML_PARTS = (
-    ("word/", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
-    ("xl/", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-    ("ppt/", "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
-)
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 _FLAT_ODF = re.compile(rb'office:mimetype="(application/vnd\.oasis\.opendocument\.[a-z]+)"')
 _XML_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)[\s>/]")
 
@@ -172,7 +100,7 @@ def sniff_bytes(head: bytes, name: str = "") -> str:
 def _tie_break(mime: str, name: str) -> str:
     ext = os.path.splitext(name)[1].lower()
     candidate = EXTENSIONS.get(ext)
-    if candidate and candidate in _REFINABLE.get(mime, ()):
+    if candidate and candidate in REFINABLE.get(mime, ()):
         return candidate
     return mime
 
@@ -323,7 +251,7 @@ def _zip_type(path: Path) -> str:
                 if re.fullmatch(r"[\w.+-]+/[\w.+-]+", declared):
                     return declared
             if "[Content_Types].xml" in names:
-                for prefix, mime in _OOXML_PARTS:
+                for prefix, mime in OOXML_PARTS:
                     if any(n.startswith(prefix) for n in names):
                         return mime
                 lowered = [n.lower() for n in names]
@@ -332,7 +260,7 @@ def _zip_type(path: Path) -> str:
                 ):
                     return "application/vnd.ms-xpsdocument"
             files = [n for n in names if not n.endswith("/")]
-            if files and all(n.lower().endswith(_IMAGE_SUFFIXES) for n in files):
+            if files and all(n.lower().endswith(IMAGE_SUFFIXES) for n in files):
                 return "application/vnd.comicbook+zip"
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return "application/zip"
@@ -370,38 +298,6 @@ def _libmagic_buffer(head: bytes) -> str:
     except Exception:  # noqa: BLE001
         return "application/octet-stream"
 
-
-OFFICE_INCONCLUSIVE = frozenset(
-    {
-        "application/octet-stream",
-        "application/zip",
-        "application/x-ole-storage",
-        "application/CDFV2",
-        "application/vnd.ms-office",
-        "application/xml",
-        "text/xml",
-    }
-)
-"""What content sniffing answers for Office files it cannot name: a bare container, or nothing."""
-
-OFFICE_EXTENSIONS: dict[str, str] = {
-    ".vsd": "application/vnd.visio",
-    ".vss": "application/vnd.visio",
-    ".vst": "application/vnd.visio",
-    ".vsdx": "application/vnd.ms-visio.drawing",
-    ".pub": "application/x-mspublisher",
-    ".xls": "application/vnd.ms-excel",
-    ".xlw": "application/vnd.ms-excel",
-    ".doc": "application/msword",
-    ".wpd": "application/vnd.wordperfect",
-    ".wp": "application/vnd.wordperfect",
-    ".wp4": "application/vnd.wordperfect",
-    ".wp5": "application/vnd.wordperfect",
-    ".wp6": "application/vnd.wordperfect",
-}
-"""Office types whose files content sniffing may not recognise (Visio, Publisher, BIFF2-4
-worksheets without an OLE container, WordPerfect 4.2, which has no magic number): named so, they
-go to LibreOffice, whose own type detection decides (and reports what it cannot load)."""
 
 _WORD_2003_XML = re.compile(rb"<(?:\w+:)?wordDocument[\s>]")
 _EXCEL_2003_XML = re.compile(rb'<\?mso-application\s+progid="Excel\.Sheet"')

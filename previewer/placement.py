@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from previewer import limited
 from previewer.errors import InputError, InvalidOptionsError, LimitExceededError, PreviewerError
-from previewer.inputs import Source
 from previewer.options import Options
 from previewer.registry import Registry
+from previewer.sources import Source
 
 __all__ = ["display_name", "under_limits"]
 

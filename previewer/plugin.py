@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
+from previewer.budgets import Limits
 from previewer.geometry import Box
-from previewer.options import Limits
 
 if TYPE_CHECKING:
     from PIL import Image

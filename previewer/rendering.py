@@ -26,9 +26,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from previewer.budgets import Limits
 from previewer.errors import LimitExceededError
 from previewer.geometry import SizeSpec, band_grid, fit
-from previewer.options import Limits
 from previewer.plugin import Document
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from previewer.errors import ExitCode, PreviewerError
+from previewer.errors import PreviewerError
+from previewer.reporting import ExitCode
 
 __all__ = [
     "FAILED_BEFORE",

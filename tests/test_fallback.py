@@ -1,6 +1,6 @@
 """ImageMagick as the strict fallback when a dedicated converter fails on a file (issue 7).
 
-The rule under test (previewer/pipeline.py, ``fallback_converter``): a failure about the file's
+The rule under test (previewer/reading.py, ``fallback_converter``): a failure about the file's
 content or the engine is retried with the converter that declares itself the fallback for the
 type (ImageMagick); encrypted files, exceeded limits, timeouts and a forced ``--converter`` are
 never retried; the fallback reads strictly (an ImageMagick warning about damaged data is a

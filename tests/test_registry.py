@@ -456,3 +456,21 @@ def test_converters_install_inside_the_previewer_package(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["None", "previewer.converters.pdf"]
+
+
+def test_every_package_in_the_tree_is_installed() -> None:
+    # A package missing from pyproject's list works in the editable checkout and is absent
+    # from every real installation (the desktop copy under /usr/local, a wheel).
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "previewer").rglob("__init__.py")
+        if "converters" not in init.parent.relative_to(root).parts[1:]
+    }
+    found.add("previewer.converters")
+    assert listed == found

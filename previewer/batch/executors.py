@@ -151,7 +151,7 @@ def _spool(job: Job, directory: Path, options: Options) -> Job | FileResult:
     Returns:
         The job with the copy as its source, or its failed result (too big, unreadable).
     """
-    from previewer.inputs import spool
+    from previewer.sources import spool
 
     assert not isinstance(job.source, (str, bytes))
     path = directory / f"input-{job.index}"

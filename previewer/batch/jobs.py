@@ -56,7 +56,7 @@ class Job:
 
     Attributes:
         index: Position in the batch.
-        source: A path (a :class:`~previewer.inputs.WalkedFile` when walked), or bytes or a
+        source: A path (a :class:`~previewer.sources.WalkedFile` when walked), or bytes or a
             binary stream for inputs that have no path (a stream is read only when its job
             runs, in chunks, within ``--max-file-size``).
         display: The input as the user sees it.
@@ -78,7 +78,7 @@ class Job:
 
         A file's own name (one with a newline or a backslash in it, say) is what the file system
         holds, so it is used as it is; any other name is a caller's and is checked (see
-        :func:`previewer.inputs.output_stem`).
+        :func:`previewer.sources.output_stem`).
         """
         if isinstance(self.source, str) and self.name == os.path.basename(self.source):
             return None
@@ -147,7 +147,7 @@ def _stem(name: str | None) -> str | None:
     """The output-name part of a caller's name; an invalid one is kept, to fail its job."""
     if name is None:
         return None
-    from previewer.inputs import output_stem
+    from previewer.sources import output_stem
 
     try:
         return output_stem(name)
@@ -160,10 +160,10 @@ def _walk(
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(path, relative path)`` of the files under ``top``, sorted, per the rules.
 
-    Each path is a :class:`~previewer.inputs.WalkedFile` holding the identity the file has
+    Each path is a :class:`~previewer.sources.WalkedFile` holding the identity the file has
     now, so converting it later refuses a file swapped in after the walk.
     """
-    from previewer.inputs import WalkedFile
+    from previewer.sources import WalkedFile
 
     top_real = os.path.realpath(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):

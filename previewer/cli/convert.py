@@ -18,7 +18,8 @@ from previewer.cli.group import CONTEXT, cli
 from previewer.cli.messages import ResultPrinter, progress, summary
 from previewer.cli_limits import limit_options, limits_from_params
 from previewer.errors import InvalidOptionsError
-from previewer.options import Options, PageSpec, parse_sizes
+from previewer.options import Options
+from previewer.pagespec import PageSpec, parse_sizes
 
 if TYPE_CHECKING:
     from previewer.results import BatchReport

@@ -11,7 +11,8 @@ import click
 from previewer.cli.group import CONTEXT, cli
 from previewer.cli.messages import _report_error
 from previewer.cli_limits import limit_options, limits_from_params
-from previewer.errors import ExitCode, PreviewerError
+from previewer.errors import PreviewerError
+from previewer.reporting import ExitCode
 from previewer.results import Status
 
 __all__ = ["converters_command", "info"]

@@ -12,7 +12,8 @@ import click
 from previewer.cli.group import State as _State
 from previewer.cli.group import cli
 from previewer.cli.messages import _err, _report_error
-from previewer.errors import ExitCode, PreviewerError
+from previewer.errors import PreviewerError
+from previewer.reporting import ExitCode
 
 __all__ = ["main"]
 

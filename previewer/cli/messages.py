@@ -56,7 +56,7 @@ class _MessageHandler(logging.Handler):
 def _describe(exc: BaseException) -> str:
     """The error as the command line shows it: the library's hint in terms of flags."""
     if isinstance(exc, PreviewerError) and exc.hint:
-        from previewer.errors import flag_words
+        from previewer.reporting import flag_words
 
         hint = exc.hint
         try:
@@ -114,7 +114,7 @@ class _ResultPrinter:
         if result.error is not None:
             _report_error(result.error)
         elif result.status == Status.SKIPPED and result.reason != UP_TO_DATE:
-            from previewer.errors import flag_words
+            from previewer.reporting import flag_words
 
             _err(f"previewer: skipped {result.input}: {flag_words(result.reason)}", style="yellow")
 

@@ -17,8 +17,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from previewer.errors import ExitCode
 from previewer.options import Options
+from previewer.reporting import ExitCode
 
 __all__ = ["REFUSED", "cache_sizes", "check_flags", "convert_to_stdout", "mode_of", "given"]
 

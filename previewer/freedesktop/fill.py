@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from previewer.batch import Job
-    from previewer.options import Limits, Options
+    from previewer.budgets import Limits
+    from previewer.options import Options
     from previewer.pool import Task
     from previewer.registry import Registry
 
@@ -112,8 +113,9 @@ def thumbnail_file(
         ``failed before``, ``inside the thumbnail cache`` or an unsupported type) or ``failed``.
     """
     from previewer.inputs import Opened, guard
-    from previewer.options import Options, PageSpec, parse_sizes
-    from previewer.pipeline import Found, read
+    from previewer.options import Options
+    from previewer.pagespec import PageSpec, parse_sizes
+    from previewer.reading import Found, read
     from previewer.registry import Registry
     from previewer.rendering import render_page
 
@@ -257,7 +259,8 @@ def fill_cache(
         InvalidOptionsError: If ``sizes`` or ``jobs`` are invalid.
     """
     from previewer import batch
-    from previewer.options import Limits, Options
+    from previewer.budgets import Limits
+    from previewer.options import Options
 
     for size in sizes:
         if size not in SIZES:

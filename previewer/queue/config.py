@@ -24,8 +24,8 @@ import os
 
 from celery import Celery
 
+from previewer.budgets import Limits
 from previewer.errors import EngineTimeoutError, EngineUnavailableError
-from previewer.options import Limits
 
 __all__ = [
     "DEFAULT_BROKER",
