@@ -477,3 +477,45 @@ def test_mupdf_drawing_nested_forms_is_stopped_at_the_timeout(tmp_path: Path) ->
     assert time.monotonic() - started < 12
     assert info.value.path == str(pdf)
     assert not (tmp_path / "out").exists()  # nothing written, not even the directory
+
+
+def _address_space_of_threads(count: int) -> int:
+    """Start ``count`` threads that each allocate; return how much the address space grew."""
+    import threading
+
+    def vm_size() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmSize")
+
+    before = vm_size()
+    hold = threading.Barrier(count + 1)
+    blocks: list[bytearray] = []
+
+    def work() -> None:
+        blocks.append(bytearray(1000))  # a small malloc: glibc hands the thread an arena
+        hold.wait()
+        hold.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    hold.wait()
+    grown = vm_size() - before
+    hold.wait()
+    for thread in threads:
+        thread.join()
+    return grown
+
+
+def test_engine_threads_do_not_reserve_an_arena_each() -> None:
+    # The memory cap limits address space; glibc reserves 64 MiB per thread's malloc arena, so a
+    # 12,000 px WebP scaled to 8,000 px by libvips' threads (540 MB used) failed under 2 GiB.
+    from previewer.limited import run_limited
+
+    grown, _ = run_limited(
+        _address_space_of_threads, (12,), limits=Limits(timeout=30), display="threads"
+    )
+    # 12 threads: 12 x (8 MiB stack) plus at most 2 arenas of 64 MiB, not 12 arenas (~860 MiB).
+    assert grown < 300 * 2**20, grown
