@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -349,6 +350,7 @@ def _from_forkserver(
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
+    temp = tempfile.gettempdir()  # the caller's, now: the fork server keeps its own from its start
     _short_socket_dir()
     # The fork server imports the function's module once; each child starts with it imported
     # (never a script's __main__: multiprocessing would run it in the fork server).
@@ -356,7 +358,7 @@ def _from_forkserver(
     receiver, sender = ctx.Pipe(duplex=False)
     process = ctx.Process(
         target=_forkserver_child,
-        args=(sender, func, args, limits, display, logging.getLogger().getEffectiveLevel()),
+        args=(sender, func, args, limits, display, logging.getLogger().getEffectiveLevel(), temp),
         name="previewer-convert",
         daemon=False,
     )
@@ -389,11 +391,18 @@ def _forkserver_child(
     limits: Limits,
     display: str,
     level: int,
+    temp: str,
 ) -> None:
-    """The target of a fork-server child: run :func:`_child` and send its answer."""
+    """The target of a fork-server child: run :func:`_child` and send its answer.
+
+    ``temp`` is the caller's temporary directory: work directories go where a forked child's
+    would, whatever ``TMPDIR`` was when the fork server started.
+    """
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     _release_forkserver()
+    os.environ["TMPDIR"] = temp
+    tempfile.tempdir = temp
     payload = _child(func, args, limits, display, os.getppid(), level)
     conn.send_bytes(payload)
     conn.close()

@@ -273,8 +273,9 @@ def test_work_directories_are_removed(
             with pytest.raises(EngineError, match="exited with status 3"):
                 previewer.convert(source, out_dir=out, registry=reg, **kwargs)
         (workdir,) = workdirs()[seen:]  # the converter ran, once, and had a work directory
-        # Under TMPDIR as the converting process saw it (a fork server started by an earlier
-        # test keeps the TMPDIR of its start).
+        # Under the caller's TMPDIR, also when the child comes from a fork server started
+        # (by an earlier test) with another TMPDIR.
+        assert tmp in workdir.parents, workdir
         assert any(p.name.startswith("previewer-") for p in [workdir, *workdir.parents])
         assert not workdir.exists(), f"{conv.__name__} left its work directory {workdir}"
         return workdir
@@ -474,3 +475,34 @@ def test_every_package_in_the_tree_is_installed() -> None:
     }
     found.add("previewer.converters")
     assert listed == found
+
+
+def test_a_fork_server_child_uses_the_callers_temporary_directory(
+    text_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller with a second thread gets its children from a fork server, which keeps the
+    # TMPDIR of its start; each child must still work under the caller's current one.
+    import tempfile
+    import threading
+
+    log = tmp_path / "workdirs.log"
+    text_file.write_text(f"LOG {log}\n")
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        for name in ("first", "second"):
+            tmp = tmp_path / name
+            tmp.mkdir()
+            monkeypatch.setenv("TMPDIR", str(tmp))
+            monkeypatch.setattr(tempfile, "tempdir", None)
+            previewer.convert(
+                text_file,
+                out_dir=tmp_path / "out",
+                registry=registry(faulty.RecordingGoodConverter),
+            )
+            workdir = Path(log.read_text().splitlines()[-1])
+            assert tmp in workdir.parents, (name, workdir)
+    finally:
+        stop.set()
+        helper.join()
