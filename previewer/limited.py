@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from previewer.budgets import Limits
 
-__all__ = ["ISOLATE", "library_error", "report_messages", "run_limited"]
+__all__ = ["ISOLATE", "library_error", "remove_partial", "report_messages", "run_limited"]
 
 T = TypeVar("T")
 
@@ -174,11 +174,11 @@ def run_limited(
             data, exitcode = _from_forkserver(func, args, limits, display, deadline)
     except BaseException:
         if out_dir is not None and name is not None:
-            _remove_partial(out_dir, name)
+            remove_partial(out_dir, name)
         raise
     if data is None:
         if out_dir is not None and name is not None:
-            _remove_partial(out_dir, name)
+            remove_partial(out_dir, name)
         if exitcode is None:
             raise EngineTimeoutError(
                 f"conversion did not finish within the timeout of {limits.timeout:g} s; "
@@ -408,8 +408,8 @@ def _forkserver_child(
     conn.close()
 
 
-def _remove_partial(out_dir: Path, name: str) -> None:
-    """Remove temporary files a killed child may have left while writing previews."""
+def remove_partial(out_dir: Path, name: str) -> None:
+    """Remove temporary files a killed child, worker or queue task left while writing previews."""
     prefix = f".{name[:100]}."
     try:
         names = os.listdir(out_dir)

@@ -33,7 +33,7 @@ from previewer.confinement import (
     limit_self,
 )
 from previewer.errors import EngineError, EngineTimeoutError, LimitExceededError, PreviewerError
-from previewer.limited import DEADLINE_GRACE, _remove_partial, report_messages
+from previewer.limited import DEADLINE_GRACE, remove_partial, report_messages
 from previewer.options import Options
 from previewer.results import FileResult, Status
 
@@ -284,4 +284,4 @@ def _failed(job: Job, error: PreviewerError, started: float) -> FileResult:
 
 def _remove_partial_outputs(job: Job) -> None:
     """Remove temporary files a killed worker may have left while writing this job's previews."""
-    _remove_partial(job.out_dir, job.name)
+    remove_partial(job.out_dir, job.name)

@@ -13,12 +13,12 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
 from previewer.errors import EngineError, EngineTimeoutError, InvalidOptionsError
+from previewer.limited import remove_partial
 from previewer.options import Options
 from previewer.queue.config import (
     ALIVE_PREFIX,
@@ -66,21 +66,6 @@ def preload() -> None:
 
 
 _registry: Any = None
-
-
-def _remove_partial_outputs(out_dir: Path, name: str) -> None:
-    """Remove temporary files an earlier, killed attempt left while writing these previews."""
-    prefix = f".{name[:100]}."
-    try:
-        names = os.listdir(out_dir)
-    except OSError:
-        return
-    for entry in names:
-        if entry.startswith(prefix) and entry.endswith(".tmp"):
-            try:
-                os.unlink(out_dir / entry)
-            except OSError:
-                pass
 
 
 class _StoppedError(EngineTimeoutError):
@@ -226,7 +211,7 @@ def convert_file(
     else:
         if attempts > 1 or (self.request.delivery_info or {}).get("redelivered"):
             # An earlier attempt died mid-write: remove its temporary files.
-            _remove_partial_outputs(options.out_dir, out_name)
+            remove_partial(options.out_dir, out_name)
         if attempts > MAX_ATTEMPTS:
             error = EngineError(
                 f"its worker process exited unexpectedly {attempts - 1} times while converting "
@@ -266,7 +251,7 @@ def _convert_stoppable(
                 result = convert_one(path, options, _registry, name=name)
             if type(result.error) is not _StoppedError:
                 return result
-            _remove_partial_outputs(options.out_dir, out_name)
+            remove_partial(options.out_dir, out_name)
             if _cancelled(task.app, run):
                 log.info("stopped %s: its run was cancelled", path)
                 raise Ignore()
@@ -276,7 +261,7 @@ def _convert_stoppable(
             log.warning("%s was stopped by a stray signal; converting it again", path)
     except SoftTimeLimitExceeded:
         # Arrived outside the conversion, where Celery's own handler is in place.
-        _remove_partial_outputs(options.out_dir, out_name)
+        remove_partial(options.out_dir, out_name)
         if _cancelled(task.app, run):
             raise Ignore() from None
     return FileResult(input=path, status=Status.FAILED, error=_timeout_error(timeout, path))
