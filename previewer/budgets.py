@@ -164,10 +164,28 @@ class Limits:
         Raises:
             InvalidOptionsError: If a key is unknown or a value invalid.
         """
-        if not isinstance(data, Mapping):
-            raise InvalidOptionsError(f"limits must be a mapping, not {data!r}")
-        names = {spec.name for spec in fields(cls)}
-        unknown = sorted(str(key) for key in data if key not in names)
-        if unknown:
-            raise InvalidOptionsError(f"unknown limit {', '.join(map(repr, unknown))}")
-        return cls(**{str(key): value for key, value in data.items()})
+        return cls(**field_values(cls, data, "limits", "limit"))
+
+
+def field_values(cls: type, data: Mapping[str, Any], what: str, item: str) -> dict[str, Any]:
+    """Check that ``data`` is a mapping of ``cls``'s dataclass fields; return it as keywords.
+
+    Args:
+        cls: The dataclass.
+        data: The dict to rebuild it from.
+        what: The shape's name in messages (``"limits"``).
+        item: One key's name in messages (``"limit"``).
+
+    Returns:
+        The keyword arguments for ``cls``.
+
+    Raises:
+        InvalidOptionsError: If ``data`` is not a mapping or has a key that is not a field.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidOptionsError(f"{what} must be a mapping, not {data!r}")
+    names = {spec.name for spec in fields(cls)}
+    unknown = sorted(str(key) for key in data if key not in names)
+    if unknown:
+        raise InvalidOptionsError(f"unknown {item} {', '.join(map(repr, unknown))}")
+    return {str(key): value for key, value in data.items()}

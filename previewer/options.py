@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from previewer.budgets import FLAG, LimitFlag, Limits
+from previewer.budgets import FLAG, LimitFlag, Limits, field_values
 from previewer.budgets import MIN_TILE_PIXELS as MIN_TILE_PIXELS
 from previewer.errors import InvalidOptionsError
 from previewer.geometry import SizeSpec
@@ -152,13 +152,7 @@ class Options:
         Raises:
             InvalidOptionsError: If a key is unknown or a value invalid.
         """
-        if not isinstance(data, Mapping):
-            raise InvalidOptionsError(f"options must be a mapping, not {data!r}")
-        names = {spec.name for spec in fields(cls)}
-        unknown = sorted(str(key) for key in data if key not in names)
-        if unknown:
-            raise InvalidOptionsError(f"unknown option {', '.join(map(repr, unknown))}")
-        return cls(**{str(key): value for key, value in data.items()})
+        return cls(**field_values(cls, data, "options", "option"))
 
     @classmethod
     def build(
