@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from previewer import limited
-from previewer.errors import InputError, InvalidOptionsError, LimitExceededError, PreviewerError
+from previewer.errors import PreviewerError
 from previewer.options import Options
 from previewer.registry import Registry
-from previewer.sources import Source
+from previewer.sources import Source, read_chunks
 
 __all__ = ["display_name", "under_limits"]
 
@@ -179,25 +179,4 @@ def _read_stream(stream: Any, limit: int, display: str) -> bytes:
 
     The child converting it then gets the bytes: it never reads the caller's file objects.
     """
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        try:
-            chunk = stream.read(1 << 20)
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror or exc}", path=display) from exc
-        if not chunk:
-            return b"".join(chunks)
-        if not isinstance(chunk, (bytes, bytearray)):
-            raise InvalidOptionsError(
-                f"cannot read input of type {type(stream).__name__}: "
-                "give a path, bytes or a binary file object"
-            )
-        total += len(chunk)
-        if total > limit:
-            raise LimitExceededError(
-                f"input is over the limit of {limit:,} bytes (stopped reading after {total:,})",
-                path=display,
-                hint="raise max_file_size to accept it",
-            )
-        chunks.append(bytes(chunk))
+    return b"".join(read_chunks(stream, limit, display, "max_file_size"))

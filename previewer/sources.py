@@ -171,24 +171,46 @@ def spool(stream: IO[bytes], path: Path, display: str, limits: Limits) -> None:
         LimitExceededError: As soon as more than ``limits.max_file_size`` bytes were read.
         InputError: If the stream cannot be read.
     """
-    total = 0
     with open(path, "xb") as out:
-        while True:
-            try:
-                chunk = stream.read(1 << 20)
-            except OSError as exc:
-                raise InputError(f"cannot read: {exc.strerror or exc}", path=display) from exc
-            if not chunk:
-                return
-            total += len(chunk)
-            if total > limits.max_file_size:
-                raise LimitExceededError(
-                    f"input is over the limit of {limits.max_file_size:,} bytes "
-                    f"(stopped reading after {total:,})",
-                    path=display,
-                    hint="raise --max-file-size to accept it",
-                )
+        for chunk in read_chunks(stream, limits.max_file_size, display, "--max-file-size"):
             out.write(chunk)
+
+
+def read_chunks(stream: IO[bytes], limit: int, display: str, option: str) -> Iterator[bytes]:
+    """Yield ``stream``'s data in 1 MiB reads, failing as soon as it is over ``limit`` bytes.
+
+    Args:
+        stream: A readable binary file object.
+        limit: The most bytes accepted.
+        display: The input's name, for messages.
+        option: How the caller spells the limit, for the hint (``--max-file-size``).
+
+    Raises:
+        InvalidOptionsError: If the stream gives something other than bytes.
+        LimitExceededError: As soon as more than ``limit`` bytes were read.
+        InputError: If the stream cannot be read.
+    """
+    total = 0
+    while True:
+        try:
+            chunk = stream.read(1 << 20)
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", path=display) from exc
+        if not chunk:
+            return
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise InvalidOptionsError(
+                f"cannot read input of type {type(stream).__name__}: "
+                "give a path, bytes or a binary file object"
+            )
+        total += len(chunk)
+        if total > limit:
+            raise LimitExceededError(
+                f"input is over the limit of {limit:,} bytes (stopped reading after {total:,})",
+                path=display,
+                hint=f"raise {option} to accept it",
+            )
+        yield bytes(chunk)
 
 
 def _too_big(display: str, size: int, limits: Limits) -> LimitExceededError:
