@@ -42,6 +42,12 @@ PACKAGES="$PACKAGES bubblewrap"
 # imagemagick-6.q16 (the convert command): the tests make PICT inputs with it and run it as the
 # control of a sandbox test; previewer itself uses only the library.
 PACKAGES="$PACKAGES imagemagick-6.q16"
+# ffmpeg (ffmpeg, ffprobe): video and audio previews and multimedia metadata.
+PACKAGES="$PACKAGES ffmpeg"
+# tesseract-ocr: OCR text (--metadata ocr); libimage-exiftool-perl: EXIF of RAW and video files.
+PACKAGES="$PACKAGES tesseract-ocr tesseract-ocr-eng libimage-exiftool-perl"
+# chromium, chromium-driver: the browser test of previewer serve's page (tests/test_serve_page.py).
+PACKAGES="$PACKAGES chromium chromium-driver"
 if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
 fi
