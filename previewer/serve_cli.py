@@ -1,0 +1,1 @@
+"""The ``previewer serve`` command: runs the HTTP service (:mod:`previewer.serve`)."""
