@@ -42,12 +42,14 @@ import logging
 import random
 import secrets as random_secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpcore
 import jwt
+from jwt.warnings import InsecureKeyLengthWarning
 
 from previewer.serve.netguard import (
     BlockedURLError,
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 _USER_AGENT = b"previewer-webhooks"
 _JWT_LIFETIME = 300
 _RESPONSE_READ_LIMIT = 64 * 1024
+_short_key_logged: list[bool] = []
 
 
 @dataclass
@@ -130,7 +133,14 @@ def signed_headers(
             "jti": msg_id,
             "body_sha256": hashlib.sha256(body).hexdigest(),
         }
-        token = jwt.encode(claims, secrets.jwt_secret, algorithm="HS256")
+        with warnings.catch_warnings():
+            # PyJWT warns on every signing with a key under 32 bytes; the operator chose the
+            # app secret, so say it once in the log instead of warning at each delivery.
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            token = jwt.encode(claims, secrets.jwt_secret, algorithm="HS256")
+        if len(secrets.jwt_secret.encode()) < 32 and not _short_key_logged:
+            _short_key_logged.append(True)
+            log.warning("the webhook JWT secret is shorter than 32 bytes (RFC 7518 3.2)")
         headers.append(("Authorization", f"Bearer {token}"))
     return headers
 
