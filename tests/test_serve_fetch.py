@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from loopback_http import LoopServer, Reply, body_of, redirect, slow, status
 
-from previewer.serve.fetch import Fetched, FetchError, fetch_url, safe_filename
+from previewer.serve.fetch import Fetched, FetchError, fetch_url, fetch_url_sync, safe_filename
 from previewer.serve.netguard import (
     BlockedURLError,
     NetPolicy,
@@ -116,6 +116,16 @@ def test_userinfo_becomes_basic_auth_and_is_never_echoed(server: LoopServer, des
     fetch(url, dest, LOCAL1)
     expected = "Basic " + base64.b64encode(b"user:pa@ss").decode()
     assert server.requests[-1].headers["authorization"] == expected
+
+
+def test_credentials_go_to_the_first_hop_only(dest: Path) -> None:
+    with LoopServer("127.0.0.1") as srv:
+        srv.routes["/start"] = redirect("/file")
+        srv.routes["/file"] = body_of(DATA)
+        got = fetch_url_sync(f"http://user:pw@127.0.0.1:{srv.port}/start", dest, LOCAL1)
+        assert got.path.read_bytes() == DATA
+        assert "authorization" in srv.requests[0].headers
+        assert "authorization" not in srv.requests[1].headers
 
 
 DENIED = [

@@ -22,7 +22,7 @@ from loopback_http import LoopServer, Recorded, Reply, status
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from previewer.serve.netguard import NetPolicy
-from previewer.serve.webhooks import WebhookSecrets, deliver
+from previewer.serve.webhooks import WebhookSecrets, deliver, deliver_sync
 
 STANDARD_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-test-key-32byt").decode()
 JWT_SECRET = "filepreviews-app-secret-for-tests"
@@ -273,3 +273,11 @@ def test_short_jwt_secret_still_signs(
         claims = jwt.decode(token, "k3y!", algorithms=["HS256"])
     assert claims["body_sha256"] == hashlib.sha256(last(receiver, "/hook").body).hexdigest()
     assert "k3y!" not in caplog.text
+
+
+def test_sync_variant(receiver: LoopServer) -> None:
+    result = deliver_sync(
+        receiver.url("/hook"), {"id": "x"}, secrets=WebhookSecrets(), policy=LOCAL
+    )
+    assert result["state"] == "delivered"
+    assert json.loads(last(receiver, "/hook").body) == {"id": "x"}

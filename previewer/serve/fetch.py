@@ -41,7 +41,7 @@ from previewer.serve.netguard import (
     request_url,
 )
 
-__all__ = ["FetchError", "Fetched", "fetch_url", "safe_filename"]
+__all__ = ["FetchError", "Fetched", "fetch_url", "fetch_url_sync", "safe_filename"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,24 @@ async def fetch_url(url: str, dest_dir: Path, policy: NetPolicy) -> Fetched:
         raise FetchError(
             504, f"fetching from {state.origin} took longer than {policy.timeout:g} s"
         ) from None
+
+
+def fetch_url_sync(url: str, dest_dir: Path, policy: NetPolicy) -> Fetched:
+    """Run :func:`fetch_url` to completion (for code outside an event loop, such as a worker).
+
+    Args:
+        url: An absolute http or https URL.
+        dest_dir: An existing directory.
+        policy: The outbound-request policy.
+
+    Returns:
+        The downloaded file.
+
+    Raises:
+        FetchError: As :func:`fetch_url`.
+        RuntimeError: If called from a running event loop (await :func:`fetch_url` there).
+    """
+    return asyncio.run(fetch_url(url, dest_dir, policy))
 
 
 @dataclass

@@ -60,7 +60,7 @@ from previewer.serve.netguard import (
     request_url,
 )
 
-__all__ = ["WebhookSecrets", "deliver", "signed_headers"]
+__all__ = ["WebhookSecrets", "deliver", "deliver_sync", "signed_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,23 @@ async def deliver(
             break
         await asyncio.sleep(base_delay * 2**attempt * random.uniform(0.5, 1.0))
     return {"state": "failed", "attempts": made, "last_status": status, "last_error": error}
+
+
+def deliver_sync(url: str, payload: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Run :func:`deliver` to completion (for code outside an event loop, such as a worker).
+
+    Args:
+        url: The callback URL.
+        payload: A JSON-serialisable object.
+        **kwargs: :func:`deliver`'s keyword arguments (``secrets`` and ``policy`` required).
+
+    Returns:
+        :func:`deliver`'s result.
+
+    Raises:
+        RuntimeError: If called from a running event loop (await :func:`deliver` there).
+    """
+    return asyncio.run(deliver(url, payload, **kwargs))
 
 
 async def _attempt(
