@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,9 +70,16 @@ class CameraRawConverter(BaseConverter):
 
     @functools.cache  # noqa: B019 - one converter instance per registry; caching is the point
     def availability(self) -> Availability:
-        """Report whether rawpy imports, with the version of the LibRaw it bundles."""
+        """Report whether rawpy imports, with the version of the LibRaw it bundles.
+
+        rawpy imports numpy, whose OpenBLAS starts a thread pool on import unless told not to;
+        a process that imports it (previewer imports engines in a long-lived caller from a
+        converter's second conversion on) then has threads and can no longer fork its
+        conversion children directly. rawpy needs no BLAS, so when numpy is not loaded yet,
+        ``OPENBLAS_NUM_THREADS`` defaults to 1 for it.
+        """
         try:
-            import rawpy
+            rawpy = _rawpy()
         except Exception as exc:  # noqa: BLE001 - never raises, by contract
             return Availability(
                 False, "LibRaw (rawpy)", reason=f"cannot import rawpy ({exc}); pip install rawpy"
@@ -86,9 +95,7 @@ class CameraRawConverter(BaseConverter):
             InputError: LibRaw cannot read the file (unsupported, truncated, corrupt).
             LimitExceededError: The declared sensor size is over ``max_pixels``.
         """
-        import rawpy
-
-        raw = rawpy.RawPy()  # not rawpy.imread: its fork check warns in every pool worker
+        raw = _rawpy().RawPy()  # not rawpy.imread: its fork check warns in every pool worker
         try:
             with libraw_errors(ctx):
                 raw.open_file(str(source))
@@ -96,6 +103,15 @@ class CameraRawConverter(BaseConverter):
         except BaseException:
             raw.close()
             raise
+
+
+def _rawpy() -> Any:
+    """Import rawpy (see :meth:`CameraRawConverter.availability` about OpenBLAS threads)."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import rawpy
+
+    return rawpy
 
 
 @contextmanager
@@ -183,29 +199,40 @@ class CameraRawDocument(BaseDocument):
 
         width, height = self._size
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
-        source, flip = self._source(target)
-        if source.size != _displayed(target, flip):
-            source = _scaled(source, _displayed(target, flip))
-        image = _upright(source, flip)
+        image = self._from_preview(target)
+        if image is None:
+            half = target[0] * 2 <= width + 1 and target[1] * 2 <= height + 1
+            self.source_used = "half-size demosaic" if half else "demosaic"
+            image = self._demosaic(half)  # upright already: postprocess applies the flip
         if image.size != target:
-            image = image.resize(target, Image.Resampling.LANCZOS)
+            image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
         if clip is not None:
             x0, y0, x1, y1 = (round(c * scale) for c in clip)
             image = image.crop((x0, y0, x1, y1))
         return image
 
-    def _source(self, target: tuple[int, int]) -> tuple[Image.Image, int]:
-        """The decoded image to scale to ``target`` (displayed pixels) and its LibRaw flip."""
+    def _from_preview(self, target: tuple[int, int]) -> Image.Image | None:
+        """The embedded preview scaled to ``target`` and upright, or None when it will not do.
+
+        It will not do when there is none, when it is smaller than ``target`` or framed
+        differently from the sensor image, or when it cannot be decoded (then it is logged
+        and the sensor data is demosaiced instead).
+        """
         preview = self._embedded()
-        if preview is not None:
-            shown = _displayed(preview.size, self._preview_flip)
-            if shown[0] >= target[0] and shown[1] >= target[1] and _same_shape(shown, self._size):
-                self.source_used = "embedded preview"
-                return preview, self._preview_flip
-        width, height = self._size
-        half = target[0] * 2 <= width + 1 and target[1] * 2 <= height + 1
-        self.source_used = "half-size demosaic" if half else "demosaic"
-        return self._demosaic(half), 0  # postprocess applies the flip itself
+        if preview is None:
+            return None
+        flip = self._preview_flip
+        shown = _displayed(preview.size, flip)
+        if shown[0] < target[0] or shown[1] < target[1] or not _same_shape(shown, self._size):
+            return None
+        try:
+            with _pillow_warnings_logged(self._ctx):
+                image = _upright(_scaled(preview, _displayed(target, flip)), flip)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure: demosaic instead
+            self._ctx.log.debug("embedded preview cannot be decoded (%s); demosaicing", exc)
+            return None
+        self.source_used = "embedded preview"
+        return image
 
     def _embedded(self) -> Image.Image | None:
         """The camera's embedded preview, or None; a JPEG is opened afresh (header only).
@@ -248,11 +275,12 @@ class CameraRawDocument(BaseDocument):
         return image
 
     def _open_jpeg(self, data: bytes) -> Image.Image | None:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         try:
-            return Image.open(io.BytesIO(data), formats=["JPEG"])
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            with _pillow_warnings_logged(self._ctx):
+                return Image.open(io.BytesIO(data), formats=["JPEG"])
+        except Exception as exc:  # noqa: BLE001 - damaged or over the pixel limit: demosaic
             self._ctx.log.debug("embedded preview is not a readable JPEG: %s", exc)
             return None
 
@@ -330,8 +358,23 @@ def _displayed(size: tuple[int, int], flip: int) -> tuple[int, int]:
 
 
 def _same_shape(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    """Whether two sizes have nearly the same aspect ratio (a preview of the whole frame)."""
-    return abs(a[0] * b[1] - a[1] * b[0]) <= 0.03 * b[0] * b[1] * max(a[0] / b[0], a[1] / b[1])
+    """Whether two sizes' aspect ratios differ by under 3 % (a preview of the whole frame)."""
+    return abs(a[0] / a[1] - b[0] / b[1]) <= 0.03 * b[0] / b[1]
+
+
+@contextmanager
+def _pillow_warnings_logged(ctx: ConvertContext) -> Iterator[None]:
+    """Within the block: Pillow's warnings are logged, and its decompression-bomb warning raised."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+    for warning in caught:
+        ctx.log.debug("Pillow: %s", warning.message)
 
 
 def _scaled(image: Image.Image, size: tuple[int, int]) -> Image.Image:

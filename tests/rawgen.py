@@ -99,6 +99,7 @@ def dng(
     orientation: int = 1,
     make: str = "Previewer",
     model: str = "TestCam",
+    cut_preview: bool = False,
 ) -> Path:
     """Write a DNG of one colour; return ``path``.
 
@@ -112,6 +113,7 @@ def dng(
         orientation: TIFF Orientation (6: rotate 90 degrees clockwise to display).
         make: Camera Make.
         model: Camera Model.
+        cut_preview: Store only the first half of the preview's JPEG (a damaged preview).
     """
     width, height = size
     cfa = mosaic(width, height, rgb)
@@ -138,6 +140,8 @@ def dng(
         tif.write(cfa, photometric=32803, subfiletype=0, extratags=_CFA_TAGS)
     data = bytearray(path.read_bytes())
     jpeg = _jpeg(preview, preview_colour)
+    if cut_preview:
+        jpeg = jpeg[: len(jpeg) // 2]
     entries = _ifd0(data)
     offset = entries[273]
     data[offset : offset + len(jpeg)] = jpeg

@@ -135,6 +135,14 @@ def test_sources_chosen_by_output_size(raws: dict[str, Path]) -> None:
     assert facts["rendered_from"] == "demosaic"
 
 
+def test_damaged_embedded_preview_falls_back_to_the_demosaic(tmp_path: Path) -> None:
+    path = dng(tmp_path / "cut.dng", size=(800, 600), rgb=RED, preview=(400, 300), cut_preview=True)
+    with _open(path) as doc:  # type: ignore[attr-defined]
+        image = doc.render(0, scale=0.32)
+        assert doc.source_used == "half-size demosaic"
+    assert image.size == (256, 192) and _dominant(image, (200, 150)) == 0
+
+
 @pytest.mark.parametrize(
     ("rgb", "channel"), [((0.8, 0.1, 0.05), 0), ((0.1, 0.7, 0.1), 1), ((0.05, 0.1, 0.8), 2)]
 )
