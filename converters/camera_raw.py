@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.converters import CAMERA_RAW
-from previewer.converters.camera_raw_tags import camera_names, exif_flip
+from previewer.converters.camera_raw_tags import camera_names, displayed, exif_flip, upright
 from previewer.errors import InputError, LimitExceededError
 from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
 
@@ -222,12 +222,12 @@ class CameraRawDocument(BaseDocument):
         if preview is None:
             return None
         flip = self._preview_flip
-        shown = _displayed(preview.size, flip)
+        shown = displayed(preview.size, flip)
         if shown[0] < target[0] or shown[1] < target[1] or not _same_shape(shown, self._size):
             return None
         try:
             with _pillow_warnings_logged(self._ctx):
-                image = _upright(_scaled(preview, _displayed(target, flip)), flip)
+                image = upright(_scaled(preview, displayed(target, flip)), flip)
         except Exception as exc:  # noqa: BLE001 - any decoder failure: demosaic instead
             self._ctx.log.debug("embedded preview cannot be decoded (%s); demosaicing", exc)
             return None
@@ -338,7 +338,7 @@ class CameraRawDocument(BaseDocument):
         self._embedded()
         size = self._preview_size
         facts["embedded_preview"] = (
-            None if size is None else list(_displayed(size, self._preview_flip))
+            None if size is None else list(displayed(size, self._preview_flip))
         )
         facts["rendered_from"] = self.source_used
         return facts
@@ -350,11 +350,6 @@ class CameraRawDocument(BaseDocument):
         if self._raw is not None:
             self._raw.close()
             self._raw = None
-
-
-def _displayed(size: tuple[int, int], flip: int) -> tuple[int, int]:
-    """``size`` (as stored) as displayed after LibRaw's ``flip`` (bit 4: axes swapped)."""
-    return (size[1], size[0]) if flip & 4 else size
 
 
 def _same_shape(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -385,21 +380,3 @@ def _scaled(image: Image.Image, size: tuple[int, int]) -> Image.Image:
         image.draft("RGB", size)
     image.load()
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
-
-
-def _upright(image: Image.Image, flip: int) -> Image.Image:
-    """Apply LibRaw's ``flip`` (0, 3: 180 degrees, 5: 90 counter-clockwise, 6: clockwise...)."""
-    from PIL import Image
-
-    steps = {
-        1: (Image.Transpose.FLIP_LEFT_RIGHT,),
-        2: (Image.Transpose.FLIP_TOP_BOTTOM,),
-        3: (Image.Transpose.ROTATE_180,),
-        4: (Image.Transpose.TRANSPOSE,),
-        5: (Image.Transpose.ROTATE_90,),
-        6: (Image.Transpose.ROTATE_270,),
-        7: (Image.Transpose.TRANSVERSE,),
-    }.get(flip, ())
-    for step in steps:
-        image = image.transpose(step)
-    return image

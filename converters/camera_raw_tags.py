@@ -3,15 +3,19 @@
 rawpy 0.28 gives neither LibRaw's ``idata.make`` nor ``idata.model``; TIFF-structured RAW files
 (DNG, NEF, ARW, CR2, PEF, ORF, RW2, ...) carry them as the ``Make``/``Model`` tags of the first
 directory, read here from at most a few kilobytes. Also the mapping of EXIF orientations to
-LibRaw's ``flip`` codes.
+LibRaw's ``flip`` codes, and what a flip does to a size and an image.
 """
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["camera_names", "exif_flip"]
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["camera_names", "displayed", "exif_flip", "upright"]
 
 _MAKE, _MODEL = 271, 272
 # Byte order marks and the magic numbers of TIFF-structured RAW formats: TIFF 42, Olympus ORF
@@ -66,3 +70,26 @@ def camera_names(path: Path) -> dict[str, str]:
             return names
     except (OSError, struct.error):
         return {}
+
+
+def displayed(size: tuple[int, int], flip: int) -> tuple[int, int]:
+    """``size`` (as stored) as displayed after LibRaw's ``flip`` (bit 4: axes swapped)."""
+    return (size[1], size[0]) if flip & 4 else size
+
+
+def upright(image: Image.Image, flip: int) -> Image.Image:
+    """Apply LibRaw's ``flip`` (0, 3: 180 degrees, 5: 90 counter-clockwise, 6: clockwise...)."""
+    from PIL import Image
+
+    steps = {
+        1: (Image.Transpose.FLIP_LEFT_RIGHT,),
+        2: (Image.Transpose.FLIP_TOP_BOTTOM,),
+        3: (Image.Transpose.ROTATE_180,),
+        4: (Image.Transpose.TRANSPOSE,),
+        5: (Image.Transpose.ROTATE_90,),
+        6: (Image.Transpose.ROTATE_270,),
+        7: (Image.Transpose.TRANSVERSE,),
+    }.get(flip, ())
+    for step in steps:
+        image = image.transpose(step)
+    return image
