@@ -68,6 +68,44 @@ im.thumbnail((256, 256))
 im.save(out)
 """
 
+MIN_RAWPY = """\
+import io
+import sys
+
+import rawpy
+from PIL import Image
+
+f, out = sys.argv[1], sys.argv[2]
+raw = rawpy.imread(f)
+try:
+    thumb = raw.extract_thumb()
+    im = Image.open(io.BytesIO(thumb.data))
+    im.draft("RGB", (256, 256))
+except rawpy.LibRawError:
+    im = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+im.thumbnail((256, 256))
+im.save(out)
+"""
+
+RAW_PEER = """\
+import io
+import subprocess
+import sys
+
+from PIL import Image
+
+mode, f, out = sys.argv[1], sys.argv[2], sys.argv[3]
+if mode == "exiftool":  # the embedded preview, as exiftool extracts it
+    argv = ["exiftool", "-b", "-PreviewImage", f]
+else:  # LibRaw's half-size demosaic, as a PPM on stdout
+    argv = ["dcraw_emu", "-h", "-w", "-Z", "-", f]
+data = subprocess.run(argv, capture_output=True, check=True).stdout
+im = Image.open(io.BytesIO(data))
+im.draft("RGB", (256, 256))
+im.thumbnail((256, 256))
+im.save(out)
+"""
+
 SPAWNER = r"""
 import os
 import signal
@@ -475,6 +513,19 @@ class SizedScript(Tool):
         assert self.exe
         out = outdir / "out.png"
         return [self.python, self.exe, str(inp), str(out), str(SIZE)], out
+
+
+@dataclass
+class RawPeer(Tool):
+    """``raw_peer.py MODE FILE OUT``: exiftool's preview or dcraw_emu's demosaic, then Pillow."""
+
+    python: str = ""
+    mode: str = ""
+
+    def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
+        assert self.exe
+        out = outdir / "out.png"
+        return [self.python, self.exe, self.mode, str(inp), str(out)], out
 
 
 MIN_PYVIPS = """\
@@ -1631,6 +1682,68 @@ def ensure_inputs(work: Path, regen: bool) -> Path:
     return inputs
 
 
+RAW_SENSOR = (6000, 4000)
+RAW_PREVIEW = (1616, 1080)  # Sony's size; Nikon and Canon embed larger ones
+
+
+def generate_raw(raw: Path) -> None:
+    """Two 6000 x 4000 DNGs (child process): with a 1616 x 1080 JPEG preview, and without."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from rawgen import dng
+
+    raw.mkdir(parents=True, exist_ok=True)
+    dng(raw / "raw-preview-6000x4000.dng", size=RAW_SENSOR, preview=RAW_PREVIEW)
+    dng(raw / "raw-cfa-6000x4000.dng", size=RAW_SENSOR)
+    (raw / "STAMP").write_text("raw v1\n")
+
+
+def raw_inputs(inputs: Path) -> Path:
+    raw = inputs / "raw"
+    if not (raw / "STAMP").exists():
+        import subprocess
+
+        progress(f"generating RAW inputs in {raw} ...")
+        argv = [sys.executable, str(Path(__file__).resolve()), "--generate-raw", str(raw)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            sys.exit(f"bench: generating RAW inputs failed:\n{proc.stderr}")
+    return raw
+
+
+def run_raw(runner: Runner, t: dict[str, Tool], inputs: Path, runs: int, work: Path) -> list[Row]:
+    """Camera RAW: the embedded-preview path and the half-size demosaic path."""
+    raw = raw_inputs(inputs)
+    rows: list[Row] = []
+    peers = [t["previewer"], t["min-rawpy"], t["exiftool preview"], t["dcraw_emu -h"]]
+    rows += run_case(runner, "raw-dng-preview", raw / "raw-preview-6000x4000.dng", peers, {},
+                     runs, work)  # fmt: skip
+    peers = [t["previewer"], t["min-rawpy"], t["dcraw_emu -h"]]
+    rows += run_case(runner, "raw-dng-cfa", raw / "raw-cfa-6000x4000.dng", peers, {}, runs, work)
+    return rows
+
+
+def raw_targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """previewer against the fastest command-line route for each RAW case."""
+    found: list[dict[str, Any]] = []
+    for case, peer_name in (
+        ("raw-dng-preview", "exiftool preview"),
+        ("raw-dng-preview", "min-rawpy"),
+        ("raw-dng-cfa", "dcraw_emu -h"),
+    ):
+        tools = {r.tool: r for r in rows if r.case == case}
+        ours, peer = tools.get("previewer"), tools.get(peer_name)
+        if ours and peer and ours.median and peer.median:
+            ratio = ours.median / peer.median
+            found.append(
+                {
+                    "target": f"{case}: previewer <= 1.3x {peer_name}",
+                    "value": f"{ratio:.2f}x ({ours.median:.3f} s vs {peer.median:.3f} s)",
+                    "pass": ratio <= 1.3,
+                }
+            )
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, help="timed runs per tool (default 7)")
@@ -1655,11 +1768,12 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, queue, office; "
-        "giant only when named: giant, giant-vector, giant-image, giant-png)",
+        help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, queue, office, "
+        "raw; giant only when named: giant, giant-vector, giant-image, giant-png)",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate-giant", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--generate-raw", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.generate:
@@ -1667,6 +1781,9 @@ def main() -> None:
         return
     if args.generate_giant:
         generate_giant(args.generate_giant)
+        return
+    if args.generate_raw:
+        generate_raw(args.generate_raw)
         return
     if args.quick:
         args.runs = 3 if args.runs is None else args.runs
@@ -1687,6 +1804,8 @@ def main() -> None:
     (scripts / "min_psdtools.py").write_text(MIN_PSDTOOLS)
     (scripts / "min_pyvips.py").write_text(MIN_PYVIPS)
     (scripts / "giant_streamed.py").write_text(GIANT_STREAMED)
+    (scripts / "min_rawpy.py").write_text(MIN_RAWPY)
+    (scripts / "raw_peer.py").write_text(RAW_PEER)
     inputs = ensure_inputs(work, args.regen)
 
     # Children run as a user's would: no PREVIEWER_* settings, and with bytecode caching even when
@@ -1717,6 +1836,19 @@ def main() -> None:
         "min-pyvips": Script("min-pyvips", str(scripts / "min_pyvips.py"), python=py),
         "previewer streamed": SizedScript(
             "previewer streamed", str(scripts / "giant_streamed.py"), python=py
+        ),
+        "min-rawpy": Script("min-rawpy", str(scripts / "min_rawpy.py"), python=py),
+        "exiftool preview": RawPeer(
+            "exiftool preview",
+            shutil.which("exiftool") and str(scripts / "raw_peer.py"),
+            python=py,
+            mode="exiftool",
+        ),
+        "dcraw_emu -h": RawPeer(
+            "dcraw_emu -h",
+            shutil.which("dcraw_emu") and str(scripts / "raw_peer.py"),
+            python=py,
+            mode="dcraw_emu",
         ),
     }
     versions = tool_versions(tools)
@@ -1781,6 +1913,8 @@ def main() -> None:
         rows += run_pool(runner, t["previewer"], inputs, args.batch_runs, work)
     if wanted("queue"):
         rows += run_queue(runner, t["previewer"], inputs, args.batch_runs, work, env)
+    if wanted("raw"):
+        rows += run_raw(runner, t, inputs, args.runs, work)
     if wanted("office"):
         rows += run_office(runner, t["previewer"], py, args.batch_runs, inputs, work)
     if only and any(x.startswith("giant") for x in only):  # slow: only when asked for
@@ -1806,6 +1940,7 @@ def main() -> None:
     print()
     print("targets")
     found = targets(rows) + office_targets(rows) + pool_targets(rows) + queue_targets(rows)
+    found += raw_targets(rows)
     width = max((len(x["target"]) for x in found), default=0)
     for item in found:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["pass"]]

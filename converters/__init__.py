@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 __all__ = [
     "BUILTIN_SPECS",
+    "CAMERA_RAW",
     "GHOSTSCRIPT",
     "MAGICK",
     "OFFICE",
@@ -228,5 +229,40 @@ MAGICK = BuiltinSpec(
     "magick-wand", "previewer.converters.magick:MagickConverter", 10, frozenset(MAGICK_CODERS)
 )
 
-BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (PDF, RASTER, PSD, GHOSTSCRIPT, OFFICE, MAGICK)
+CAMERA_RAW_TYPES = frozenset(
+    {
+        "image/x-adobe-dng",
+        "image/x-canon-cr2",
+        "image/x-canon-cr3",
+        "image/x-canon-crw",
+        "image/x-nikon-nef",
+        "image/x-nikon-nrw",
+        "image/x-sony-arw",
+        "image/x-sony-sr2",
+        "image/x-sony-srf",
+        "image/x-olympus-orf",
+        "image/x-panasonic-rw2",
+        "image/x-panasonic-raw",
+        "image/x-pentax-pef",
+        "image/x-fuji-raf",
+        "image/x-sigma-x3f",
+        "image/x-epson-erf",
+        "image/x-kodak-dcr",
+        "image/x-kodak-kdc",
+        "image/x-samsung-srw",
+        "image/x-minolta-mrw",
+        "image/x-hasselblad-3fr",
+        "image/x-mamiya-mef",
+        "image/x-leaf-mos",
+        "image/x-phaseone-iiq",
+        "image/x-dcraw",
+    }
+)
+"""Camera RAW types (content-sniffed: see :mod:`previewer.mime_heuristics`), read by LibRaw."""
+
+CAMERA_RAW = BuiltinSpec(
+    "raw-libraw", "previewer.converters.camera_raw:CameraRawConverter", 50, CAMERA_RAW_TYPES
+)
+
+BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (PDF, RASTER, PSD, GHOSTSCRIPT, OFFICE, MAGICK, CAMERA_RAW)
 """Every built-in converter, in the order the registry lists them."""

@@ -23,6 +23,7 @@ from previewer.mime_heuristics import (
     damaged_pdf,
     pdf_structure,
     picture_hint,
+    raw_signature,
     raw_type,
     tiff_reader,
 )
@@ -106,6 +107,9 @@ def _tie_break(mime: str, name: str) -> str:
 
 
 def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of signatures
+    raw = raw_signature(head)  # camera RAW formats with their own signatures (ORF, RW2, CR3...)
+    if raw is not None:
+        return raw
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if head.startswith(b"\xff\xd8\xff"):

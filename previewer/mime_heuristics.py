@@ -2,7 +2,9 @@
 
 Each answers a question a plain signature cannot: is this header-less file a PDF a reader would
 repair, is this TIFF really a camera's RAW file (whose first image is only a thumbnail), is this
-signature-less file named ``.pct`` a PICT. :mod:`previewer.mime` calls them.
+signature-less file named ``.pct`` a PICT. The signatures of the RAW formats that have their own
+(CRW, CR3, RAF, ORF, RW2, MRW, X3F) are here too, next to the TIFF-based ones.
+:mod:`previewer.mime` calls them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "damaged_pdf",
     "pdf_structure",
     "picture_hint",
+    "raw_signature",
     "raw_type",
     "tiff_reader",
 ]
@@ -80,8 +83,42 @@ _RAW_MAKERS: tuple[tuple[str, str], ...] = (
     ("panasonic", "image/x-panasonic-raw"),
     ("fujifilm", "image/x-fuji-raf"),
 )
-RAW_TYPES = frozenset({"image/x-adobe-dng", "image/x-dcraw"} | {t for _m, t in _RAW_MAKERS})
-"""Camera RAW types: TIFF containers whose first image is only a thumbnail of the photo."""
+# RAW formats that are not TIFF files (or TIFF with another magic number): their signatures.
+_RAW_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"FUJIFILMCCD-RAW", "image/x-fuji-raf"),
+    (6, b"HEAPCCDR", "image/x-canon-crw"),  # after "II" and the header length
+    (0, b"IIRO", "image/x-olympus-orf"),
+    (0, b"IIRS", "image/x-olympus-orf"),
+    (0, b"MMOR", "image/x-olympus-orf"),
+    (0, b"IIU\0", "image/x-panasonic-rw2"),
+    (0, b"\0MRM", "image/x-minolta-mrw"),
+    (0, b"FOVb", "image/x-sigma-x3f"),
+)
+
+RAW_TYPES = frozenset(
+    {"image/x-adobe-dng", "image/x-dcraw", "image/x-canon-cr3"}
+    | {t for _m, t in _RAW_MAKERS}
+    | {t for _o, _s, t in _RAW_SIGNATURES}
+)
+"""Camera RAW types: TIFF containers whose first image is only a thumbnail of the photo, and
+the RAW formats recognised by their own signatures (CRW, CR3, RAF, ORF, RW2, MRW, X3F)."""
+
+
+def raw_signature(head: bytes) -> str | None:
+    """Return the camera RAW type of a file by its signature, for RAW formats that have one.
+
+    Checked before the TIFF signature: ORF and RW2 are TIFF-structured but carry their own
+    magic numbers, and CR3 is an ISO base media file (brand ``crx``).
+    """
+    for offset, signature, mime in _RAW_SIGNATURES:
+        if head[offset : offset + len(signature)] == signature:
+            if offset == 6 and head[:2] not in (b"II", b"MM"):
+                continue
+            return mime
+    if head[4:8] == b"ftyp" and head[8:12] == b"crx ":
+        return "image/x-canon-cr3"
+    return None
+
 
 _RAW_READ = 1 << 16
 

@@ -67,6 +67,11 @@ EXTENSIONS: dict[str, str] = {
     ".ods": "application/vnd.oasis.opendocument.spreadsheet",
     ".odp": "application/vnd.oasis.opendocument.presentation",
     ".odg": "application/vnd.oasis.opendocument.graphics",
+    # Camera RAW variants a maker's TIFF-structured files share one signature with.
+    ".nrw": "image/x-nikon-nrw",
+    ".sr2": "image/x-sony-sr2",
+    ".srf": "image/x-sony-srf",
+    ".dcr": "image/x-kodak-dcr",
 }
 
 # Containers whose extension may refine them, and which refinements are plausible.
@@ -95,6 +100,9 @@ REFINABLE: dict[str, set[str]] = {
     },
     "text/plain": {"text/csv"},
     "application/xml": {"image/svg+xml", "application/x-fictionbook+xml"},
+    "image/x-nikon-nef": {"image/x-nikon-nrw"},
+    "image/x-sony-arw": {"image/x-sony-sr2", "image/x-sony-srf"},
+    "image/x-kodak-kdc": {"image/x-kodak-dcr"},
 }
 
 OOXML_PARTS = (

@@ -215,6 +215,7 @@ ENGINES: dict[str, tuple[str, Callable[[], str | None]]] = {
     "soffice": ("LibreOffice", lambda: _converter("office-libreoffice")),
     "gs": ("Ghostscript", lambda: _converter("postscript-ghostscript")),
     "magick": ("ImageMagick (Wand)", lambda: _converter("magick-wand")),
+    "rawpy": ("LibRaw (rawpy)", lambda: _converter("raw-libraw")),
     "imagemagick-cli": ("ImageMagick's convert", lambda: _program("convert")),
     "redis-server": ("Redis", lambda: _program("redis-server")),
     "gnome-thumbnail-factory": ("GNOME's thumbnail factory", _gnome_factory),

@@ -13,7 +13,7 @@ from pngcheck import check_png
 from support import require_engine, run_previewer
 
 import previewer
-from previewer.errors import ExitCode, InputError, UnsupportedFormatError
+from previewer.errors import ExitCode, InputError
 from previewer.mime import RAW_TYPES, sniff, sniff_bytes
 
 # --------------------------------------------------------------------------- camera RAW
@@ -62,17 +62,22 @@ def test_camera_raw_is_not_taken_for_its_tiff_thumbnail(name: str, tmp_path: Pat
     mime = sniff(renamed)
     assert mime == RAW_MIME[name] and mime in RAW_TYPES
     assert sniff_bytes(renamed.read_bytes()[:8192], "photo.tif") == mime
-    with pytest.raises(UnsupportedFormatError, match=mime) as exc:
+    require_engine("rawpy")
+    # These are only a RAW's thumbnail with its tags: LibRaw finds no sensor data to read, and
+    # the thumbnail is not previewed instead (no TIFF decoder gets it).
+    with pytest.raises(InputError, match="LibRaw") as exc:
         previewer.convert(renamed, out_dir=tmp_path / "out")
-    assert exc.value.exit_code == ExitCode.UNSUPPORTED == 3
+    assert exc.value.exit_code == ExitCode.BAD_INPUT == 5
+    assert exc.value.converter == "raw-libraw"
     assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
-def test_cli_refuses_raw_with_exit_3(tmp_path: Path) -> None:
+def test_cli_reports_a_raw_without_sensor_data_as_bad_input(tmp_path: Path) -> None:
+    require_engine("rawpy")
     path = RAW_FILES["x.dng"](tmp_path / "x.dng")
     proc = run_previewer("convert", path, "-o", tmp_path / "o", text=True, timeout=60)
-    assert proc.returncode == 3, proc.stderr
-    assert "image/x-adobe-dng" in proc.stderr
+    assert proc.returncode == 5, proc.stderr
+    assert "image/x-adobe-dng" in proc.stderr and "raw-libraw" in proc.stderr
 
 
 @pytest.mark.parametrize(
