@@ -1,0 +1,248 @@
+"""Video files (MP4/MOV, Matroska/WebM, AVI, MPEG-PS/TS, ASF/WMV, Ogg, FLV) through ffmpeg.
+
+A video is a document of ``page_count`` frames, in pixels at its display size (sample aspect
+ratio and display rotation applied; ffmpeg rotates the frames itself):
+
+- ``page_count`` is :data:`FRAMES` (10), or one per whole second for clips shorter than that
+  (at least 1, at most the stream's frame count);
+- page 1 is the poster: the embedded cover picture (a stream with the ``attached_pic``
+  disposition) when the file has one, else the keyframe near 10 % of the duration, or, when
+  that frame is near-uniform (black, one colour: the standard deviation of a 16x16 grey copy
+  below :data:`UNIFORM`), the keyframe near 1/3, then 2/3 (as totem does); if all three are
+  uniform, the 10 % one;
+- page ``k`` > 1 is the keyframe at or before ``(k - 0.5) / page_count`` of the duration.
+
+Every frame is one ffmpeg run: input seeking to the keyframe (``-ss`` before ``-i``,
+``-noaccurate_seek``, ``-skip_frame nokey``, one thread), scaled by ffmpeg to the requested
+size, written as an RGB PNG (handed on as it is by :meth:`VideoDocument.render_png`). ffmpeg's
+``thumbnail`` filter is never used (it buffers frames: 1.35 GB on a 4K clip). ffmpeg runs
+pinned to the demuxer of the sniffed type (see :mod:`previewer.converters.media`).
+
+A file of a video container with no video stream (an audio-only MP4, WebM, MKV, WMA...) is
+previewed as audio: its cover, else its waveform (:mod:`previewer.converters.audio`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from previewer.converters import VIDEO, VIDEO_DEMUXERS
+from previewer.converters.media import FFmpeg, Probe, Stream, grey_stddev, scale_filter
+from previewer.errors import InputError
+from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from previewer.converters.audio import AudioDocument
+
+__all__ = ["FRAMES", "UNIFORM", "VideoConverter", "VideoDocument"]
+
+FRAMES = 10
+"""Pages of a video of 10 seconds or more (evenly spaced frames)."""
+UNIFORM = 6.0
+"""A frame whose 16x16 grey copy has a standard deviation below this is near-uniform."""
+POSTER_TIMES = (0.1, 1 / 3, 2 / 3)
+"""Where the poster frame is looked for, in fractions of the duration, in order."""
+
+
+class VideoConverter(BaseConverter):
+    """Previews video files with ffmpeg: a poster frame, then evenly spaced keyframes."""
+
+    name: ClassVar[str] = VIDEO.name
+    mime_types: ClassVar[frozenset[str]] = VIDEO.mime_types
+    priority: ClassVar[int] = VIDEO.priority
+    sandboxed: ClassVar[bool] = True
+
+    def availability(self) -> Availability:
+        """Find ``ffmpeg`` and ``ffprobe`` on the PATH."""
+        from previewer.converters import media
+
+        return media.availability()
+
+    def open(self, source: Path, ctx: ConvertContext) -> VideoDocument | AudioDocument:
+        """Probe ``source`` with the demuxer of its sniffed type and return a document.
+
+        Raises:
+            InputError: The content is not a video container (the pinned demuxer refuses it),
+                or it holds no decodable stream.
+        """
+        demuxer = VIDEO_DEMUXERS.get(ctx.mime)
+        if demuxer is None:
+            raise InputError(
+                f"the content is {ctx.mime}, not a video container ffmpeg may read here "
+                "(ffmpeg's demuxer is pinned to the sniffed type)"
+            )
+        ffmpeg = FFmpeg(source, demuxer, ctx)
+        probe = ffmpeg.probe()
+        video = probe.video
+        if video is None or video.size[0] <= 0 or video.size[1] <= 0:
+            if probe.audio is None and probe.cover is None:
+                raise InputError("no decodable video or audio stream")
+            from previewer.converters.audio import AudioDocument
+
+            return AudioDocument(ffmpeg, probe)
+        ffmpeg.check_pixels(video.size)
+        return VideoDocument(ffmpeg, probe, video)
+
+
+def frame_count(probe: Probe, video: Stream) -> int:
+    """The number of pages: :data:`FRAMES`, fewer for clips under 10 s or of few frames."""
+    duration = probe.duration
+    if duration is None:
+        return 1
+    count = min(FRAMES, max(1, int(duration)))
+    frames = video.raw.get("nb_frames")
+    if isinstance(frames, str) and frames.isdigit() and int(frames) > 0:
+        count = min(count, int(frames))
+    return count
+
+
+class VideoDocument(BaseDocument):
+    """A video: page 1 the poster, the others evenly spaced keyframes (module docstring)."""
+
+    units: Literal["pt", "px"] = "px"
+
+    def __init__(self, ffmpeg: FFmpeg, probe: Probe, video: Stream) -> None:
+        self._ffmpeg = ffmpeg
+        self._probe = probe
+        self._video = video
+        self._cover = probe.cover
+        if self._cover is not None and min(self._cover.size) <= 0:
+            self._cover = None
+        if self._cover is not None:
+            ffmpeg.check_pixels(self._cover.size)
+        self.page_count = frame_count(probe, video)
+        self._poster_at: float | None = None
+        self._last: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """The display size of the frame (the cover's size for page 1 of a file with one)."""
+        if index == 0 and self._cover is not None:
+            return self._cover.display_size
+        return self._video.display_size
+
+    def render(self, index: int, *, scale: float, clip: Box | None = None) -> Image.Image:
+        """Extract page ``index``'s frame scaled by ffmpeg; a ``clip`` is cut from it."""
+        from PIL import Image
+
+        width, height = self.page_size(index)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if self._last is None or self._last[0] != (index, size):
+            path = self._frame(index, size)
+            with Image.open(path, formats=["PNG"]) as image:
+                image.load()
+                self._last = ((index, size), image.copy())
+            path.unlink()
+        image = self._last[1]
+        if clip is None:
+            return image
+        x0, y0, x1, y1 = (round(v * scale) for v in clip)
+        return image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+
+    def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
+        """ffmpeg's RGB PNG of page ``index`` at exactly ``size`` (None above the tile budget)."""
+        if size[0] * size[1] > self._ffmpeg.ctx.limits.max_tile_pixels:
+            return None
+        path = self._frame(index, size)
+        data = path.read_bytes()
+        path.unlink()
+        return data
+
+    def _frame(self, index: int, size: tuple[int, int]) -> Path:
+        if index == 0 and self._cover is not None:
+            graph = f"[0:{self._cover.index}]{scale_filter(size)}[out]"
+            path, _ = self._ffmpeg.extract(graph)
+            if path is None:
+                raise InputError("the cover picture cannot be decoded")
+            return path
+        if index == 0:
+            return self._poster(size)
+        duration = self._probe.duration or 0.0
+        path = self._grab((index + 0.5) / self.page_count * duration, size)
+        if path is None:
+            path = self._grab(0.0, size)  # past the last keyframe ffmpeg can seek to
+        if path is None:
+            raise InputError("no decodable video frame")
+        return path
+
+    def _poster(self, size: tuple[int, int]) -> Path:
+        """The first non-uniform keyframe near 10 %, 1/3, 2/3 of the duration (cached)."""
+        duration = self._probe.duration or 0.0
+        if self._poster_at is not None:
+            path = self._grab(self._poster_at, size)
+            if path is not None:
+                return path
+        first: tuple[float, Path] | None = None
+        for fraction in POSTER_TIMES if duration > 0 else (0.0,):
+            at = fraction * duration
+            path, grey = self._grab_measured(at, size)
+            if path is None:
+                continue
+            if grey_stddev(grey) >= UNIFORM:
+                if first is not None:
+                    first[1].unlink()
+                self._poster_at = at
+                return path
+            if first is None:
+                first = (at, path)
+            else:
+                path.unlink()
+        if first is None:
+            path = self._grab(0.0, size)
+            if path is None:
+                raise InputError("no decodable video frame")
+            first = (0.0, path)
+        self._poster_at = first[0]
+        return first[1]
+
+    def _graph(self, size: tuple[int, int], grey: bool) -> str:
+        source = f"[0:{self._video.index}]"
+        if not grey:
+            return f"{source}{scale_filter(size)}[out]"
+        return (
+            f"{source}{scale_filter(size)},split=2[out][g];"
+            "[g]scale=16:16:flags=area,format=gray[grey]"
+        )
+
+    def _grab(self, at: float, size: tuple[int, int]) -> Path | None:
+        path, _ = self._ffmpeg.extract(self._graph(size, False), seek=at, keyframes=True)
+        return path
+
+    def _grab_measured(self, at: float, size: tuple[int, int]) -> tuple[Path | None, bytes]:
+        return self._ffmpeg.extract(self._graph(size, True), seek=at, keyframes=True, grey=True)
+
+    def metadata(self) -> dict[str, Any]:
+        """Duration, container, codecs, dimensions, frame rate, rotation, cover, audio."""
+        video, audio = self._video, self._probe.audio
+        width, height = video.size
+        rate = video.frame_rate
+        facts: dict[str, Any] = {
+            "kind": "video",
+            "container": self._probe.format.get("format_name"),
+            "duration": self._probe.duration,
+            "video_codec": video.codec,
+            "width": width,
+            "height": height,
+            "display_width": video.display_size[0],
+            "display_height": video.display_size[1],
+            "frame_rate": round(rate, 3) if rate else None,
+            "rotation": video.rotation,
+            "has_cover": self._cover is not None,
+            "audio_codec": audio.codec if audio is not None else None,
+            "frames": "page 1: poster; pages 2..N: keyframes at (k - 0.5) / N of the duration",
+        }
+        bit_rate = self._probe.format.get("bit_rate")
+        if isinstance(bit_rate, str) and bit_rate.isdigit():
+            facts["bit_rate"] = int(bit_rate)
+        tags = self._probe.tags
+        for key in ("title", "artist", "album", "creation_time"):
+            if key in tags:
+                facts[key] = tags[key]
+        return facts
+
+    def close(self) -> None:
+        """Drop the last extracted frame (every frame is its own ffmpeg run)."""
+        self._last = None
+
