@@ -105,14 +105,14 @@ class AudioDocument(BaseDocument):
                 image.load()
                 self._last = (size, image.copy())
             path.unlink()
-        image = self._last[1]
+        whole = self._last[1]
         if clip is None:
-            return image
+            return whole
         x0, y0, x1, y1 = (round(v * scale) for v in clip)
-        return image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+        return whole.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
 
     def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
-        """ffmpeg's PNG of the page at exactly ``size`` (None above the tile budget)."""
+        """Return ffmpeg's PNG of the page at exactly ``size`` (None above the tile budget)."""
         if size[0] * size[1] > self._ffmpeg.ctx.limits.max_tile_pixels:
             return None
         path = self._picture(size)
@@ -133,7 +133,7 @@ class AudioDocument(BaseDocument):
                 f"colors={WAVEFORM_COLOUR},format=rgba[out]"
             )
             what = "no decodable audio"
-        path, _ = self._ffmpeg.extract(graph)
+        path, _ = self._ffmpeg.extract(graph, what=what)
         if path is None:
             raise InputError(what)
         return path

@@ -26,7 +26,7 @@ from typing import Any
 from previewer.errors import EngineError, EngineUnavailableError, InputError, LimitExceededError
 from previewer.plugin import Availability, ConvertContext
 
-__all__ = ["FFmpeg", "Probe", "Stream", "availability", "grey_stddev"]
+__all__ = ["FFmpeg", "Probe", "Stream", "availability", "grey_stddev", "reason", "sanitize"]
 
 INSTALL_HINT = "apt-get install ffmpeg"
 _PATH = re.compile(r"(?:file:)?(?:/[^\s:'\"]+)+")
@@ -44,7 +44,7 @@ def _tools() -> tuple[str, str] | None:
 
 @functools.cache
 def _version() -> str | None:
-    """ffmpeg's version from Debian's changelog (no process started), or None."""
+    """Return ffmpeg's version from Debian's changelog (no process started), or None."""
     import gzip
 
     try:
@@ -70,10 +70,24 @@ def sanitize(text: str, source: Path) -> str:
     return text.strip().removeprefix(source.name + ":").strip()
 
 
-def _last_line(stderr: bytes | str) -> str:
+_GENERIC = re.compile(
+    r"Error marking filters as finished|Cannot determine format of input stream|"
+    r"Conversion failed|Nothing was written into output|Error while filtering|"
+    r"Error reinitializing filters|Failed to inject frame|Invalid data found when processing input$"
+)
+_COMPONENT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
+
+
+def reason(stderr: bytes | str) -> str:
+    """Return ffmpeg's most telling error line: the last one that is not a generic consequence.
+
+    ffmpeg ends with "Error marking filters as finished" or "Invalid data found when processing
+    input" after the line that says why ("moov atom not found", "partial file").
+    """
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    lines = [_COMPONENT.sub("", line.strip()) for line in text.splitlines() if line.strip()]
+    specific = [line for line in lines if not _GENERIC.search(line)]
+    return (specific or lines or [""])[-1]
 
 
 def grey_stddev(raw: bytes) -> float:
@@ -241,7 +255,12 @@ class FFmpeg:
         except ValueError as exc:
             raise InputError(f"ffprobe gave no description of the file ({exc})") from exc
         streams = tuple(
-            Stream(int(s.get("index", i)), str(s.get("codec_type", "")), str(s.get("codec_name", "")), s)
+            Stream(
+                int(s.get("index", i)),
+                str(s.get("codec_type", "")),
+                str(s.get("codec_name", "")),
+                s,
+            )
             for i, s in enumerate(data.get("streams") or [])
         )
         return Probe(dict(data.get("format") or {}), streams)
@@ -263,6 +282,7 @@ class FFmpeg:
         seek: float | None = None,
         keyframes: bool = False,
         grey: bool = False,
+        what: str = "no decodable picture",
     ) -> tuple[Path | None, bytes]:
         """Run one ffmpeg extraction of a single picture.
 
@@ -272,6 +292,7 @@ class FFmpeg:
             seek: Seconds to seek to (input seeking, to the keyframe at or before it).
             keyframes: Decode keyframes only (``-skip_frame nokey``).
             grey: Also write the ``[grey]`` output as raw bytes on stdout.
+            what: What a failure means, for the error message.
 
         Returns:
             The PNG written (None when ffmpeg decoded no picture) and the grey bytes.
@@ -291,7 +312,7 @@ class FFmpeg:
         argv += ["file:" + str(out)]
         if grey:
             argv += ["-map", "[grey]", "-frames:v", "1", "-f", "rawvideo", "pipe:1"]
-        result = self._run(argv, "no decodable picture")
+        result = self._run(argv, what)
         if not (out.is_file() and out.stat().st_size > 0):
             return None, b""
         return out, result.stdout
@@ -304,14 +325,24 @@ class FFmpeg:
         except EngineError as exc:
             if type(exc) is not EngineError:
                 raise  # timeouts, missing isolation
-            reason = sanitize(_last_line(exc.message.split(": ", 1)[-1]), self.source)
-            raise InputError(f"{what}" + (f" ({reason})" if reason else "")) from exc
+            why = sanitize(reason(exc.message.split(": ", 1)[-1]), self.source)
+            raise InputError(f"{what}" + (f" ({why})" if why else "")) from exc
 
 
 def _env(workdir: Path) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir), "TMPDIR": str(workdir)}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+    }
 
 
 def scale_filter(size: tuple[int, int]) -> str:
-    """Scale to exactly ``size`` and make 8-bit RGB (the PNG ffmpeg writes)."""
-    return f"scale={size[0]}:{size[1]}:flags=lanczos+accurate_rnd,format=rgb24"
+    """Scale to exactly ``size`` and make 8-bit RGB (the PNG ffmpeg writes).
+
+    The timestamps restart at 0: after a fast seek the keyframe lies before the seek point,
+    and ffmpeg's output would drop a frame that far behind (``dropping frame ... at ts -5``).
+    """
+    scale = f"scale={size[0]}:{size[1]}:flags=lanczos+accurate_rnd"
+    return f"setpts=PTS-STARTPTS,{scale},format=rgb24"

@@ -25,7 +25,7 @@ previewed as audio: its cover, else its waveform (:mod:`previewer.converters.aud
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, overload
 
 from previewer.converters import VIDEO, VIDEO_DEMUXERS
 from previewer.converters.media import FFmpeg, Probe, Stream, grey_stddev, scale_filter
@@ -43,6 +43,7 @@ FRAMES = 10
 """Pages of a video of 10 seconds or more (evenly spaced frames)."""
 UNIFORM = 6.0
 """A frame whose 16x16 grey copy has a standard deviation below this is near-uniform."""
+NO_FRAME = "no decodable video frame"
 POSTER_TIMES = (0.1, 1 / 3, 2 / 3)
 """Where the poster frame is looked for, in fractions of the duration, in order."""
 
@@ -115,6 +116,7 @@ class VideoDocument(BaseDocument):
             ffmpeg.check_pixels(self._cover.size)
         self.page_count = frame_count(probe, video)
         self._poster_at: float | None = None
+        self._error: InputError | None = None
         self._last: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
 
     def page_size(self, index: int) -> tuple[float, float]:
@@ -135,14 +137,14 @@ class VideoDocument(BaseDocument):
                 image.load()
                 self._last = ((index, size), image.copy())
             path.unlink()
-        image = self._last[1]
+        whole = self._last[1]
         if clip is None:
-            return image
+            return whole
         x0, y0, x1, y1 = (round(v * scale) for v in clip)
-        return image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+        return whole.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
 
     def render_png(self, index: int, *, size: tuple[int, int]) -> bytes | None:
-        """ffmpeg's RGB PNG of page ``index`` at exactly ``size`` (None above the tile budget)."""
+        """Return ffmpeg's RGB PNG of page ``index`` at exactly ``size`` (None above the tiles)."""
         if size[0] * size[1] > self._ffmpeg.ctx.limits.max_tile_pixels:
             return None
         path = self._frame(index, size)
@@ -153,7 +155,7 @@ class VideoDocument(BaseDocument):
     def _frame(self, index: int, size: tuple[int, int]) -> Path:
         if index == 0 and self._cover is not None:
             graph = f"[0:{self._cover.index}]{scale_filter(size)}[out]"
-            path, _ = self._ffmpeg.extract(graph)
+            path, _ = self._ffmpeg.extract(graph, what="the cover picture cannot be decoded")
             if path is None:
                 raise InputError("the cover picture cannot be decoded")
             return path
@@ -161,11 +163,8 @@ class VideoDocument(BaseDocument):
             return self._poster(size)
         duration = self._probe.duration or 0.0
         path = self._grab((index + 0.5) / self.page_count * duration, size)
-        if path is None:
-            path = self._grab(0.0, size)  # past the last keyframe ffmpeg can seek to
-        if path is None:
-            raise InputError("no decodable video frame")
-        return path
+        # Past the last keyframe ffmpeg can seek to, or damaged there: the first frame.
+        return path or self._grab(0.0, size) or self._failed()
 
     def _poster(self, size: tuple[int, int]) -> Path:
         """The first non-uniform keyframe near 10 %, 1/3, 2/3 of the duration (cached)."""
@@ -177,8 +176,10 @@ class VideoDocument(BaseDocument):
         first: tuple[float, Path] | None = None
         for fraction in POSTER_TIMES if duration > 0 else (0.0,):
             at = fraction * duration
-            path, grey = self._grab_measured(at, size)
+            path, grey = self._grab(at, size, measure=True)
             if path is None:
+                if self._error is not None:
+                    break  # ffmpeg failed on the data, not just past the end: try the start
                 continue
             if grey_stddev(grey) >= UNIFORM:
                 if first is not None:
@@ -190,28 +191,46 @@ class VideoDocument(BaseDocument):
             else:
                 path.unlink()
         if first is None:
-            path = self._grab(0.0, size)
-            if path is None:
-                raise InputError("no decodable video frame")
-            first = (0.0, path)
+            first = (0.0, self._grab(0.0, size) or self._failed())
         self._poster_at = first[0]
         return first[1]
 
-    def _graph(self, size: tuple[int, int], grey: bool) -> str:
-        source = f"[0:{self._video.index}]"
-        if not grey:
-            return f"{source}{scale_filter(size)}[out]"
-        return (
-            f"{source}{scale_filter(size)},split=2[out][g];"
-            "[g]scale=16:16:flags=area,format=gray[grey]"
+    @overload
+    def _grab(self, at: float, size: tuple[int, int]) -> Path | None: ...
+
+    @overload
+    def _grab(
+        self, at: float, size: tuple[int, int], *, measure: Literal[True]
+    ) -> tuple[Path | None, bytes]: ...
+
+    def _grab(
+        self, at: float, size: tuple[int, int], *, measure: bool = False
+    ) -> Path | None | tuple[Path | None, bytes]:
+        """The keyframe at or before ``at`` seconds, scaled to ``size`` (None if none decodes).
+
+        With ``measure``, also a 16x16 grey copy of it (raw bytes) to judge its uniformity.
+        ffmpeg's failure is kept for :meth:`_failed`: another time may still decode.
+        """
+        source = f"[0:{self._video.index}]{scale_filter(size)}"
+        graph = (
+            f"{source},split=2[out][g];[g]scale=16:16:flags=area,format=gray[grey]"
+            if measure
+            else f"{source}[out]"
         )
+        try:
+            path, grey = self._ffmpeg.extract(
+                graph, seek=at, keyframes=True, grey=measure, what=NO_FRAME
+            )
+        except InputError as exc:
+            self._error = exc
+            path, grey = None, b""
+        return (path, grey) if measure else path
 
-    def _grab(self, at: float, size: tuple[int, int]) -> Path | None:
-        path, _ = self._ffmpeg.extract(self._graph(size, False), seek=at, keyframes=True)
-        return path
-
-    def _grab_measured(self, at: float, size: tuple[int, int]) -> tuple[Path | None, bytes]:
-        return self._ffmpeg.extract(self._graph(size, True), seek=at, keyframes=True, grey=True)
+    def _failed(self) -> NoReturn:
+        """Raise ffmpeg's last failure on a frame, or say that no frame decoded."""
+        if self._error is not None:
+            raise self._error
+        raise InputError(NO_FRAME)
 
     def metadata(self) -> dict[str, Any]:
         """Duration, container, codecs, dimensions, frame rate, rotation, cover, audio."""
@@ -245,4 +264,3 @@ class VideoDocument(BaseDocument):
     def close(self) -> None:
         """Drop the last extracted frame (every frame is its own ffmpeg run)."""
         self._last = None
-
