@@ -50,6 +50,8 @@ PACKAGES="$PACKAGES tesseract-ocr tesseract-ocr-eng libimage-exiftool-perl"
 PACKAGES="$PACKAGES chromium chromium-driver"
 if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
+    # ffmpegthumbnailer: the peer of the video case (the audio case's peer is plain ffmpeg).
+    PACKAGES="$PACKAGES ffmpegthumbnailer"
 fi
 if [ "$DESKTOP" = 1 ]; then
     PACKAGES="$PACKAGES python3-gi gir1.2-gnomedesktop-3.0"
