@@ -3,14 +3,16 @@
 A video is a document of ``page_count`` frames, in pixels at its display size (sample aspect
 ratio and display rotation applied; ffmpeg rotates the frames itself):
 
-- ``page_count`` is :data:`FRAMES` (10), or one per whole second for clips shorter than that
-  (at least 1, at most the stream's frame count);
+- ``N`` frames: :data:`FRAMES` (10), or one per whole second for clips shorter than that (at
+  least 1, at most the stream's frame count); frame ``j`` (1-based) is the keyframe at or
+  before ``(j - 0.5) / N`` of the duration;
 - page 1 is the poster: the embedded cover picture (a stream with the ``attached_pic``
   disposition) when the file has one, else the keyframe near 10 % of the duration, or, when
   that frame is near-uniform (black, one colour: the standard deviation of a 16x16 grey copy
   below :data:`UNIFORM`), the keyframe near 1/3, then 2/3 (as totem does); if all three are
   uniform, the 10 % one;
-- page ``k`` > 1 is the keyframe at or before ``(k - 0.5) / page_count`` of the duration.
+- the following pages are frames 2 to ``N`` (``N`` pages in all); with a cover, frames 1 to
+  ``N`` (``N + 1`` pages).
 
 Every frame is one ffmpeg run: input seeking to the keyframe (``-ss`` before ``-i``,
 ``-noaccurate_seek``, ``-skip_frame nokey``, one thread), scaled by ffmpeg to the requested
@@ -114,7 +116,9 @@ class VideoDocument(BaseDocument):
             self._cover = None
         if self._cover is not None:
             ffmpeg.check_pixels(self._cover.size)
-        self.page_count = frame_count(probe, video)
+        self._frames = frame_count(probe, video)
+        self._first_frame = 1 if self._cover is not None else 0
+        self.page_count = self._frames + self._first_frame
         self._poster_at: float | None = None
         self._error: InputError | None = None
         self._last: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
@@ -162,7 +166,8 @@ class VideoDocument(BaseDocument):
         if index == 0:
             return self._poster(size)
         duration = self._probe.duration or 0.0
-        path = self._grab((index + 0.5) / self.page_count * duration, size)
+        frame = index - self._first_frame  # 0..frames-1
+        path = self._grab((frame + 0.5) / self._frames * duration, size)
         # Past the last keyframe ffmpeg can seek to, or damaged there: the first frame.
         return path or self._grab(0.0, size) or self._failed()
 
@@ -250,7 +255,7 @@ class VideoDocument(BaseDocument):
             "rotation": video.rotation,
             "has_cover": self._cover is not None,
             "audio_codec": audio.codec if audio is not None else None,
-            "frames": "page 1: poster; pages 2..N: keyframes at (k - 0.5) / N of the duration",
+            "poster": "cover" if self._cover is not None else "frame",
         }
         bit_rate = self._probe.format.get("bit_rate")
         if isinstance(bit_rate, str) and bit_rate.isdigit():

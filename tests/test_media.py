@@ -143,7 +143,8 @@ def test_attached_cover_is_page_one(media: dict[str, Path], tmp_path: Path) -> N
         r, g, b = cover.convert("RGB").getpixel((4, 10))  # smptebars: grey-white bar at left
         assert min(r, g, b) > 150
     info = previewer.info(media["covered.mp4"])
-    assert info.metadata["has_cover"] is True
+    assert info.metadata["has_cover"] is True and info.metadata["poster"] == "cover"
+    assert info.pages == 4  # the cover, then the 3 frames of a 3 s clip
 
 
 def test_pages_are_different_keyframes(media: dict[str, Path], tmp_path: Path) -> None:
