@@ -47,6 +47,8 @@ UNIFORM = 6.0
 """A frame whose 16x16 grey copy has a standard deviation below this is near-uniform."""
 NO_FRAME = "no decodable video frame"
 POSTER_TIMES = (0.1, 1 / 3, 2 / 3)
+MPEG_SEQUENCE_HEADER = b"\x00\x00\x01\xb3"
+"""How an MPEG-1/2 video elementary stream starts (a program stream starts with a pack header)."""
 """Where the poster frame is looked for, in fractions of the duration, in order."""
 
 
@@ -77,6 +79,8 @@ class VideoConverter(BaseConverter):
                 f"the content is {ctx.mime}, not a video container ffmpeg may read here "
                 "(ffmpeg's demuxer is pinned to the sniffed type)"
             )
+        if demuxer == "mpeg" and _head(source).startswith(MPEG_SEQUENCE_HEADER):
+            demuxer = "mpegvideo"  # libmagic says video/mpeg for elementary streams too
         ffmpeg = FFmpeg(source, demuxer, ctx)
         probe = ffmpeg.probe()
         video = probe.video
@@ -88,6 +92,14 @@ class VideoConverter(BaseConverter):
             return AudioDocument(ffmpeg, probe)
         ffmpeg.check_pixels(video.size)
         return VideoDocument(ffmpeg, probe, video)
+
+
+def _head(source: Path) -> bytes:
+    try:
+        with open(source, "rb") as fh:
+            return fh.read(4)
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}") from exc
 
 
 def frame_count(probe: Probe, video: Stream) -> int:

@@ -20,7 +20,7 @@ from pngcheck import check_png
 from support import clean_env, mean_difference, run_previewer
 
 import previewer
-from previewer.errors import InputError
+from previewer.errors import InputError, LimitExceededError
 from previewer.mime import sniff
 
 pytestmark = pytest.mark.requires_engine("ffmpeg")
@@ -56,6 +56,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     h264 = _h264()
     p = {name: d / name for name in (
         "clip.mp4", "clip.mkv", "clip.webm", "clip.avi", "clip.mov", "clip.wmv", "clip.ts",
+        "clip.m2v",
         "long.mp4", "black.mp4", "covered.mp4", "rotated.mp4", "cover.png", "cover.mp3",
         "tone.wav", "tone.ogg", "tone.flac", "tone.opus", "voice.webm", "stream.mp4",
     )}  # fmt: skip
@@ -67,6 +68,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _ffmpeg(*one, *h264, str(p["clip.mov"]))
     _ffmpeg(*one, "-c:v", "wmv2", "-f", "asf", str(p["clip.wmv"]))
     _ffmpeg(*one, "-c:v", "mpeg2video", "-f", "mpegts", str(p["clip.ts"]))
+    _ffmpeg(*one, "-c:v", "mpeg2video", "-f", "mpeg2video", str(p["clip.m2v"]))
     # 3 s, a keyframe every second, a sound track: three pages, each a different keyframe.
     _ffmpeg(
         "-f", "lavfi", "-i", f"{SRC}:d=3", "-f", "lavfi", "-i", "sine=d=3", *h264, "-g", "10",
@@ -119,6 +121,7 @@ def _stddev(image: Image.Image) -> float:
         ("clip.mov", "video/quicktime"),
         ("clip.wmv", "video/x-ms-asf"),
         ("clip.ts", "video/mp2t"),
+        ("clip.m2v", "video/mpeg"),  # an elementary stream: the mpegvideo demuxer, not mpeg
     ],
 )
 def test_video_containers(media: dict[str, Path], tmp_path: Path, name: str, mime: str) -> None:
@@ -215,6 +218,11 @@ def test_waveform(media: dict[str, Path], tmp_path: Path, name: str, codec: str)
     meta = previewer.info(media[name]).metadata
     assert meta["audio_codec"] == codec and meta["preview"] == "waveform"
     assert abs(meta["duration"] - 1.0) < 0.1
+
+
+def test_frame_over_the_pixel_budget_is_refused_before_decoding(media: dict[str, Path]) -> None:
+    with pytest.raises(LimitExceededError, match=f"{W}x{H}"):
+        previewer.info(media["clip.mp4"], limits=previewer.Limits(max_pixels=W * H - 1))
 
 
 def test_truncated_mp4_is_bad_input(media: dict[str, Path], tmp_path: Path) -> None:
