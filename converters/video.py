@@ -181,7 +181,7 @@ class VideoDocument(BaseDocument):
         frame = index - self._first_frame  # 0..frames-1
         path = self._grab((frame + 0.5) / self._frames * duration, size)
         # Past the last keyframe ffmpeg can seek to, or damaged there: the first frame.
-        return path or self._grab(0.0, size) or self._failed()
+        return path or self._first(size)
 
     def _poster(self, size: tuple[int, int]) -> Path:
         """The first non-uniform keyframe near 10 %, 1/3, 2/3 of the duration (cached)."""
@@ -208,20 +208,32 @@ class VideoDocument(BaseDocument):
             else:
                 path.unlink()
         if first is None:
-            first = (0.0, self._grab(0.0, size) or self._failed())
+            first = (0.0, self._first(size))
         self._poster_at = first[0]
         return first[1]
 
+    def _first(self, size: tuple[int, int]) -> Path:
+        """Return the first keyframe, else the first frame, else raise the error.
+
+        The first frame of any kind is for streams whose keyframes are not flagged as such
+        (intra-refresh H.264), which decode without error but give no keyframe.
+        """
+        error = self._error = None
+        path = self._grab(0.0, size)
+        if path is None and self._error is error:
+            path = self._grab(0.0, size, keyframes=False)
+        return path or self._failed()
+
     @overload
-    def _grab(self, at: float, size: tuple[int, int]) -> Path | None: ...
+    def _grab(self, at: float, size: tuple[int, int], *, keyframes: bool = True) -> Path | None: ...
 
     @overload
     def _grab(
-        self, at: float, size: tuple[int, int], *, measure: Literal[True]
+        self, at: float, size: tuple[int, int], *, measure: Literal[True], keyframes: bool = True
     ) -> tuple[Path | None, bytes]: ...
 
     def _grab(
-        self, at: float, size: tuple[int, int], *, measure: bool = False
+        self, at: float, size: tuple[int, int], *, measure: bool = False, keyframes: bool = True
     ) -> Path | None | tuple[Path | None, bytes]:
         """The keyframe at or before ``at`` seconds, scaled to ``size`` (None if none decodes).
 
@@ -236,7 +248,7 @@ class VideoDocument(BaseDocument):
         )
         try:
             path, grey = self._ffmpeg.extract(
-                graph, seek=at, keyframes=True, grey=measure, what=NO_FRAME
+                graph, seek=at, keyframes=keyframes, grey=measure, what=NO_FRAME
             )
         except InputError as exc:
             self._error = exc
