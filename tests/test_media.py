@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +16,13 @@ import pytest
 from netcheck import SECRET, Listener
 from PIL import Image, ImageStat
 from pngcheck import check_png
-from support import clean_env, mean_difference, run_previewer
+from support import clean_env, mean_difference, require_engine, requires_engine, run_previewer
 
 import previewer
 from previewer.errors import InputError, LimitExceededError
 from previewer.mime import sniff
 
-pytestmark = pytest.mark.requires_engine("ffmpeg")
+pytestmark = requires_engine("ffmpeg")
 
 FFMPEG = "/usr/bin/ffmpeg"
 W, H = 96, 72
@@ -50,8 +49,7 @@ def _h264() -> list[str]:
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every input of this module, generated once: name -> path."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed")
+    require_engine("ffmpeg")
     d = tmp_path_factory.mktemp("media")
     h264 = _h264()
     p = {name: d / name for name in (
