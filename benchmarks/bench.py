@@ -503,6 +503,29 @@ class Vips(Tool):
         return [self.exe, str(inp), "-s", str(SIZE), "-o", str(out)], out
 
 
+class FfmpegThumbnailer(Tool):
+    """``ffmpegthumbnailer``: the frame at 10 % of the video (its default), fitted to SIZE."""
+
+    def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
+        assert self.exe
+        out = outdir / "out.png"
+        return [self.exe, "-i", str(inp), "-o", str(out), "-s", str(SIZE), "-c", "png"], out
+
+
+class FfmpegWaves(Tool):
+    """A plain ``ffmpeg ... showwavespic`` command drawing the waveform previewer draws."""
+
+    def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
+        assert self.exe
+        out = outdir / "out.png"
+        graph = (
+            "aformat=channel_layouts=mono,"
+            f"showwavespic=s={SIZE}x{SIZE // 4}:scale=sqrt:draw=full:colors=0x2f6db5"
+        )
+        argv = [self.exe, "-nostdin", "-v", "error", "-i", str(inp), "-filter_complex", graph]
+        return [*argv, "-frames:v", "1", "-y", str(out)], out
+
+
 @dataclass
 class SizedScript(Tool):
     """A script taking ``input output size`` (previewer's streamed path, until the CLI uses it)."""
@@ -1191,6 +1214,41 @@ def _odt(path: Path, pages: int, rng: Any, *, title: str) -> None:
         zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
 
 
+MEDIA_VIDEO = "testsrc2-1920x1080-20s.mp4"
+MEDIA_AUDIO = "tone-3min.mp3"
+
+
+def media_inputs(inputs: Path) -> tuple[Path, Path]:
+    """Generate (once, ~15 s) a 20 s 1080p H.264 clip (a keyframe every 2 s) and a 3 min MP3."""
+    import subprocess
+
+    media = inputs / "media"
+    video, audio = media / MEDIA_VIDEO, media / MEDIA_AUDIO
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        sys.exit("bench: the video and audio cases need ffmpeg (apt-get install ffmpeg)")
+    media.mkdir(parents=True, exist_ok=True)
+    base = [ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"]
+    if not video.exists():
+        part = video.with_suffix(".part.mp4")
+        subprocess.run(
+            [*base, "testsrc2=s=1920x1080:r=25:d=20", "-f", "lavfi", "-i", "sine=d=20",
+             "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p",
+             "-c:a", "aac", str(part)],
+            check=True, timeout=600,
+        )  # fmt: skip
+        part.replace(video)
+    if not audio.exists():
+        part = audio.with_suffix(".part.mp3")
+        subprocess.run(
+            [*base, "sine=f=220:d=180,volume=4,tremolo=f=0.5:d=0.9", "-c:a", "libmp3lame",
+             "-b:a", "128k", str(part)],
+            check=True, timeout=600,
+        )  # fmt: skip
+        part.replace(audio)
+    return video, audio
+
+
 def office_inputs(inputs: Path) -> tuple[list[Path], Path]:
     """Generate (once) 20 small ODT documents and one of 300 pages, with the standard library."""
     import random
@@ -1769,7 +1827,8 @@ def main() -> None:
         "--only",
         default="",
         help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, queue, office, "
-        "raw; giant only when named: giant, giant-vector, giant-image, giant-png)",
+        "raw, video, audio; "
+        "giant only when named: giant, giant-vector, giant-image, giant-png)",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate-giant", type=Path, help=argparse.SUPPRESS)
@@ -1834,6 +1893,10 @@ def main() -> None:
             "psd-tools composite", str(scripts / "min_psdtools.py"), python=py
         ),
         "min-pyvips": Script("min-pyvips", str(scripts / "min_pyvips.py"), python=py),
+        "ffmpegthumbnailer": FfmpegThumbnailer(
+            "ffmpegthumbnailer", shutil.which("ffmpegthumbnailer")
+        ),
+        "ffmpeg showwavespic": FfmpegWaves("ffmpeg showwavespic", shutil.which("ffmpeg")),
         "previewer streamed": SizedScript(
             "previewer streamed", str(scripts / "giant_streamed.py"), python=py
         ),
@@ -1900,6 +1963,15 @@ def main() -> None:
         if not case.startswith("pdf"):
             skipped = {}
         rows += run_case(runner, case, inp, case_tools, skipped, args.runs, work)
+    if wanted("video") or wanted("audio"):
+        video, audio = media_inputs(inputs)
+        media_cases = [
+            ("video-1080p-h264-20s", video, [t["previewer"], t["ffmpegthumbnailer"]]),
+            ("audio-mp3-3min", audio, [t["previewer"], t["ffmpeg showwavespic"]]),
+        ]
+        for case, inp, case_tools in media_cases:
+            if wanted(case):
+                rows += run_case(runner, case, inp, case_tools, {}, args.runs, work)
     if wanted("batch"):
         batch = inputs / "batch"
         files = {"pdf": sorted(batch.glob("*.pdf")), "jpeg": sorted(batch.glob("*.jpg"))}

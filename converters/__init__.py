@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = [
+    "AUDIO",
     "BUILTIN_SPECS",
     "CAMERA_RAW",
     "GHOSTSCRIPT",
@@ -25,6 +26,7 @@ __all__ = [
     "PDF",
     "PSD",
     "RASTER",
+    "VIDEO",
     "BuiltinSpec",
 ]
 
@@ -264,5 +266,58 @@ CAMERA_RAW = BuiltinSpec(
     "raw-libraw", "previewer.converters.camera_raw:CameraRawConverter", 50, CAMERA_RAW_TYPES
 )
 
-BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (PDF, RASTER, PSD, GHOSTSCRIPT, OFFICE, MAGICK, CAMERA_RAW)
+# Sniffed MIME type -> the one ffmpeg demuxer allowed to read it (``-f X -format_whitelist X``):
+# content never picks another demuxer (an HLS playlist named .mp4 opens nothing).
+VIDEO_DEMUXERS: dict[str, str] = {
+    "video/mp4": "mov",
+    "video/quicktime": "mov",
+    "video/x-m4v": "mov",
+    "video/3gpp": "mov",
+    "video/3gpp2": "mov",
+    "video/x-matroska": "matroska",
+    "video/webm": "matroska",
+    "video/x-msvideo": "avi",
+    "video/avi": "avi",
+    "video/mpeg": "mpeg",
+    "video/mp2t": "mpegts",
+    "video/x-ms-asf": "asf",
+    "video/x-ms-wmv": "asf",
+    "video/ogg": "ogg",
+    "video/x-flv": "flv",
+}
+AUDIO_DEMUXERS: dict[str, str] = {
+    "audio/mpeg": "mp3",
+    "audio/x-wav": "wav",
+    "audio/wav": "wav",
+    "audio/vnd.wave": "wav",
+    "audio/x-aiff": "aiff",
+    "audio/aiff": "aiff",
+    "audio/ogg": "ogg",
+    "audio/x-opus+ogg": "ogg",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/x-m4a": "mov",
+    "audio/mp4": "mov",
+    "audio/x-hx-aac-adts": "aac",
+    "audio/aac": "aac",
+    "audio/x-ms-wma": "asf",
+    "audio/webm": "matroska",
+}
+VIDEO = BuiltinSpec(
+    "video-ffmpeg", "previewer.converters.video:VideoConverter", 50, frozenset(VIDEO_DEMUXERS)
+)
+AUDIO = BuiltinSpec(
+    "audio-ffmpeg", "previewer.converters.audio:AudioConverter", 50, frozenset(AUDIO_DEMUXERS)
+)
+
+BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
+    PDF,
+    RASTER,
+    PSD,
+    GHOSTSCRIPT,
+    OFFICE,
+    MAGICK,
+    VIDEO,
+    AUDIO,
+)
 """Every built-in converter, in the order the registry lists them."""

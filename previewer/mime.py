@@ -21,6 +21,7 @@ from previewer.mime_heuristics import (
     RAW_TYPES,
     camera_raw,
     damaged_pdf,
+    mpeg_ts,
     pdf_structure,
     picture_hint,
     raw_signature,
@@ -149,6 +150,8 @@ def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of 
     other = _image_signature(head)
     if other is not None:
         return other
+    if mpeg_ts(head):
+        return "video/mp2t"
     if head.startswith(b"%!PS"):
         return "application/postscript"
     if head.startswith(b"\xc5\xd0\xd3\xc6"):

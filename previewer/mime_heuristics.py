@@ -21,6 +21,7 @@ __all__ = [
     "RAW_TYPES",
     "camera_raw",
     "damaged_pdf",
+    "mpeg_ts",
     "pdf_structure",
     "picture_hint",
     "raw_signature",
@@ -239,3 +240,20 @@ def picture_hint(mime: str, head: bytes, name: str) -> str:
 
 def _pict_version(head: bytes) -> bool:
     return head[522:526] == b"\x00\x11\x02\xff" or head[522:524] == b"\x11\x01"
+
+
+# --------------------------------------------------------------------------- MPEG transport streams
+
+
+def mpeg_ts(head: bytes) -> bool:
+    """Return True for an MPEG transport stream: a ``0x47`` sync byte every 188 bytes.
+
+    libmagic names none (``application/octet-stream``). M2TS (Blu-ray, AVCHD) prefixes each
+    packet with a 4-byte time code (192-byte packets). At least 3 and up to 8 packets must line
+    up, so a text file that happens to start with ``G`` is not taken for one.
+    """
+    for size, offset in ((188, 0), (192, 4)):
+        packets = min(8, (len(head) - offset) // size)
+        if packets >= 3 and all(head[offset + i * size] == 0x47 for i in range(packets)):
+            return True
+    return False

@@ -52,6 +52,8 @@ if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
     # libraw-bin: dcraw_emu, the RAW peer of benchmarks/bench.py --only raw.
     PACKAGES="$PACKAGES libraw-bin"
+    # ffmpegthumbnailer: the peer of the video case (the audio case's peer is plain ffmpeg).
+    PACKAGES="$PACKAGES ffmpegthumbnailer"
 fi
 if [ "$DESKTOP" = 1 ]; then
     PACKAGES="$PACKAGES python3-gi gir1.2-gnomedesktop-3.0"

@@ -214,6 +214,7 @@ def _gnome_factory() -> str | None:
 ENGINES: dict[str, tuple[str, Callable[[], str | None]]] = {
     "soffice": ("LibreOffice", lambda: _converter("office-libreoffice")),
     "gs": ("Ghostscript", lambda: _converter("postscript-ghostscript")),
+    "ffmpeg": ("FFmpeg", lambda: _converter("video-ffmpeg")),
     "magick": ("ImageMagick (Wand)", lambda: _converter("magick-wand")),
     "rawpy": ("LibRaw (rawpy)", lambda: _converter("raw-libraw")),
     "imagemagick-cli": ("ImageMagick's convert", lambda: _program("convert")),
