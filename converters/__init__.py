@@ -317,6 +317,7 @@ BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
     GHOSTSCRIPT,
     OFFICE,
     MAGICK,
+    CAMERA_RAW,
     VIDEO,
     AUDIO,
 )
