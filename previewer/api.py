@@ -22,7 +22,7 @@ from previewer import pipeline
 from previewer.budgets import Limits
 from previewer.errors import InvalidOptionsError
 from previewer.geometry import SizeSpec
-from previewer.options import Options
+from previewer.options import DEFAULT_QUALITY, Options
 from previewer.pagespec import PageSpec
 from previewer.registry import Registry
 from previewer.results import (
@@ -70,6 +70,8 @@ def _options(
     converter: str | None = None,
     limits: Limits | None = None,
     keep_temp: bool = False,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
 ) -> Options:
     if options is not None:
         return options
@@ -82,6 +84,8 @@ def _options(
         converter=converter,
         limits=limits,
         keep_temp=keep_temp,
+        format=format,
+        quality=quality,
     )
 
 
@@ -98,11 +102,14 @@ def convert(
     name: str | None = None,
     options: Options | None = None,
     registry: Registry | None = None,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
 ) -> list[Preview]:
-    """Write PNG previews of ``source`` and return them.
+    """Write previews of ``source`` (PNG, JPEG or WebP files) and return them.
 
     Each selected page is rendered once, at the largest size, and the smaller sizes are derived
-    from it. Files are named ``<out_dir>/<name>.p<PAGE>.<SIZE>.png`` and written atomically.
+    from it. Files are named ``<out_dir>/<name>.p<PAGE>.<SIZE>.<ext>`` (``png``, ``jpg`` or
+    ``webp``) and written atomically.
 
     Args:
         source: A path, the file's bytes, or a binary file object.
@@ -124,6 +131,12 @@ def convert(
             ``"input"`` for bytes and streams).
         options: A ready :class:`Options`, used instead of the individual arguments above.
         registry: The converters to use (default: built-ins and installed plugins).
+        format: ``"png"`` (default), ``"jpeg"`` (or ``"jpg"``; transparent areas become
+            white) or ``"webp"``. A PNG larger than ``limits.max_tile_pixels`` is streamed
+            band by band; a JPEG or WebP preview is encoded from the whole image, so one larger
+            than 4 x ``max_tile_pixels`` (or than the format allows, 16,383 px a side for WebP)
+            raises :class:`LimitExceededError`.
+        quality: JPEG and WebP quality, 1-100 (default 85); PNG ignores it.
 
     Returns:
         The previews written, page by page, in the order of ``sizes``.
@@ -140,6 +153,8 @@ def convert(
         password=password,
         converter=converter,
         limits=limits,
+        format=format,
+        quality=quality,
     )
     return pipeline.convert(source, opts, registry or Registry(), name=name)
 
@@ -238,11 +253,13 @@ def convert_many(
     journal: bool | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
 ) -> BatchReport:
     """Convert files and directory trees; a failing input never stops the others.
 
     Directories are walked recursively and mirrored under ``out_dir``
-    (``<out_dir>/<relative path>.p<PAGE>.<SIZE>.png``); files there that no converter claims
+    (``<out_dir>/<relative path>.p<PAGE>.<SIZE>.<ext>``); files there that no converter claims
     are skipped. Two inputs whose previews would have the same names fail the second one
     instead of overwriting.
 
@@ -270,6 +287,8 @@ def convert_many(
             ``resume=False, journal=True`` redoes everything and records it for the next run.
         on_result: Called with each :class:`FileResult` as soon as it is known.
         on_progress: Called with ``(done, total)`` after each input.
+        format: See :func:`convert`.
+        quality: See :func:`convert`.
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -288,6 +307,8 @@ def convert_many(
         password=password,
         converter=converter,
         limits=limits,
+        format=format,
+        quality=quality,
     )
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
         raise InvalidOptionsError(f"jobs must be 0 or a positive integer, not {jobs!r}")

@@ -79,14 +79,16 @@ def _convert(
 
 
 def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
-    """Render each selected page once, at every size, and write the PNG files atomically."""
+    """Render each selected page once, at every size, and write the files atomically."""
     from previewer import output
     from previewer.rendering import write_previews
 
     page_numbers = _select_pages(od, opts)
     cname = od.converter.name
     for number in page_numbers:
-        dests = [opts.out_dir / output.output_name(od.name, number, s) for s in opts.sizes]
+        dests = [
+            opts.out_dir / output.output_name(od.name, number, s, opts.format) for s in opts.sizes
+        ]
         with guard(od.display, cname):
             try:
                 written = write_previews(
@@ -97,6 +99,8 @@ def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
                     upscale=opts.upscale,
                     limits=opts.limits,
                     root=opts.out_root,
+                    format=opts.format,
+                    quality=opts.quality,
                 )
             except OutputError as exc:
                 exc.message = f"{exc.message} (preview of {od.display})"
@@ -112,6 +116,7 @@ def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
                     height=height,
                     converter=cname,
                     mime=od.mime,
+                    format=opts.format,
                 )
             )
 
