@@ -1,4 +1,4 @@
-"""The documented entry points of previewer: convert, render, info, convert_many, list_converters.
+"""The documented entry points: convert, render, info, metadata, convert_many, list_converters.
 
 Every function takes its input as a path, as bytes, or as a binary file object, and keyword
 options named like the command-line flags. Failures raise a
@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from previewer import pipeline
 from previewer.budgets import Limits
@@ -48,6 +48,7 @@ __all__ = [
     "convert_many",
     "list_converters",
     "info",
+    "metadata",
     "render",
     "shutdown",
 ]
@@ -212,6 +213,7 @@ def info(
     limits: Limits | None = None,
     name: str | None = None,
     registry: Registry | None = None,
+    metadata: str | Iterable[str] | None = None,
 ) -> DocumentInfo:
     """Describe ``source``: sniffed MIME type, converter, pages and their sizes, bytes, SHA-256.
 
@@ -222,15 +224,69 @@ def info(
         limits: Resource budgets.
         name: Name used in the result and in error messages.
         registry: The converters to use.
+        metadata: Metadata keys to extract as well (see :func:`metadata`), into
+            ``DocumentInfo.extracted``, in the same limited call.
 
     Returns:
         The description.
 
     Raises:
+        InvalidOptionsError: A metadata key is unknown (the message lists the valid ones).
         PreviewerError: A subclass naming the input and the reason.
     """
+    from previewer.extraction import parse_keys
+
+    keys = parse_keys(metadata) if metadata is not None else ()
     opts = _options(None, password=password, converter=converter, limits=limits)
-    return pipeline.info(source, opts, registry or Registry(), name=name)
+    return pipeline.info(source, opts, registry or Registry(), name=name, keys=keys)
+
+
+def metadata(
+    source: Source,
+    keys: str | Iterable[str],
+    *,
+    password: str | None = None,
+    limits: Limits | None = None,
+    name: str | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Extract metadata of ``source``: checksums, EXIF, GPS, text, OCR, audio/video facts, PSD.
+
+    Runs where the input's limits apply, like :func:`convert` (a child process under
+    ``limits.timeout`` and ``limits.max_memory``; programs isolated and under the timeout).
+    ``checksum``, ``exif``, ``gps`` and ``multimedia`` work on any file, even one no converter
+    claims; ``text``, ``ocr`` and ``psd`` open the document with its converter.
+
+    Args:
+        source: A path, the file's bytes, or a binary file object.
+        keys: ``"exif,text"`` or a list of names: ``checksum`` (sha256, sha1, md5, bytes),
+            ``exif`` (EXIF tags by name, no GPS), ``gps`` (GPS tags and decimal
+            latitude/longitude: only when named, never part of ``exif`` or ``all``), ``text``
+            (text layer of a PDF/XPS/EPUB/SVG or Office document, or a text file's text),
+            ``ocr`` (Tesseract, English, first pages at 300 dpi), ``multimedia`` (ffprobe:
+            duration, bit rate, streams), ``psd`` (Photoshop layers); ``all`` is every key
+            but ``gps``.
+        password: Password for an encrypted document.
+        limits: Resource budgets.
+        name: Name used in error messages (and to break ties when sniffing the type).
+        registry: The converters to use.
+
+    Returns:
+        One entry per key asked for, in the order of :data:`previewer.extraction.KEYS`; the
+        value is None where the key does not apply (``psd`` of a PDF, ``multimedia`` of an
+        image, ``exif`` of a file without EXIF).
+
+    Raises:
+        InvalidOptionsError: A key is unknown (the message lists the valid ones).
+        EngineUnavailableError: A program a key needs is missing (Tesseract for ``ocr``,
+            ffprobe for ``multimedia`` of a media file), with the install command.
+        PreviewerError: Another subclass naming the input and the reason.
+    """
+    from previewer.extraction import parse_keys
+
+    wanted = parse_keys(keys)
+    opts = _options(None, password=password, limits=limits)
+    return pipeline.metadata(source, opts, registry or Registry(), wanted, name=name)
 
 
 def convert_many(

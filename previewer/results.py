@@ -348,6 +348,9 @@ class DocumentInfo:
         bytes: File size.
         sha256: Hex SHA-256 of the file.
         metadata: Format-specific facts from the converter.
+        extracted: The metadata asked for with ``metadata=`` / ``--metadata`` (key -> value,
+            None where a key does not apply; see :mod:`previewer.extraction`), or None when none
+            was asked for.
     """
 
     input: str
@@ -360,10 +363,11 @@ class DocumentInfo:
     bytes: int
     sha256: str
     metadata: dict[str, Any]
+    extracted: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the info as a JSON object."""
-        return {
+        """Return the info as a JSON object (``extracted`` only when metadata was asked for)."""
+        data = {
             "input": self.input,
             "mime": self.mime,
             "converter": self.converter,
@@ -375,6 +379,9 @@ class DocumentInfo:
             "sha256": self.sha256,
             "metadata": self.metadata,
         }
+        if self.extracted is not None:
+            data["extracted"] = self.extracted
+        return data
 
 
 @dataclass(frozen=True)
