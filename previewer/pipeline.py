@@ -213,7 +213,8 @@ def _metadata_of(
     """Extract metadata ``keys`` of ``source``; a file no converter claims gets the file keys.
 
     The document is opened only for the keys that need it (``text``, ``ocr``, ``psd``); when no
-    converter claims the file, those are None and the others are still extracted.
+    converter claims the file, those are None (but the ``text`` of a text file) and the others
+    are still extracted.
     """
     from previewer import extraction
     from previewer import limits as _limits
@@ -235,16 +236,13 @@ def _metadata_of(
                 retry_work=lambda: False,
             )
         except UnsupportedFormatError:
-            pass  # no converter: only the keys that need none
+            pass  # no converter: the keys that need no document
     with open_input(source, opts.limits, name) as inp:
         with guard(inp.display, None):
             mime = _sniff(inp)
         with _limits.applied(opts.limits, mime):
             target = extraction.Target(inp.path, mime, inp.display, opts.limits)
-            found = extraction.extract(
-                [k for k in keys if k not in extraction.DOCUMENT_KEYS], target
-            )
-    return {k: found.get(k) for k in keys}
+            return extraction.extract(keys, target)
 
 
 # --------------------------------------------------------------------------- entry points
