@@ -285,3 +285,27 @@ def test_jpeg_sample_all_keys_are_json(files: dict[str, Path]) -> None:
     found = previewer.metadata(JPEG, "all")
     assert set(found) == set(ALL)
     json.dumps(found)
+
+
+def test_plugin_documents_may_offer_their_text() -> None:
+    from previewer.conform import conform_document
+
+    class Plain:
+        page_count = 1
+        units = "pt"
+
+        def page_size(self, index: int) -> tuple[float, float]:
+            return (100.0, 100.0)
+
+        def render(self, index: int, *, scale: float, clip: object = None) -> Image.Image:
+            return Image.new("RGB", (100, 100), "white")
+
+        def close(self) -> None:
+            pass
+
+    class WithText(Plain):
+        def text(self, *, max_pages: int, max_chars: int) -> str:
+            return f"{max_pages} pages, {max_chars} chars"
+
+    assert conform_document(Plain()).text(max_pages=2, max_chars=10) is None
+    assert conform_document(WithText()).text(max_pages=2, max_chars=10) == "2 pages, 10 chars"
