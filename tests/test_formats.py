@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -233,5 +232,15 @@ def test_queue_worker_writes_the_asked_format(tmp_path: Path) -> None:
         redis.stop()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))
+def test_thumbnail_cache_stays_png_whatever_the_options_say(tmp_path: Path) -> None:
+    from previewer.freedesktop import thumbnail_file
+
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(JPEG.read_bytes())
+    result = thumbnail_file(
+        src, sizes=("normal",), root=tmp_path / "cache", options=Options(format="jpeg")
+    )
+    (p,) = result.outputs
+    assert p.format == "png" and p.path is not None and p.path.suffix == ".png"
+    with Image.open(p.path) as im:
+        assert im.format == "PNG" and max(im.size) == 128
