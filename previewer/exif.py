@@ -6,8 +6,8 @@ TIFF, WebP, PNG) are read by Pillow without decoding their pixels; a PNG's ``eXI
 found by walking the chunk headers, because Pillow 13 decodes the whole image to look for it
 when it comes after the pixel data (1 GB for a 16k x 16k PNG, see ENGINES.md). Camera RAW files
 and videos go to ``exiftool -j -n`` when it is installed (isolated, under the timeout, like
-every engine program), else to Pillow for TIFF-based RAW files; without exiftool a video has no
-EXIF.
+every engine program); without it, Pillow reads DNG files (TIFF), other RAW files and videos
+have no EXIF.
 
 Values are made JSON-safe: rationals become floats, short byte strings text (when printable)
 or hex, long binary blobs (maker notes, thumbnails) are dropped.
