@@ -169,6 +169,10 @@ class OfficeDocument(BaseDocument):
             "engine": f"LibreOffice {self._version}".strip(),
         }
 
+    def text(self, *, max_pages: int, max_chars: int) -> str | None:
+        """Return the text layer of the exported PDF (as LibreOffice laid the pages out)."""
+        return self._pdf.text(max_pages=max_pages, max_chars=max_chars)
+
     def close(self) -> None:
         """Close the exported PDF."""
         self._pdf.close()

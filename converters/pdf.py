@@ -350,6 +350,27 @@ class PdfDocument(BaseDocument):
             facts["page_tree"] = f"damaged: {self._damage}; {self.page_count} found"
         return facts
 
+    def text(self, *, max_pages: int, max_chars: int) -> str | None:
+        """Return the text layer of the first ``max_pages`` pages (MuPDF's plain text).
+
+        Pages are separated by form feeds; reading stops once ``max_chars`` are read.
+        """
+        pymupdf = _pymupdf()
+        parts: list[str] = []
+        total = 0
+        try:
+            for index in range(min(self.page_count, max_pages)):
+                found = str(self._page(index).get_text("text"))
+                parts.append(found)
+                total += len(found) + 1
+                if total > max_chars:
+                    break
+        except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+            raise EngineError(f"MuPDF failed to read the text: {exc}") from exc
+        finally:
+            self._flush_warnings()
+        return "\f".join(parts)
+
     def _flush_warnings(self) -> None:
         _flush_warnings(self._ctx)
 

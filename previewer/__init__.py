@@ -9,6 +9,7 @@ Typical use::
     )
     image = previewer.render("photo.jpg", page=1, size=256)   # a PIL.Image, nothing written
     facts = previewer.info("report.pdf")
+    extra = previewer.metadata("photo.jpg", "exif,checksum")   # {"checksum": {...}, "exif": {...}}
 
 Importing this package loads no engine; PyMuPDF, Pillow and the rest are imported when the
 first input that needs them is converted.
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         convert_many,
         info,
         list_converters,
+        metadata,
         render,
         shutdown,
     )
@@ -68,6 +70,7 @@ _WHERE = {
             "convert_many",
             "list_converters",
             "info",
+            "metadata",
             "render",
             "shutdown",
         ),
@@ -139,6 +142,7 @@ __all__ = [
     "convert_many",
     "list_converters",
     "info",
+    "metadata",
     "render",
     "shutdown",
 ]

@@ -1,4 +1,4 @@
-"""The documented entry points of previewer: convert, render, info, convert_many, list_converters.
+"""The documented entry points: convert, render, info, metadata, convert_many, list_converters.
 
 Every function takes its input as a path, as bytes, or as a binary file object, and keyword
 options named like the command-line flags. Failures raise a
@@ -16,13 +16,13 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from previewer import pipeline
 from previewer.budgets import Limits
 from previewer.errors import InvalidOptionsError
 from previewer.geometry import SizeSpec
-from previewer.options import Options
+from previewer.options import DEFAULT_QUALITY, Options
 from previewer.pagespec import PageSpec
 from previewer.registry import Registry
 from previewer.results import (
@@ -48,6 +48,7 @@ __all__ = [
     "convert_many",
     "list_converters",
     "info",
+    "metadata",
     "render",
     "shutdown",
 ]
@@ -70,6 +71,8 @@ def _options(
     converter: str | None = None,
     limits: Limits | None = None,
     keep_temp: bool = False,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
 ) -> Options:
     if options is not None:
         return options
@@ -82,6 +85,8 @@ def _options(
         converter=converter,
         limits=limits,
         keep_temp=keep_temp,
+        format=format,
+        quality=quality,
     )
 
 
@@ -98,11 +103,14 @@ def convert(
     name: str | None = None,
     options: Options | None = None,
     registry: Registry | None = None,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
 ) -> list[Preview]:
-    """Write PNG previews of ``source`` and return them.
+    """Write previews of ``source`` (PNG, JPEG or WebP files) and return them.
 
     Each selected page is rendered once, at the largest size, and the smaller sizes are derived
-    from it. Files are named ``<out_dir>/<name>.p<PAGE>.<SIZE>.png`` and written atomically.
+    from it. Files are named ``<out_dir>/<name>.p<PAGE>.<SIZE>.<ext>`` (``png``, ``jpg`` or
+    ``webp``) and written atomically.
 
     Args:
         source: A path, the file's bytes, or a binary file object.
@@ -124,6 +132,12 @@ def convert(
             ``"input"`` for bytes and streams).
         options: A ready :class:`Options`, used instead of the individual arguments above.
         registry: The converters to use (default: built-ins and installed plugins).
+        format: ``"png"`` (default), ``"jpeg"`` (or ``"jpg"``; transparent areas become
+            white) or ``"webp"``. A PNG larger than ``limits.max_tile_pixels`` is streamed
+            band by band; a JPEG or WebP preview is encoded from the whole image, so one larger
+            than 4 x ``max_tile_pixels`` (or than the format allows, 16,383 px a side for WebP)
+            raises :class:`LimitExceededError`.
+        quality: JPEG and WebP quality, 1-100 (default 85); PNG ignores it.
 
     Returns:
         The previews written, page by page, in the order of ``sizes``.
@@ -140,6 +154,8 @@ def convert(
         password=password,
         converter=converter,
         limits=limits,
+        format=format,
+        quality=quality,
     )
     return pipeline.convert(source, opts, registry or Registry(), name=name)
 
@@ -197,6 +213,7 @@ def info(
     limits: Limits | None = None,
     name: str | None = None,
     registry: Registry | None = None,
+    metadata: str | Iterable[str] | None = None,
 ) -> DocumentInfo:
     """Describe ``source``: sniffed MIME type, converter, pages and their sizes, bytes, SHA-256.
 
@@ -207,15 +224,69 @@ def info(
         limits: Resource budgets.
         name: Name used in the result and in error messages.
         registry: The converters to use.
+        metadata: Metadata keys to extract as well (see :func:`metadata`), into
+            ``DocumentInfo.extracted``, in the same limited call.
 
     Returns:
         The description.
 
     Raises:
+        InvalidOptionsError: A metadata key is unknown (the message lists the valid ones).
         PreviewerError: A subclass naming the input and the reason.
     """
+    from previewer.extraction import parse_keys
+
+    keys = parse_keys(metadata) if metadata is not None else ()
     opts = _options(None, password=password, converter=converter, limits=limits)
-    return pipeline.info(source, opts, registry or Registry(), name=name)
+    return pipeline.info(source, opts, registry or Registry(), name=name, keys=keys)
+
+
+def metadata(
+    source: Source,
+    keys: str | Iterable[str],
+    *,
+    password: str | None = None,
+    limits: Limits | None = None,
+    name: str | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Extract metadata of ``source``: checksums, EXIF, GPS, text, OCR, audio/video facts, PSD.
+
+    Runs where the input's limits apply, like :func:`convert` (a child process under
+    ``limits.timeout`` and ``limits.max_memory``; programs isolated and under the timeout).
+    ``checksum``, ``exif``, ``gps`` and ``multimedia`` work on any file, even one no converter
+    claims; ``text``, ``ocr`` and ``psd`` open the document with its converter.
+
+    Args:
+        source: A path, the file's bytes, or a binary file object.
+        keys: ``"exif,text"`` or a list of names: ``checksum`` (sha256, sha1, md5, bytes),
+            ``exif`` (EXIF tags by name, no GPS), ``gps`` (GPS tags and decimal
+            latitude/longitude: only when named, never part of ``exif`` or ``all``), ``text``
+            (text layer of a PDF/XPS/EPUB/SVG or Office document, or a text file's text),
+            ``ocr`` (Tesseract, English, first pages at 300 dpi), ``multimedia`` (ffprobe:
+            duration, bit rate, streams), ``psd`` (Photoshop layers); ``all`` is every key
+            but ``gps``.
+        password: Password for an encrypted document.
+        limits: Resource budgets.
+        name: Name used in error messages (and to break ties when sniffing the type).
+        registry: The converters to use.
+
+    Returns:
+        One entry per key asked for, in the order of :data:`previewer.extraction.KEYS`; the
+        value is None where the key does not apply (``psd`` of a PDF, ``multimedia`` of an
+        image, ``exif`` of a file without EXIF).
+
+    Raises:
+        InvalidOptionsError: A key is unknown (the message lists the valid ones).
+        EngineUnavailableError: A program a key needs is missing (Tesseract for ``ocr``,
+            ffprobe for ``multimedia`` of a media file), with the install command.
+        PreviewerError: Another subclass naming the input and the reason.
+    """
+    from previewer.extraction import parse_keys
+
+    wanted = parse_keys(keys)
+    opts = _options(None, password=password, limits=limits)
+    return pipeline.metadata(source, opts, registry or Registry(), wanted, name=name)
 
 
 def convert_many(
@@ -238,11 +309,13 @@ def convert_many(
     journal: bool | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
 ) -> BatchReport:
     """Convert files and directory trees; a failing input never stops the others.
 
     Directories are walked recursively and mirrored under ``out_dir``
-    (``<out_dir>/<relative path>.p<PAGE>.<SIZE>.png``); files there that no converter claims
+    (``<out_dir>/<relative path>.p<PAGE>.<SIZE>.<ext>``); files there that no converter claims
     are skipped. Two inputs whose previews would have the same names fail the second one
     instead of overwriting.
 
@@ -270,6 +343,8 @@ def convert_many(
             ``resume=False, journal=True`` redoes everything and records it for the next run.
         on_result: Called with each :class:`FileResult` as soon as it is known.
         on_progress: Called with ``(done, total)`` after each input.
+        format: See :func:`convert`.
+        quality: See :func:`convert`.
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -288,6 +363,8 @@ def convert_many(
         password=password,
         converter=converter,
         limits=limits,
+        format=format,
+        quality=quality,
     )
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
         raise InvalidOptionsError(f"jobs must be 0 or a positive integer, not {jobs!r}")

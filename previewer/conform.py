@@ -96,6 +96,7 @@ class _Document(BaseDocument):
         self.page_count_known = bool(getattr(inner, "page_count_known", True))
         self._render_png = getattr(inner, "render_png", None)
         self._metadata = getattr(inner, "metadata", None)
+        self._text = getattr(inner, "text", None)
 
     @property
     def page_count(self) -> int:
@@ -121,6 +122,13 @@ class _Document(BaseDocument):
     def metadata(self) -> dict[str, Any]:
         """The plugin document's facts, if it gives any."""
         return dict(self._metadata()) if self._metadata is not None else {}
+
+    def text(self, *, max_pages: int, max_chars: int) -> str | None:
+        """The plugin document's text layer, if it has one."""
+        if self._text is None:
+            return None
+        found = self._text(max_pages=max_pages, max_chars=max_chars)
+        return found if isinstance(found, str) else None
 
     def close(self) -> None:
         """Close the plugin document."""

@@ -23,7 +23,47 @@ from previewer.errors import InvalidOptionsError
 from previewer.geometry import SizeSpec
 from previewer.pagespec import PageSpec, parse_sizes
 
-__all__ = ["FLAG", "LimitFlag", "Limits", "Options", "PageSpec", "SizeSpec", "parse_sizes"]
+__all__ = [
+    "DEFAULT_QUALITY",
+    "FLAG",
+    "FORMATS",
+    "LimitFlag",
+    "Limits",
+    "Options",
+    "PageSpec",
+    "SizeSpec",
+    "parse_format",
+    "parse_sizes",
+]
+
+FORMATS = ("png", "jpeg", "webp")
+"""The preview file formats, as :attr:`Options.format` names them."""
+
+FORMAT_ALIASES = {"jpg": "jpeg"}
+"""Other spellings accepted for a format."""
+
+DEFAULT_QUALITY = 85
+"""JPEG and WebP quality when none is given."""
+
+
+def parse_format(value: Any) -> str:
+    """Return the preview format ``value`` names, normalised (``"JPG"`` gives ``"jpeg"``).
+
+    Args:
+        value: ``"png"``, ``"jpeg"``, ``"jpg"`` or ``"webp"``, in any case.
+
+    Returns:
+        One of :data:`FORMATS`.
+
+    Raises:
+        InvalidOptionsError: If it names no known format.
+    """
+    if isinstance(value, str):
+        name = value.strip().lower()
+        name = FORMAT_ALIASES.get(name, name)
+        if name in FORMATS:
+            return name
+    raise InvalidOptionsError(f"format must be one of {', '.join(FORMATS)} (or jpg), not {value!r}")
 
 
 def _size_from_parts(parts: Sequence[Any]) -> SizeSpec:
@@ -54,6 +94,9 @@ class Options:
         out_root: The output tree's top when ``out_dir`` is a folder inside it (a batch
             mirroring a directory): the folders between the two are created and entered without
             following symbolic links. None when ``out_dir`` is the top.
+        format: Image format of the preview files: ``"png"`` (the default), ``"jpeg"``
+            (``"jpg"`` is accepted; alpha is flattened onto white) or ``"webp"``.
+        quality: Encoder quality for JPEG and WebP, 1-100 (PNG is lossless and ignores it).
     """
 
     sizes: tuple[SizeSpec, ...] = (SizeSpec(256, 256, square=True),)
@@ -65,6 +108,8 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     keep_temp: bool = False
     out_root: Path | None = None
+    format: str = "png"
+    quality: int = DEFAULT_QUALITY
 
     def __post_init__(self) -> None:
         # Loose values are accepted as Options.build accepts them: sizes and pages as the
@@ -116,6 +161,10 @@ class Options:
         elif not isinstance(limits, Limits):
             raise InvalidOptionsError(f"limits must be a Limits, not {limits!r}")
         object.__setattr__(self, "limits", limits)
+        object.__setattr__(self, "format", parse_format(self.format))
+        quality: Any = self.quality
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise InvalidOptionsError(f"quality must be an integer from 1 to 100, not {quality!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the options as a JSON-serialisable dict (see :meth:`from_dict`).
@@ -137,6 +186,8 @@ class Options:
             "converter": self.converter,
             "keep_temp": self.keep_temp,
             "limits": self.limits.to_dict(),
+            "format": self.format,
+            "quality": self.quality,
         }
 
     @classmethod
@@ -166,6 +217,8 @@ class Options:
         converter: str | None = None,
         limits: Limits | None = None,
         keep_temp: bool = False,
+        format: str = "png",
+        quality: int = DEFAULT_QUALITY,
     ) -> Options:
         """Build options from loosely typed values, validating each.
 
@@ -178,6 +231,8 @@ class Options:
             converter: Converter name to force.
             limits: Resource budgets (defaults when None).
             keep_temp: Keep work directories.
+            format: ``"png"``, ``"jpeg"`` (or ``"jpg"``) or ``"webp"``.
+            quality: JPEG and WebP quality, 1-100.
 
         Returns:
             The validated options.
@@ -194,4 +249,6 @@ class Options:
             converter=converter,
             limits=limits or Limits(),
             keep_temp=keep_temp,
+            format=format,
+            quality=quality,
         )

@@ -1,10 +1,16 @@
-"""Output naming and atomic PNG writing.
+"""Output naming, atomic writes, and encoding previews as PNG, JPEG or WebP.
 
-A preview of page P at size S of input ``name`` is ``<out_dir>/<name>.p<P>.<S>.png``. Files are
+A preview of page P at size S of input ``name`` is ``<out_dir>/<name>.p<P>.<S>.<ext>``, the
+extension ``png``, ``jpg`` or ``webp`` following the format (:data:`EXTENSIONS`). Files are
 encoded into a temporary name in the destination directory and renamed into place, so a reader
-never sees a half-written PNG; neither step follows a symbolic link planted in the output tree.
-No metadata of the input (EXIF, text chunks, ICC profile) is copied; the PNG carries an sRGB
-chunk, since every preview is converted to sRGB.
+never sees a half-written file; neither step follows a symbolic link planted in the output tree.
+No metadata of the input (EXIF, text chunks, ICC profile) is copied; a PNG carries an sRGB
+chunk, since every preview is converted to sRGB (JPEG and WebP files carry no profile and are
+read as sRGB by default). JPEG has no alpha: transparent areas are flattened onto white.
+
+Only PNG can be written band by band (:func:`stream_png`, for previews larger than the tile
+budget); JPEG and WebP are encoded from the whole image (:mod:`previewer.encoders`, whose
+:func:`~previewer.encoders.check_encodable` says how large it may be).
 """
 
 from __future__ import annotations
@@ -19,19 +25,39 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from previewer.encoders import (
+    EXTENSIONS,
+    MAX_EDGE,
+    MIMETYPES,
+    WHOLE_IMAGE_TILES,
+    check_encodable,
+    flatten,
+    save_lossy,
+)
 from previewer.errors import OutputError
 from previewer.geometry import SizeSpec
+from previewer.options import DEFAULT_QUALITY
 
 if TYPE_CHECKING:
     from PIL import Image, PngImagePlugin
 
 __all__ = [
+    "EXTENSIONS",
+    "MAX_EDGE",
+    "MIMETYPES",
+    "WHOLE_IMAGE_TILES",
+    "check_encodable",
     "clean_png",
+    "encode_image",
     "encode_png",
+    "flatten",
+    "mimetype",
     "open_dir",
     "output_name",
+    "save_image",
     "stream_png",
     "write_file",
+    "write_image",
     "write_png",
     "write_png_stream",
 ]
@@ -44,18 +70,88 @@ KEPT_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
 PNG_COMPRESS_LEVEL = 6
 
 
-def output_name(input_name: str, page: int, size: SizeSpec) -> str:
+def output_name(input_name: str, page: int, size: SizeSpec, format: str = "png") -> str:
     """Return the file name of a preview.
 
     Args:
         input_name: The input's file name (no directory part).
         page: 1-based page number.
         size: The requested size.
+        format: The preview format (``"png"``, ``"jpeg"``, ``"webp"``).
 
     Returns:
-        ``<input_name>.p<page>.<size label>.png``.
+        ``<input_name>.p<page>.<size label>.<ext>``, ``ext`` being ``png``, ``jpg`` or ``webp``.
     """
-    return f"{input_name}.p{page}.{size.label}.png"
+    return f"{input_name}.p{page}.{size.label}.{EXTENSIONS[format]}"
+
+
+def mimetype(format: str) -> str:
+    """Return the MIME type of a preview format.
+
+    Args:
+        format: ``"png"``, ``"jpeg"`` or ``"webp"``.
+
+    Returns:
+        ``image/png``, ``image/jpeg`` or ``image/webp``.
+    """
+    return MIMETYPES[format]
+
+
+def save_image(
+    image: Image.Image, fh: BinaryIO, format: str = "png", quality: int = DEFAULT_QUALITY
+) -> None:
+    """Encode ``image`` into ``fh`` as ``format``, carrying none of the input's metadata.
+
+    Args:
+        image: An RGB or RGBA image.
+        fh: A binary file object.
+        format: ``"png"`` (see :func:`save_png`), ``"jpeg"`` (alpha flattened onto white) or
+            ``"webp"`` (lossy, alpha kept).
+        quality: JPEG and WebP quality, 1-100 (ignored for PNG).
+    """
+    if format == "png":
+        save_png(image, fh)
+        return
+    save_lossy(image, fh, format, quality)
+
+
+def encode_image(image: Image.Image, format: str = "png", quality: int = DEFAULT_QUALITY) -> bytes:
+    """Return ``image`` encoded as ``format`` (see :func:`save_image`).
+
+    Args:
+        image: An RGB or RGBA image.
+        format: ``"png"``, ``"jpeg"`` or ``"webp"``.
+        quality: JPEG and WebP quality, 1-100.
+
+    Returns:
+        The file's bytes.
+    """
+    buf = io.BytesIO()
+    save_image(image, buf, format, quality)
+    return buf.getvalue()
+
+
+def write_image(
+    image: Image.Image,
+    path: Path,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
+    *,
+    root: Path | None = None,
+) -> None:
+    """Write ``image`` to ``path`` as ``format``, atomically (see :func:`write_file`).
+
+    Args:
+        image: An RGB or RGBA image.
+        path: Destination file; its directory is created if missing.
+        format: ``"png"``, ``"jpeg"`` or ``"webp"``.
+        quality: JPEG and WebP quality, 1-100.
+        root: The output tree's top (see :func:`write_file`).
+
+    Raises:
+        OutputError: If the directory or file cannot be written.
+    """
+    write_file(path, lambda fh: save_image(image, fh, format, quality), root=root)
 
 
 def _pnginfo() -> PngImagePlugin.PngInfo:

@@ -13,11 +13,12 @@
    fallback for the type (ImageMagick) gets the same file (:func:`fallback_converter`); if it
    fails too, the first error is reported.
 
-On top of it: :func:`convert` (render every selected page at every size and write the PNG
+On top of it: :func:`convert` (render every selected page at every size and write the preview
 files), :func:`render` (one page as an image), :func:`info` (a
-:class:`~previewer.results.DocumentInfo`, see :mod:`previewer.describe`) and
-:func:`convert_one` (a :class:`~previewer.results.FileResult` instead of an exception, for the
-batch engine). The first three run where the input's limits apply (see
+:class:`~previewer.results.DocumentInfo`, see :mod:`previewer.describe`), :func:`metadata`
+(the keys of :mod:`previewer.extraction`) and :func:`convert_one` (a
+:class:`~previewer.results.FileResult` instead of an exception, for the batch engine). All but
+the last run where the input's limits apply (see
 :mod:`previewer.placement`): in a child process (:func:`previewer.limited.run_limited`), or in
 this process for a converter whose engine is an external process kept warm (LibreOffice).
 
@@ -28,23 +29,42 @@ renders and writes the pages.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from previewer import limited
-from previewer.errors import InvalidOptionsError, LimitExceededError, OutputError, PreviewerError
+from previewer.errors import (
+    InvalidOptionsError,
+    LimitExceededError,
+    OutputError,
+    PreviewerError,
+    UnsupportedFormatError,
+)
 from previewer.inputs import Opened, guard
+from previewer.inputs import sniff as _sniff
 from previewer.options import Options
 from previewer.placement import display_name, under_limits
 from previewer.reading import Found, fallback_converter, read
 from previewer.registry import Registry
 from previewer.results import DocumentInfo, FileResult, Preview, Status
-from previewer.sources import Source
+from previewer.sources import Source, open_input, read_chunks
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Found", "convert", "convert_one", "fallback_converter", "info", "read", "render"]
+__all__ = [
+    "Found",
+    "convert",
+    "convert_one",
+    "fallback_converter",
+    "info",
+    "metadata",
+    "read",
+    "render",
+]
 
 
 # --------------------------------------------------------------------------- render, write
@@ -79,14 +99,16 @@ def _convert(
 
 
 def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
-    """Render each selected page once, at every size, and write the PNG files atomically."""
+    """Render each selected page once, at every size, and write the files atomically."""
     from previewer import output
     from previewer.rendering import write_previews
 
     page_numbers = _select_pages(od, opts)
     cname = od.converter.name
     for number in page_numbers:
-        dests = [opts.out_dir / output.output_name(od.name, number, s) for s in opts.sizes]
+        dests = [
+            opts.out_dir / output.output_name(od.name, number, s, opts.format) for s in opts.sizes
+        ]
         with guard(od.display, cname):
             try:
                 written = write_previews(
@@ -97,6 +119,8 @@ def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
                     upscale=opts.upscale,
                     limits=opts.limits,
                     root=opts.out_root,
+                    format=opts.format,
+                    quality=opts.quality,
                 )
             except OutputError as exc:
                 exc.message = f"{exc.message} (preview of {od.display})"
@@ -112,6 +136,7 @@ def _write_pages(od: Opened, opts: Options, previews: list[Preview]) -> None:
                     height=height,
                     converter=cname,
                     mime=od.mime,
+                    format=opts.format,
                 )
             )
 
@@ -153,18 +178,71 @@ def _render(source: Source, opts: Options, registry: Registry, name: str | None)
     return read(source, opts, registry, render_one, name=name, page_hint=True)
 
 
-def _info(source: Source, opts: Options, registry: Registry, name: str | None) -> DocumentInfo:
-    """Describe ``source`` (only a failure to open it goes to the fallback converter)."""
+def _info(
+    source: Source,
+    opts: Options,
+    registry: Registry,
+    name: str | None,
+    keys: tuple[str, ...] = (),
+) -> DocumentInfo:
+    """Describe ``source`` (only a failure to open it goes to the fallback converter).
+
+    With metadata ``keys``, they are extracted from the same open document (``extracted``).
+    """
     from previewer.describe import document_info
 
-    return read(
-        source,
-        opts,
-        registry,
-        lambda od: document_info(od, registry),
-        name=name,
-        retry_work=lambda: False,
-    )
+    def describe(od: Opened) -> DocumentInfo:
+        facts = document_info(od, registry)
+        if keys:
+            facts = dataclasses.replace(facts, extracted=_extract(keys, od, opts))
+        return facts
+
+    return read(source, opts, registry, describe, name=name, retry_work=lambda: False)
+
+
+def _extract(keys: tuple[str, ...], od: Opened, opts: Options) -> dict[str, Any]:
+    from previewer import extraction
+
+    target = extraction.Target(od.path, od.mime, od.display, opts.limits, od.doc)
+    return extraction.extract(keys, target)
+
+
+def _metadata_of(
+    keys: tuple[str, ...], source: Source, opts: Options, registry: Registry, name: str | None
+) -> dict[str, Any]:
+    """Extract metadata ``keys`` of ``source``; a file no converter claims gets the file keys.
+
+    The document is opened only for the keys that need it (``text``, ``ocr``, ``psd``); when no
+    converter claims the file, those are None (but the ``text`` of a text file) and the others
+    are still extracted.
+    """
+    from previewer import extraction
+    from previewer import limits as _limits
+
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    elif not isinstance(source, (str, bytes, os.PathLike)):
+        # Read once: the input may have to be opened twice (see below).
+        display = display_name(source, name)
+        source = b"".join(read_chunks(source, opts.limits.max_file_size, display, "max_file_size"))
+    if extraction.needs_document(keys):
+        try:
+            return read(
+                source,
+                opts,
+                registry,
+                lambda od: _extract(keys, od, opts),
+                name=name,
+                retry_work=lambda: False,
+            )
+        except UnsupportedFormatError:
+            pass  # no converter: the keys that need no document
+    with open_input(source, opts.limits, name) as inp:
+        with guard(inp.display, None):
+            mime = _sniff(inp)
+        with _limits.applied(opts.limits, mime):
+            target = extraction.Target(inp.path, mime, inp.display, opts.limits)
+            return extraction.extract(keys, target)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -213,7 +291,12 @@ def render(
 
 
 def info(
-    source: Source, options: Options, registry: Registry, *, name: str | None = None
+    source: Source,
+    options: Options,
+    registry: Registry,
+    *,
+    name: str | None = None,
+    keys: tuple[str, ...] = (),
 ) -> DocumentInfo:
     """Describe one input, where its limits apply.
 
@@ -222,6 +305,8 @@ def info(
         options: The options (limits, password, forced converter).
         registry: The converters.
         name: Name used in the result and in error messages.
+        keys: Metadata keys to extract in the same call, into ``extracted`` (see
+            :func:`previewer.extraction.parse_keys`).
 
     Returns:
         The description.
@@ -229,8 +314,36 @@ def info(
     Raises:
         PreviewerError: A subclass naming the input and the reason.
     """
-    facts, _ = under_limits(_info, source, options, registry, name)
+    work = functools.partial(_info, keys=keys) if keys else _info
+    facts, _ = under_limits(work, source, options, registry, name)
     return facts
+
+
+def metadata(
+    source: Source,
+    options: Options,
+    registry: Registry,
+    keys: tuple[str, ...],
+    *,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Extract metadata ``keys`` of one input, where its limits apply.
+
+    Args:
+        source: A path, bytes or a binary file object.
+        options: The options (limits, password, forced converter).
+        registry: The converters.
+        keys: Metadata keys (see :func:`previewer.extraction.parse_keys`).
+        name: Name used in error messages.
+
+    Returns:
+        Key -> value, None where a key does not apply to the input.
+
+    Raises:
+        PreviewerError: A subclass naming the input and the reason.
+    """
+    found, _ = under_limits(functools.partial(_metadata_of, keys), source, options, registry, name)
+    return found
 
 
 def convert_one(

@@ -88,8 +88,8 @@ class Document(Protocol):
             info`` reports the page count as unknown, and ``--pages all`` renders the pages
             found.
 
-    Optional methods (defaults in :class:`BaseDocument`): :meth:`metadata` (default: no facts)
-    and :meth:`render_png` (default: no fast path).
+    Optional methods (defaults in :class:`BaseDocument`): :meth:`metadata` (default: no facts),
+    :meth:`render_png` (default: no fast path) and :meth:`text` (default: no text layer).
     """
 
     page_count: int
@@ -138,6 +138,20 @@ class Document(Protocol):
         """Return format-specific facts for ``previewer info`` (may be empty)."""
         ...
 
+    def text(self, *, max_pages: int, max_chars: int) -> str | None:
+        """Optional: return the document's text layer (``previewer info --metadata text``).
+
+        Args:
+            max_pages: Read at most this many pages, from the first.
+            max_chars: Stop once this many characters are read (more may be returned; the
+                caller truncates).
+
+        Returns:
+            The text, pages separated by form feeds (U+000C), or None when the document
+            has no text layer this converter can read.
+        """
+        ...
+
     def close(self) -> None:
         """Release the engine's handles; safe to call twice."""
         ...
@@ -172,6 +186,10 @@ class BaseDocument:
     def metadata(self) -> dict[str, Any]:
         """No format-specific facts."""
         return {}
+
+    def text(self, *, max_pages: int, max_chars: int) -> str | None:
+        """No text layer."""
+        return None
 
     def close(self) -> None:
         """Release the engine's handles; safe to call twice."""

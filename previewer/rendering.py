@@ -8,9 +8,12 @@ whether one engine call fits that budget. If not, the page is rendered as a grid
 document's ``render(..., clip=...)``), each within the budget, with clips computed from whole
 pixel rows and columns so tiles abut exactly. A preview that itself fits the budget is
 assembled in memory; a larger one is only ever written by :func:`write_previews`, which streams
-it into its PNG band by band, so the full image never exists in memory. Whatever mode the
-engine returns is normalised here to 8-bit sRGB (RGB, or RGBA when the source has alpha), so
-every converter, built-in or plugin, gets the same colour handling.
+it into its PNG band by band, so the full image never exists in memory. JPEG and WebP cannot be
+written band by band: such a preview is assembled from its tiles and encoded whole, within the
+bound :func:`previewer.output.check_encodable` sets (four tile budgets), or refused.
+
+Whatever mode the engine returns is normalised here to 8-bit sRGB (RGB, or RGBA when the source
+has alpha), so every converter, built-in or plugin, gets the same colour handling.
 
 A document may also offer ``render_png(index, size=(w, h))``, encoding a page straight to an
 8-bit sRGB PNG of exactly that size (PyMuPDF can); when a page needs a single preview,
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from previewer.budgets import Limits
 from previewer.errors import LimitExceededError
 from previewer.geometry import SizeSpec, band_grid, fit
+from previewer.options import DEFAULT_QUALITY
 from previewer.plugin import Document
 
 if TYPE_CHECKING:
@@ -200,13 +204,17 @@ def write_previews(
     upscale: bool,
     limits: Limits,
     root: Path | None = None,
+    format: str = "png",
+    quality: int = DEFAULT_QUALITY,
 ) -> list[tuple[int, int]]:
     """Render page ``index`` at every size and write each preview to its path, atomically.
 
     Previews within ``limits.max_tile_pixels`` are made as :func:`render_page` does (one
-    render, smaller sizes derived from it; a single one through the document's PNG fast path
-    when it has one). Each larger preview is rendered on its own in bands of tiles and streamed
-    into its PNG, so memory stays near one band whatever the output size.
+    render, smaller sizes derived from it; a single PNG through the document's PNG fast path
+    when it has one). Each larger preview is rendered on its own in bands of tiles: as PNG it
+    is streamed band by band, so memory stays near one band whatever the output size; as JPEG
+    or WebP it is assembled in memory and encoded whole, which
+    :func:`previewer.output.check_encodable` bounds (checked before anything renders).
 
     Args:
         doc: An open document.
@@ -217,12 +225,15 @@ def write_previews(
         limits: Budgets.
         root: The output tree's top; folders below it are never entered through a symbolic
             link (see :func:`previewer.output.write_file`).
+        format: ``"png"``, ``"jpeg"`` or ``"webp"``.
+        quality: JPEG and WebP quality, 1-100.
 
     Returns:
         The pixel size of each preview written, in ``sizes`` order.
 
     Raises:
-        LimitExceededError: If the largest output exceeds ``limits.max_output_pixels``.
+        LimitExceededError: If the largest output exceeds ``limits.max_output_pixels``, or a
+            JPEG or WebP preview is too large to encode whole.
         OutputError: If a destination cannot be written.
     """
     from previewer import output
@@ -230,8 +241,10 @@ def write_previews(
     if len(dests) != len(sizes):
         raise ValueError("write_previews needs one destination per size")
     targets, _, _ = plan_page(doc, index, sizes, upscale=upscale, limits=limits)
+    for target in targets:
+        output.check_encodable(format, target, limits.max_tile_pixels)
     small = [i for i, t in enumerate(targets) if t[0] * t[1] <= limits.max_tile_pixels]
-    if len(small) == 1:
+    if len(small) == 1 and format == "png":
         direct = render_page_png(doc, index, sizes[small[0]], upscale=upscale, limits=limits)
         if direct is not None:
             output.write_file(dests[small[0]], direct[0], root=root)
@@ -239,10 +252,16 @@ def write_previews(
     if small:
         images = render_page(doc, index, [sizes[i] for i in small], upscale=upscale, limits=limits)
         for i, image in zip(small, images, strict=True):
-            output.write_png(image, dests[i], root=root)
+            output.write_image(image, dests[i], format, quality, root=root)
+        del images
     page = doc.page_size(index)
     for i, target in enumerate(targets):
         if i in small or target[0] * target[1] <= limits.max_tile_pixels:
+            continue
+        if format != "png":
+            whole = render_tiled(doc, index, target, _scale(target, page), limits=limits)
+            output.write_image(whole, dests[i], format, quality, root=root)
+            del whole
             continue
         bands = _bands(doc, index, target, _scale(target, page), limits)
         output.write_png_stream(dests[i], target[0], target[1], bands, root=root)

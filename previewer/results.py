@@ -38,6 +38,9 @@ class Status(enum.StrEnum):
     FAILED = "failed"
 
 
+PREVIEW_MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+"""MIME type of each preview format."""
+
 UP_TO_DATE = "up to date"
 """Skip reason: the previews of an earlier run are still current (not reported on stderr)."""
 FAILED_BEFORE = "failed before"
@@ -71,6 +74,7 @@ class Preview:
         height: Image height in pixels.
         converter: Name of the converter that rendered it.
         mime: Sniffed MIME type of the input.
+        format: The preview's image format: ``"png"``, ``"jpeg"`` or ``"webp"``.
     """
 
     source: str
@@ -81,6 +85,12 @@ class Preview:
     height: int
     converter: str
     mime: str
+    format: str = "png"
+
+    @property
+    def mimetype(self) -> str:
+        """The preview file's MIME type (``image/png``, ``image/jpeg``, ``image/webp``)."""
+        return PREVIEW_MIMETYPES.get(self.format, f"image/{self.format}")
 
     def to_dict(self, *, detail: bool = False) -> dict[str, Any]:
         """Return the preview as the ``outputs`` item of a JSON result line.
@@ -90,7 +100,8 @@ class Preview:
                 holds once for all its outputs), so :meth:`from_dict` needs nothing else.
 
         Returns:
-            ``{"page", "size", "path", "width", "height"}`` (plus the three with ``detail``).
+            ``{"page", "size", "path", "width", "height", "format", "mimetype"}`` (plus the
+            three with ``detail``).
         """
         data: dict[str, Any] = {
             "page": self.page,
@@ -98,6 +109,8 @@ class Preview:
             "path": str(self.path) if self.path is not None else None,
             "width": self.width,
             "height": self.height,
+            "format": self.format,
+            "mimetype": self.mimetype,
         }
         if detail:
             data.update(source=self.source, converter=self.converter, mime=self.mime)
@@ -132,6 +145,7 @@ class Preview:
             height=int(data["height"]),
             converter=str(data.get("converter", converter)),
             mime=str(data.get("mime", mime)),
+            format=str(data.get("format", "png")),
         )
 
 
@@ -334,6 +348,9 @@ class DocumentInfo:
         bytes: File size.
         sha256: Hex SHA-256 of the file.
         metadata: Format-specific facts from the converter.
+        extracted: The metadata asked for with ``metadata=`` / ``--metadata`` (key -> value,
+            None where a key does not apply; see :mod:`previewer.extraction`), or None when none
+            was asked for.
     """
 
     input: str
@@ -346,10 +363,11 @@ class DocumentInfo:
     bytes: int
     sha256: str
     metadata: dict[str, Any]
+    extracted: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the info as a JSON object."""
-        return {
+        """Return the info as a JSON object (``extracted`` only when metadata was asked for)."""
+        data = {
             "input": self.input,
             "mime": self.mime,
             "converter": self.converter,
@@ -361,6 +379,9 @@ class DocumentInfo:
             "sha256": self.sha256,
             "metadata": self.metadata,
         }
+        if self.extracted is not None:
+            data["extracted"] = self.extracted
+        return data
 
 
 @dataclass(frozen=True)

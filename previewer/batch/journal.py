@@ -29,9 +29,14 @@ _OUTPUT_OPTIONS = ("converter", "pages", "sizes", "upscale")
 
 
 def _fingerprint(options: Options) -> str:
-    """What decides the outputs of an input, beyond its content (so resuming is safe)."""
+    """What decides the outputs of an input, beyond its content (so resuming is safe).
+
+    The format and quality count only for JPEG and WebP, so PNG runs keep the fingerprint
+    journals written before previewer had other formats.
+    """
     data = options.to_dict()
-    return json.dumps({key: data[key] for key in _OUTPUT_OPTIONS}, sort_keys=True)
+    keys = _OUTPUT_OPTIONS if options.format == "png" else (*_OUTPUT_OPTIONS, "format", "quality")
+    return json.dumps({key: data[key] for key in keys}, sort_keys=True)
 
 
 class Journal:

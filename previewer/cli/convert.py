@@ -18,7 +18,7 @@ from previewer.cli.group import CONTEXT, cli
 from previewer.cli.messages import ResultPrinter, progress, summary
 from previewer.cli_limits import limit_options, limits_from_params
 from previewer.errors import InvalidOptionsError
-from previewer.options import Options
+from previewer.options import DEFAULT_QUALITY, Options
 from previewer.pagespec import PageSpec, parse_sizes
 
 if TYPE_CHECKING:
@@ -35,7 +35,25 @@ __all__ = ["convert"]
     default=".",
     show_default=True,
     envvar="PREVIEWER_OUT_DIR",
-    help="Directory for the PNG files, or - to write a single PNG to stdout.",
+    help="Directory for the preview files, or - to write a single image to stdout.",
+)
+@click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(["png", "jpeg", "jpg", "webp"], case_sensitive=False),
+    default="png",
+    show_default=True,
+    envvar="PREVIEWER_FORMAT",
+    help="Image format of the previews (jpg = jpeg; JPEG flattens transparency onto white). "
+    "The thumbnail cache (--freedesktop) is always PNG.",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=DEFAULT_QUALITY,
+    show_default=True,
+    envvar="PREVIEWER_QUALITY",
+    help="JPEG/WebP quality, 1-100 (PNG ignores it).",
 )
 @click.option(
     "-s",
@@ -100,6 +118,8 @@ __all__ = ["convert"]
 def convert(
     inputs: tuple[str, ...],
     out_dir: str,
+    image_format: str,
+    quality: int,
     sizes: tuple[str, ...],
     pages: str,
     upscale: bool,
@@ -119,10 +139,11 @@ def convert(
     keep_temp: bool,
     **limit_params: Any,
 ) -> int:
-    """Write PNG previews of INPUTS: files, directories (walked recursively), or - for stdin.
+    """Write previews of INPUTS: files, directories (walked recursively), or - for stdin.
 
-    Each preview is written to OUT_DIR/<input name>.p<PAGE>.<SIZE>.png (a directory's files
-    keep their relative path under OUT_DIR) and its path printed on stdout as it is written.
+    Each preview is written to OUT_DIR/<input name>.p<PAGE>.<SIZE>.png (.jpg or .webp with
+    --format; a directory's files keep their relative path under OUT_DIR) and its path printed
+    on stdout as it is written.
     Failing inputs are reported on stderr and the others still convert (exit status 10). When
     directories are converted, files whose previews are up to date from an earlier run are not
     redone unless --force.
@@ -137,6 +158,7 @@ def convert(
       previewer convert report.pdf -o thumbs -s 128 -s 1024x768 -p 1-3
       previewer convert scan.tiff -p all --json
       previewer convert report.pdf -o - > page1.png
+      previewer convert photo.jpg -o thumbs --format jpeg --quality 70
       cat photo.jpg | previewer convert - -o thumbs
       previewer convert ~/Documents -o ~/thumbs -j 4 --exclude '*.tmp' --report run.jsonl
       previewer convert /srv/docs -o /srv/thumbs --broker redis://queue-host:6379/0
@@ -156,6 +178,8 @@ def convert(
             converter=converter_name,
             limits=limits_from_params(limit_params),
             keep_temp=keep_temp,
+            format=image_format,
+            quality=quality,
         )
     except InvalidOptionsError as exc:
         raise click.UsageError(exc.message) from exc

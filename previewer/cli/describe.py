@@ -11,7 +11,7 @@ import click
 from previewer.cli.group import CONTEXT, cli
 from previewer.cli.messages import _report_error
 from previewer.cli_limits import limit_options, limits_from_params
-from previewer.errors import PreviewerError
+from previewer.errors import InvalidOptionsError, PreviewerError
 from previewer.reporting import ExitCode
 from previewer.results import Status
 
@@ -23,25 +23,47 @@ __all__ = ["converters_command", "info"]
 @click.option("--password", envvar="PREVIEWER_PASSWORD", help="Password for encrypted documents.")
 @click.option("--converter", "converter_name", metavar="NAME", help="Force this converter.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
+@click.option(
+    "--metadata",
+    "metadata_keys",
+    metavar="KEYS",
+    envvar="PREVIEWER_METADATA",
+    help="Also extract these, comma-separated: checksum, exif, gps, text, ocr, multimedia, "
+    "psd, or all (every key but gps).",
+)
 @limit_options
 def info(
     inputs: tuple[str, ...],
     password: str | None,
     converter_name: str | None,
     as_json: bool,
+    metadata_keys: str | None,
     **limit_params: Any,
 ) -> int:
     """Describe INPUTS: sniffed MIME type, converter, pages and page sizes, bytes, SHA-256.
+
+    With --metadata, also the metadata asked for ("extracted" in the JSON): checksums (sha256,
+    sha1, md5), EXIF tags, GPS position (only when gps is named), the text layer, OCR text
+    (Tesseract), audio/video streams (ffprobe), Photoshop layers.
 
     \b
     Examples:
       previewer info report.pdf
       previewer info scan.tiff photo.jpg --json
       previewer info secret.pdf --password hunter2
+      previewer info photo.jpg --metadata exif,gps,checksum --json
+      previewer info scan.pdf --metadata text,ocr
     """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from previewer import api
+    from previewer.extraction import parse_keys
     from previewer.registry import Registry
 
+    keys: tuple[str, ...] | None = None
+    if metadata_keys is not None:
+        try:
+            keys = parse_keys(metadata_keys)
+        except InvalidOptionsError as exc:
+            raise click.BadParameter(exc.message, param_hint="'--metadata'") from exc
     registry = Registry()
     limits = limits_from_params(limit_params)
     failures: list[PreviewerError] = []
@@ -54,6 +76,7 @@ def info(
                 limits=limits,
                 name="stdin" if item == "-" else None,
                 registry=registry,
+                metadata=keys,
             )
         except PreviewerError as exc:
             failures.append(exc)
@@ -96,9 +119,35 @@ def _print_info(facts: Any) -> None:
     for key, value in facts.metadata.items():
         if value not in ("", None, [], {}):
             rows.append((key, json.dumps(value) if isinstance(value, (list, dict)) else str(value)))
+    if facts.extracted is not None:
+        for key, value in facts.extracted.items():
+            rows.extend(_extracted_rows(key, value))
     click.echo(facts.input)
     for key, value in rows:
         click.echo(f"  {key:<17} {value}")
+
+
+SHOWN_TEXT = 300
+"""Characters of extracted text the human output shows (--json gives all of it)."""
+
+
+def _extracted_rows(key: str, value: Any) -> list[tuple[str, str]]:
+    """Rows of one extracted value: nested dicts as dotted keys, long text shortened."""
+    if isinstance(value, dict) and value:
+        rows: list[tuple[str, str]] = []
+        for sub, item in value.items():
+            rows.extend(_extracted_rows(f"{key}.{sub}", item))
+        return rows
+    if value is None or value == {}:
+        return [(key, "-")]
+    if isinstance(value, str):
+        flat = " ".join(value.split())
+        if len(flat) > SHOWN_TEXT:
+            flat = f"{flat[:SHOWN_TEXT]}... ({len(value):,} characters)"
+        return [(key, flat)]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [(f"{key}[{i}]", json.dumps(v, ensure_ascii=False)) for i, v in enumerate(value)]
+    return [(key, json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value))]
 
 
 @cli.command("converters", context_settings=CONTEXT)

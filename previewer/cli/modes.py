@@ -1,6 +1,6 @@
 """Which executor ``previewer convert`` uses, and the flags each one refuses.
 
-``convert`` runs in one of four modes: ``-o -`` (one PNG on stdout), ``--freedesktop`` (the
+``convert`` runs in one of four modes: ``-o -`` (one image on stdout), ``--freedesktop`` (the
 desktop's thumbnail cache), ``--broker`` (queue workers), or locally (in this process, or in
 ``-j N`` worker processes). Every flag either works in a mode or is refused there with a usage
 error naming it (exit 2): nothing given on the command line is silently ignored. Values from
@@ -26,8 +26,8 @@ STDOUT, FREEDESKTOP, BROKER, LOCAL = "-o -", "--freedesktop", "--broker", "local
 
 REFUSED: dict[str, dict[str, str]] = {
     STDOUT: {
-        "as_json": "stdout carries the PNG data",
-        "report_path": "one PNG is written, there is no batch to report",
+        "as_json": "stdout carries the image data",
+        "report_path": "one image is written, there is no batch to report",
         "jobs": "one input converts in this process",
         "include": "there is no directory to walk",
         "exclude": "there is no directory to walk",
@@ -40,6 +40,8 @@ REFUSED: dict[str, dict[str, str]] = {
     FREEDESKTOP: {
         "out_dir": "thumbnails go to the thumbnail cache ($XDG_CACHE_HOME/thumbnails)",
         "upscale": "the thumbnail cache keeps small images at their own size",
+        "image_format": "the thumbnail cache holds PNG files (freedesktop.org specification)",
+        "quality": "the thumbnail cache holds PNG files (freedesktop.org specification)",
         "queue_name": "the thumbnail cache is filled here",
     },
     BROKER: {
@@ -119,13 +121,13 @@ def cache_sizes(sizes: Sequence[str]) -> tuple[str, ...]:
 
 
 def convert_to_stdout(inputs: Sequence[str], options: Options, registry: Any) -> int:
-    """Write the one PNG of ``-o -`` to stdout."""
+    """Write the one image of ``-o -`` to stdout, in the format asked for."""
     from previewer import api, output
 
     if len(inputs) != 1 or len(options.sizes) != 1 or not options.pages.is_single:
-        raise click.UsageError("-o - writes one PNG: give one input, one size and one page")
+        raise click.UsageError("-o - writes one image: give one input, one size and one page")
     if sys.stdout.isatty():
-        raise click.UsageError("refusing to write PNG data to a terminal; redirect stdout")
+        raise click.UsageError("refusing to write image data to a terminal; redirect stdout")
     item = inputs[0]
     source: Any = sys.stdin.buffer if item == "-" else item
     image = api.render(
@@ -139,7 +141,8 @@ def convert_to_stdout(inputs: Sequence[str], options: Options, registry: Any) ->
         name="stdin" if item == "-" else None,
         registry=registry,
     )
-    data = output.encode_png(image)
+    output.check_encodable(options.format, image.size, options.limits.max_tile_pixels)
+    data = output.encode_image(image, options.format, options.quality)
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     return int(ExitCode.OK)
