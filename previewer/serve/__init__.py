@@ -1,1 +1,1 @@
-"""The HTTP service (``previewer serve``): a FilePreviews-compatible API over :mod:`previewer.api`."""
+"""The HTTP service (``previewer serve``): a FilePreviews-compatible API over the library."""
