@@ -30,6 +30,7 @@ from starlette.routing import Route
 from previewer.budgets import Limits
 from previewer.serve import params, views
 from previewer.serve.auth import ANONYMOUS, Tokens, basic_credentials
+from previewer.serve.fetch import FetchError, fetch_url
 from previewer.serve.metrics import Metrics
 from previewer.serve.middleware import BodyTooLargeError, Observe
 from previewer.serve.netguard import NetPolicy
@@ -93,7 +94,6 @@ class Service:
             settings.limits,
             jobs=settings.jobs,
             queue_size=settings.queue_size,
-            policy=settings.policy,
             on_done=self.job_done,
         )
         self.metrics = Metrics(lambda: self.runner.waiting, lambda: self.runner.running)
@@ -238,6 +238,13 @@ async def create_preview(request: Request) -> Response:
             if not isinstance(data, dict):
                 return views.error(400, "invalid_request", "the body must be a JSON object")
             req, errors = params.parse(data, upload=False)
+            if not errors and req.url is not None:
+                try:
+                    fetched = await fetch_url(req.url, job_dir / "input", svc.settings.policy)
+                except FetchError as exc:
+                    return views.error(exc.status, "fetch_failed", str(exc))
+                name = fetched.filename
+                source = fetched.path.rename(job_dir / "input" / safe_name(name))
         elif ctype == "multipart/form-data":
             form = await request.form(max_files=1, max_part_size=FORM_SLACK)
             upload = form.get("file")
@@ -271,6 +278,7 @@ async def create_preview(request: Request) -> Response:
             return views.error(
                 400, "invalid_request", "the request has invalid fields", fields=errors
             )
+        assert source is not None  # every branch without errors has its file
         now = time.time()
         row = JobRow(
             id=job_id,
@@ -286,7 +294,7 @@ async def create_preview(request: Request) -> Response:
         if stored.id != job_id:  # the same Idempotency-Key raced in
             return await _answer(svc, stored, 200 if stored.status != "pending" else 201)
         svc.runner.submit(
-            Task(job_id, req.sizes, req.pages, req.metadata, source=source, name=name, url=req.url)
+            Task(job_id, req.sizes, req.pages, req.metadata, source=source, name=name)
         )
         submitted = True
     except BodyTooLargeError:

@@ -3,8 +3,8 @@
 At most ``jobs`` conversions run at once, each in a thread of a bounded pool that hands the
 file to :mod:`previewer.serve.work` (which runs it in a limited child process); at most
 ``queue_size`` more wait. A request that would exceed both is refused before its body is read
-(the API answers 429 with Retry-After). The event loop never converts: it only fetches URLs,
-records state and wakes the requests waiting for a job.
+(the API answers 429 with Retry-After). The event loop never converts: it only records state and
+wakes the requests waiting for a job.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from previewer.budgets import Limits
 from previewer.serve import work
-from previewer.serve.fetch import FetchError, fetch_url
-from previewer.serve.netguard import NetPolicy
 from previewer.serve.store import Store
 
 __all__ = ["Runner", "Task"]
@@ -41,18 +39,16 @@ class Task:
         sizes: Normalised sizes.
         pages: Page selection.
         metadata: Metadata keys.
-        source: The uploaded input (None when ``url`` is to be fetched).
-        name: The input's name as the client gave it (for uploads).
-        url: The URL to fetch the input from.
+        source: The input file, in the job's ``input/``.
+        name: The input's name as the client gave it (or the fetched URL's file name).
     """
 
     id: str
     sizes: list[str]
     pages: str
     metadata: list[str]
-    source: Path | None = None
-    name: str = ""
-    url: str | None = field(default=None, repr=False)
+    source: Path
+    name: str
 
 
 class Runner:
@@ -63,7 +59,6 @@ class Runner:
         limits: Per-file limits.
         jobs: Conversions at once.
         queue_size: Jobs waiting at most.
-        policy: What URLs may be fetched.
         on_done: Coroutine called with ``(job id, status, converter, seconds)`` after a job
             is recorded.
     """
@@ -75,14 +70,12 @@ class Runner:
         *,
         jobs: int,
         queue_size: int,
-        policy: NetPolicy,
         on_done: Callable[[str, str, str, float], Awaitable[None]],
     ) -> None:
         self.store = store
         self.limits = limits
         self.jobs = jobs
         self.queue_size = queue_size
-        self.policy = policy
         self.on_done = on_done
         self.admitted = 0  # reserved + queued + running
         self.running = 0
@@ -164,19 +157,6 @@ class Runner:
         started = time.monotonic()
         job_dir = self.store.job_dir(task.id)
         source, name = task.source, task.name
-        if task.url is not None:
-            inputs = job_dir / "input"
-            try:
-                fetched = await fetch_url(task.url, inputs, self.policy)
-            except FetchError as exc:
-                self.store.finish(
-                    task.id, "failure", error={"code": "FetchError", "message": str(exc)}
-                )
-                await self.on_done(task.id, "failure", "", time.monotonic() - started)
-                return
-            name = fetched.filename
-            source = fetched.path.rename(inputs / work.safe_name(name))
-        assert source is not None
         loop = asyncio.get_running_loop()
         status, payload = await loop.run_in_executor(
             self._pool,
