@@ -73,6 +73,13 @@ def default_storage() -> Path:
     "[default: a key generated once in the storage directory].",
 )
 @click.option(
+    "--webhook-secret",
+    envvar="PREVIEWER_WEBHOOK_SECRET",
+    default=None,
+    help="Standard Webhooks secret (whsec_...) signing callbacks; callbacks are also sent as "
+    "FilePreviews JWTs signed with the job's API secret.",
+)
+@click.option(
     "--broker",
     default=None,
     help="Redis URL to send jobs to queue workers (not available yet).",
@@ -88,6 +95,7 @@ def serve(
     ttl: float,
     grace: float,
     signing_keys: tuple[str, ...],
+    webhook_secret: str | None,
     broker: str | None,
     **limit_params: Any,
 ) -> None:
@@ -158,5 +166,6 @@ def serve(
         grace=grace,
         limits=limits,
         policy=policy,
+        webhook_secret=webhook_secret,
     )
     server.run(settings, host, port)

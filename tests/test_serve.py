@@ -342,6 +342,9 @@ def test_callback_is_delivered(server: Served, files: FileServer) -> None:
 
 def test_health_readiness_metrics(server: Served) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    unknown = httpx.get(f"{server.url}/v3/nothing")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"storage": True, "pool": True, "engines": True}

@@ -22,6 +22,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -67,7 +68,8 @@ class Settings:
         grace: Seconds in-flight jobs get to finish on shutdown.
         limits: Per-file limits (the same as every other path).
         policy: What URLs may be fetched and called.
-        webhook_secrets: Secrets that sign webhook bodies.
+        webhook_secret: A Standard Webhooks secret (``whsec_...``) signing callbacks; the
+            FilePreviews JWT body is signed with the secret of the job's API key.
     """
 
     storage: Path
@@ -79,7 +81,7 @@ class Settings:
     grace: float = 30.0
     limits: Limits = field(default_factory=Limits)
     policy: NetPolicy = field(default_factory=NetPolicy)
-    webhook_secrets: WebhookSecrets = field(default_factory=WebhookSecrets)
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 class Service:
@@ -116,10 +118,17 @@ class Service:
             self.store.set_callback(row.id, state)
 
         payload = views.job_object(row, self.signer)
+        tokens = self.settings.tokens
+        secrets = WebhookSecrets(
+            # FilePreviews signs a callback's JWT body with the secret of the app (key) whose
+            # job it is.
+            jwt_secret=tokens.secret_of(row.tenant) if tokens is not None else None,
+            standard_secret=self.settings.webhook_secret,
+        )
         state = await deliver(
             row.request["callback_url"],
             payload,
-            secrets=self.settings.webhook_secrets,
+            secrets=secrets,
             policy=self.settings.policy,
             on_attempt=record,
         )
@@ -258,6 +267,7 @@ async def create_preview(request: Request) -> Response:
                 name = PurePosixPath((upload.filename or "upload").replace("\\", "/")).name
                 source = job_dir / "input" / safe_name(name or "upload")
                 await run_in_threadpool(_copy_upload, upload, source, limit)
+            await form.close()
         else:
             data, errors = params.from_multi(list(request.query_params.multi_items()))
             name = _disposition_name(request.headers.get("content-disposition")) or "upload"
@@ -450,8 +460,15 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return views.error(exc.status_code, code, str(exc.detail))
+
     app = Starlette(
         routes=routes,
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
         middleware=[
             Middleware(

@@ -37,6 +37,11 @@ class Tokens:
     def __len__(self) -> int:
         return len(self._pairs)
 
+    def secret_of(self, key: str) -> str | None:
+        """The secret of ``key`` (to sign its webhooks), or None for an unknown key."""
+        secret = self._pairs.get(key.encode())
+        return None if secret is None else secret.decode()
+
     def check(self, key: str, secret: str) -> bool:
         """Whether ``key:secret`` is a valid pair, compared in constant time.
 

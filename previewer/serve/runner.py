@@ -157,6 +157,8 @@ class Runner:
         started = time.monotonic()
         job_dir = self.store.job_dir(task.id)
         source, name = task.source, task.name
+        if self.store.get(task.id) is None:  # deleted while it waited
+            return
         loop = asyncio.get_running_loop()
         status, payload = await loop.run_in_executor(
             self._pool,
