@@ -82,7 +82,9 @@ def default_storage() -> Path:
 @click.option(
     "--broker",
     default=None,
-    help="Redis URL to send jobs to queue workers (not available yet).",
+    envvar="PREVIEWER_BROKER_URL",
+    help="Redis URL: send conversions to queue workers (previewer worker) and keep job state "
+    "in Redis; the workers must see the storage directory at the same path.",
 )
 @limit_options
 def serve(
@@ -112,8 +114,6 @@ def serve(
     from previewer.serve import auth, netguard, server, signing
     from previewer.serve.app import Settings
 
-    if broker is not None:
-        raise click.UsageError("--broker is not available yet; run without it")
     try:
         host, port = server.parse_bind(bind)
     except ValueError as exc:
@@ -167,5 +167,6 @@ def serve(
         limits=limits,
         policy=policy,
         webhook_secret=webhook_secret,
+        broker=broker,
     )
     server.run(settings, host, port)

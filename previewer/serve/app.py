@@ -37,7 +37,7 @@ from previewer.serve.middleware import BodyTooLargeError, Observe
 from previewer.serve.netguard import NetPolicy
 from previewer.serve.runner import Runner, Task
 from previewer.serve.signing import SignatureError, Signer
-from previewer.serve.store import JobRow, Store
+from previewer.serve.store import JobRow, JobStore, Store
 from previewer.serve.webhooks import WebhookSecrets, deliver
 from previewer.serve.work import safe_name
 
@@ -68,6 +68,8 @@ class Settings:
         grace: Seconds in-flight jobs get to finish on shutdown.
         limits: Per-file limits (the same as every other path).
         policy: What URLs may be fetched and called.
+        broker: Redis URL: conversions go to queue workers (``previewer worker``), job state
+            to Redis.
         webhook_secret: A Standard Webhooks secret (``whsec_...``) signing callbacks; the
             FilePreviews JWT body is signed with the secret of the job's API key.
     """
@@ -82,6 +84,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     policy: NetPolicy = field(default_factory=NetPolicy)
     webhook_secret: str | None = field(default=None, repr=False)
+    broker: str | None = field(default=None, repr=False)
 
 
 class Service:
@@ -89,7 +92,13 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.storage)
+        self.store: JobStore
+        if settings.broker is not None:
+            from previewer.serve.redis_store import RedisStore
+
+            self.store = RedisStore(settings.storage, settings.broker)
+        else:
+            self.store = Store(settings.storage)
         self.signer = Signer(settings.signing_keys)
         self.runner = Runner(
             self.store,
@@ -97,6 +106,7 @@ class Service:
             jobs=settings.jobs,
             queue_size=settings.queue_size,
             on_done=self.job_done,
+            broker=settings.broker,
         )
         self.metrics = Metrics(lambda: self.runner.waiting, lambda: self.runner.running)
         self.background: set[asyncio.Task[Any]] = set()

@@ -23,7 +23,7 @@ from typing import Any
 
 from previewer.budgets import Limits
 from previewer.serve import work
-from previewer.serve.store import Store
+from previewer.serve.store import JobStore
 
 __all__ = ["Runner", "Task"]
 
@@ -59,24 +59,28 @@ class Runner:
         limits: Per-file limits.
         jobs: Conversions at once.
         queue_size: Jobs waiting at most.
+        broker: Send conversions to queue workers through this Redis URL.
         on_done: Coroutine called with ``(job id, status, converter, seconds)`` after a job
             is recorded.
     """
 
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         limits: Limits,
         *,
         jobs: int,
         queue_size: int,
         on_done: Callable[[str, str, str, float], Awaitable[None]],
+        broker: str | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
         self.jobs = jobs
         self.queue_size = queue_size
         self.on_done = on_done
+        self.broker = broker
+        self._unfinished: set[str] = set()
         self.admitted = 0  # reserved + queued + running
         self.running = 0
         self.accepting = True
@@ -112,6 +116,7 @@ class Runner:
     def submit(self, task: Task) -> None:
         """Queue a job whose place was reserved."""
         self._events[task.id] = asyncio.Event()
+        self._unfinished.add(task.id)
         self._queue.put_nowait(task)
 
     async def wait(self, job_id: str, timeout: float) -> bool:
@@ -149,6 +154,7 @@ class Runner:
             finally:
                 self.running -= 1
                 self.admitted -= 1
+                self._unfinished.discard(task.id)
                 event = self._events.pop(task.id, None)
                 if event is not None:
                     event.set()
@@ -171,6 +177,7 @@ class Runner:
                 pages=task.pages,
                 metadata=task.metadata,
                 limits=self.limits,
+                broker=self.broker,
             ),
         )
         elapsed = time.monotonic() - started
@@ -206,7 +213,7 @@ class Runner:
             log.warning(
                 "%d job(s) did not finish within the %g s grace period", self.admitted, grace
             )
-            self.store.fail_unfinished("the service stopped before the job finished")
+            self.store.fail(sorted(self._unfinished), "the service stopped before the job finished")
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def info(self) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["JobRow", "Store"]
+__all__ = ["JobRow", "JobStore", "Store", "row_dict"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,8 +68,65 @@ class JobRow:
     idem: str | None = None
 
 
+class JobStore(Protocol):
+    """What the service needs of a job store (:class:`Store`, or the Redis one)."""
+
+    root: Path
+
+    def job_dir(self, job_id: str) -> Path:
+        """The directory of a job's files."""
+
+    def insert(self, row: JobRow) -> JobRow:
+        """Store a new job, or return the tenant's job with the same Idempotency-Key."""
+
+    def by_idempotency_key(self, tenant: str, key: str | None) -> JobRow | None:
+        """The tenant's job created with ``key``, if any."""
+
+    def get(self, job_id: str, tenant: str | None = None) -> JobRow | None:
+        """The job (only the tenant's own, when ``tenant`` is given)."""
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a job's outcome; False when the job no longer exists."""
+
+    def set_callback(self, job_id: str, state: dict[str, Any]) -> None:
+        """Record the webhook delivery state."""
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job's state and files."""
+
+    def expired(self, now: float | None = None) -> list[str]:
+        """Ids of jobs whose files are due for removal."""
+
+    def fail(self, job_ids: list[str], message: str) -> None:
+        """Fail these jobs if still pending (the service stops before they finish)."""
+
+    def fail_unfinished(self, message: str) -> int:
+        """Fail what an earlier run of this service left pending; return how many."""
+
+    def orphan_dirs(self) -> list[Path]:
+        """Job directories without a job."""
+
+    def writable(self) -> bool:
+        """Whether the store and the storage directory accept writes."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def row_dict(row: JobRow) -> dict[str, Any]:
+    """A row as a JSON-serialisable dict."""
+    return dict(row.__dict__)
 
 
 def _dump(value: Any) -> str | None:
@@ -180,6 +237,14 @@ class Store:
             (time.time() if now is None else now,),
         )
         return [r[0] for r in cur.fetchall()]
+
+    def fail(self, job_ids: list[str], message: str) -> None:
+        """Fail these jobs if still pending."""
+        error = _dump({"code": "Interrupted", "message": message})
+        self.db.executemany(
+            "UPDATE jobs SET status = 'failure', error = ? WHERE id = ? AND status = 'pending'",
+            [(error, job_id) for job_id in job_ids],
+        )
 
     def fail_unfinished(self, message: str) -> int:
         """Fail the jobs a previous run left pending.

@@ -17,7 +17,7 @@ from typing import Any
 from previewer import api
 from previewer.budgets import Limits
 from previewer.errors import PreviewerError
-from previewer.results import DocumentInfo
+from previewer.results import DocumentInfo, Preview
 
 __all__ = ["METADATA_KEYS", "Outcome", "convert_job", "file_metadata", "public_error"]
 
@@ -118,6 +118,7 @@ def convert_job(
     pages: str,
     metadata: Sequence[str],
     limits: Limits,
+    broker: str | None = None,
 ) -> Outcome:
     """Convert one job's input; never raises for a bad input.
 
@@ -129,6 +130,9 @@ def convert_job(
         pages: The page selection.
         metadata: Metadata keys asked for.
         limits: The service's limits.
+        broker: Convert on queue workers through this Redis URL (they must see ``source``
+            and ``out_dir`` at the same paths); the document's facts are still read here,
+            in a limited child process.
 
     Returns:
         The outcome; a success's result holds ``thumbnails`` (file names relative to
@@ -137,9 +141,12 @@ def convert_job(
     job_dir = source.parent.parent
     size = source.stat().st_size
     try:
-        previews = api.convert(
-            source, out_dir=out_dir, sizes=list(sizes), pages=pages, limits=limits, name=source.name
-        )
+        if broker is None:
+            previews = api.convert(
+                source, out_dir=out_dir, sizes=list(sizes), pages=pages, limits=limits
+            )
+        else:
+            previews = _on_workers(source, out_dir, sizes, pages, limits, broker)
         facts = api.info(source, limits=limits, name=source.name)
         original = original_file(name, size, facts)
         original["metadata"] = file_metadata(source, metadata, facts=facts)
@@ -165,6 +172,21 @@ def convert_job(
         "original_file": original,
         "converter": converter,
     }
+
+
+def _on_workers(
+    source: Path, out_dir: Path, sizes: Sequence[str], pages: str, limits: Limits, broker: str
+) -> list[Preview]:
+    """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would."""
+    from previewer.options import Options
+    from previewer.queue import submit_many
+
+    options = Options.build(sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits)
+    report = submit_many([str(source)], options, broker=broker, heartbeat=60.0)
+    (result,) = report.results
+    if result.error is not None:
+        raise result.error
+    return result.outputs
 
 
 def safe_name(name: str) -> str:
