@@ -358,7 +358,7 @@ def test_health_readiness_metrics(server: Served) -> None:
     assert "previewer_jobs_in_flight" in text
     assert "previewer_rejected_total" in text
     # One access-log line per request, without credentials.
-    assert "GET /healthz 200" in server.log()
+    assert "method=GET path=/healthz route=/healthz status=200" in server.log()
     assert "Authorization" not in server.log()
 
 

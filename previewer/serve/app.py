@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import shutil
@@ -230,7 +231,9 @@ async def create_preview(request: Request) -> Response:
     limit = svc.settings.limits.max_file_size
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     length = request.headers.get("content-length")
-    allowed = limit + FORM_SLACK if ctype == "multipart/form-data" else limit
+    allowed = {"multipart/form-data": limit + FORM_SLACK, "application/json": FORM_SLACK}.get(
+        ctype, limit
+    )
     if length is not None and length.isdigit() and int(length) > allowed:
         return _too_large(limit)
     if not svc.runner.reserve():
@@ -250,8 +253,15 @@ async def create_preview(request: Request) -> Response:
         source: Path | None = None
         name = ""
         if ctype == "application/json":
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > FORM_SLACK:
+                    return views.error(
+                        413, "too_large", f"a JSON body is at most {FORM_SLACK} bytes"
+                    )
             try:
-                data = await request.json()
+                data = json.loads(body)
             except ValueError:
                 return views.error(400, "invalid_request", "the body is not valid JSON")
             if not isinstance(data, dict):
