@@ -345,8 +345,11 @@ def test_health_readiness_metrics(server: Served) -> None:
     unknown = httpx.get(f"{server.url}/v3/nothing")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
-    ready = httpx.get(f"{server.url}/readyz")
-    assert ready.status_code == 200
+    deadline = time.monotonic() + 20  # ready once the engines have been probed
+    while (ready := httpx.get(f"{server.url}/readyz")).status_code != 200:
+        assert ready.status_code == 503
+        assert time.monotonic() < deadline, ready.text
+        time.sleep(0.1)
     assert ready.json()["checks"] == {"storage": True, "pool": True, "engines": True}
     upload(server, JPEG, sizes="16")
     text = httpx.get(f"{server.url}/metrics").text

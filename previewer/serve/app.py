@@ -453,8 +453,12 @@ def create_app(settings: Settings) -> Starlette:
             shutil.rmtree(orphan, ignore_errors=True)
         svc.runner.start()
         sweeper = asyncio.create_task(svc.sweep())
-        infos = await run_in_threadpool(api.list_converters)
-        svc.converters = [c.to_dict() for c in infos]
+
+        async def probe() -> None:  # readiness waits for it; serving does not
+            infos = await run_in_threadpool(api.list_converters)
+            svc.converters = [c.to_dict() for c in infos]
+
+        svc.spawn(probe())
         try:
             yield
         finally:
