@@ -46,9 +46,10 @@ class Served:
     Args:
         storage: Its storage directory.
         *args: More options.
+        env: Its environment (default: :func:`tests.support.clean_env`).
     """
 
-    def __init__(self, storage: Path, *args: str) -> None:
+    def __init__(self, storage: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.storage = storage
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,6 +64,7 @@ class Served:
             *args,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         deadline = time.monotonic() + 60
         while True:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.servekit import Served
-from tests.support import JPEG, PDF, run_previewer
+from tests.support import JPEG, PDF, clean_env, plugin_site, run_previewer
 
 LIMIT = 300_000
 
@@ -191,3 +191,45 @@ def test_sweeper_removes_expired_jobs(tmp_path: Path) -> None:
     finally:
         code, _ = served.stop()
     assert code == 0
+
+
+def test_hang_crash_and_engine_paths_fail_only_their_job(tmp_path: Path) -> None:
+    """The tripwire plugin (tests/plugins/faulty.py) hangs, aborts or names its work directory."""
+    site = plugin_site(tmp_path / "site")
+    served = Served(tmp_path / "storage", "--timeout", "1", "--jobs", "4",
+                    env=clean_env(pythonpath=[site]))  # fmt: skip
+    try:
+
+        async def send() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{served.url}/v2/previews/",
+                            params={"wait": 30, "sizes": "32"},
+                            files={"file": (name, body)},
+                        )
+                        for name, body in [
+                            ("hang.txt", b"HANG"),
+                            ("abort.txt", b"ABORT"),
+                            ("leak.txt", b"LEAK"),
+                            ("photo.jpg", JPEG.read_bytes()),
+                        ]
+                    )
+                )
+
+        hang, abort, leak, photo = (r.json() for r in asyncio.run(send()))
+        assert hang["status"] == "failure"
+        assert hang["error"]["code"] == "EngineTimeoutError"
+        assert "hang.txt" in hang["error"]["message"]
+        assert abort["status"] == "failure"
+        assert abort["error"]["code"] == "EngineError"
+        assert leak["status"] == "failure"
+        assert "/tmp" not in leak["error"]["message"]
+        assert str(served.storage) not in str([hang, abort, leak])
+        assert photo["status"] == "success"
+        assert httpx.get(f"{served.url}/healthz").status_code == 200
+    finally:
+        code, left = served.stop()
+    assert code == 0, served.log()
+    assert not left
