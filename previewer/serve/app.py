@@ -1,348 +1,49 @@
-"""The ASGI app of ``previewer serve``: routes, authentication, uploads, lifespan.
+"""The ASGI app of ``previewer serve``: routes, the read handlers, lifespan.
 
 Routes: the FilePreviews v2 API (``/v2/previews/``, ``/v2/previews/{id}/``,
 ``/v2/converters/``), signed result files (``/v2/files/{id}/{name}``), ``/healthz``,
-``/readyz`` and ``/metrics``. Build it with :func:`create_app` from :class:`Settings`.
+``/readyz`` and ``/metrics``. Build it with :func:`create_app` from :class:`Settings`; creating
+a job is :mod:`previewer.serve.create`, the shared state :mod:`previewer.serve.service`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import shutil
-import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from previewer.budgets import Limits
-from previewer.serve import params, views
-from previewer.serve.auth import ANONYMOUS, Tokens, basic_credentials
-from previewer.serve.fetch import FetchError, fetch_url
-from previewer.serve.metrics import Metrics
-from previewer.serve.middleware import BodyTooLargeError, Observe
-from previewer.serve.netguard import NetPolicy
-from previewer.serve.runner import Runner, Task
-from previewer.serve.signing import SignatureError, Signer
-from previewer.serve.store import JobRow, JobStore, Store
-from previewer.serve.webhooks import WebhookSecrets, deliver
-from previewer.serve.work import safe_name
+from previewer.serve import views
+from previewer.serve.create import create_preview
+from previewer.serve.middleware import Observe
+from previewer.serve.service import (
+    FORM_SLACK,
+    ID_PATTERN,
+    MAX_WAIT,
+    Service,
+    Settings,
+    wait_param,
+)
+from previewer.serve.signing import SignatureError
+from previewer.serve.store import JobRow
 
 __all__ = ["MAX_WAIT", "Settings", "create_app"]
 
 log = logging.getLogger("previewer.serve")
 
-MAX_WAIT = 30.0
-"""Longest ``?wait=`` accepted, in seconds."""
-
-FORM_SLACK = 1024 * 1024
-"""Bytes a request body may carry beyond the file: form fields and multipart framing."""
-
-_ID = re.compile(r"^[0-9a-f-]{36}$")
-
-
-@dataclass
-class Settings:
-    """What ``previewer serve`` was started with.
-
-    Attributes:
-        storage: The storage directory (database and job files).
-        tokens: Accepted credentials; None runs without authentication (loopback only).
-        signing_keys: ``(id, secret)`` pairs; the first signs result URLs.
-        jobs: Conversions at once.
-        queue_size: Jobs waiting at most.
-        ttl: Seconds a job and its files are kept.
-        grace: Seconds in-flight jobs get to finish on shutdown.
-        limits: Per-file limits (the same as every other path).
-        policy: What URLs may be fetched and called.
-        broker: Redis URL: conversions go to queue workers (``previewer worker``), job state
-            to Redis.
-        webhook_secret: A Standard Webhooks secret (``whsec_...``) signing callbacks; the
-            FilePreviews JWT body is signed with the secret of the job's API key.
-    """
-
-    storage: Path
-    tokens: Tokens | None
-    signing_keys: list[tuple[str, bytes]]
-    jobs: int = 2
-    queue_size: int = 16
-    ttl: float = 86400.0
-    grace: float = 30.0
-    limits: Limits = field(default_factory=Limits)
-    policy: NetPolicy = field(default_factory=NetPolicy)
-    webhook_secret: str | None = field(default=None, repr=False)
-    broker: str | None = field(default=None, repr=False)
-
-
-class Service:
-    """The app's state: store, runner, signer, metrics, background tasks."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store: JobStore
-        if settings.broker is not None:
-            from previewer.serve.redis_store import RedisStore
-
-            self.store = RedisStore(settings.storage, settings.broker)
-        else:
-            self.store = Store(settings.storage)
-        self.signer = Signer(settings.signing_keys)
-        self.runner = Runner(
-            self.store,
-            settings.limits,
-            jobs=settings.jobs,
-            queue_size=settings.queue_size,
-            on_done=self.job_done,
-            broker=settings.broker,
-        )
-        self.metrics = Metrics(lambda: self.runner.waiting, lambda: self.runner.running)
-        self.background: set[asyncio.Task[Any]] = set()
-        self.converters: list[dict[str, Any]] | None = None
-
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    async def job_done(self, job_id: str, status: str, converter: str, seconds: float) -> None:
-        self.metrics.job_seconds.labels(converter or "none", status).observe(seconds)
-        row = self.store.get(job_id)
-        if row is not None and row.request.get("callback_url"):
-            self.spawn(self.callback(row))
-
-    async def callback(self, row: JobRow) -> None:
-        def record(state: dict[str, Any]) -> None:
-            self.store.set_callback(row.id, state)
-
-        payload = views.job_object(row, self.signer)
-        tokens = self.settings.tokens
-        secrets = WebhookSecrets(
-            # FilePreviews signs a callback's JWT body with the secret of the app (key) whose
-            # job it is.
-            jwt_secret=tokens.secret_of(row.tenant) if tokens is not None else None,
-            standard_secret=self.settings.webhook_secret,
-        )
-        state = await deliver(
-            row.request["callback_url"],
-            payload,
-            secrets=secrets,
-            policy=self.settings.policy,
-            on_attempt=record,
-        )
-        record(state)
-
-    async def sweep(self) -> None:
-        period = max(1.0, min(60.0, self.settings.ttl / 4))
-        while True:
-            for job_id in self.store.expired():
-                self.store.delete(job_id)
-            await asyncio.sleep(period)
-
-    def tenant(self, request: Request) -> str | Response:
-        """The caller's tenant, or the 401 answer."""
-        tokens = self.settings.tokens
-        if tokens is None:
-            return ANONYMOUS
-        creds = basic_credentials(request.headers.get("authorization"))
-        if creds is None or not tokens.check(*creds):
-            return views.error(
-                401,
-                "authentication_error",
-                "missing or invalid credentials: use HTTP Basic with API_KEY:API_SECRET",
-                headers={"WWW-Authenticate": 'Basic realm="previewer"'},
-            )
-        return creds[0]
-
-
-def _wait_param(request: Request) -> float | Response:
-    raw = request.query_params.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= MAX_WAIT:
-        return views.error(
-            400,
-            "invalid_request",
-            f"wait must be a number of seconds from 0 to {MAX_WAIT:g}",
-            fields={"wait": [f"from 0 to {MAX_WAIT:g}"]},
-        )
-    return value
-
-
-def _disposition_name(header: str | None) -> str | None:
-    if not header:
-        return None
-    match = re.search(r'filename="?([^";]+)"?', header)
-    if not match:
-        return None
-    name = PurePosixPath(match.group(1).replace("\\", "/")).name
-    return name if name not in ("", ".", "..") else None
-
-
-def _copy_upload(upload: UploadFile, dest: Path, limit: int) -> int:
-    size = 0
-    upload.file.seek(0)
-    with dest.open("wb") as out:
-        while chunk := upload.file.read(1024 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError
-            out.write(chunk)
-    return size
-
-
-async def _answer(svc: Service, row: JobRow, status: int) -> Response:
-    headers = {"Location": f"{row.base_url.rstrip('/')}/v2/previews/{row.id}/"}
-    return JSONResponse(views.job_object(row, svc.signer), status_code=status, headers=headers)
-
-
-def _too_large(limit: int) -> Response:
-    return views.error(413, "too_large", f"the file is larger than the limit of {limit} bytes")
-
-
-async def create_preview(request: Request) -> Response:
-    svc: Service = request.app.state.service
-    tenant = svc.tenant(request)
-    if isinstance(tenant, Response):
-        return tenant
-    wait = _wait_param(request)
-    if isinstance(wait, Response):
-        return wait
-    idem = request.headers.get("idempotency-key")
-    if idem is not None and (existing := svc.store.by_idempotency_key(tenant, idem)):
-        return await _answer(svc, existing, 200 if existing.status != "pending" else 201)
-    limit = svc.settings.limits.max_file_size
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    length = request.headers.get("content-length")
-    allowed = {"multipart/form-data": limit + FORM_SLACK, "application/json": FORM_SLACK}.get(
-        ctype, limit
-    )
-    if length is not None and length.isdigit() and int(length) > allowed:
-        return _too_large(limit)
-    if not svc.runner.reserve():
-        retry = svc.runner.retry_after()
-        return views.error(
-            429,
-            "rate_limited",
-            f"too many jobs in flight; retry in {retry} s",
-            headers={"Retry-After": str(retry)},
-        )
-    job_id = str(uuid.uuid4())
-    job_dir = svc.store.job_dir(job_id)
-    submitted = False
-    try:
-        (job_dir / "input").mkdir(parents=True)
-        (job_dir / "out").mkdir()
-        source: Path | None = None
-        name = ""
-        if ctype == "application/json":
-            body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > FORM_SLACK:
-                    return views.error(
-                        413, "too_large", f"a JSON body is at most {FORM_SLACK} bytes"
-                    )
-            try:
-                data = json.loads(body)
-            except ValueError:
-                return views.error(400, "invalid_request", "the body is not valid JSON")
-            if not isinstance(data, dict):
-                return views.error(400, "invalid_request", "the body must be a JSON object")
-            req, errors = params.parse(data, upload=False)
-            if not errors and req.url is not None:
-                try:
-                    fetched = await fetch_url(req.url, job_dir / "input", svc.settings.policy)
-                except FetchError as exc:
-                    return views.error(exc.status, "fetch_failed", str(exc))
-                name = fetched.filename
-                source = fetched.path.rename(job_dir / "input" / safe_name(name))
-        elif ctype == "multipart/form-data":
-            form = await request.form(max_files=1, max_part_size=FORM_SLACK)
-            upload = form.get("file")
-            fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-            data, errors = params.from_multi(fields)
-            req, more = params.parse(data, upload=True)
-            errors.update(more)
-            if not isinstance(upload, UploadFile):
-                errors.setdefault("file", []).append("required: the file to preview")
-            elif not errors:
-                name = PurePosixPath((upload.filename or "upload").replace("\\", "/")).name
-                source = job_dir / "input" / safe_name(name or "upload")
-                await run_in_threadpool(_copy_upload, upload, source, limit)
-            await form.close()
-        else:
-            data, errors = params.from_multi(list(request.query_params.multi_items()))
-            name = _disposition_name(request.headers.get("content-disposition")) or "upload"
-            req, more = params.parse(data, upload=True)
-            errors.update(more)
-            if not errors:
-                source = job_dir / "input" / safe_name(name)
-                size = 0
-                with source.open("wb") as out:
-                    async for chunk in request.stream():
-                        size += len(chunk)
-                        if size > limit:
-                            raise BodyTooLargeError
-                        out.write(chunk)
-                if size == 0:
-                    errors["file"] = ["the body is empty: send the file, or JSON with a url"]
-        if errors:
-            return views.error(
-                400, "invalid_request", "the request has invalid fields", fields=errors
-            )
-        assert source is not None  # every branch without errors has its file
-        now = time.time()
-        row = JobRow(
-            id=job_id,
-            tenant=tenant,
-            status="pending",
-            created=now,
-            expires=now + svc.settings.ttl,
-            base_url=str(request.base_url),
-            request=req.stored(),
-            idem=idem,
-        )
-        stored = svc.store.insert(row)
-        if stored.id != job_id:  # the same Idempotency-Key raced in
-            return await _answer(svc, stored, 200 if stored.status != "pending" else 201)
-        svc.runner.submit(
-            Task(job_id, req.sizes, req.pages, req.metadata, source=source, name=name)
-        )
-        submitted = True
-    except BodyTooLargeError:
-        return _too_large(limit)
-    except ClientDisconnect:
-        return Response(status_code=400)
-    finally:
-        if not submitted:
-            svc.runner.release()
-            shutil.rmtree(job_dir, ignore_errors=True)
-    if wait > 0 and await svc.runner.wait(job_id, wait):
-        return await _answer(svc, svc.store.get(job_id) or row, 200)
-    return await _answer(svc, svc.store.get(job_id) or row, 201)
-
 
 def _own_job(svc: Service, request: Request, tenant: str) -> JobRow | None:
     job_id = request.path_params["job_id"]
-    return svc.store.get(job_id, tenant) if _ID.match(job_id) else None
+    return svc.store.get(job_id, tenant) if ID_PATTERN.match(job_id) else None
 
 
 def _not_found() -> Response:
@@ -360,7 +61,7 @@ async def preview(request: Request) -> Response:
     if request.method == "DELETE":
         svc.store.delete(row.id)
         return Response(status_code=204)
-    wait = _wait_param(request)
+    wait = wait_param(request)
     if isinstance(wait, Response):
         return wait
     if row.status == "pending" and wait > 0:
@@ -382,7 +83,7 @@ async def result_file(request: Request) -> Response:
     except SignatureError as exc:
         return views.error(403, "forbidden", str(exc))
     job_id, name = request.path_params["job_id"], request.path_params["name"]
-    row = svc.store.get(job_id) if _ID.match(job_id) else None
+    row = svc.store.get(job_id) if ID_PATTERN.match(job_id) else None
     files = {t["file"] for t in (row.result or {}).get("thumbnails", [])} if row else set()
     if row is None or name not in files:
         return _not_found()
