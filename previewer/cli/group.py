@@ -28,6 +28,7 @@ class _State:
 
 LAZY_COMMANDS: dict[str, str] = {
     "desktop": "previewer.thumbnailer:desktop",
+    "serve": "previewer.serve_cli:serve",
     "thumbnail": "previewer.thumbnailer:thumbnail",
     "worker": "previewer.worker_cli:worker",
 }

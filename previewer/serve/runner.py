@@ -1,0 +1,221 @@
+"""The job runner: admission (bounded in-flight work and queue), workers, drain on shutdown.
+
+At most ``jobs`` conversions run at once, each in a thread of a bounded pool that hands the
+file to :mod:`previewer.serve.work` (which runs it in a limited child process); at most
+``queue_size`` more wait. A request that would exceed both is refused before its body is read
+(the API answers 429 with Retry-After). The event loop never converts: it only records state and
+wakes the requests waiting for a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from previewer.budgets import Limits
+from previewer.serve import work
+from previewer.serve.store import JobStore
+
+__all__ = ["Runner", "Task"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Task:
+    """A job to run.
+
+    Attributes:
+        id: The job id.
+        sizes: Normalised sizes.
+        pages: Page selection.
+        metadata: Metadata keys.
+        source: The input file, in the job's ``input/``.
+        name: The input's name as the client gave it (or the fetched URL's file name).
+    """
+
+    id: str
+    sizes: list[str]
+    pages: str
+    metadata: list[str]
+    source: Path
+    name: str
+
+
+class Runner:
+    """Admits, queues and runs jobs.
+
+    Args:
+        store: The job store.
+        limits: Per-file limits.
+        jobs: Conversions at once.
+        queue_size: Jobs waiting at most.
+        broker: Send conversions to queue workers through this Redis URL.
+        on_done: Coroutine called with ``(job id, status, converter, seconds)`` after a job
+            is recorded.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        limits: Limits,
+        *,
+        jobs: int,
+        queue_size: int,
+        on_done: Callable[[str, str, str, float], Awaitable[None]],
+        broker: str | None = None,
+    ) -> None:
+        self.store = store
+        self.limits = limits
+        self.jobs = jobs
+        self.queue_size = queue_size
+        self.on_done = on_done
+        self.broker = broker
+        self._unfinished: set[str] = set()
+        self.admitted = 0  # reserved + queued + running
+        self.running = 0
+        self.accepting = True
+        self._queue: asyncio.Queue[Task] = asyncio.Queue()
+        self._events: dict[str, asyncio.Event] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="previewer-job")
+        self._avg = 2.0  # seconds per job, a moving average for Retry-After
+
+    # ------------------------------------------------------------------ admission
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued (not yet running)."""
+        return self._queue.qsize()
+
+    def reserve(self) -> bool:
+        """Take a place for a new job; False when running and waiting places are all taken."""
+        if not self.accepting or self.admitted >= self.jobs + self.queue_size:
+            return False
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a place taken by :meth:`reserve` for a job that was not submitted."""
+        self.admitted -= 1
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait (an estimate from recent job durations)."""
+        backlog = self.admitted / max(1, self.jobs)
+        return max(1, min(60, math.ceil(backlog * self._avg)))
+
+    def submit(self, task: Task) -> None:
+        """Queue a job whose place was reserved."""
+        self._events[task.id] = asyncio.Event()
+        self._unfinished.add(task.id)
+        self._queue.put_nowait(task)
+
+    async def wait(self, job_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a job; True when it has finished."""
+        event = self._events.get(job_id)
+        if event is None:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(event.wait()), timeout)
+        return event.is_set()
+
+    # ------------------------------------------------------------------ workers
+
+    def start(self) -> None:
+        """Start the worker tasks."""
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.jobs)]
+
+    def pool_alive(self) -> bool:
+        """Whether the workers and their thread pool are up."""
+        return bool(self._workers) and not any(w.done() for w in self._workers)
+
+    async def _worker(self) -> None:
+        while True:
+            task = await self._queue.get()
+            self.running += 1
+            try:
+                await self._run(task)
+            except Exception:  # a bug: fail the job, keep the worker
+                log.exception("job %s failed unexpectedly", task.id)
+                self.store.finish(
+                    task.id,
+                    "failure",
+                    error={"code": "InternalError", "message": "the job failed unexpectedly"},
+                )
+            finally:
+                self.running -= 1
+                self.admitted -= 1
+                self._unfinished.discard(task.id)
+                event = self._events.pop(task.id, None)
+                if event is not None:
+                    event.set()
+
+    async def _run(self, task: Task) -> None:
+        started = time.monotonic()
+        job_dir = self.store.job_dir(task.id)
+        source, name = task.source, task.name
+        if self.store.get(task.id) is None:  # deleted while it waited
+            return
+        loop = asyncio.get_running_loop()
+        status, payload = await loop.run_in_executor(
+            self._pool,
+            partial(
+                work.convert_job,
+                source,
+                name,
+                job_dir / "out",
+                sizes=task.sizes,
+                pages=task.pages,
+                metadata=task.metadata,
+                limits=self.limits,
+                broker=self.broker,
+            ),
+        )
+        elapsed = time.monotonic() - started
+        self._avg = 0.8 * self._avg + 0.2 * elapsed
+        kept = (
+            self.store.finish(task.id, status, result=payload)
+            if status == "success"
+            else self.store.finish(task.id, status, error=payload)
+        )
+        if not kept:  # deleted while it ran
+            self.store.delete(task.id)
+            return
+        converter = str(payload.get("converter", "")) if status == "success" else ""
+        await self.on_done(task.id, status, converter, elapsed)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def drain(self, grace: float) -> None:
+        """Stop admitting, let queued and running jobs finish for up to ``grace`` seconds.
+
+        Jobs still unfinished then are failed; the thread pool is shut down.
+        """
+        self.accepting = False
+        deadline = time.monotonic() + grace
+        while self.admitted > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        if self.admitted > 0:
+            log.warning(
+                "%d job(s) did not finish within the %g s grace period", self.admitted, grace
+            )
+            self.store.fail(sorted(self._unfinished), "the service stopped before the job finished")
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def info(self) -> dict[str, Any]:
+        """Counters for readiness and metrics."""
+        return {"running": self.running, "waiting": self.waiting, "admitted": self.admitted}

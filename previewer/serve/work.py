@@ -1,0 +1,203 @@
+"""One job's conversion, run in a worker thread: previews, document facts, metadata.
+
+The conversion goes through :func:`previewer.api.convert` and :func:`previewer.api.info`, so it
+runs exactly as on every other path: in a child process under the same
+:class:`~previewer.budgets.Limits` (timeout, memory cap, sizes, isolation), a crash or timeout
+failing only this job. The outcome is plain JSON with file names relative to the job's
+directory, and error messages never carry a server path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from previewer import api
+from previewer.budgets import Limits
+from previewer.errors import PreviewerError
+from previewer.results import DocumentInfo, Preview
+
+__all__ = ["METADATA_KEYS", "Outcome", "convert_job", "file_metadata", "public_error"]
+
+METADATA_KEYS = ("checksum", "exif", "psd")
+"""Metadata keys a request may ask for (``"all"`` asks for every one)."""
+
+Outcome = tuple[str, dict[str, Any]]
+"""``("success", result)`` or ``("failure", error)``."""
+
+
+def public_error(exc: PreviewerError, name: str, job_dir: Path) -> dict[str, Any]:
+    """The error as the API shows it: the class as ``code``, a message naming the file.
+
+    Args:
+        exc: The error.
+        name: The file's name as the client gave it.
+        job_dir: The job's directory, scrubbed from the message wherever it appears.
+
+    Returns:
+        ``{"code", "message"}``.
+    """
+    exc.path = name
+    text = str(exc)
+    for prefix in (str(job_dir / "input") + os.sep, str(job_dir) + os.sep, str(job_dir)):
+        text = text.replace(prefix, "")
+    return {"code": type(exc).__name__, "message": text}
+
+
+def file_metadata(
+    path: Path, keys: Sequence[str], *, facts: DocumentInfo | None = None
+) -> dict[str, Any]:
+    """The metadata a request asked for, for the file at ``path``.
+
+    Args:
+        path: The input file.
+        keys: Keys from :data:`METADATA_KEYS` (or ``"all"``).
+        facts: Its :func:`previewer.api.info` result, when already known.
+
+    Returns:
+        One entry per key asked for: ``checksum`` (``{"sha256"}``), ``exif`` (the image facts
+        of a raster image, else ``{}``), ``psd`` (the facts of a Photoshop file, else ``{}``).
+
+    Raises:
+        PreviewerError: If the file cannot be described.
+    """
+    wanted = set(METADATA_KEYS) if "all" in keys else set(keys)
+    if not wanted:
+        return {}
+    if facts is None:
+        facts = api.info(path)
+    out: dict[str, Any] = {}
+    if "checksum" in wanted:
+        out["checksum"] = {"sha256": facts.sha256}
+    if "exif" in wanted:
+        out["exif"] = dict(facts.metadata) if facts.mime.startswith("image/") else {}
+    if "psd" in wanted:
+        is_psd = "photoshop" in facts.mime or facts.mime.endswith("psd")
+        out["psd"] = dict(facts.metadata) if is_psd else {}
+    return out
+
+
+def _kind(mime: str) -> str:
+    major = mime.partition("/")[0]
+    return major if major in ("image", "video", "audio") else "document"
+
+
+def original_file(name: str, size: int, facts: DocumentInfo | None) -> dict[str, Any]:
+    """The ``original_file`` object of a job.
+
+    Args:
+        name: The file's name as the client gave it.
+        size: Its size in bytes.
+        facts: What :func:`previewer.api.info` found, if it ran.
+
+    Returns:
+        ``{"name", "extension", "mimetype", "type", "encoding", "size", "total_pages",
+        "metadata"}``.
+    """
+    mime = facts.mime if facts is not None else None
+    return {
+        "name": name,
+        "extension": Path(name).suffix.lstrip(".").lower(),
+        "mimetype": mime,
+        "type": _kind(mime) if mime else None,
+        "encoding": "binary",
+        "size": size,
+        "total_pages": facts.pages if facts is not None else None,
+        "metadata": {},
+    }
+
+
+def convert_job(
+    source: Path,
+    name: str,
+    out_dir: Path,
+    *,
+    sizes: Sequence[str],
+    pages: str,
+    metadata: Sequence[str],
+    limits: Limits,
+    broker: str | None = None,
+) -> Outcome:
+    """Convert one job's input; never raises for a bad input.
+
+    Args:
+        source: The input file (in the job's ``input/``).
+        name: Its name as the client gave it.
+        out_dir: Where the previews go (the job's ``out/``).
+        sizes: Normalised sizes.
+        pages: The page selection.
+        metadata: Metadata keys asked for.
+        limits: The service's limits.
+        broker: Convert on queue workers through this Redis URL (they must see ``source``
+            and ``out_dir`` at the same paths); the document's facts are still read here,
+            in a limited child process.
+
+    Returns:
+        The outcome; a success's result holds ``thumbnails`` (file names relative to
+        ``out_dir``), ``original_file`` and ``converter``.
+    """
+    job_dir = source.parent.parent
+    size = source.stat().st_size
+    try:
+        if broker is None:
+            previews = api.convert(
+                source, out_dir=out_dir, sizes=list(sizes), pages=pages, limits=limits
+            )
+        else:
+            previews = _on_workers(source, out_dir, sizes, pages, limits, broker)
+        facts = api.info(source, limits=limits, name=source.name)
+        original = original_file(name, size, facts)
+        original["metadata"] = file_metadata(source, metadata, facts=facts)
+    except PreviewerError as exc:
+        return "failure", public_error(exc, name, job_dir)
+    thumbnails = []
+    for p in previews:
+        assert p.path is not None
+        page_w, page_h = facts.page_sizes[p.page - 1] if p.page <= len(facts.page_sizes) else (0, 0)
+        thumbnails.append(
+            {
+                "file": p.path.name,
+                "page": p.page,
+                "size": {"width": p.width, "height": p.height},
+                "original_size": {"width": round(page_w), "height": round(page_h)},
+                "requested_size": p.size,
+                "resized": (p.width, p.height) != (round(page_w), round(page_h)),
+            }
+        )
+    converter = previews[0].converter if previews else facts.converter
+    return "success", {
+        "thumbnails": thumbnails,
+        "original_file": original,
+        "converter": converter,
+    }
+
+
+def _on_workers(
+    source: Path, out_dir: Path, sizes: Sequence[str], pages: str, limits: Limits, broker: str
+) -> list[Preview]:
+    """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would."""
+    from previewer.options import Options
+    from previewer.queue import submit_many
+
+    options = Options.build(sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits)
+    report = submit_many([str(source)], options, broker=broker, heartbeat=60.0)
+    (result,) = report.results
+    if result.error is not None:
+        raise result.error
+    return result.outputs
+
+
+def safe_name(name: str) -> str:
+    """A file name safe to create in a job's directory, kept recognisable (``report.pdf``).
+
+    Args:
+        name: The client's file name (already a basename).
+
+    Returns:
+        Letters, digits, ``.``, ``-``, ``_`` only, at most 100 characters, never hidden.
+    """
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
+    cleaned = cleaned.lstrip(".")[-100:] or "input"
+    return cleaned

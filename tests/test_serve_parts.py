@@ -1,0 +1,103 @@
+"""The service's parts that need no server: tokens files, URL signing, request options."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from previewer.serve import auth, params, server, signing
+from previewer.serve.work import safe_name
+
+
+def test_tokens_file_lines_and_json(tmp_path: Path) -> None:
+    lines = tmp_path / "tokens.txt"
+    lines.write_text("# comment\n\nalpha:one\n beta : two:with:colons \n")
+    tokens = auth.load_tokens(lines)
+    assert len(tokens) == 2
+    assert tokens.check("alpha", "one") and tokens.check("beta", "two:with:colons")
+    assert not tokens.check("alpha", "two") and not tokens.check("gamma", "one")
+    as_json = tmp_path / "tokens.json"
+    as_json.write_text('{"alpha": "one"}')
+    assert auth.load_tokens(as_json).check("alpha", "one")
+    assert auth.load_tokens(as_json).secret_of("alpha") == "one"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("alpha\n", "line 1: expected key:secret"),
+        ('{"a": 1}', "non-empty strings"),
+        ("", "no credentials"),
+    ],
+)
+def test_bad_tokens_file(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(text)
+    with pytest.raises(auth.TokenError, match=words):
+        auth.load_tokens(path)
+
+
+def test_basic_credentials() -> None:
+    assert auth.basic_credentials("Basic YWxwaGE6b25l") == ("alpha", "one")
+    assert auth.basic_credentials("Bearer xyz") is None
+    assert auth.basic_credentials("Basic !!!") is None
+    assert auth.basic_credentials(None) is None
+
+
+def test_signer_rotation_and_expiry() -> None:
+    old = signing.Signer([("old", b"s1")])
+    new = signing.Signer([("new", b"s2"), ("old", b"s1")])
+    exp = int(time.time()) + 60
+    url = old.sign("/v2/files/a/b.png", exp)
+    query = dict(part.split("=") for part in url.split("?")[1].split("&"))
+    new.verify("/v2/files/a/b.png", query)  # signed by the old key, verified after rotation
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        new.verify("/v2/files/a/c.png", query)
+    with pytest.raises(signing.SignatureError, match="expired"):
+        new.verify("/v2/files/a/b.png", query, now=exp + 1)
+    with pytest.raises(signing.SignatureError, match="unknown key"):
+        signing.Signer([("new", b"s2")]).verify("/v2/files/a/b.png", query)
+    with pytest.raises(ValueError, match="ID:SECRET"):
+        signing.parse_key("nosecret")
+
+
+def test_generated_signing_key_is_kept(tmp_path: Path) -> None:
+    first = signing.load_or_create_key(tmp_path / "signing.key")
+    assert signing.load_or_create_key(tmp_path / "signing.key") == first
+    assert (tmp_path / "signing.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_bind_addresses() -> None:
+    assert server.parse_bind("127.0.0.1:8000") == ("127.0.0.1", 8000)
+    assert server.parse_bind("[::1]:9") == ("::1", 9)
+    with pytest.raises(ValueError):
+        server.parse_bind("8000")
+    assert server.is_loopback("127.0.0.2") and server.is_loopback("::1")
+    assert not server.is_loopback("0.0.0.0") and not server.is_loopback("example.org")
+
+
+def test_request_options() -> None:
+    req, errors = params.parse(
+        {"url": "https://example.org/a.pdf", "sizes": [300, "1024x768", "x200"], "pages": "all"},
+        upload=False,
+    )
+    assert errors == {}
+    assert req.sizes == ["300", "1024x768", "x200"]
+    assert req.pages == "all"
+    assert "url" not in req.stored()
+    _, errors = params.parse({"sizes": list(range(1, 20))}, upload=True)
+    assert errors == {"sizes": ["at most 10 sizes"]}
+    data, errors = params.from_multi(
+        [("sizes", "10,20"), ("json", '{"pages": "2"}'), ("data", '{"a": 1}')]
+    )
+    assert data == {"sizes": ["10", "20"], "pages": "2", "data": {"a": 1}}
+    assert errors == {}
+
+
+def test_safe_names() -> None:
+    assert safe_name("report.pdf") == "report.pdf"
+    assert safe_name("..hidden") == "hidden"
+    assert safe_name("a b/ç.pdf") == "a_b__.pdf"
+    assert safe_name("...") == "input"
