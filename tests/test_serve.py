@@ -134,12 +134,12 @@ def test_pdf_through_the_filepreviews_client(client: FilePreviews, files: FileSe
     assert original["total_pages"] == 2
     assert original["size"] == PDF.stat().st_size
     digest = hashlib.sha256(PDF.read_bytes()).hexdigest()
-    assert original["metadata"] == {"checksum": {"sha256": digest}}
+    assert original["metadata"]["checksum"]["sha256"] == digest
     assert result["user_data"] == {"ref": 7}
 
 
 def test_image_upload_with_sizes(server: Served) -> None:
-    response = upload(server, JPEG, sizes="300x200,64", metadata="exif")
+    response = upload(server, JPEG, sizes="300x200,64", metadata="exif,checksum")
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["status"] == "success"
@@ -149,8 +149,27 @@ def test_image_upload_with_sizes(server: Served) -> None:
     ]
     assert [fetch_png(t["url"]).size for t in job["thumbnails"]] == [(267, 200), (64, 48)]
     assert job["original_file"]["type"] == "image"
-    assert job["original_file"]["metadata"]["exif"]["size"] == [1600, 1200]
+    metadata = job["original_file"]["metadata"]
+    assert set(metadata) == {"exif", "checksum"}
+    assert metadata["checksum"]["sha256"] == hashlib.sha256(JPEG.read_bytes()).hexdigest()
+    assert metadata["checksum"]["bytes"] == JPEG.stat().st_size
     assert response.headers["location"] == job["url"]
+
+
+def test_jpeg_and_webp_previews(server: Served) -> None:
+    for fmt, pil_format, mime in (("jpg", "JPEG", "image/jpeg"), ("webp", "WEBP", "image/webp")):
+        response = upload(server, PDF, sizes="128", format=fmt)
+        assert response.status_code == 200, response.text
+        url = response.json()["preview"]["url"]
+        got = httpx.get(url, timeout=30)
+        assert got.status_code == 200
+        assert got.headers["content-type"] == mime
+        image = Image.open(io.BytesIO(got.content))
+        assert image.format == pil_format
+        assert max(image.size) == 128
+    bad = upload(server, PDF, format="gif")
+    assert bad.status_code == 400
+    assert "format" in bad.json()["error"]["fields"]
 
 
 def test_raw_body_upload_with_query_options(server: Served) -> None:
@@ -175,7 +194,7 @@ def test_invalid_fields_are_named(server: Served, client: FilePreviews) -> None:
             "url": "ftp://example.org/x.pdf",
             "sizes": ["big"],
             "pages": "x-",
-            "metadata": ["ocr"],
+            "metadata": ["thumbnail"],
             "format": "gif",
             "colour": "red",
         },
@@ -184,7 +203,7 @@ def test_invalid_fields_are_named(server: Served, client: FilePreviews) -> None:
     assert response.status_code == 400
     error = response.json()["error"]
     assert set(error["fields"]) == {"url", "sizes", "pages", "metadata", "format", "colour"}
-    assert "ocr" in error["fields"]["metadata"][0]
+    assert "thumbnail" in error["fields"]["metadata"][0]
     with pytest.raises(InvalidRequestError) as caught:
         client.generate("not a url")
     assert caught.value.http_status == 400

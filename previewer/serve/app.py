@@ -68,12 +68,20 @@ async def preview(request: Request) -> Response:
         await svc.runner.wait(row.id, wait)
         row = svc.store.get(row.id) or row
     accept = request.headers.get("accept", "")
-    if "image/png" in accept and "application/json" not in accept:
+    if accept.startswith("image/") and "application/json" not in accept:
         if row.status != "success" or not row.result or not row.result["thumbnails"]:
             return views.error(409, "not_ready", f"the preview is not available ({row.status})")
         first = row.result["thumbnails"][0]["file"]
-        return FileResponse(svc.store.job_dir(row.id) / "out" / first, media_type="image/png")
+        return FileResponse(
+            svc.store.job_dir(row.id) / "out" / first, media_type=_media_type(first)
+        )
     return JSONResponse(views.job_object(row, svc.signer))
+
+
+def _media_type(name: str) -> str:
+    """The MIME type of a preview file, from the suffix previewer gave it."""
+    suffix = name.rpartition(".")[2].lower()
+    return {"jpg": "image/jpeg", "webp": "image/webp"}.get(suffix, "image/png")
 
 
 async def result_file(request: Request) -> Response:
@@ -89,7 +97,7 @@ async def result_file(request: Request) -> Response:
         return _not_found()
     return FileResponse(
         svc.store.job_dir(job_id) / "out" / name,
-        media_type="image/png",
+        media_type=_media_type(name),
         headers={"Cache-Control": "private, max-age=3600"},
     )
 

@@ -159,7 +159,15 @@ async def create_preview(request: Request) -> Response:
         if stored.id != job_id:  # the same Idempotency-Key raced in
             return await answer(svc, stored, 200 if stored.status != "pending" else 201)
         svc.runner.submit(
-            Task(job_id, req.sizes, req.pages, req.metadata, source=source, name=name)
+            Task(
+                job_id,
+                req.sizes,
+                req.pages,
+                req.metadata,
+                source=source,
+                name=name,
+                format=req.format,
+            )
         )
         submitted = True
     except BodyTooLargeError:

@@ -23,6 +23,9 @@ __all__ = ["MAX_SIZES", "FieldErrors", "Request", "from_multi", "parse"]
 MAX_SIZES = 10
 """Sizes one request may ask for."""
 
+FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+"""Accepted ``format`` values (FilePreviews took ``png`` and ``jpg``) -> the format written."""
+
 DEFAULT_SIZE = "256"
 """The size when a request names none."""
 
@@ -37,7 +40,7 @@ class Request:
         url: Where to fetch the input (None for an upload).
         sizes: Normalised size labels (``256``, ``300x200``).
         pages: The page selection as given.
-        format: The image format (``png``).
+        format: The image format: ``png`` (default), ``jpeg`` or ``webp``.
         metadata: Metadata keys asked for.
         data: The client's own data, returned as ``user_data``.
         callback_url: Where to post the job when it ends.
@@ -127,8 +130,10 @@ def parse(data: Mapping[str, Any], *, upload: bool) -> tuple[Request, FieldError
                 bad("pages", exc.message)
     fmt = data.get("format")
     if fmt is not None:
-        if fmt != "png":
-            bad("format", "only png is produced")
+        if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+            bad("format", f"one of {', '.join(FORMATS)}")
+        else:
+            req.format = FORMATS[fmt.lower()]
     if data.get("metadata") is not None:
         keys = _str_list(data["metadata"])
         allowed = (*METADATA_KEYS, "all")

@@ -39,6 +39,7 @@ class Task:
         sizes: Normalised sizes.
         pages: Page selection.
         metadata: Metadata keys.
+        format: Image format of the previews (``png``, ``jpeg``, ``webp``).
         source: The input file, in the job's ``input/``.
         name: The input's name as the client gave it (or the fetched URL's file name).
     """
@@ -49,6 +50,7 @@ class Task:
     metadata: list[str]
     source: Path
     name: str
+    format: str = "png"
 
 
 class Runner:
@@ -176,6 +178,7 @@ class Runner:
                 sizes=task.sizes,
                 pages=task.pages,
                 metadata=task.metadata,
+                format=task.format,
                 limits=self.limits,
                 broker=self.broker,
             ),

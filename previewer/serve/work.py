@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from previewer import api
+from previewer import api, extraction
 from previewer.budgets import Limits
 from previewer.errors import PreviewerError
 from previewer.results import DocumentInfo, Preview
 
 __all__ = ["METADATA_KEYS", "Outcome", "convert_job", "file_metadata", "public_error"]
 
-METADATA_KEYS = ("checksum", "exif", "psd")
-"""Metadata keys a request may ask for (``"all"`` asks for every one)."""
+METADATA_KEYS = extraction.KEYS
+"""Metadata keys a request may ask for (``"all"`` asks for every one but ``gps``)."""
 
 Outcome = tuple[str, dict[str, Any]]
 """``("success", result)`` or ``("failure", error)``."""
@@ -46,37 +46,17 @@ def public_error(exc: PreviewerError, name: str, job_dir: Path) -> dict[str, Any
     return {"code": type(exc).__name__, "message": text}
 
 
-def file_metadata(
-    path: Path, keys: Sequence[str], *, facts: DocumentInfo | None = None
-) -> dict[str, Any]:
-    """The metadata a request asked for, for the file at ``path``.
+def file_metadata(facts: DocumentInfo) -> dict[str, Any]:
+    """The metadata a request asked for, as extracted with the file's facts.
 
     Args:
-        path: The input file.
-        keys: Keys from :data:`METADATA_KEYS` (or ``"all"``).
-        facts: Its :func:`previewer.api.info` result, when already known.
+        facts: The :func:`previewer.api.info` result, called with ``metadata=`` the keys
+            the request named (see :func:`previewer.api.metadata` for what each gives).
 
     Returns:
-        One entry per key asked for: ``checksum`` (``{"sha256"}``), ``exif`` (the image facts
-        of a raster image, else ``{}``), ``psd`` (the facts of a Photoshop file, else ``{}``).
-
-    Raises:
-        PreviewerError: If the file cannot be described.
+        One entry per key asked for (empty when none was).
     """
-    wanted = set(METADATA_KEYS) if "all" in keys else set(keys)
-    if not wanted:
-        return {}
-    if facts is None:
-        facts = api.info(path)
-    out: dict[str, Any] = {}
-    if "checksum" in wanted:
-        out["checksum"] = {"sha256": facts.sha256}
-    if "exif" in wanted:
-        out["exif"] = dict(facts.metadata) if facts.mime.startswith("image/") else {}
-    if "psd" in wanted:
-        is_psd = "photoshop" in facts.mime or facts.mime.endswith("psd")
-        out["psd"] = dict(facts.metadata) if is_psd else {}
-    return out
+    return dict(facts.extracted or {})
 
 
 def _kind(mime: str) -> str:
@@ -119,6 +99,7 @@ def convert_job(
     metadata: Sequence[str],
     limits: Limits,
     broker: str | None = None,
+    format: str = "png",
 ) -> Outcome:
     """Convert one job's input; never raises for a bad input.
 
@@ -130,6 +111,7 @@ def convert_job(
         pages: The page selection.
         metadata: Metadata keys asked for.
         limits: The service's limits.
+        format: Image format of the previews (``png``, ``jpeg``, ``webp``).
         broker: Convert on queue workers through this Redis URL (they must see ``source``
             and ``out_dir`` at the same paths); the document's facts are still read here,
             in a limited child process.
@@ -143,13 +125,18 @@ def convert_job(
     try:
         if broker is None:
             previews = api.convert(
-                source, out_dir=out_dir, sizes=list(sizes), pages=pages, limits=limits
+                source,
+                out_dir=out_dir,
+                sizes=list(sizes),
+                pages=pages,
+                limits=limits,
+                format=format,
             )
         else:
-            previews = _on_workers(source, out_dir, sizes, pages, limits, broker)
-        facts = api.info(source, limits=limits, name=source.name)
+            previews = _on_workers(source, out_dir, sizes, pages, limits, broker, format)
+        facts = api.info(source, limits=limits, name=source.name, metadata=list(metadata) or None)
         original = original_file(name, size, facts)
-        original["metadata"] = file_metadata(source, metadata, facts=facts)
+        original["metadata"] = file_metadata(facts)
     except PreviewerError as exc:
         return "failure", public_error(exc, name, job_dir)
     thumbnails = []
@@ -175,13 +162,21 @@ def convert_job(
 
 
 def _on_workers(
-    source: Path, out_dir: Path, sizes: Sequence[str], pages: str, limits: Limits, broker: str
+    source: Path,
+    out_dir: Path,
+    sizes: Sequence[str],
+    pages: str,
+    limits: Limits,
+    broker: str,
+    format: str,
 ) -> list[Preview]:
     """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would."""
     from previewer.options import Options
     from previewer.queue import submit_many
 
-    options = Options.build(sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits)
+    options = Options.build(
+        sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
+    )
     report = submit_many([str(source)], options, broker=broker, heartbeat=60.0)
     (result,) = report.results
     if result.error is not None:
