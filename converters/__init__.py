@@ -18,12 +18,17 @@ from typing import NamedTuple
 
 __all__ = [
     "BUILTIN_SPECS",
+    "FONT",
     "GHOSTSCRIPT",
+    "HTML",
     "MAGICK",
+    "MARKDOWN",
     "OFFICE",
     "PDF",
     "PSD",
     "RASTER",
+    "TABLE",
+    "TEXT",
     "BuiltinSpec",
 ]
 
@@ -228,5 +233,64 @@ MAGICK = BuiltinSpec(
     "magick-wand", "previewer.converters.magick:MagickConverter", 10, frozenset(MAGICK_CODERS)
 )
 
-BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (PDF, RASTER, PSD, GHOSTSCRIPT, OFFICE, MAGICK)
+
+# Text: plain text and code (libmagic's text/x-* and the types the sniffer gives code by its
+# name), tables, Markdown, HTML and fonts, laid out with PyMuPDF's Story (fonts with Pillow).
+TEXT_TYPES = frozenset(
+    {
+        "text/*",
+        "text/plain",
+        "text/xml",
+        "application/xml",
+        "application/json",
+        "application/x-ndjson",
+        "application/javascript",
+        "application/x-javascript",
+        "application/x-typescript",
+        "application/toml",
+        "application/x-sh",
+        "application/x-shellscript",
+        "application/x-dos-batch",
+    }
+)
+TABLE_TYPES = frozenset({"text/csv", "text/tab-separated-values"})
+MARKDOWN_TYPES = frozenset({"text/markdown", "text/x-markdown"})
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+FONT_TYPES = frozenset(
+    {
+        "font/sfnt",
+        "font/ttf",
+        "font/otf",
+        "font/collection",
+        "font/woff",
+        "font/woff2",
+        "application/font-sfnt",
+        "application/font-woff",
+        "application/x-font-ttf",
+        "application/x-font-otf",
+        "application/vnd.ms-opentype",
+    }
+)
+TEXT = BuiltinSpec("text-story", "previewer.converters.text:TextConverter", 50, TEXT_TYPES)
+# Above LibreOffice (50), which also claims text/csv and takes over when this is unavailable.
+TABLE = BuiltinSpec("table-story", "previewer.converters.table:TableConverter", 60, TABLE_TYPES)
+MARKDOWN = BuiltinSpec(
+    "markdown-story", "previewer.converters.markup:MarkdownConverter", 50, MARKDOWN_TYPES
+)
+HTML = BuiltinSpec("html-story", "previewer.converters.markup:HtmlConverter", 50, HTML_TYPES)
+FONT = BuiltinSpec("font-pillow", "previewer.converters.font:FontConverter", 50, FONT_TYPES)
+
+BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
+    PDF,
+    RASTER,
+    PSD,
+    GHOSTSCRIPT,
+    OFFICE,
+    MAGICK,
+    TEXT,
+    TABLE,
+    MARKDOWN,
+    HTML,
+    FONT,
+)
 """Every built-in converter, in the order the registry lists them."""

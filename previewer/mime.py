@@ -34,6 +34,8 @@ from previewer.mime_tables import (
     OFFICE_INCONCLUSIVE,
     OOXML_PARTS,
     REFINABLE,
+    TEXT_EXTENSIONS,
+    is_textual,
 )
 
 __all__ = ["GENERIC_TYPES", "RAW_TYPES", "sniff", "sniff_bytes"]
@@ -42,6 +44,7 @@ HEAD_BYTES = 8192
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 _FLAT_ODF = re.compile(rb'office:mimetype="(application/vnd\.oasis\.opendocument\.[a-z]+)"')
+_HTML_DOCTYPE = re.compile(rb"<!doctype\s+html[\s>]", re.IGNORECASE)
 _XML_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)[\s>/]")
 
 
@@ -102,6 +105,9 @@ def _tie_break(mime: str, name: str) -> str:
     candidate = EXTENSIONS.get(ext)
     if candidate and candidate in REFINABLE.get(mime, ()):
         return candidate
+    text = TEXT_EXTENSIONS.get(ext)
+    if text and is_textual(mime):
+        return text
     return mime
 
 
@@ -216,6 +222,8 @@ def _is_ico(head: bytes) -> bool:
 
 
 def _xml_type(text: bytes) -> str | None:
+    if _HTML_DOCTYPE.match(text):
+        return "text/html"
     pos = 0
     while True:
         match = _XML_ROOT.search(text, pos)
@@ -231,7 +239,7 @@ def _xml_type(text: bytes) -> str | None:
             return "image/svg+xml"
         if root == b"fictionbook":
             return "application/x-fictionbook+xml"
-        if root == b"html":
+        if root in (b"html", b"head", b"body"):
             return "text/html"
         if root == b"document":  # flat OpenDocument (.fodt, .fods, .fodp, .fodg)
             flat = _FLAT_ODF.search(text)
