@@ -77,7 +77,7 @@ class TableConverter(BaseConverter):
         data, whole = read_head(source, min(max(1 << 20, pages * READ_PER_PAGE), MAX_READ))
         text, encoding = decode(data, complete=whole)
         delimiter = _delimiter(text[:8192], ctx.mime)
-        rows = _Rows(visible(text.replace("\r\n", "\n")), delimiter, whole)
+        rows = _Rows(visible(text, tabs=False), delimiter, whole)
         laid = paginate(
             rows.html,
             CSS,

@@ -47,7 +47,7 @@ HIGHLIGHT_CHARS = 1_000_000
 """Characters lexed at most; later pages are not highlighted."""
 CSS = (
     "body{margin:0}"
-    "pre{font-family:monospace;font-size:8.5pt;line-height:11pt;margin:0;white-space:pre}"
+    "pre{font-family:monospace;font-size:8.5pt;line-height:11pt;margin:0;white-space:pre-wrap}"
 )
 
 # libmagic's names for code that Pygments knows under another name.
@@ -75,6 +75,12 @@ _MAGIC_LEXERS = {
     "application/json": "json",
     "application/x-ndjson": "json",
 }
+# Where East Asian wide and fullwidth characters (and emoji) may be: lines without any are cut
+# by length alone.
+_WIDE = re.compile(
+    "[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f"
+    "\uff00-\uff60\uffe0-\uffe6\U0001f000-\U0001faff\U00020000-\U0003fffd]"
+)
 _SHEBANG = re.compile(r"#!\s*(?:/\S*/)?(?:env\s+(?:-\S+\s+)*)?([A-Za-z][\w.+-]*)")
 
 
@@ -104,23 +110,23 @@ class TextConverter(BaseConverter):
         if whole and text.endswith("\n"):
             text = text[:-1]
         lexer = _lexer(ctx.mime, source.name, text[:4096])
-        starts = _wrap(text, pages * LINES)
-        capped = len(starts) > pages * LINES
-        if capped:
-            del starts[pages * LINES :]
-        if whole and not capped:
-            count, known = max(1, math.ceil(len(starts) / LINES)), True
+        most = (ctx.limits.max_pages + 1 if whole else pages) * LINES
+        starts = _wrap(text, most)  # one start past ``most`` when there is more
+        lines = min(len(starts), most)
+        complete = whole and len(starts) <= most
+        if complete:
+            count, known = max(1, math.ceil(lines / LINES)), True
         elif ctx.max_page is not None:
-            count, known = max(1, min(len(starts) // LINES, ctx.max_page)), True
+            count, known = max(1, min(lines // LINES, ctx.max_page)), True
         else:
             count, known = ctx.limits.max_pages + 1, False
         facts = {
             "format": lexer.name if lexer is not None else "text",
             "encoding": encoding,
             "bytes_read": len(data),
-            "complete": whole and not capped,
+            "complete": complete,
         }
-        return TextDocument(ctx, text, starts, lexer, count, known, facts)
+        return TextDocument(ctx, text, starts, lines, lexer, count, known, facts)
 
 
 def _lexer(mime: str, name: str, head: str) -> Any:
@@ -161,15 +167,16 @@ def _width(char: str) -> int:
 
 
 def _wrap(text: str, most: int) -> list[int]:
-    """Return the start offsets of the visual lines of ``text``, stopping after ``most + 1``.
+    """Return the start offsets of the visual lines of ``text``, stopping past ``most``.
 
     Lines are cut at :data:`COLUMNS` cells; a visual line ends at the next start (minus the
-    newline, which :meth:`TextDocument._line` drops).
+    newline, which :meth:`TextDocument._line` drops) or at the end of the text. The list stops
+    within a logical line of ``most`` entries (so it has one past ``most`` if there is more).
     """
     starts: list[int] = []
     pos = 0
     for line in text.split("\n"):
-        if line.isascii():
+        if line.isascii() or not _WIDE.search(line):
             starts.extend(range(pos, pos + max(len(line), 1), COLUMNS))
         else:
             starts.append(pos)
@@ -179,6 +186,8 @@ def _wrap(text: str, most: int) -> list[int]:
                 if cells + width > COLUMNS:
                     starts.append(pos + offset)
                     cells = 0
+                    if len(starts) > most:
+                        break
                 cells += width
         pos += len(line) + 1
         if len(starts) > most:
@@ -196,6 +205,7 @@ class TextDocument(BaseDocument):
         ctx: ConvertContext,
         text: str,
         starts: list[int],
+        lines: int,
         lexer: Any,
         count: int,
         known: bool,
@@ -204,6 +214,7 @@ class TextDocument(BaseDocument):
         self._ctx = ctx
         self._text = text
         self._starts = starts
+        self._lines = lines
         self._lexer = lexer
         self.page_count = count
         self.page_count_known = known
@@ -272,14 +283,20 @@ class TextDocument(BaseDocument):
                 break
         return "".join(parts)
 
+    def page_pdf(self, index: int) -> Path:
+        """Lay page ``index`` out (if it is not already) and return its one-page PDF."""
+        self._page_doc(index)
+        return self._ctx.workdir / f"page-{index + 1}.pdf"
+
     def _page_doc(self, index: int) -> Document:
         if self._page is not None and self._page[0] == index:
             return self._page[1]
         if not 0 <= index < self.page_count:
             raise InputError(f"page {index + 1} does not exist")
         first = index * LINES
-        lines = range(first, min(first + LINES, len(self._starts)))
-        self._highlight(self._end(lines[-1]) if lines else 0)
+        lines = range(first, min(first + LINES, self._lines))
+        if lines:  # lex ahead (doubling), so rendering every page lexes about once
+            self._highlight(max(self._end(lines[-1]), 2 * self._lexed))
         body = "\n".join(self._line(self._starts[n], self._end(n)) for n in lines)
         pdf, _pages, _placed = lay_out(f"<pre>{body}</pre>", self._css(), stop_after=1)
         path = self._ctx.workdir / f"page-{index + 1}.pdf"

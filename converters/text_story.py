@@ -139,14 +139,15 @@ def _decode(data: bytes, name: str, complete: bool) -> str:
     return codecs.decode(data, name, errors="replace")
 
 
-def visible(text: str) -> str:
+def visible(text: str, *, tabs: bool = True) -> str:
     """Return ``text`` with CR LF and CR as LF, tabs expanded and controls shown safely.
 
     Controls become their Unicode control pictures (U+2400 block), so nothing invisible or
-    terminal-like reaches the page; a byte-order mark is dropped.
+    terminal-like reaches the page; a byte-order mark is dropped. ``tabs=False`` keeps tabs
+    (they separate a TSV file's cells).
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.expandtabs(8).translate(_CONTROLS)
+    return (text.expandtabs(8) if tabs else text).translate(_CONTROLS)
 
 
 # --------------------------------------------------------------------------- layout
@@ -245,6 +246,9 @@ class StoryDocument(BaseDocument):
 
     Anything else (optional members added to the contract later) is forwarded to the PDF
     document.
+
+    Attributes:
+        pdf_path: The laid-out PDF (in the conversion's work directory).
     """
 
     units: Literal["pt", "px"] = "pt"
@@ -260,6 +264,7 @@ class StoryDocument(BaseDocument):
     ) -> None:
         path = ctx.workdir / "layout.pdf"
         path.write_bytes(laid.pdf)
+        self.pdf_path = path
         self._inner: Document | None = ctx.delegate(path, "application/pdf")
         count = laid.pages
         self.page_count_known = True

@@ -34,8 +34,7 @@ from previewer.mime_tables import (
     OFFICE_INCONCLUSIVE,
     OOXML_PARTS,
     REFINABLE,
-    TEXT_EXTENSIONS,
-    is_textual,
+    text_by_name,
 )
 
 __all__ = ["GENERIC_TYPES", "RAW_TYPES", "sniff", "sniff_bytes"]
@@ -105,10 +104,7 @@ def _tie_break(mime: str, name: str) -> str:
     candidate = EXTENSIONS.get(ext)
     if candidate and candidate in REFINABLE.get(mime, ()):
         return candidate
-    text = TEXT_EXTENSIONS.get(ext)
-    if text and is_textual(mime):
-        return text
-    return mime
+    return text_by_name(mime, ext) or mime
 
 
 def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of signatures
@@ -156,6 +152,8 @@ def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of 
     if head.startswith(b"\xc5\xd0\xd3\xc6"):
         return "application/postscript"  # EPS with a binary preview header
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"#EXTM3U"):
+        return "application/vnd.apple.mpegurl"  # a playlist (HLS), not text to lay out
     if text.startswith(b"<"):
         return _xml_type(text)
     return None

@@ -18,7 +18,7 @@ __all__ = [
     "OOXML_PARTS",
     "REFINABLE",
     "TEXT_EXTENSIONS",
-    "is_textual",
+    "text_by_name",
 ]
 
 GENERIC_TYPES = frozenset(
@@ -206,11 +206,20 @@ the text converter picks its lexer by, so the language survives inputs given as 
 _TEXTUAL = frozenset({"text/plain", "application/json", "application/javascript", "text/xml"})
 
 
-def is_textual(mime: str) -> bool:
-    """Tell whether libmagic's answer ``mime`` says only that a file is some kind of text.
+def text_by_name(mime: str, ext: str) -> str | None:
+    """Return the text type extension ``ext`` gives a file sniffed as ``mime``, if any.
 
-    Plain text, libmagic's guesses at code (``text/x-...``: it calls Markdown with an
-    ``import`` line a Python script) and bare XML (a Markdown file starting with an HTML tag
-    is sniffed as XML) are; HTML, RTF, CSV, SVG and anything else with a signature are not.
+    Only answers that say no more than "some kind of text" are refined: plain text, libmagic's
+    guesses at code (``text/x-...``: it calls Markdown with an ``import`` line a Python script)
+    and bare XML (a Markdown file starting with an HTML tag is sniffed as XML); HTML only into
+    Markdown (which may hold HTML). RTF, CSV, SVG and anything else with a signature keep their
+    type.
     """
-    return mime in _TEXTUAL or mime == "application/xml" or mime.startswith("text/x-")
+    text = TEXT_EXTENSIONS.get(ext)
+    if text is None:
+        return None
+    if mime in _TEXTUAL or mime == "application/xml" or mime.startswith("text/x-"):
+        return text
+    if mime == "text/html" and text == "text/markdown":
+        return text
+    return None
