@@ -49,7 +49,7 @@ PACKAGES="$PACKAGES tesseract-ocr tesseract-ocr-eng libimage-exiftool-perl"
 # chromium, chromium-driver: the browser test of previewer serve's page (tests/test_serve_page.py).
 PACKAGES="$PACKAGES chromium chromium-driver"
 if [ "$BENCH" = 1 ]; then
-    PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
+    PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools enscript"
 fi
 if [ "$DESKTOP" = 1 ]; then
     PACKAGES="$PACKAGES python3-gi gir1.2-gnomedesktop-3.0"
