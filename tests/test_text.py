@@ -88,7 +88,7 @@ def test_markdown_page_one_lays_out_only_what_it_needs(readme: Path) -> None:
         assert od.converter.name == "markdown-story"
         assert od.doc.page_count == 1
         assert facts["laid_out_pages"] <= 2
-        assert facts["blocks_laid_out"] < facts["blocks"] / 5
+        assert facts["lines_laid_out"] < facts["lines"] / 5
         assert "Project" in page_text(od)
 
 
@@ -96,7 +96,7 @@ def test_markdown_all_pages_are_counted(readme: Path) -> None:
     with opened(readme, "all", hint=False) as od:
         facts = od.doc.metadata()
         assert facts["complete"] is True
-        assert facts["blocks_laid_out"] == facts["blocks"]
+        assert facts["lines_laid_out"] == facts["lines"]
         assert 8 <= od.doc.page_count == facts["laid_out_pages"] <= 40
         assert od.doc.page_count_known
         last = page_text(od, od.doc.page_count - 1)
