@@ -1,9 +1,9 @@
 """Markdown and HTML documents as A4 pages (PyMuPDF's Story, :mod:`converters.text_story`).
 
 Markdown is CommonMark with tables (markdown-it-py); HTML inside it is shown as text, never
-interpreted. It is laid out with a readable stylesheet, and only the part the requested pages need is even
-parsed: a prefix of its lines, cut at a blank line, doubled while it fills fewer pages
-(:func:`text_story.paginate`).
+interpreted. It is laid out with a readable stylesheet, and only the part the requested pages
+need is even parsed: a prefix of its lines, cut at a blank line, doubled while it fills fewer
+pages (:func:`text_story.paginate`).
 
 HTML pages are laid out as they are, with no JavaScript (``<script>`` is removed), no network
 and no file access: MuPDF's HTML engine has no network code and the ``Story`` reads
