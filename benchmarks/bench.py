@@ -1450,6 +1450,96 @@ def office_targets(rows: list[Row]) -> list[dict[str, Any]]:
     return found
 
 
+# --------------------------------------------------------------------------- text
+
+TEXT_STAMP = "bench-text v1"
+MIN_STORY = """\
+import sys, pymupdf
+from pathlib import Path
+src, out = Path(sys.argv[1]), sys.argv[2]
+text = src.read_text()
+if src.suffix == ".md":
+    from markdown_it import MarkdownIt
+    html = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+else:
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import get_lexer_for_filename
+    html = highlight(text, get_lexer_for_filename(src.name), HtmlFormatter(noclasses=True))
+story = pymupdf.Story(html, archive=pymupdf.Archive())
+rect = pymupdf.paper_rect("a4")
+buf = __import__("io").BytesIO()
+writer = pymupdf.DocumentWriter(buf)
+more = 1
+while more:  # the naive way: the whole document is laid out
+    device = writer.begin_page(rect)
+    more, _ = story.place(rect + (36, 36, -36, -36))
+    story.draw(device)
+    writer.end_page()
+writer.close()
+page = pymupdf.open("pdf", buf.getvalue())[0]
+zoom = 256 / max(page.rect.width, page.rect.height)
+page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom)).save(out)
+"""
+ENSCRIPT_GS = """\
+import subprocess, sys
+src, out = sys.argv[1], sys.argv[2]
+ps = out + ".ps"
+highlight = ["-E"] if src.endswith(".py") else []
+subprocess.run(["enscript", "-q", *highlight, "-p", ps, src], check=True)
+subprocess.run(["gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-sDEVICE=png16m",
+                "-dFirstPage=1", "-dLastPage=1", "-g181x256", "-dFIXEDMEDIA", "-dPSFitPage",
+                "-o", out, ps], check=True)
+"""
+
+
+def text_inputs(inputs: Path) -> tuple[Path, Path]:
+    """A 34 KB README-like Markdown file and a 244 KB Python file (previewer's own sources)."""
+    text = inputs / "text"
+    md, code = text / "readme-34k.md", text / "code-244k.py"
+    if (text / "STAMP").exists() and (text / "STAMP").read_text().strip() == TEXT_STAMP:
+        return md, code
+    text.mkdir(parents=True, exist_ok=True)
+    parts, n = ["# Project\n\nA tool that turns files into previews.\n"], 0
+    while sum(map(len, parts)) < 34_000:
+        n += 1
+        parts.append(
+            f"\n## Section {n}\n\nSome *prose* with `code` and a [link](https://example.org/{n})."
+            " It goes on for a while, to fill the line and wrap once or twice on the page.\n\n"
+            f"- item one of {n}\n- item two\n\n```python\ndef f{n}(x):\n    return x * {n}\n```\n\n"
+            "| option | meaning |\n|---|---|\n| `-a` | all |\n| `-b` | both |\n"
+        )
+    md.write_text("".join(parts))
+    sources = sorted((HERE.parent / "previewer").rglob("*.py"))
+    code.write_text("".join(p.read_text() for p in sources)[:244_000])
+    (text / "STAMP").write_text(TEXT_STAMP + "\n")
+    return md, code
+
+
+def run_text(
+    runner: Runner, previewer: Tool, python: str, inputs: Path, runs: int, work: Path
+) -> list[Row]:
+    """Page 1 of Markdown and of source code: previewer (lays out page 1 only) against the
+    naive script on the same library (the whole document laid out) and enscript + gs."""
+    md, code = text_inputs(inputs)
+    scripts = work / "scripts"
+    (scripts / "min_story.py").write_text(MIN_STORY)
+    (scripts / "enscript_gs.py").write_text(ENSCRIPT_GS)
+    tools = [
+        previewer,
+        Script("min-story (whole doc)", str(scripts / "min_story.py"), python=python),
+        Script(
+            "enscript+gs",
+            str(scripts / "enscript_gs.py") if shutil.which("enscript") else None,
+            python=python,
+        ),
+    ]
+    rows: list[Row] = []
+    for case, inp in (("text-markdown-34k", md), ("text-code-244k", code)):
+        rows += run_case(runner, case, inp, tools, {}, runs, work)
+    return rows
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -1827,7 +1917,7 @@ def main() -> None:
         "--only",
         default="",
         help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, queue, office, "
-        "raw, video, audio; "
+        "raw, video, audio, text; "
         "giant only when named: giant, giant-vector, giant-image, giant-png)",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
@@ -1989,6 +2079,8 @@ def main() -> None:
         rows += run_raw(runner, t, inputs, args.runs, work)
     if wanted("office"):
         rows += run_office(runner, t["previewer"], py, args.batch_runs, inputs, work)
+    if wanted("text"):
+        rows += run_text(runner, t["previewer"], py, inputs, args.runs, work)
     if only and any(x.startswith("giant") for x in only):  # slow: only when asked for
         rows += run_giant(runner, t, inputs, args.runs, work, wanted)
     elapsed = time.monotonic() - started

@@ -20,12 +20,17 @@ __all__ = [
     "AUDIO",
     "BUILTIN_SPECS",
     "CAMERA_RAW",
+    "FONT",
     "GHOSTSCRIPT",
+    "HTML",
     "MAGICK",
+    "MARKDOWN",
     "OFFICE",
     "PDF",
     "PSD",
     "RASTER",
+    "TABLE",
+    "TEXT",
     "VIDEO",
     "BuiltinSpec",
 ]
@@ -310,6 +315,52 @@ AUDIO = BuiltinSpec(
     "audio-ffmpeg", "previewer.converters.audio:AudioConverter", 50, frozenset(AUDIO_DEMUXERS)
 )
 
+# Text: plain text and code (libmagic's text/x-* and the types the sniffer gives code by its
+# name), tables, Markdown, HTML and fonts, laid out with PyMuPDF's Story (fonts with Pillow).
+TEXT_TYPES = frozenset(
+    {
+        "text/*",
+        "text/plain",
+        "text/xml",
+        "application/xml",
+        "application/json",
+        "application/x-ndjson",
+        "application/javascript",
+        "application/x-javascript",
+        "application/x-typescript",
+        "application/toml",
+        "application/x-sh",
+        "application/x-shellscript",
+        "application/x-dos-batch",
+    }
+)
+TABLE_TYPES = frozenset({"text/csv", "text/tab-separated-values"})
+MARKDOWN_TYPES = frozenset({"text/markdown", "text/x-markdown"})
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+FONT_TYPES = frozenset(
+    {
+        "font/sfnt",
+        "font/ttf",
+        "font/otf",
+        "font/collection",
+        "font/woff",
+        "font/woff2",
+        "application/font-sfnt",
+        "application/font-woff",
+        "application/x-font-ttf",
+        "application/x-font-otf",
+        "application/vnd.ms-opentype",
+    }
+)
+TEXT = BuiltinSpec("text-story", "previewer.converters.text:TextConverter", 50, TEXT_TYPES)
+# Above LibreOffice (50), which also claims text/csv and takes over when this is unavailable.
+TABLE = BuiltinSpec("table-story", "previewer.converters.table:TableConverter", 60, TABLE_TYPES)
+MARKDOWN = BuiltinSpec(
+    "markdown-story", "previewer.converters.markup:MarkdownConverter", 50, MARKDOWN_TYPES
+)
+HTML = BuiltinSpec("html-story", "previewer.converters.markup:HtmlConverter", 50, HTML_TYPES)
+FONT = BuiltinSpec("font-pillow", "previewer.converters.font:FontConverter", 50, FONT_TYPES)
+
 BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
     PDF,
     RASTER,
@@ -320,5 +371,10 @@ BUILTIN_SPECS: tuple[BuiltinSpec, ...] = (
     CAMERA_RAW,
     VIDEO,
     AUDIO,
+    TEXT,
+    TABLE,
+    MARKDOWN,
+    HTML,
+    FONT,
 )
 """Every built-in converter, in the order the registry lists them."""

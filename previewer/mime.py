@@ -36,6 +36,7 @@ from previewer.mime_tables import (
     OFFICE_INCONCLUSIVE,
     OOXML_PARTS,
     REFINABLE,
+    text_by_name,
 )
 
 __all__ = ["GENERIC_TYPES", "RAW_TYPES", "sniff", "sniff_bytes"]
@@ -44,6 +45,7 @@ HEAD_BYTES = 8192
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 _FLAT_ODF = re.compile(rb'office:mimetype="(application/vnd\.oasis\.opendocument\.[a-z]+)"')
+_HTML_DOCTYPE = re.compile(rb"<!doctype\s+html[\s>]", re.IGNORECASE)
 _XML_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)[\s>/]")
 
 
@@ -104,7 +106,7 @@ def _tie_break(mime: str, name: str) -> str:
     candidate = EXTENSIONS.get(ext)
     if candidate and candidate in REFINABLE.get(mime, ()):
         return candidate
-    return mime
+    return text_by_name(mime, ext) or mime
 
 
 def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of signatures
@@ -157,6 +159,8 @@ def _from_signature(head: bytes) -> str | None:  # noqa: C901 - a flat table of 
     if head.startswith(b"\xc5\xd0\xd3\xc6"):
         return "application/postscript"  # EPS with a binary preview header
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"#EXTM3U"):
+        return "application/vnd.apple.mpegurl"  # a playlist (HLS), not text to lay out
     if text.startswith(b"<"):
         return _xml_type(text)
     return None
@@ -223,6 +227,8 @@ def _is_ico(head: bytes) -> bool:
 
 
 def _xml_type(text: bytes) -> str | None:
+    if _HTML_DOCTYPE.match(text):
+        return "text/html"
     pos = 0
     while True:
         match = _XML_ROOT.search(text, pos)
@@ -238,7 +244,7 @@ def _xml_type(text: bytes) -> str | None:
             return "image/svg+xml"
         if root == b"fictionbook":
             return "application/x-fictionbook+xml"
-        if root == b"html":
+        if root in (b"html", b"head", b"body"):
             return "text/html"
         if root == b"document":  # flat OpenDocument (.fodt, .fods, .fodp, .fodg)
             flat = _FLAT_ODF.search(text)

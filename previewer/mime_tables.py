@@ -17,6 +17,8 @@ __all__ = [
     "OFFICE_INCONCLUSIVE",
     "OOXML_PARTS",
     "REFINABLE",
+    "TEXT_EXTENSIONS",
+    "text_by_name",
 ]
 
 GENERIC_TYPES = frozenset(
@@ -146,3 +148,86 @@ OFFICE_EXTENSIONS: dict[str, str] = {
 """Office types whose files content sniffing may not recognise (Visio, Publisher, BIFF2-4
 worksheets without an OLE container, WordPerfect 4.2, which has no magic number): named so, they
 go to LibreOffice, whose own type detection decides (and reports what it cannot load)."""
+
+
+TEXT_EXTENSIONS: dict[str, str] = {
+    ".txt": "text/plain",
+    ".text": "text/plain",
+    ".log": "text/plain",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".tab": "text/tab-separated-values",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".xhtml": "text/html",
+    ".py": "text/x-python",
+    ".pyi": "text/x-python",
+    ".js": "application/javascript",
+    ".mjs": "application/javascript",
+    ".ts": "application/x-typescript",
+    ".tsx": "text/typescript-tsx",
+    ".jsx": "text/jsx",
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+    ".yaml": "text/x-yaml",
+    ".yml": "text/x-yaml",
+    ".toml": "application/toml",
+    ".ini": "text/x-ini",
+    ".cfg": "text/x-ini",
+    ".c": "text/x-csrc",
+    ".h": "text/x-chdr",
+    ".cc": "text/x-c++src",
+    ".cpp": "text/x-c++src",
+    ".cxx": "text/x-c++src",
+    ".hpp": "text/x-c++hdr",
+    ".cs": "text/x-csharp",
+    ".java": "text/x-java",
+    ".kt": "text/x-kotlin",
+    ".go": "text/x-gosrc",
+    ".rs": "text/x-rust",
+    ".rb": "text/x-ruby",
+    ".php": "text/x-php",
+    ".sh": "application/x-sh",
+    ".bash": "application/x-sh",
+    ".ps1": "text/x-powershell",
+    ".bat": "application/x-dos-batch",
+    ".sql": "text/x-sql",
+    ".lua": "text/x-lua",
+    ".swift": "text/x-swift",
+    ".scala": "text/x-scala",
+    ".hs": "text/x-haskell",
+    ".css": "text/css",
+    ".scss": "text/x-scss",
+    ".tex": "text/x-tex",
+    ".diff": "text/x-diff",
+    ".patch": "text/x-diff",
+    ".mk": "text/x-makefile",
+    ".rst": "text/x-rst",
+    ".xml": "text/xml",
+}
+"""Text files' types by name, taken when content says only "text" (:func:`is_textual`): which
+language a text file is in is a matter of its name (the code types are Pygments' names, which
+the text converter picks its lexer by, so the language survives inputs given as bytes)."""
+
+_TEXTUAL = frozenset({"text/plain", "application/json", "application/javascript", "text/xml"})
+
+
+def text_by_name(mime: str, ext: str) -> str | None:
+    """Return the text type extension ``ext`` gives a file sniffed as ``mime``, if any.
+
+    Only answers that say no more than "some kind of text" are refined: plain text, libmagic's
+    guesses at code (``text/x-...``: it calls Markdown with an ``import`` line a Python script)
+    and bare XML (a Markdown file starting with an HTML tag is sniffed as XML); HTML only into
+    Markdown (which may hold HTML). RTF, CSV, SVG and anything else with a signature keep their
+    type.
+    """
+    text = TEXT_EXTENSIONS.get(ext)
+    if text is None:
+        return None
+    if mime in _TEXTUAL or mime == "application/xml" or mime.startswith("text/x-"):
+        return text
+    if mime == "text/html" and text == "text/markdown":
+        return text
+    return None

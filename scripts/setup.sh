@@ -49,7 +49,7 @@ PACKAGES="$PACKAGES tesseract-ocr tesseract-ocr-eng libimage-exiftool-perl"
 # chromium, chromium-driver: the browser test of previewer serve's page (tests/test_serve_page.py).
 PACKAGES="$PACKAGES chromium chromium-driver"
 if [ "$BENCH" = 1 ]; then
-    PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools"
+    PACKAGES="$PACKAGES mupdf-tools poppler-utils imagemagick libvips-tools enscript"
     # libraw-bin: dcraw_emu, the RAW peer of benchmarks/bench.py --only raw.
     PACKAGES="$PACKAGES libraw-bin"
     # ffmpegthumbnailer: the peer of the video case (the audio case's peer is plain ffmpeg).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import time
 import uuid
@@ -41,7 +42,7 @@ def tree(base: Path) -> Path:
     (src / "sub" / "deeper" / "c.pdf").write_bytes(PDF.read_bytes())
     (src / ".hidden" / "d.jpg").write_bytes(JPEG.read_bytes())
     (src / ".e.pdf").write_bytes(PDF.read_bytes())
-    (src / "notes.txt").write_text("not a document\n")
+    (src / "notes.txt").write_bytes(random.Random(7).randbytes(4096))  # binary: unsupported
     return src
 
 
@@ -62,7 +63,7 @@ def test_directory_is_mirrored_and_unsupported_files_skipped(tmp_path: Path, job
     ]
     skipped = [r for r in report.results if r.status == "skipped"]
     assert [(r.input, r.reason) for r in skipped] == [
-        (str(src / "notes.txt"), "no converter for text/plain")
+        (str(src / "notes.txt"), "no converter for application/octet-stream")
     ]
     assert report.converted == 3 and report.failed == 0
 
@@ -105,7 +106,8 @@ def test_output_inside_the_input_tree_is_not_walked(tmp_path: Path) -> None:
     second = previewer.convert_many([src], out_dir=out, resume=True)
     assert first.converted == 3
     assert second.converted == 0 and all(
-        r.reason in ("up to date", "no converter for text/plain") for r in second.results
+        r.reason in ("up to date", "no converter for application/octet-stream")
+        for r in second.results
     )
     assert not list(out.rglob("*.png.p1.256.png"))
 

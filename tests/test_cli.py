@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_json_lines_and_partial_failure(
     ("args", "code", "message"),
     [
         (["convert", "{missing}"], 5, "no such file"),
-        (["convert", "{text}"], 3, "unsupported format text/plain"),
+        (["convert", "{blob}"], 3, "unsupported format application/octet-stream"),
         (["convert", "{empty}"], 5, "file is empty"),
         (["convert", "{pdf}", "-s", "0"], 2, "invalid size"),
         (["convert", "{pdf}", "-s", "big"], 2, "invalid size"),
@@ -119,10 +120,12 @@ def test_exit_codes_and_messages(
     message: str,
 ) -> None:
     (tmp_path / "notes.txt").write_text("just some text\n")
+    (tmp_path / "blob.bin").write_bytes(random.Random(7).randbytes(4096))
     (tmp_path / "empty.pdf").write_bytes(b"")
     paths = {
         "missing": str(tmp_path / "nope.pdf"),
         "text": str(tmp_path / "notes.txt"),
+        "blob": str(tmp_path / "blob.bin"),
         "empty": str(tmp_path / "empty.pdf"),
         "pdf": str(PDF),
         "jpeg": str(JPEG),

@@ -57,7 +57,7 @@ class OddInputError(InputError):
 
 class _Base:
     mime_types: ClassVar[frozenset[str]] = frozenset({"text/plain"})
-    priority: ClassVar[int] = 10
+    priority: ClassVar[int] = 90  # above the built-in text converter (50), which also claims it
 
     def availability(self) -> Availability:
         return Availability(True, "test")

@@ -48,7 +48,7 @@ class ColourDocument:
 class ColourConverter:
     name: ClassVar[str] = "colour-demo"
     mime_types: ClassVar[frozenset[str]] = frozenset({"text/plain"})
-    priority: ClassVar[int] = 10
+    priority: ClassVar[int] = 90  # above the built-in text converter (50)
 
     def availability(self) -> Availability:
         return Availability(True, "demo", version="1.0")
