@@ -1,0 +1,203 @@
+"""The page of ``previewer serve`` (``GET /``) in a real browser: headless Chromium via Selenium.
+
+One server and one browser for the module. Four files go through the page's file input at once
+(a PDF, a DOCX through LibreOffice, a layered PSD and a truncated PDF); the good ones must show
+loaded thumbnails, their page count and sizes, the broken one its error message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import officegen, psdgen
+from tests.support import PDF, clean_env, in_ci, require_engine
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SETTLE = 90.0  # seconds for all four files to finish (one LibreOffice start included)
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]
+
+
+def _require_browser() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        reason = f"{', '.join(missing)} missing (Debian: apt-get install chromium chromium-driver)"
+        if in_ci():
+            pytest.fail(f"{reason} (CI must install the browser)", pytrace=False)
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"previewer serve exited with {proc.returncode}:\n{out}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"previewer serve did not answer on {base} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``previewer serve`` on 127.0.0.1 and a free port, storing in a temporary directory."""
+    if os.environ.get("DEV_PAGE_URL"):  # DEVONLY
+        yield os.environ["DEV_PAGE_URL"]  # DEVONLY
+        return  # DEVONLY
+    storage = tmp_path_factory.mktemp("storage")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "previewer", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--storage", str(storage)]
+    proc = subprocess.Popen(
+        command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_ready(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Headless Chromium with a fresh profile, driven through Debian's chromedriver."""
+    _require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1600",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The four inputs: name -> path."""
+    root = tmp_path_factory.mktemp("uploads")
+    docx = officegen.docx(
+        root / "letter.docx", "<w:p><w:r><w:t>Hello from the page test.</w:t></w:r></w:p>"
+    )
+    psd = psdgen.layered_psd(root / "layers.psd", size=(320, 240), layers=2)
+    pdf = root / "report.pdf"
+    shutil.copyfile(PDF, pdf)
+    broken = root / "broken.pdf"
+    broken.write_bytes(PDF.read_bytes()[:400])
+    return {"pdf": pdf, "docx": docx, "psd": psd, "broken": broken}
+
+
+def _cards(driver: object) -> dict[str, object]:
+    from selenium.webdriver.common.by import By
+
+    cards = {}
+    for card in driver.find_elements(By.CSS_SELECTOR, "#results li.result"):  # type: ignore[attr-defined]
+        cards[card.find_element(By.CSS_SELECTOR, "h3.name").text] = card
+    return cards
+
+
+def test_page_previews_uploaded_files(
+    server: str, browser: object, uploads: dict[str, Path]
+) -> None:
+    require_engine("soffice")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(server + "/")  # type: ignore[attr-defined]
+    assert driver.title == "previewer"  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "sizes").get_attribute("value") == "256"  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "pages").get_attribute("value") == "1"  # type: ignore[attr-defined]
+
+    files = driver.find_element(By.ID, "files")  # type: ignore[attr-defined]
+    files.send_keys("\n".join(str(p) for p in uploads.values()))
+
+    def settled(d: object) -> bool:
+        cards = _cards(d)
+        return len(cards) == len(uploads) and all(
+            c.get_attribute("data-status") in ("success", "failure") for c in cards.values()
+        )
+
+    WebDriverWait(driver, SETTLE, poll_frequency=0.25).until(settled)
+    cards = _cards(driver)
+    assert set(cards) == {p.name for p in uploads.values()}
+
+    expected_pages = {"pdf": "2 pages", "docx": "1 page", "psd": "1 page"}
+    for kind, pages in expected_pages.items():
+        card = cards[uploads[kind].name]
+        assert card.get_attribute("data-status") == "success", card.text
+        img = card.find_element(By.CSS_SELECTOR, ".thumb img")
+        # Loaded, not just present: the image decoded with real pixels.
+        WebDriverWait(driver, 10).until(
+            lambda d, img=img: d.execute_script("return arguments[0].complete", img)
+        )
+        width = driver.execute_script("return arguments[0].naturalWidth", img)  # type: ignore[attr-defined]
+        height = driver.execute_script("return arguments[0].naturalHeight", img)  # type: ignore[attr-defined]
+        assert max(width, height) == 256, (kind, width, height)
+        assert card.find_element(By.CSS_SELECTOR, "dd[data-field=pages]").text == pages
+        caption = card.find_element(By.CSS_SELECTOR, ".thumb figcaption").text
+        assert caption == f"Page 1 · {width}×{height} px", caption
+        assert card.find_element(By.CSS_SELECTOR, "dd[data-field=mimetype]").text
+        assert card.find_element(By.CSS_SELECTOR, "button.copy").text == "Copy JSON"
+        assert not card.find_elements(By.CSS_SELECTOR, ".error")
+
+    broken = cards[uploads["broken"].name]
+    assert broken.get_attribute("data-status") == "failure"
+    message = broken.find_element(By.CSS_SELECTOR, ".error").text
+    assert "broken.pdf" in message or "PDF" in message or "corrupt" in message.lower(), message
+    assert not broken.find_elements(By.CSS_SELECTOR, ".thumb img")
+    assert broken.find_element(By.CSS_SELECTOR, "button.copy").is_displayed()
+
+    # The page's script ran without errors (a CSP violation would be logged here too).
+    severe = [
+        entry["message"]
+        for entry in driver.get_log("browser")  # type: ignore[attr-defined]
+        if entry["level"] == "SEVERE"
+    ]
+    assert severe == []
+    driver.save_screenshot("/tmp/servepage-dev/shot.png")  # DEVONLY
