@@ -7,6 +7,7 @@ loaded thumbnails, their page count and sizes, the broken one its error message.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests import officegen, psdgen
@@ -130,6 +132,82 @@ def uploads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     broken = root / "broken.pdf"
     broken.write_bytes(PDF.read_bytes()[:400])
     return {"pdf": pdf, "docx": docx, "psd": psd, "broken": broken}
+
+
+class _PageClient:
+    """Requests to an app made of the page's routes alone, in-process (httpx over ASGI)."""
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+
+        from previewer.serve.page import page_routes
+
+        self.app = Starlette(routes=page_routes(img_sources=["https://cdn.example"]))
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                return await client.request(method, path, headers=headers)
+
+        return asyncio.run(go())
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return self.request("GET", path, headers)
+
+    def head(self, path: str) -> httpx.Response:
+        return self.request("HEAD", path)
+
+
+def _page_client() -> _PageClient:
+    return _PageClient()
+
+
+def test_page_routes_serve_the_files_with_types_and_a_strict_policy() -> None:
+    client = _page_client()
+    kinds = {
+        "/": "text/html; charset=utf-8",
+        "/static/app.js": "text/javascript; charset=utf-8",
+        "/static/style.css": "text/css; charset=utf-8",
+        "/static/favicon.svg": "image/svg+xml",
+    }
+    for path, media_type in kinds.items():
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"] == media_type
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        policy = answer.headers["content-security-policy"]
+        assert policy.startswith("default-src 'self'; img-src 'self' blob: data: https://cdn.example;")
+        assert "script-src 'self';" in policy and "'unsafe-inline'" not in policy
+        assert "frame-ancestors 'none'" in policy
+        assert answer.headers["cache-control"] == ("no-cache" if path == "/" else "public, max-age=300, must-revalidate")
+        # Revalidation: the ETag answers 304 without a body.
+        again = client.get(path, headers={"If-None-Match": answer.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(answer.content))
+    page = client.get("/").text
+    assert '<script src="/static/app.js" defer></script>' in page
+    assert "<script>" not in page and " style=" not in page  # nothing inline the policy would block
+    assert "http://" not in page and "https://" not in page  # nothing from another origin
+
+
+def test_page_routes_refuse_other_names() -> None:
+    client = _page_client()
+    for path in ("/static/index.html", "/static/page.py", "/static/..%2Fpage.py", "/static/", "/static/app.js/x"):
+        answer = client.get(path)
+        assert answer.status_code == 404, path
+    body = client.get("/static/nope.js").json()
+    assert body["error"]["code"] == "not_found"
+
+
+def test_page_script_never_writes_markup() -> None:
+    from previewer.serve.page import STATIC
+
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, sink
 
 
 def _cards(driver: object) -> dict[str, object]:

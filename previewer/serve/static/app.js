@@ -1,6 +1,6 @@
 // previewer's page: uploads dropped or chosen files to /v2/previews/ and shows the results.
-// No framework and no innerHTML: every string from a response goes in through textContent or
-// an attribute, so a file name or an error message is never markup.
+// No framework, and no string is ever parsed as HTML: everything from a response goes in
+// through textContent or an attribute, so a file name or an error message is never markup.
 "use strict";
 
 (() => {
