@@ -70,7 +70,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     storage = tmp_path_factory.mktemp("storage")
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "previewer", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "previewer", "serve", "--bind", f"127.0.0.1:{port}"]
     command += ["--storage", str(storage)]
     proc = subprocess.Popen(
         command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT

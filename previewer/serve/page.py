@@ -110,7 +110,7 @@ def page_routes(*, img_sources: Sequence[str] = ()) -> list[BaseRoute]:
         asset = assets.get(request.path_params["name"])
         if asset is None or request.path_params["name"] == "index.html":
             return Response(
-                b'{"error":{"code":"not_found","message":"Not found."}}',
+                b'{"error":{"type":"not_found","code":"not_found","message":"no such file"}}',
                 status_code=404,
                 media_type="application/json",
                 headers={"X-Content-Type-Options": "nosniff"},

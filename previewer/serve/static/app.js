@@ -7,7 +7,8 @@
   const API = "/v2/previews/";
   const WAIT = 30; // seconds the server may hold an upload's answer until it is done
   const PARALLEL = 2; // uploads at a time
-  const POLL_DELAYS = [500, 1000, 1000, 2000, 2000, 3000, 5000]; // then 5 s each
+  const POLL_WAIT = 25; // seconds each poll may be held by the server until the preview is done
+  const POLL_DELAYS = [250, 500, 1000, 2000]; // between polls, then 2 s each
   const POLL_LIMIT_MS = 15 * 60 * 1000;
   const RETRIES = 3; // answers 429 retried after Retry-After
   const STORE = { key: "previewer.key", secret: "previewer.secret" };
@@ -190,7 +191,7 @@
       await sleep(POLL_DELAYS[Math.min(polls, POLL_DELAYS.length - 1)]);
       polls += 1;
       const id = encodeURIComponent(String(answer.body.id));
-      answer = await callWithRetry("GET", `${API}${id}/`, () => undefined, () => {});
+      answer = await callWithRetry("GET", `${API}${id}/?wait=${POLL_WAIT}`, () => undefined, () => {});
     }
     card.show(answer.body);
   }
