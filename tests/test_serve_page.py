@@ -10,11 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +17,8 @@ import httpx
 import pytest
 
 from tests import officegen, psdgen
-from tests.support import PDF, clean_env, in_ci, require_engine
+from tests.servekit import Served
+from tests.support import JPEG, PDF, in_ci, require_engine
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -40,53 +36,15 @@ def _require_browser() -> None:
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            pytest.fail(f"previewer serve exited with {proc.returncode}:\n{out}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"previewer serve did not answer on {base} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``previewer serve`` on 127.0.0.1 and a free port, storing in a temporary directory."""
-    if os.environ.get("DEV_PAGE_URL"):  # DEVONLY
-        yield os.environ["DEV_PAGE_URL"]  # DEVONLY
-        return  # DEVONLY
-    storage = tmp_path_factory.mktemp("storage")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "previewer", "serve", "--bind", f"127.0.0.1:{port}"]
-    command += ["--storage", str(storage)]
-    proc = subprocess.Popen(
-        command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    served = Served(tmp_path_factory.mktemp("serve") / "storage")
     try:
-        _wait_ready(base, proc)
-        yield base
+        yield served.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        if proc.stdout:
-            proc.stdout.close()
+        code, left = served.stop()
+        assert code == 0 and not left, served.log()
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +102,14 @@ class _PageClient:
 
         self.app = Starlette(routes=page_routes(img_sources=["https://cdn.example"]))
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver"
+            ) as client:
                 return await client.request(method, path, headers=headers)
 
         return asyncio.run(go())
@@ -177,10 +139,14 @@ def test_page_routes_serve_the_files_with_types_and_a_strict_policy() -> None:
         assert answer.headers["content-type"] == media_type
         assert answer.headers["x-content-type-options"] == "nosniff"
         policy = answer.headers["content-security-policy"]
-        assert policy.startswith("default-src 'self'; img-src 'self' blob: data: https://cdn.example;")
+        assert policy.startswith(
+            "default-src 'self'; img-src 'self' blob: data: https://cdn.example;"
+        )
         assert "script-src 'self';" in policy and "'unsafe-inline'" not in policy
         assert "frame-ancestors 'none'" in policy
-        assert answer.headers["cache-control"] == ("no-cache" if path == "/" else "public, max-age=300, must-revalidate")
+        assert answer.headers["cache-control"] == (
+            "no-cache" if path == "/" else "public, max-age=300, must-revalidate"
+        )
         # Revalidation: the ETag answers 304 without a body.
         again = client.get(path, headers={"If-None-Match": answer.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
@@ -195,7 +161,13 @@ def test_page_routes_serve_the_files_with_types_and_a_strict_policy() -> None:
 
 def test_page_routes_refuse_other_names() -> None:
     client = _page_client()
-    for path in ("/static/index.html", "/static/page.py", "/static/..%2Fpage.py", "/static/", "/static/app.js/x"):
+    for path in (
+        "/static/index.html",
+        "/static/page.py",
+        "/static/..%2Fpage.py",
+        "/static/",
+        "/static/app.js/x",
+    ):
         answer = client.get(path)
         assert answer.status_code == 404, path
     body = client.get("/static/nope.js").json()
@@ -206,7 +178,14 @@ def test_page_script_never_writes_markup() -> None:
     from previewer.serve.page import STATIC
 
     script = (STATIC / "app.js").read_text(encoding="utf-8")
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+    ):
         assert sink not in script, sink
 
 
@@ -278,4 +257,77 @@ def test_page_previews_uploaded_files(
         if entry["level"] == "SEVERE"
     ]
     assert severe == []
-    driver.save_screenshot("/tmp/servepage-dev/shot.png")  # DEVONLY
+
+
+def test_page_sends_the_key_and_secret(
+    browser: object, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Against a server with tokens: refused without a key (the key fields open), then accepted."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root = tmp_path_factory.mktemp("tokens")
+    tokens = root / "tokens.txt"
+    tokens.write_text("pagekey:pa55-w\u00f6rd\n", encoding="utf-8")
+    served = Served(root / "storage", "--tokens", str(tokens))
+    driver = browser
+    try:
+        driver.get(served.url + "/")  # type: ignore[attr-defined]
+        driver.execute_script("sessionStorage.clear()")  # type: ignore[attr-defined]
+        driver.refresh()  # type: ignore[attr-defined]
+        details = driver.find_element(By.ID, "credentials")  # type: ignore[attr-defined]
+        assert details.get_attribute("open") is None
+        files = driver.find_element(By.ID, "files")  # type: ignore[attr-defined]
+        files.send_keys(str(JPEG))
+
+        def last_card(d: object) -> object | None:
+            cards = d.find_elements(By.CSS_SELECTOR, "#results li.result")  # type: ignore[attr-defined]
+            if cards and cards[-1].get_attribute("data-status") in ("success", "failure"):
+                return cards[-1]
+            return None
+
+        refused = WebDriverWait(driver, 30).until(last_card)
+        assert refused.get_attribute("data-status") == "failure"
+        assert "credentials" in refused.find_element(By.CSS_SELECTOR, ".error").text
+        assert details.get_attribute("open") is not None  # the key fields opened
+
+        driver.find_element(By.ID, "key").send_keys("pagekey")  # type: ignore[attr-defined]
+        driver.find_element(By.ID, "secret").send_keys("pa55-w\u00f6rd")  # type: ignore[attr-defined]
+        files.send_keys(str(JPEG))
+        WebDriverWait(driver, 60).until(
+            lambda d: (
+                len(d.find_elements(By.CSS_SELECTOR, "#results li.result")) == 2
+                and last_card(d) is not None
+            )
+        )
+        accepted = last_card(driver)
+        assert accepted.get_attribute("data-status") == "success", accepted.text
+        img = accepted.find_element(By.CSS_SELECTOR, ".thumb img")
+        WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", img
+            )
+        )
+        assert driver.execute_script("return arguments[0].naturalWidth", img) == 256  # type: ignore[attr-defined]
+        # Kept for this tab only.
+        assert driver.execute_script("return sessionStorage.getItem('previewer.key')") == "pagekey"  # type: ignore[attr-defined]
+        assert driver.execute_script("return localStorage.length") == 0  # type: ignore[attr-defined]
+    finally:
+        code, left = served.stop()
+    assert code == 0 and not left, served.log()
+
+
+def test_page_files_are_package_data() -> None:
+    """Every file the page serves is in the package data pyproject.toml ships."""
+    import fnmatch
+    import tomllib
+
+    from previewer.serve.page import _TYPES, STATIC
+    from tests.support import ROOT
+
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        globs = tomllib.load(fh)["tool"]["setuptools"]["package-data"]["previewer.serve"]
+    for name in _TYPES:
+        assert (STATIC / name).is_file(), name
+        assert any(fnmatch.fnmatch(f"static/{name}", g) for g in globs), name
+    assert {p.name for p in STATIC.iterdir()} == set(_TYPES)

@@ -125,7 +125,9 @@
         method,
         body,
         headers: { Accept: "application/json", ...authorization() },
-        credentials: "same-origin",
+        // The Authorization header above is sent either way; "omit" keeps the browser from
+        // answering a 401 (WWW-Authenticate: Basic) with its own login dialog.
+        credentials: "omit",
         cache: "no-store",
       });
     } catch (err) {
