@@ -259,6 +259,58 @@ def test_page_previews_uploaded_files(
     assert severe == []
 
 
+DROP_SCRIPT = """
+const [name, done] = arguments;
+const canvas = document.createElement("canvas");
+canvas.width = 640;
+canvas.height = 320;
+const ctx = canvas.getContext("2d");
+ctx.fillStyle = "#c33";
+ctx.fillRect(0, 0, 640, 320);
+ctx.fillStyle = "#33c";
+ctx.fillRect(320, 0, 320, 320);
+canvas.toBlob((blob) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], name, { type: "image/png" }));
+  const target = document.getElementById("drop");
+  for (const type of ["dragenter", "dragover", "drop"]) {
+    target.dispatchEvent(
+      new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true })
+    );
+  }
+  done(document.getElementById("drop").classList.contains("over"));
+}, "image/png");
+"""
+
+
+def test_page_takes_dropped_files(server: str, browser: object) -> None:
+    """A file dropped on the page (a real DragEvent carrying a File) is previewed like a chosen one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(server + "/")  # type: ignore[attr-defined]
+    still_over = driver.execute_async_script(DROP_SCRIPT, "dropped.png")  # type: ignore[attr-defined]
+    assert still_over is False  # the drop zone's highlight ends with the drop
+
+    def settled(d: object) -> object | None:
+        cards = _cards(d)
+        card = cards.get("dropped.png")
+        return card if card is not None and card.get_attribute("data-status") != "pending" else None
+
+    card = WebDriverWait(driver, 30, poll_frequency=0.25).until(settled)
+    assert card.get_attribute("data-status") == "success", card.text
+    img = card.find_element(By.CSS_SELECTOR, ".thumb img")
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+    )
+    size = driver.execute_script(  # type: ignore[attr-defined]
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img
+    )
+    assert size == [256, 128]
+    assert card.find_element(By.CSS_SELECTOR, "dd[data-field=mimetype]").text == "image/png"
+
+
 def test_page_sends_the_key_and_secret(
     browser: object, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -174,7 +174,7 @@
   }
 
   async function preview(file, options, card) {
-    card.progress("Uploading…");
+    card.progress("Uploading and converting…");
     let answer = await callWithRetry(
       "POST",
       `${API}?wait=${WAIT}`,
