@@ -22,6 +22,7 @@ import pytest
 import yaml
 from starlette.routing import BaseRoute, Mount, Route
 
+from previewer.budgets import Limits
 from tests.support import PDF, ROOT
 
 SPEC_PATH = ROOT / "openapi.yaml"
@@ -317,7 +318,6 @@ def test_answers_match_the_spec(contract: Contract, tmp_path: Path) -> None:
 
 def test_refusals_match_the_spec(contract: Contract, tmp_path: Path) -> None:
     """401 (tokens), 413 (size limit) and 429 (full queue), each as documented."""
-    from previewer.budgets import Limits
     from previewer.serve.app import create_app
     from previewer.serve.auth import Tokens
     from previewer.serve.netguard import NetPolicy

@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from tests import officegen, psdgen
-from tests.servekit import Served
 from tests.support import JPEG, PDF, in_ci, require_engine
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,6 +38,8 @@ def _require_browser() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``previewer serve`` on 127.0.0.1 and a free port, storing in a temporary directory."""
+    from tests.servekit import Served
+
     served = Served(tmp_path_factory.mktemp("serve") / "storage")
     try:
         yield served.url
@@ -319,6 +320,8 @@ def test_page_sends_the_key_and_secret(
     from selenium.webdriver.support.ui import WebDriverWait
 
     root = tmp_path_factory.mktemp("tokens")
+    from tests.servekit import Served
+
     tokens = root / "tokens.txt"
     tokens.write_text("pagekey:pa55-w\u00f6rd\n", encoding="utf-8")
     served = Served(root / "storage", "--tokens", str(tokens))
