@@ -25,6 +25,7 @@ from starlette.routing import Route
 from previewer.serve import views
 from previewer.serve.create import create_preview
 from previewer.serve.middleware import Observe
+from previewer.serve.page import page_routes
 from previewer.serve.service import (
     FORM_SLACK,
     ID_PATTERN,
@@ -192,6 +193,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *page_routes(),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
