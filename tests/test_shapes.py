@@ -252,7 +252,10 @@ def test_json_line_keeps_its_shape(result: FileResult) -> None:
         *(["reason"] if result.reason else []),
     ]
     assert line["error"] == (result.error.summary() if result.error else None)
-    assert all(list(p) == ["page", "size", "path", "width", "height"] for p in line["outputs"])
+    assert all(
+        list(p) == ["page", "size", "path", "width", "height", "format", "mimetype"]
+        for p in line["outputs"]
+    )
     again = FileResult.from_dict(line)  # rebuilt from the summary: same class and text
     assert again.outputs == result.outputs and again.status is result.status
     if result.error is not None:
