@@ -12,7 +12,6 @@ import io
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,8 +45,9 @@ class Moto:
         )
 
         def up() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return True
             return False
@@ -153,7 +153,9 @@ def test_previews_stored_in_the_bucket_with_presigned_links(tmp_path: Path, moto
                 )
                 keys.add(url.path.removeprefix(f"/{BUCKET}/"))
             # The input and every preview are objects under the prefix; nothing stays local.
-            listed = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+            listed = {
+                o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+            }
             assert listed == keys | {f"{prefix}input/{source}"}
             assert not (state / "jobs" / job["id"]).exists()
         assert max(t["size"]["height"] for t in pdf["thumbnails"]) == 200
@@ -186,7 +188,9 @@ def test_previews_stored_in_the_bucket_with_presigned_links(tmp_path: Path, moto
         assert down.status_code == 503
         body = down.json()
         assert body["checks"]["bucket"] is False and body["checks"]["storage"] is True
-        assert f"cannot reach bucket {BUCKET}" in body["details"]["bucket"]
+        assert body["details"] == {
+            "bucket": f"cannot reach bucket {BUCKET}: cannot connect to the endpoint"
+        }
         # A job whose previews cannot be stored fails, naming the reason.
         failed = call(
             "POST",
@@ -197,8 +201,14 @@ def test_previews_stored_in_the_bucket_with_presigned_links(tmp_path: Path, moto
         ).json()
         assert failed["status"] == "failure", failed
         assert failed["error"]["code"] == "StorageError"
-        assert "the previews could not be stored" in failed["error"]["message"]
-        assert call("DELETE", photo["url"]).status_code == 503
+        assert failed["error"]["message"] == (
+            "the previews could not be stored: cannot connect to the endpoint"
+        )
+        # DELETE keeps the job while its files cannot be removed (retry later).
+        refused = call("DELETE", photo["url"])
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "storage_unavailable"
+        assert call("GET", photo["url"]).json()["status"] == "success"
     finally:
         code, left = served.stop()
     log = served.log()
@@ -209,6 +219,8 @@ def test_previews_stored_in_the_bucket_with_presigned_links(tmp_path: Path, moto
     for text in [log] + [r.text + str(r.headers) for r in seen]:
         assert SECRET_KEY not in text
         assert str(tmp_path) not in text
+    for response in seen:  # the endpoint shows only in the presigned links
+        assert moto.url not in response.text.replace(f"{moto.url}/{BUCKET}/pfx/jobs/", "")
     assert not (tmp_path / "serve").exists()  # the S3 URL is the storage; state is --state
     assert (state / "jobs.sqlite3").exists()
 

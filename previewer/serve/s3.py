@@ -35,19 +35,35 @@ _CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
 def _reason(exc: BaseException) -> str:
-    """What went wrong, without credentials or local paths."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """What went wrong, for clients: no credentials, local paths or endpoint URLs."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
 
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = error.get("Code") or "an error"
         return f"the bucket answered {code}" + (f" (HTTP {status})" if status else "")
-    if isinstance(exc, BotoCoreError):
-        return str(exc)
+    if isinstance(exc, ReadTimeoutError):
+        return "the endpoint did not answer in time"
+    if isinstance(exc, ConnectionError):
+        return "cannot connect to the endpoint"
+    if isinstance(exc, NoCredentialsError):
+        return "no credentials"
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return type(exc).__name__
+
+
+def _detail(exc: BaseException) -> str:
+    """What went wrong, for the log: botocore's message (endpoint and key, no credentials)."""
+    from botocore.exceptions import BotoCoreError
+
+    return str(exc) if isinstance(exc, BotoCoreError) else _reason(exc)
 
 
 class S3Files:
@@ -126,7 +142,7 @@ class S3Files:
                     )
         except self._errors() as exc:
             reason = _reason(exc)
-            log.warning("job %s: storing its files in the bucket failed: %s", job_id, reason)
+            log.warning("job %s: storing its files in the bucket failed: %s", job_id, _detail(exc))
             try:
                 self.remove(job_id)
             except StorageError:
