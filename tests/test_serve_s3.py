@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from tests.servekit import Served, free_port
-from tests.support import JPEG, PDF, clean_env, run_previewer, wait_for
+from tests.support import JPEG, PDF, clean_env, requires_engine, run_previewer, wait_for
 
 ACCESS_KEY = "AKIATESTPREVIEWER01"
 SECRET_KEY = "s3-secret-NEVER-shown-7f3a9c"
@@ -92,6 +92,7 @@ def png_size(content: bytes) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.slow
 def test_previews_stored_in_the_bucket_with_presigned_links(tmp_path: Path, moto: Moto) -> None:
     s3 = moto.client()
     s3.create_bucket(Bucket=BUCKET)
@@ -225,6 +226,42 @@ def test_previews_stored_in_the_bucket_with_presigned_links(tmp_path: Path, moto
     assert (state / "jobs.sqlite3").exists()
 
 
+@pytest.mark.slow
+def test_the_sweeper_deletes_expired_jobs_objects(tmp_path: Path, moto: Moto) -> None:
+    s3 = moto.client()
+    s3.create_bucket(Bucket=BUCKET)
+    served = Served(
+        tmp_path / "serve",
+        "--state",
+        str(tmp_path / "state"),
+        "--ttl",
+        "4",
+        storage_url=f"s3://{BUCKET}/a/b?endpoint={moto.url}&region=us-east-1",
+        env=aws_env(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY),
+    )
+    try:
+        job = httpx.post(
+            f"{served.url}/v2/previews/",
+            params={"sizes": "50", "wait": 30},
+            content=JPEG.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=60,
+        ).json()
+        assert job["status"] == "success", job
+        assert int(parse_qs(urlsplit(job["preview"]["url"]).query)["X-Amz-Expires"][0]) <= 4
+        prefix = f"a/b/jobs/{job['id']}/"
+        assert s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["KeyCount"] == 2
+        wait_for(
+            lambda: s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["KeyCount"] == 0,
+            15,
+            "the sweeper",
+        )
+        assert httpx.get(job["url"]).status_code == 404
+    finally:
+        code, _ = served.stop()
+    assert code == 0, served.log()
+
+
 def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
     result = run_previewer(
         "serve",
@@ -272,3 +309,49 @@ def test_missing_credentials_and_missing_boto3_are_clear(tmp_path: Path) -> None
     )
     assert bad.returncode == 2
     assert "unknown storage URL parameter(s) colour" in bad.stderr
+
+
+@pytest.mark.slow
+@requires_engine("redis-server")
+def test_broker_workers_convert_and_the_bucket_keeps_the_files(tmp_path: Path, moto: Moto) -> None:
+    from tests.test_queue import Redis, Worker
+
+    s3 = moto.client()
+    s3.create_bucket(Bucket=BUCKET)
+    broker = Redis(tmp_path)
+    worker = served = None
+    try:
+        worker = Worker(broker.url, "s3", tmp_path / "worker.log")
+        served = Served(
+            tmp_path / "serve",
+            "--state",
+            str(tmp_path / "state"),
+            "--broker",
+            broker.url,
+            storage_url=f"s3://{BUCKET}?endpoint={moto.url}",
+            env=aws_env(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY),
+        )
+        job = httpx.post(
+            f"{served.url}/v2/previews/",
+            params={"sizes": "100", "wait": 30},
+            content=JPEG.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=60,
+        ).json()
+        assert job["status"] == "success", job
+        assert "convert_file" in worker.text()
+        url = urlsplit(job["preview"]["url"])
+        assert url.path == f"/{BUCKET}/jobs/{job['id']}/out/{url.path.rpartition('/')[2]}"
+        assert png_size(httpx.get(job["preview"]["url"]).content) == (100, 75)
+        listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"jobs/{job['id']}/")["KeyCount"]
+        assert listed == 2  # the input and the preview
+        assert httpx.delete(job["url"]).status_code == 204
+        assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"jobs/{job['id']}/")["KeyCount"] == 0
+    finally:
+        if served is not None:
+            code, left = served.stop()
+            assert code == 0, served.log()
+            assert not left
+        if worker is not None:
+            worker.kill()
+        broker.stop()
