@@ -262,6 +262,30 @@ def test_the_sweeper_deletes_expired_jobs_objects(tmp_path: Path, moto: Moto) ->
     assert code == 0, served.log()
 
 
+def test_local_storage_with_a_separate_state_directory(tmp_path: Path) -> None:
+    storage, state = tmp_path / "files", tmp_path / "state"
+    served = Served(storage, "--state", str(state))
+    try:
+        job = httpx.post(
+            f"{served.url}/v2/previews/",
+            params={"sizes": "80", "wait": 30},
+            content=JPEG.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=60,
+        ).json()
+        assert job["status"] == "success", job
+        # The API's own signed URL, the file under the storage directory.
+        assert job["preview"]["url"].startswith(f"{served.url}/v2/files/{job['id']}/")
+        assert png_size(httpx.get(job["preview"]["url"]).content) == (80, 60)
+        assert [p.suffix for p in (storage / "jobs" / job["id"] / "out").iterdir()] == [".png"]
+        assert httpx.get(f"{served.url}/readyz").json()["checks"]["storage"] is True
+    finally:
+        code, _ = served.stop()
+    assert code == 0, served.log()
+    assert (state / "jobs.sqlite3").exists() and (state / "signing.key").exists()
+    assert not (storage / "jobs.sqlite3").exists() and not (storage / "signing.key").exists()
+
+
 def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
     result = run_previewer(
         "serve",

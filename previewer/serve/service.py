@@ -47,7 +47,8 @@ FORM_SLACK = 1024 * 1024
 ID_PATTERN = re.compile(r"^[0-9a-f-]{36}$")
 
 STALE_AGE = 600.0
-"""Seconds past ``--ttl`` after which stored files without a job are removed."""
+"""Seconds past ``--ttl`` after which stored files without a job are removed; also how often
+the storage is listed for them."""
 
 log = logging.getLogger("previewer.serve")
 
@@ -168,13 +169,16 @@ class Service:
     async def sweep(self) -> None:
         """Remove expired jobs and their files, forever (cancelled on shutdown)."""
         period = max(1.0, min(60.0, self.settings.ttl / 4))
+        stale_due = 0.0
         while True:
             for job_id in self.store.expired():
                 try:
                     await self.delete(job_id)
                 except StorageError as exc:
                     log.warning("expired job %s kept for now: %s", job_id, exc)
-            await self.sweep_stale()
+            if time.monotonic() >= stale_due:
+                stale_due = time.monotonic() + STALE_AGE
+                await self.sweep_stale()
             await asyncio.sleep(period)
 
     async def sweep_stale(self) -> None:
