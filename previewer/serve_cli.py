@@ -43,8 +43,9 @@ def default_storage() -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     envvar="PREVIEWER_STATE",
     default=None,
-    help="Directory for the job database, the signing key and the jobs' working files "
-    "[default: the storage directory; with s3:// storage $XDG_DATA_HOME/previewer/serve].",
+    help="Directory for the job database and the generated signing key (with s3:// storage "
+    "also the jobs' working files)  [default: the storage directory; with s3:// storage "
+    "$XDG_DATA_HOME/previewer/serve].",
 )
 @click.option(
     "--tokens",
