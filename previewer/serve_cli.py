@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from previewer.cli_limits import limit_options, limits_from_params
+
+if TYPE_CHECKING:
+    from previewer.serve.storage import Files
 
 __all__ = ["default_storage", "serve"]
 
@@ -29,10 +32,20 @@ def default_storage() -> Path:
 )
 @click.option(
     "--storage",
-    type=click.Path(file_okay=False, path_type=Path),
     envvar="PREVIEWER_STORAGE",
     default=None,
-    help="Directory for the job database and files  [default: $XDG_DATA_HOME/previewer/serve].",
+    help="Directory for the job database and files, or s3://BUCKET/PREFIX?endpoint=URL&"
+    "region=NAME for the job files in a bucket (credentials from the AWS environment)  "
+    "[default: $XDG_DATA_HOME/previewer/serve].",
+)
+@click.option(
+    "--state",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PREVIEWER_STATE",
+    default=None,
+    help="Directory for the job database and the generated signing key (with s3:// storage "
+    "also the jobs' working files)  [default: the storage directory; with s3:// storage "
+    "$XDG_DATA_HOME/previewer/serve].",
 )
 @click.option(
     "--tokens",
@@ -89,7 +102,8 @@ def default_storage() -> Path:
 @limit_options
 def serve(
     bind: str,
-    storage: Path | None,
+    storage: str | None,
+    state: Path | None,
     tokens: Path | None,
     jobs: int,
     queue_size: int,
@@ -129,13 +143,18 @@ def serve(
             f"refusing to serve on {host} without authentication: give --tokens FILE, "
             "or bind to 127.0.0.1"
         )
-    root = (storage or default_storage()).absolute()
-    try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise click.BadParameter(
-            f"cannot create {root}: {exc.strerror}", param_hint="--storage"
-        ) from exc
+    files, root, state_dir = _storage(storage, state)
+    for folder, hint in ((root, "--storage"), (state_dir, "--state")):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            if files is not None:
+                hint = "--state"
+            raise click.BadParameter(
+                f"cannot create {folder}: {exc.strerror}", param_hint=hint
+            ) from exc
     keys = []
     for spec in signing_keys:
         try:
@@ -143,7 +162,7 @@ def serve(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--signing-key") from exc
     if not keys:
-        keys.append(signing.load_or_create_key(root / "signing.key"))
+        keys.append(signing.load_or_create_key((state_dir or root) / "signing.key"))
     limits = limits_from_params(limit_params)
     try:
         policy = netguard.NetPolicy.from_allow(allow_net, max_bytes=limits.max_file_size)
@@ -168,5 +187,40 @@ def serve(
         policy=policy,
         webhook_secret=webhook_secret,
         broker=broker,
+        state=state_dir,
+        files=files,
     )
     server.run(settings, host, port)
+
+
+def _storage(storage: str | None, state: Path | None) -> tuple[Files | None, Path, Path | None]:
+    """The job files' storage, the local storage directory and a separate state directory.
+
+    Returns:
+        ``(files, root, state)``: ``files`` is None for a local directory (``root``, the
+        database in ``state`` when given); for ``s3://`` it is the bucket, and ``root`` the
+        local state and working directory.
+    """
+    if storage is None or "://" not in storage:
+        root = (Path(storage) if storage else default_storage()).absolute()
+        separate = state.absolute() if state is not None else None
+        return None, root, separate if separate != root else None
+    from previewer.serve.storage import StorageError, parse_s3_url
+
+    if not storage.startswith("s3://"):
+        scheme = storage.partition("://")[0]
+        raise click.BadParameter(
+            f"unsupported storage URL scheme {scheme!r}: give a directory or s3://BUCKET/PREFIX",
+            param_hint="--storage",
+        )
+    try:
+        location = parse_s3_url(storage)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--storage") from None
+    from previewer.serve.s3 import S3Files
+
+    try:
+        files = S3Files(location)
+    except StorageError as exc:
+        raise click.UsageError(str(exc)) from None
+    return files, (state or default_storage()).absolute(), None

@@ -47,9 +47,17 @@ class Served:
         storage: Its storage directory.
         *args: More options.
         env: Its environment (default: :func:`tests.support.clean_env`).
+        storage_url: ``--storage`` when not ``storage`` (an ``s3://`` URL); ``storage`` then
+            only names the log file beside it.
     """
 
-    def __init__(self, storage: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        storage_url: str | None = None,
+    ) -> None:
         self.storage = storage
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,7 +68,7 @@ class Served:
             "--bind",
             f"127.0.0.1:{self.port}",
             "--storage",
-            storage,
+            storage_url or storage,
             *args,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from previewer.serve import views
@@ -35,6 +35,7 @@ from previewer.serve.service import (
     wait_param,
 )
 from previewer.serve.signing import SignatureError
+from previewer.serve.storage import StorageError
 from previewer.serve.store import JobRow
 
 __all__ = ["MAX_WAIT", "Settings", "create_app"]
@@ -51,6 +52,26 @@ def _not_found() -> Response:
     return views.error(404, "not_found", "no such preview")
 
 
+def _unavailable(exc: StorageError) -> Response:
+    return views.error(503, "storage_unavailable", str(exc))
+
+
+async def _file(svc: Service, job_id: str, name: str, headers: dict[str, str]) -> Response:
+    """A result file from the storage; 404 when it is gone, 503 when the storage fails."""
+    try:
+        response = await run_in_threadpool(
+            svc.files.response,
+            job_id,
+            svc.store.job_dir(job_id),
+            name,
+            _media_type(name),
+            headers,
+        )
+    except StorageError as exc:
+        return _unavailable(exc)
+    return response if response is not None else _not_found()
+
+
 async def preview(request: Request) -> Response:
     svc: Service = request.app.state.service
     tenant = svc.tenant(request)
@@ -60,7 +81,10 @@ async def preview(request: Request) -> Response:
     if row is None:
         return _not_found()
     if request.method == "DELETE":
-        svc.store.delete(row.id)
+        try:
+            await svc.delete(row.id)
+        except StorageError as exc:
+            return _unavailable(exc)
         return Response(status_code=204)
     wait = wait_param(request)
     if isinstance(wait, Response):
@@ -73,10 +97,8 @@ async def preview(request: Request) -> Response:
         if row.status != "success" or not row.result or not row.result["thumbnails"]:
             return views.error(409, "not_ready", f"the preview is not available ({row.status})")
         first = row.result["thumbnails"][0]["file"]
-        return FileResponse(
-            svc.store.job_dir(row.id) / "out" / first, media_type=_media_type(first)
-        )
-    return JSONResponse(views.job_object(row, svc.signer))
+        return await _file(svc, row.id, first, {})
+    return JSONResponse(views.job_object(row, svc.signer, svc.files.link))
 
 
 def _media_type(name: str) -> str:
@@ -96,11 +118,7 @@ async def result_file(request: Request) -> Response:
     files = {t["file"] for t in (row.result or {}).get("thumbnails", [])} if row else set()
     if row is None or name not in files:
         return _not_found()
-    return FileResponse(
-        svc.store.job_dir(job_id) / "out" / name,
-        media_type=_media_type(name),
-        headers={"Cache-Control": "private, max-age=3600"},
-    )
+    return await _file(svc, job_id, name, {"Cache-Control": "private, max-age=3600"})
 
 
 async def converters(request: Request) -> Response:
@@ -127,11 +145,16 @@ async def readyz(request: Request) -> Response:
         "pool": svc.runner.pool_alive() and svc.runner.accepting,
         "engines": bool(svc.converters) and any(c["available"] for c in svc.converters or []),
     }
+    details: dict[str, str] = {}
+    for name, problem in (await run_in_threadpool(svc.files.check)).items():
+        checks[name] = problem is None
+        if problem is not None:
+            details[name] = problem
     ok = all(checks.values())
-    return JSONResponse(
-        {"status": "ready" if ok else "unavailable", "checks": checks},
-        status_code=200 if ok else 503,
-    )
+    body: dict[str, object] = {"status": "ready" if ok else "unavailable", "checks": checks}
+    if details:
+        body["details"] = details
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -23,6 +23,7 @@ from typing import Any
 
 from previewer.budgets import Limits
 from previewer.serve import work
+from previewer.serve.storage import Files, StorageError
 from previewer.serve.store import JobStore
 
 __all__ = ["Runner", "Task"]
@@ -64,6 +65,7 @@ class Runner:
         broker: Send conversions to queue workers through this Redis URL.
         on_done: Coroutine called with ``(job id, status, converter, seconds)`` after a job
             is recorded.
+        files: Keeps a finished job's files (uploads them to a bucket) before it is recorded.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Runner:
         queue_size: int,
         on_done: Callable[[str, str, str, float], Awaitable[None]],
         broker: str | None = None,
+        files: Files | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -82,6 +85,7 @@ class Runner:
         self.queue_size = queue_size
         self.on_done = on_done
         self.broker = broker
+        self.files = files
         self._unfinished: set[str] = set()
         self.admitted = 0  # reserved + queued + running
         self.running = 0
@@ -183,6 +187,10 @@ class Runner:
                 broker=self.broker,
             ),
         )
+        if self.files is not None:
+            status, payload = await loop.run_in_executor(
+                self._pool, self.files.keep, task.id, job_dir, (status, payload)
+            )
         elapsed = time.monotonic() - started
         self._avg = 0.8 * self._avg + 0.2 * elapsed
         kept = (
@@ -192,6 +200,11 @@ class Runner:
         )
         if not kept:  # deleted while it ran
             self.store.delete(task.id)
+            if self.files is not None:
+                try:
+                    await loop.run_in_executor(self._pool, self.files.remove, task.id)
+                except StorageError as exc:  # the sweeper removes them later
+                    log.warning("job %s deleted while it ran: %s", task.id, exc)
             return
         converter = str(payload.get("converter", "")) if status == "success" else ""
         await self.on_done(task.id, status, converter, elapsed)

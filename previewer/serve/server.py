@@ -96,7 +96,7 @@ def run(settings: Settings, host: str, port: int) -> None:
         "%d queued)",
         host,
         port,
-        settings.storage,
+        app.state.service.files.where,
         auth,
         settings.jobs,
         settings.queue_size,

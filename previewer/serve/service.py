@@ -6,11 +6,14 @@ Shared by the request handlers (:mod:`previewer.serve.create` and :mod:`previewe
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -21,6 +24,7 @@ from previewer.serve.metrics import Metrics
 from previewer.serve.netguard import NetPolicy
 from previewer.serve.runner import Runner
 from previewer.serve.signing import Signer
+from previewer.serve.storage import Files, LocalFiles, StorageError
 from previewer.serve.store import JobRow, JobStore, Store
 from previewer.serve.webhooks import WebhookSecrets, deliver
 
@@ -42,13 +46,20 @@ FORM_SLACK = 1024 * 1024
 
 ID_PATTERN = re.compile(r"^[0-9a-f-]{36}$")
 
+STALE_AGE = 600.0
+"""Seconds past ``--ttl`` after which stored files without a job are removed; also how often
+the storage is listed for them."""
+
+log = logging.getLogger("previewer.serve")
+
 
 @dataclass
 class Settings:
     """What ``previewer serve`` was started with.
 
     Attributes:
-        storage: The storage directory (database and job files).
+        storage: The storage directory: job files (and the database, unless ``state``
+            is given); with ``files`` in a bucket, the jobs' local working directory.
         tokens: Accepted credentials; None runs without authentication (loopback only).
         signing_keys: ``(id, secret)`` pairs; the first signs result URLs.
         jobs: Conversions at once.
@@ -61,6 +72,9 @@ class Settings:
             to Redis.
         webhook_secret: A Standard Webhooks secret (``whsec_...``) signing callbacks; the
             FilePreviews JWT body is signed with the secret of the job's API key.
+        state: The directory of the job database, when not ``storage``.
+        files: Where job files are kept after the job (default: :class:`LocalFiles`, the
+            storage directory itself); :class:`previewer.serve.s3.S3Files` for a bucket.
     """
 
     storage: Path
@@ -74,6 +88,8 @@ class Settings:
     policy: NetPolicy = field(default_factory=NetPolicy)
     webhook_secret: str | None = field(default=None, repr=False)
     broker: str | None = field(default=None, repr=False)
+    state: Path | None = None
+    files: Files | None = field(default=None, repr=False)
 
 
 class Service:
@@ -86,8 +102,11 @@ class Service:
             from previewer.serve.redis_store import RedisStore
 
             self.store = RedisStore(settings.storage, settings.broker)
+        elif settings.state is not None:
+            self.store = Store(settings.state, settings.storage)
         else:
             self.store = Store(settings.storage)
+        self.files: Files = settings.files or LocalFiles(settings.storage)
         self.signer = Signer(settings.signing_keys)
         self.runner = Runner(
             self.store,
@@ -96,6 +115,7 @@ class Service:
             queue_size=settings.queue_size,
             on_done=self.job_done,
             broker=settings.broker,
+            files=self.files,
         )
         self.metrics = Metrics(lambda: self.runner.waiting, lambda: self.runner.running)
         self.background: set[asyncio.Task[Any]] = set()
@@ -120,7 +140,7 @@ class Service:
         def record(state: dict[str, Any]) -> None:
             self.store.set_callback(row.id, state)
 
-        payload = views.job_object(row, self.signer)
+        payload = views.job_object(row, self.signer, self.files.link)
         tokens = self.settings.tokens
         secrets = WebhookSecrets(
             # FilePreviews signs a callback's JWT body with the secret of the app (key) whose
@@ -137,13 +157,40 @@ class Service:
         )
         record(state)
 
+    async def delete(self, job_id: str) -> None:
+        """Remove a job's stored files, then its state and working directory.
+
+        Raises:
+            StorageError: If the stored files could not be removed (the job is kept).
+        """
+        await run_in_threadpool(self.files.remove, job_id)
+        self.store.delete(job_id)
+
     async def sweep(self) -> None:
         """Remove expired jobs and their files, forever (cancelled on shutdown)."""
         period = max(1.0, min(60.0, self.settings.ttl / 4))
+        stale_due = 0.0
         while True:
             for job_id in self.store.expired():
-                self.store.delete(job_id)
+                try:
+                    await self.delete(job_id)
+                except StorageError as exc:
+                    log.warning("expired job %s kept for now: %s", job_id, exc)
+            if time.monotonic() >= stale_due:
+                stale_due = time.monotonic() + STALE_AGE
+                await self.sweep_stale()
             await asyncio.sleep(period)
+
+    async def sweep_stale(self) -> None:
+        """Remove stored files of jobs that no longer exist, long past their expiry."""
+        try:
+            before = time.time() - self.settings.ttl - STALE_AGE
+            stale = await run_in_threadpool(self.files.stale, before)
+            for job_id in stale:
+                if self.store.get(job_id) is None:
+                    await run_in_threadpool(self.files.remove, job_id)
+        except StorageError as exc:
+            log.warning("removing stale job files failed: %s", exc)
 
     def tenant(self, request: Request) -> str | Response:
         """The caller's tenant, or the 401 answer."""
@@ -183,4 +230,6 @@ def wait_param(request: Request) -> float | Response:
 async def answer(svc: Service, row: JobRow, status: int) -> Response:
     """The job object with its Location."""
     headers = {"Location": f"{row.base_url.rstrip('/')}/v2/previews/{row.id}/"}
-    return JSONResponse(views.job_object(row, svc.signer), status_code=status, headers=headers)
+    return JSONResponse(
+        views.job_object(row, svc.signer, svc.files.link), status_code=status, headers=headers
+    )

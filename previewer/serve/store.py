@@ -1,6 +1,8 @@
-"""Job state in SQLite (``jobs.sqlite3`` in the storage directory) and each job's files.
+"""Job state in SQLite (``jobs.sqlite3`` in the state directory) and each job's files.
 
-A job's files live in ``<storage>/jobs/<id>/`` (``input/`` and ``out/``); the row holds the
+A job's files live in ``<storage>/jobs/<id>/`` (``input/`` and ``out/``; the state directory
+is the storage directory unless ``--state`` is given, and with S3 storage these are the job's
+working files, see :mod:`previewer.serve.storage`); the row holds the
 request options, the outcome and the webhook state as JSON. Rows never hold a server path, a
 credential or a source URL: only file names relative to the job's directory. All calls come
 from the event loop's thread; each is a short local transaction.
@@ -137,12 +139,13 @@ class Store:
     """The jobs database and files under ``root``.
 
     Args:
-        root: The storage directory (created if missing).
+        root: The state directory: the database (created if missing).
+        files: The directory whose ``jobs/`` holds the job files (default: ``root``).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, files: Path | None = None) -> None:
         self.root = root
-        self.jobs_dir = root / "jobs"
+        self.jobs_dir = (files or root) / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = sqlite3.connect(root / "jobs.sqlite3", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -265,10 +268,11 @@ class Store:
 
     def writable(self) -> bool:
         """Whether the storage accepts a write (for readiness)."""
-        probe = self.root / ".ready-probe"
         try:
-            probe.write_bytes(b"ok")
-            probe.unlink()
+            for folder in dict.fromkeys((self.root, self.jobs_dir.parent)):
+                probe = folder / ".ready-probe"
+                probe.write_bytes(b"ok")
+                probe.unlink()
             self.db.execute("SELECT 1").fetchone()
         except (OSError, sqlite3.Error):
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -17,12 +18,18 @@ def file_path(job_id: str, name: str) -> str:
     return f"/v2/files/{job_id}/{name}"
 
 
-def job_object(row: JobRow, signer: Signer) -> dict[str, Any]:
+Link = Callable[[str, str, float], str | None]
+"""``(job id, file name, expiry) -> URL``, or None for the API's own signed URL."""
+
+
+def job_object(row: JobRow, signer: Signer, link: Link | None = None) -> dict[str, Any]:
     """The FilePreviews job object of ``row``, result URLs signed until the job expires.
 
     Args:
         row: The job.
         signer: Signs result URLs.
+        link: Gives result URLs elsewhere (presigned bucket URLs); the API's signed
+            ``/v2/files/`` URL where it gives None.
 
     Returns:
         ``{"id", "url", "status", "preview", "thumbnails", "original_file", "user_data"}``,
@@ -42,7 +49,10 @@ def job_object(row: JobRow, signer: Signer) -> dict[str, Any]:
         thumbnails = []
         for t in row.result["thumbnails"]:
             item = {k: v for k, v in t.items() if k != "file"}
-            item["url"] = base + signer.sign(file_path(row.id, t["file"]), int(row.expires))
+            url = link(row.id, t["file"], row.expires) if link is not None else None
+            if url is None:
+                url = base + signer.sign(file_path(row.id, t["file"]), int(row.expires))
+            item["url"] = url
             thumbnails.append(item)
         obj["thumbnails"] = thumbnails
         obj["preview"] = thumbnails[0] if thumbnails else None
