@@ -262,14 +262,17 @@ def test_hls_playlist_named_mp4_opens_nothing(tmp_path: Path) -> None:
             f"#EXTINF:10,\nfile://{secret}\n#EXTINF:10,\n{secret}\n"
             f"#EXTINF:10,\n{listener.url('/seg.ts')}\n#EXT-X-ENDLIST\n"
         )
-        assert sniff(playlist).startswith("text/")  # never a video type
+        assert sniff(playlist) == "application/vnd.apple.mpegurl"  # never a video type
         proc = run_previewer("convert", playlist, "-o", out, "--json", text=True)
-        assert proc.returncode == 3, proc.stderr  # no converter for text here
+        assert proc.returncode == 3, proc.stderr  # no converter claims playlists
         forced = run_previewer(
             "convert", playlist, "-o", out, "--converter", "video-ffmpeg", text=True
         )
         assert forced.returncode == 5
-        assert "movie.mp4: the content is text/plain, not a video container" in forced.stderr
+        assert (
+            "movie.mp4: the content is application/vnd.apple.mpegurl, not a video container"
+            in forced.stderr
+        )
         # Even if content sniffing had said MP4, the pinned demuxer refuses the playlist.
         work = tmp_path / "work"
         work.mkdir()

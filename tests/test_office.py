@@ -186,10 +186,12 @@ def test_docx_without_extension_is_sniffed(tmp_path: Path) -> None:
 
 
 def test_csv_named_so_opens_as_a_spreadsheet(tmp_path: Path) -> None:
+    """CSV goes to the table converter by default; LibreOffice still opens it when asked."""
     csv = tmp_path / "table.csv"
     csv.write_text("name,value\n" + "".join(f"row{i},{i * i}\n" for i in range(30)))
 
-    info = previewer.info(csv)
+    assert previewer.info(csv).converter == "table-story"
+    info = previewer.info(csv, converter="office-libreoffice")
 
     assert info.mime == "text/csv" and info.converter == "office-libreoffice"
     assert info.pages == 1
