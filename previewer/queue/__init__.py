@@ -23,11 +23,35 @@ from previewer.queue.config import (
     configure,
     time_limits,
 )
-from previewer.queue.submit import QueueExecutor, sanitize_url, submit_many
+from previewer.queue.cost import CLASSES, ConverterCost, Estimate, FileFacts, estimate, probe
+from previewer.queue.routing import (
+    ClassStats,
+    Route,
+    choose_route,
+    queue_name,
+    queue_stats,
+    read_history,
+    worker_queues,
+)
+from previewer.queue.submit import QueueExecutor, default_tenant, sanitize_url, submit_many
 from previewer.queue.worker import PRELOAD, convert_file, preload
 
 __all__ = [
     "BROKER_ENV",
+    "CLASSES",
+    "ClassStats",
+    "ConverterCost",
+    "Estimate",
+    "FileFacts",
+    "Route",
+    "choose_route",
+    "default_tenant",
+    "estimate",
+    "probe",
+    "queue_name",
+    "queue_stats",
+    "read_history",
+    "worker_queues",
     "DEFAULT_BROKER",
     "PRELOAD",
     "TASK_NAME",

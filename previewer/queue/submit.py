@@ -1,7 +1,9 @@
 """The submitting side of the queue: an executor of the batch engine that sends files to workers.
 
-:class:`QueueExecutor` runs a batch's jobs on queue workers: one task per file, sent to the
-run's queue, at most ``max_in_flight`` at a time when asked; results are collected as they
+:class:`QueueExecutor` runs a batch's jobs on queue workers: one task per file, each classed
+first and sent to its class's queue (:mod:`previewer.queue.routing`), at most a window of files
+per class sent and unfinished (and ``max_in_flight`` in all when asked), so that the run's burst
+waits here rather than in front of other submitters' files. Results are collected as they
 complete (riding out broker outages, resending files a restarted Redis lost) and go to the
 batch's sink like a local run's. An interrupted submitter cancels its run (:func:`cancel_run`);
 one killed without cancelling stops renewing its heartbeat, and workers discard its files.
@@ -13,7 +15,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,15 +36,27 @@ from previewer.queue.config import (
     configure,
     time_limits,
 )
+from previewer.queue.cost import CLASSES, ConverterCost
+from previewer.queue.routing import (
+    ENQUEUED_HEADER,
+    WINDOWS,
+    Route,
+    choose_route,
+    queue_name,
+    read_history,
+)
 from previewer.queue.wire import _failure_result, _rebuild_result
 from previewer.results import BatchReport, FileResult
 
 if TYPE_CHECKING:
     from previewer.registry import Registry
 
-__all__ = ["QueueExecutor", "cancel_run", "submit_many"]
+__all__ = ["QueueExecutor", "cancel_run", "default_tenant", "submit_many"]
 
 log = logging.getLogger(__name__)
+
+LOOKAHEAD = 64
+"""Files classed ahead of sending (each probe costs about a millisecond)."""
 
 
 def submit_many(
@@ -55,13 +70,15 @@ def submit_many(
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     outage_grace: float = 60.0,
-    poll_interval: float = 0.1,
+    poll_interval: float = 0.05,
     stall_check: float = 30.0,
     heartbeat: float = HEARTBEAT,
     queue: str | None = None,
     max_in_flight: int | None = None,
     resume: bool = False,
     journal: bool | None = None,
+    tenant: str | None = None,
+    windows: Mapping[str, int] | None = None,
 ) -> BatchReport:
     """Convert files and directory trees on queue workers; report like a local batch.
 
@@ -88,11 +105,17 @@ def submit_many(
             submitter waits. Workers discard the files of a run whose heartbeat expired (its
             submitter was killed); an interrupted submitter (Ctrl-C, SIGTERM) cancels its run
             at once (see :func:`cancel_run`).
-        queue: The Celery queue to send the files to (default: ``celery``, which
-            ``previewer worker`` consumes unless given ``-Q``).
-        max_in_flight: Files queued or running at once (default: all of them at once).
+        queue: Send every file to this Celery queue whatever its class (default: each class
+            to its queue, ``previewer.light``, ``previewer.heavy``, ``previewer.office``,
+            which ``previewer worker`` consumes unless given ``-Q``).
+        max_in_flight: Files queued or running at once, all classes together (default: the
+            sum of the class windows).
         resume: Skip inputs whose previews are up to date (the journal, as locally).
         journal: Record converted inputs in the journal (default: when ``resume``).
+        tenant: Who submits (reported with each file and in the workers' statistics; default:
+            the user name).
+        windows: Files of each class kept sent and unfinished at once (default:
+            :data:`~previewer.queue.routing.WINDOWS`).
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -113,12 +136,14 @@ def submit_many(
         poll_interval=poll_interval,
         stall_check=stall_check,
         heartbeat=heartbeat,
+        tenant=tenant,
+        windows=windows,
     )
     jobs = batch.collect(sources, options.out_dir, include=include, exclude=exclude, hidden=hidden)
     return batch.run(
         jobs,
         options,
-        Registry(),  # unused here: the workers have theirs
+        Registry(),  # to class the files as the workers' registry will convert them
         executor=executor,
         resume=resume,
         journal=journal,
@@ -137,9 +162,11 @@ class QueueExecutor:
         queue: str | None = None,
         max_in_flight: int | None = None,
         outage_grace: float = 60.0,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.05,
         stall_check: float = 30.0,
         heartbeat: float = HEARTBEAT,
+        tenant: str | None = None,
+        windows: Mapping[str, int] | None = None,
     ) -> None:
         if max_in_flight is not None and (
             isinstance(max_in_flight, bool)
@@ -155,6 +182,8 @@ class QueueExecutor:
         self.max_in_flight = max_in_flight
         self.outage_grace, self.poll_interval = outage_grace, poll_interval
         self.stall_check, self.heartbeat = stall_check, heartbeat
+        self.tenant = tenant or default_tenant()
+        self.windows = {cls: max(1, int((windows or WINDOWS).get(cls, 1))) for cls in CLASSES}
         self.client: Celery | None = None
 
     def prepare(self, jobs: Sequence[Job], options: Options, task: BatchTask) -> None:
@@ -209,62 +238,136 @@ class QueueExecutor:
         # backend opens for every sent task (and closes in forget) would only add round trips.
         client.backend.on_task_call = lambda producer, task_id: None
         run = uuid.uuid4().hex
-        queue = client.conf.task_default_queue
+        history = _history(client)
+        waiting: dict[str, deque[_Sent]] = {cls: deque() for cls in CLASSES}
+        sent_of: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        limit = self.max_in_flight
 
         def send(sent: _Sent, producer: Any) -> str:
+            route = sent.route.to_dict()
+            route["enqueued"] = time.time()
             async_result = client.send_task(
                 TASK_NAME,
                 args=sent.args,
+                kwargs={"route": route},
                 task_id=sent.task_id,
                 argsrepr=repr(sent.abs_path),  # what worker logs show, without the options
-                kwargsrepr="{}",
+                kwargsrepr=f"{{class: {sent.route.cls}, tenant: {sent.route.tenant}}}",
                 soft_time_limit=soft,
                 time_limit=hard,
                 producer=producer,
-                queue=queue,
-                headers={"previewer_run": run},  # how cancel_run finds the run's messages
+                queue=sent.route.queue,
+                # how cancel_run finds the run's messages, and queue_stats a message's age
+                headers={"previewer_run": run, ENQUEUED_HEADER: route["enqueued"]},
             )
             return str(async_result.id)
 
         def finish(sent: _Sent, result: FileResult) -> None:
+            sent_of[sent.route.cls] -= 1
+            if result.queue is None:  # failed on the worker without a result of its own
+                result.queue = sent.route.to_dict()
             sink.add(sent.job, result, sent.stat)
 
+        def room(cls: str) -> int:
+            return self.windows[cls] - sent_of[cls]
+
         alive = _Heartbeat(client, run, self.heartbeat)
-        gather = _Gatherer(client, pending, finish, options, self.shown, send, alive)
+        queues = sorted({q for q in (self.queue, *self.class_queues()) if q})
+        gather = _Gatherer(client, pending, finish, options, self.shown, send, alive, queues)
         timing = (self.outage_grace, self.poll_interval, self.stall_check)
+        todo = iter(work)
+        exhausted = False
         try:
             alive.beat(force=True)
-            with client.producer_or_acquire() as producer:
-                for job, stat, ready in work:
+            while True:
+                # Class files ahead while some class has room its waiting files cannot fill
+                # (a heavy file deep in a light burst still starts early), within LOOKAHEAD.
+                while not exhausted and sum(map(len, waiting.values())) < LOOKAHEAD:
+                    if not any(room(c) > len(waiting[c]) for c in CLASSES):
+                        break
+                    item = next(todo, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    job, stat, ready = item
                     alive.beat()
                     if ready is not None:
                         sink.add(job, ready)
                         continue
-                    if self.max_in_flight is not None and len(pending) >= self.max_in_flight:
-                        gather.run(*timing, until=self.max_in_flight - 1)
-                    abs_path = os.path.abspath(str(job.source))
-                    opts = replace(
-                        options,
-                        out_dir=Path(os.path.abspath(job.out_dir)),
-                        out_root=Path(os.path.abspath(options.out_dir)),
-                    )
-                    args = [abs_path, opts.to_dict(), job.given_name, run]
-                    sent = _Sent(job, abs_path, args, stat)
-                    sent.task_id = str(uuid.uuid4())
-                    pending[sent.task_id] = sent  # before sending: an interrupt may come
-                    send(sent, producer)
+                    sent = self._prepare_job(job, stat, options, registry, run, history)
+                    waiting[sent.route.cls].append(sent)
+                with client.producer_or_acquire() as producer:
+                    for cls in CLASSES:
+                        while waiting[cls] and room(cls) > 0:
+                            if limit is not None and len(pending) >= limit:
+                                break
+                            sent = waiting[cls].popleft()
+                            sent_of[cls] += 1
+                            pending[str(sent.task_id)] = sent  # first: an interrupt may come
+                            send(sent, producer)
+                if exhausted and not any(waiting.values()):
+                    break
+                if pending:
+                    gather.run(*timing, until=len(pending) - 1)
             gather.run(*timing)
             alive.stop()
         except BaseException as exc:
             if not _is_connection_error(exc):
                 # Interrupted (Ctrl-C, SIGTERM) or a bug: nobody will wait for the rest.
                 if pending:
-                    cancel_run(client, run, set(pending))
+                    cancel_run(client, run, set(pending), queues)
                 raise
             raise BrokerUnavailableError(
                 f"lost the queue broker {self.shown}: {exc}",
                 hint="restart Redis and run again (finished previews are kept)",
             ) from exc
+
+    def class_queues(self) -> list[str]:
+        """The queues this executor may send to."""
+        if self.queue:
+            return [self.queue]
+        return [queue_name(cls) for cls in CLASSES]
+
+    def _prepare_job(
+        self,
+        job: Job,
+        stat: Stat,
+        options: Options,
+        registry: Registry,
+        run: str,
+        history: Mapping[str, ConverterCost],
+    ) -> _Sent:
+        """A job as a task: its arguments, and its route (probed and classed here)."""
+        abs_path = os.path.abspath(str(job.source))
+        opts = replace(
+            options,
+            out_dir=Path(os.path.abspath(job.out_dir)),
+            out_root=Path(os.path.abspath(options.out_dir)),
+        )
+        route = choose_route(
+            abs_path, options, self.tenant, registry=registry, history=history, queue=self.queue
+        )
+        args = [abs_path, opts.to_dict(), job.given_name, run]
+        return _Sent(job, abs_path, args, stat, str(uuid.uuid4()), route)
+
+
+def default_tenant() -> str:
+    """The tenant of a submitter that names none: the user name, else ``default``."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "default"
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        return "default"
+
+
+def _history(client: Celery) -> dict[str, ConverterCost]:
+    """The converters' cost history kept by the workers (empty when it cannot be read)."""
+    try:
+        return read_history(client.backend.client)
+    except Exception as exc:  # noqa: BLE001 - the estimate then uses its defaults
+        log.debug("cannot read the converters' cost history: %s", exc)
+        return {}
 
 
 def sanitize_url(url: str) -> str:
@@ -281,8 +384,9 @@ class _Sent:
     job: Job
     abs_path: str
     args: list[Any]
-    stat: Stat = None
-    task_id: str | None = None
+    stat: Stat
+    task_id: str
+    route: Route
 
 
 class _Gatherer:
@@ -297,10 +401,11 @@ class _Gatherer:
         shown: str,
         send: Callable[[_Sent, Any], str],
         alive: _Heartbeat,
+        queues: list[str],
     ) -> None:
         self.client, self.pending, self.finish = client, pending, finish
         self.options, self.shown, self.send = options, shown, send
-        self.alive = alive
+        self.alive, self.queues = alive, queues
 
     def run(
         self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
@@ -377,7 +482,7 @@ class _Gatherer:
     def resend_lost(self) -> None:
         """Send again the pending files the broker no longer knows about."""
         self.alive.beat(force=True)  # first, so that workers do not discard what is resent
-        lost = _lost_tasks(self.client, set(self.pending))
+        lost = _lost_tasks(self.client, set(self.pending), self.queues)
         if not lost:
             return
         log.warning(
