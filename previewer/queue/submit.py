@@ -11,6 +11,7 @@ one killed without cancelling stops renewing its heartbeat, and workers discard 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -290,21 +291,23 @@ class QueueExecutor:
                         exhausted = True
                         break
                     job, stat, ready = item
-                    alive.beat()
+                    with contextlib.suppress(Exception):  # an outage: the gatherer handles it
+                        alive.beat()
                     if ready is not None:
                         sink.add(job, ready)
                         continue
                     sent = self._prepare_job(job, stat, options, registry, run, history)
                     waiting[sent.route.cls].append(sent)
-                with client.producer_or_acquire() as producer:
-                    for cls in CLASSES:
-                        while waiting[cls] and room(cls) > 0:
-                            if limit is not None and len(pending) >= limit:
-                                break
-                            sent = waiting[cls].popleft()
-                            sent_of[cls] += 1
-                            pending[str(sent.task_id)] = sent  # first: an interrupt may come
-                            send(sent, producer)
+                batch: list[_Sent] = []
+                for cls in CLASSES:
+                    while waiting[cls] and room(cls) > 0:
+                        if limit is not None and len(pending) >= limit:
+                            break
+                        sent = waiting[cls].popleft()
+                        sent_of[cls] += 1
+                        pending[str(sent.task_id)] = sent  # first: an interrupt may come
+                        batch.append(sent)
+                self._send_all(client, batch, send)
                 if exhausted and not any(waiting.values()):
                     break
                 if pending:
@@ -321,6 +324,41 @@ class QueueExecutor:
                 f"lost the queue broker {self.shown}: {exc}",
                 hint="restart Redis and run again (finished previews are kept)",
             ) from exc
+
+    def _send_all(
+        self, client: Celery, batch: list[_Sent], send: Callable[[_Sent, Any], str]
+    ) -> None:
+        """Send ``batch``, riding out a broker outage of up to ``outage_grace`` seconds.
+
+        A file whose send failed is sent again once the broker is back (a duplicate is
+        harmless: tasks are idempotent and the gatherer takes the first result).
+
+        Raises:
+            BrokerUnavailableError: If the broker stays unreachable for ``outage_grace``.
+        """
+        outage_since: float | None = None
+        while batch:
+            try:
+                with client.producer_or_acquire() as producer:
+                    while batch:
+                        send(batch[0], producer)
+                        batch.pop(0)
+                if outage_since is not None:
+                    log.warning("queue broker %s is back", self.shown)
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    raise
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    log.warning("queue broker %s unreachable (%s); retrying", self.shown, exc)
+                if now - outage_since > self.outage_grace:
+                    raise BrokerUnavailableError(
+                        f"the queue broker {self.shown} has been unreachable for "
+                        f"{self.outage_grace:g} s: {exc}",
+                        hint="restart Redis and run again (finished previews are kept)",
+                    ) from exc
+                time.sleep(min(1.0, max(self.poll_interval, 0.2)))
 
     def class_queues(self) -> list[str]:
         """The queues this executor may send to."""
