@@ -31,6 +31,14 @@ __all__ = ["worker"]
     "node of their own); the others take heavy, office and light files. 0: one node for all.",
 )
 @click.option(
+    "--mixed-nice",
+    type=click.IntRange(min=0, max=19),
+    default=5,
+    show_default=True,
+    help="Niceness added to the node that takes heavy files, so that on busy cores light "
+    "files go first.",
+)
+@click.option(
     "--stats-interval",
     type=click.FloatRange(min=0),
     default=30.0,
@@ -83,6 +91,7 @@ def worker(
     hostname: str | None,
     loglevel: str,
     light_slots: int,
+    mixed_nice: int,
     stats_interval: float,
 ) -> None:
     """Run a queue worker that converts files sent by `previewer convert --broker`.
@@ -142,7 +151,7 @@ def worker(
     if names:
         nodes = [Node("all", concurrency, tuple(worker_queues(names)))]
     else:
-        nodes = default_layout(processes, light_slots)
+        nodes = default_layout(processes, light_slots, mixed_nice)
     raise SystemExit(
         run_nodes(queue.app, nodes, argv, hostname=hostname, stats_interval=stats_interval)
     )

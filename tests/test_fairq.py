@@ -293,6 +293,11 @@ def test_giants_do_not_delay_small_files(pair: tuple[str, Worker], tmp_path: Pat
     assert stats["light"].recent > 0 and stats["light"].depth == 0
     assert stats["heavy"].recent >= 2
     assert "queues: light depth 0" in worker.text()
+    # The mixed node (heavy files) runs niced: light files go first on busy cores.
+    import psutil
+
+    nodes = psutil.Process(worker.proc.pid).children()
+    assert sorted(p.nice() for p in nodes) == [0, 5]
 
 
 def test_small_submitter_is_not_stuck_behind_a_burst(

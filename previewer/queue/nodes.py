@@ -5,7 +5,9 @@ every queue the node consumes. So that a burst of heavy files never takes every 
 default layout of a worker with two or more processes is two nodes forked from one warm parent:
 a light node (``light_slots`` processes consuming ``previewer.light`` only) and a mixed node
 (the other processes, consuming heavy, office and light; kombu takes from a node's non-empty
-queues in turn, so it alternates heavy and light work rather than starving either). The parent
+queues in turn, so it alternates heavy and light work rather than starving either), run at a
+lower CPU priority (``nice`` :data:`MIXED_NICE`) so that on busy cores the light node's
+conversions go first and a giant render takes what is left. The parent
 supervises them: a stop signal goes to both, and when one exits the other is stopped too. It
 also logs each class's queue depth and waits every ``stats_interval`` seconds.
 """
@@ -30,6 +32,8 @@ __all__ = ["Node", "default_layout", "node_name", "run_nodes"]
 
 log = logging.getLogger(__name__)
 
+MIXED_NICE = 5
+"""Niceness added to the mixed node (its giant renders yield the CPU to the light node)."""
 STATS_INTERVAL = 30.0
 """Seconds between two log lines of per-class queue depth and waits."""
 
@@ -42,19 +46,24 @@ class Node:
         role: ``light``, ``mixed`` or ``all`` (a single node), added to the node's name.
         concurrency: Its pool processes (None: Celery's default, one per CPU).
         queues: The queues it consumes, in order.
+        nice: Niceness added to its processes.
     """
 
     role: str
     concurrency: int | None
     queues: tuple[str, ...]
+    nice: int = 0
 
 
-def default_layout(concurrency: int, light_slots: int = 1) -> list[Node]:
+def default_layout(
+    concurrency: int, light_slots: int = 1, mixed_nice: int = MIXED_NICE
+) -> list[Node]:
     """The nodes of a worker given no ``-Q``: a light node and a mixed one from 2 processes.
 
     Args:
         concurrency: Processes in all (>= 1).
         light_slots: Processes that take light files only (kept below ``concurrency``).
+        mixed_nice: Niceness added to the mixed node.
 
     Returns:
         One node consuming every class with one process; else the light and the mixed node.
@@ -65,7 +74,7 @@ def default_layout(concurrency: int, light_slots: int = 1) -> list[Node]:
     light = min(light_slots, concurrency - 1)
     return [
         Node("light", light, (queue_name(LIGHT),)),
-        Node("mixed", concurrency - light, every),
+        Node("mixed", concurrency - light, every, mixed_nice),
     ]
 
 
@@ -114,6 +123,8 @@ def run_nodes(
             code = 1
             try:
                 die_with_parent(parent)
+                if node.nice:
+                    os.nice(node.nice)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 celery_app.worker_main(node_argv)
