@@ -3,7 +3,8 @@
 :mod:`~previewer.queue.config` holds the app and its settings, :mod:`~previewer.queue.worker`
 the task ``previewer.convert_file`` that workers run, :mod:`~previewer.queue.wire` how their
 JSON results become :class:`~previewer.results.FileResult` objects again, and
-:mod:`~previewer.queue.submit` the batch engine's queue executor (:func:`submit_many`), and
+:mod:`~previewer.queue.submit` the batch engine's queue executor (:func:`submit_many`),
+:mod:`~previewer.queue.gather` how it collects results, and
 :mod:`~previewer.queue.broker` what the submitter keeps in Redis (heartbeat, cancellation).
 
 Usage: ``previewer worker`` (or ``celery -A previewer.queue worker``); send files with

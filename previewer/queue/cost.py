@@ -259,6 +259,8 @@ def probe(path: str, options: Options, registry: Registry) -> FileFacts:
     except Exception:  # noqa: BLE001 - unsupported or unavailable: fails fast on the worker
         converter = None
     facts = FileFacts(mime, converter, size)
+    if size >= HEAVY_BYTES:
+        return facts  # heavy by its size alone: nothing more to read
     try:
         if converter == _PDF_CONVERTER:
             return _probe_document(path, facts, options)
