@@ -56,6 +56,8 @@ class _Gatherer:
         self.client, self.pending, self.finish = client, pending, finish
         self.options, self.shown, self.send = options, shown, send
         self.alive, self.queues = alive, queues
+        self.server: str | None = None
+        self.progress_at = time.monotonic()
 
     def run(
         self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
@@ -63,18 +65,20 @@ class _Gatherer:
         """Collect results until at most ``until`` files are pending (all of them by default)."""
         backend = self.client.backend
         outage_since: float | None = None
-        progress_at = time.monotonic()
-        server = _server_id(self.client)
+        # The run calls this between sends: the server's id and the time of the last result
+        # are the run's, not this call's, so a restart between two calls is still noticed.
+        if self.server is None:
+            self.server = _server_id(self.client)
         while len(self.pending) > until:
             try:
                 self.alive.beat()
-                if time.monotonic() - progress_at > stall_check:
+                if time.monotonic() - self.progress_at > stall_check:
                     # No result for a while: a Redis restarted between two polls goes unseen
                     # as an outage, but not as a new server.
-                    progress_at = time.monotonic()
+                    self.progress_at = time.monotonic()
                     current = _server_id(self.client)
-                    if current is not None and current != server:
-                        server = current
+                    if current is not None and current != self.server:
+                        self.server = current
                         self.resend_lost()
                 ready = list(
                     backend.get_many(
@@ -87,10 +91,10 @@ class _Gatherer:
                     long_outage = time.monotonic() - outage_since > self.alive.ttl / 2
                     outage_since = None
                     current = _server_id(self.client)
-                    if current is None or current != server or long_outage:
+                    if current is None or current != self.server or long_outage:
                         # Restarted (or cannot tell), or away so long that the heartbeat may
                         # have expired and workers discarded files: look for lost ones.
-                        server = current
+                        self.server = current
                         self.resend_lost()
             except Exception as exc:
                 if not _is_connection_error(exc):
@@ -108,7 +112,7 @@ class _Gatherer:
                 time.sleep(min(1.0, max(poll_interval, 0.2)))
                 continue
             if ready:
-                progress_at = time.monotonic()
+                self.progress_at = time.monotonic()
                 self.collect(ready)
 
     def collect(self, ready: list[tuple[str, dict[str, Any]]]) -> None:
@@ -128,6 +132,11 @@ class _Gatherer:
             else:
                 result = _failure_result(meta, job.display, self.options.limits.timeout)
             self.finish(sent, result)
+
+    def after_outage(self) -> None:
+        """The broker was away while files were being sent: resend what a restart lost."""
+        self.server = _server_id(self.client)
+        self.resend_lost()
 
     def resend_lost(self) -> None:
         """Send again the pending files the broker no longer knows about."""

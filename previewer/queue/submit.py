@@ -306,7 +306,8 @@ class QueueExecutor:
                         sent_of[cls] += 1
                         pending[str(sent.task_id)] = sent  # first: an interrupt may come
                         batch.append(sent)
-                self._send_all(client, batch, send)
+                if self._send_all(client, batch, send):
+                    gather.after_outage()
                 if exhausted and not any(waiting.values()):
                     break
                 if pending:
@@ -326,11 +327,14 @@ class QueueExecutor:
 
     def _send_all(
         self, client: Celery, batch: list[_Sent], send: Callable[[_Sent, Any], str]
-    ) -> None:
+    ) -> bool:
         """Send ``batch``, riding out a broker outage of up to ``outage_grace`` seconds.
 
         A file whose send failed is sent again once the broker is back (a duplicate is
         harmless: tasks are idempotent and the gatherer takes the first result).
+
+        Returns:
+            Whether the broker was away meanwhile (files sent before may have been lost).
 
         Raises:
             BrokerUnavailableError: If the broker stays unreachable for ``outage_grace``.
@@ -344,6 +348,7 @@ class QueueExecutor:
                         batch.pop(0)
                 if outage_since is not None:
                     log.warning("queue broker %s is back", self.shown)
+                    return True
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
@@ -358,6 +363,7 @@ class QueueExecutor:
                         hint="restart Redis and run again (finished previews are kept)",
                     ) from exc
                 time.sleep(min(1.0, max(self.poll_interval, 0.2)))
+        return outage_since is not None
 
     def class_queues(self) -> list[str]:
         """The queues this executor may send to."""
