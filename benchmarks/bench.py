@@ -1156,6 +1156,199 @@ def queue_targets(rows: list[Row]) -> list[dict[str, Any]]:
     return found
 
 
+# --------------------------------------------------------------------------- queue-burst
+
+BURST_FILES = 300
+"""Small files of the queue-burst case (``--burst-files N``)."""
+BURST_GIANTS = (
+    ("giant-a.pdf", ["-s", "8000"]),
+    ("giant-b.pdf", ["-s", "8000"]),
+    ("long-300.pdf", ["-p", "all"]),
+)
+"""The giants sent beside the burst, each by its own submitter, with its own flags."""
+
+
+def generate_burst_giants(directory: Path) -> None:
+    """Two 20,000 x 30,000 pt vector pages and a 300-page PDF (child process)."""
+    import pymupdf
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, seed in (("giant-a.pdf", 1), ("giant-b.pdf", 2)):
+        doc = pymupdf.open()
+        page = doc.new_page(width=20_000, height=30_000)
+        for k in range(600):
+            x, y = (k * 613 * seed) % 19_000, (k * 997) % 29_000
+            page.draw_circle(
+                (x + 500, y + 500), 300 + k % 500, color=(0, 0.3, 0.6), fill=(k % 7 / 7, 0.4, 0.2)
+            )
+        doc.save(directory / name)
+    doc = pymupdf.open()
+    for p in range(300):
+        page = doc.new_page()
+        page.insert_text((72, 72), f"page {p + 1}", fontsize=24)
+        page.draw_rect((60, 100, 500, 700), color=(0, 0, 1), fill=(0.9, 0.9, 1))
+    doc.save(directory / "long-300.pdf")
+
+
+def burst_inputs(inputs: Path, files: int) -> tuple[Path, Path]:
+    """``files`` small mixed files (spread over the pool's 1,000 mixed ones) and the giants."""
+    import subprocess
+
+    mixed, _subset, _trivial = pool_inputs(inputs)
+    root = inputs / f"burst-{files}"
+    small, giants = root / "small", root / "giants"
+    if (root / "STAMP").exists():
+        return small, giants
+    shutil.rmtree(root, ignore_errors=True)
+    small.mkdir(parents=True)
+    pool = sorted(mixed.iterdir())
+    for i in range(files):
+        src = pool[(i * 997) % len(pool)]  # every kind, not the first N (all PDFs)
+        shutil.copyfile(src, small / f"{i:04d}{src.suffix}")
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--generate-burst", str(giants)],
+        check=True,
+    )
+    (root / "STAMP").write_text("ok\n")
+    return small, giants
+
+
+def _burst_round(
+    previewer: str, url: str, small: Path, giants: Path, out: Path, mode: str, env: dict[str, str]
+) -> dict[str, Any]:
+    """One burst: the small files alone, beside the giants, or all in one queue (the old way)."""
+    import subprocess
+
+    import redis as redis_py
+
+    shutil.rmtree(out, ignore_errors=True)
+    one_queue = ["--queue", "previewer.light"] if mode == "one queue" else []
+    procs = []
+    if mode != "alone":
+        client = redis_py.Redis.from_url(url)
+        for name, flags in BURST_GIANTS:
+            procs.append(
+                subprocess.Popen(
+                    [previewer, "convert", str(giants / name), "-o", str(out / "giants")]
+                    + ["--broker", url, "-q", "--tenant", "giants", *flags, *one_queue],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                )
+            )
+        _wait(lambda: client.hlen("unacked") >= 1, 30, "a giant to start")
+        time.sleep(0.5)  # the other giants queued too
+    started = time.monotonic()
+    done = subprocess.run(
+        [previewer, "convert", str(small), "-o", str(out / "small"), "--broker", url, "--json"]
+        + ["-q", "--force", "--tenant", "burst", *one_queue],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=BATCH_TIMEOUT,
+    )
+    wall = time.monotonic() - started
+    giant_ok = all(p.wait(BATCH_TIMEOUT) == 0 for p in procs)
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    waits = sorted(
+        float(r["queue"]["wait"]) for r in lines if r.get("queue", {}).get("wait") is not None
+    )
+    converted = sum(r["status"] == "converted" for r in lines)
+
+    def q(p: float) -> float:
+        return waits[min(len(waits) - 1, round(p * (len(waits) - 1)))] if waits else float("nan")
+
+    return {
+        "wall": wall,
+        "files_per_s": converted / wall,
+        "converted": converted,
+        "p50": q(0.5),
+        "p95": q(0.95),
+        "max": waits[-1] if waits else float("nan"),
+        "giants_ok": giant_ok,
+    }
+
+
+def run_queue_burst(
+    runner: Runner,
+    previewer: Tool,
+    inputs: Path,
+    runs: int,
+    work: Path,
+    env: dict[str, str],
+    files: int,
+) -> list[Row]:
+    """N small mixed files through one ``previewer worker -c 2`` (light node + mixed node):
+    alone, beside 3 giants (each its own submitter), and beside them in one queue as before
+    classes; waits of the small files (enqueue to start) and files/s vs local ``-j 2``."""
+    import subprocess
+
+    if not previewer.exe:
+        return [Row("queue-burst", "previewer", available=False, note="n/a (previewer not found)")]
+    small, giants = burst_inputs(inputs, files)
+    try:
+        setup = QueueSetup(previewer.exe, env, runner.logdir)
+    except RuntimeError as exc:
+        return [Row("queue-burst", "previewer", available=False, note=f"n/a ({exc})")]
+    case = f"queue-burst-{files}+{len(BURST_GIANTS)}"
+    modes = ("alone", "with giants", "one queue")
+    found: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    local: list[float] = []
+    try:
+        url = setup.url(9)
+        log = runner.logdir / "queue-burst-worker.log"
+        fh = open(log, "wb")  # noqa: SIM115 - closed by setup.close()
+        setup.logs.append(fh)
+        proc = subprocess.Popen(
+            [previewer.exe, "worker", "--broker", url, "-c", "2", "-n", "burst@%h"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+        setup.procs.append(proc)
+        _wait(
+            lambda: log.read_bytes().count(b" ready.") >= 2 or proc.poll() is not None, 60, "worker"
+        )
+        progress(f"{case}: small files alone / beside giants / one queue, vs local -j 2")
+        _burst_round(
+            previewer.exe, url, small, giants, work / "results" / case / "warm", "alone", env
+        )
+        for _round in range(runs):
+            for mode in modes:
+                out = work / "results" / case / mode.replace(" ", "-")
+                found[mode].append(_burst_round(previewer.exe, url, small, giants, out, mode, env))
+            out = work / "results" / case / "local"
+            shutil.rmtree(out, ignore_errors=True)
+            sample = runner.run(
+                [previewer.exe, "convert", str(small), "-o", str(out), "-j", "2", "-q"],
+                f"{case}.local",
+                timeout=BATCH_TIMEOUT,
+            )
+            local.append(files / sample.wall)
+    finally:
+        setup.close()
+    rows = []
+    for mode in modes:
+        rounds = found[mode]
+        row = Row(case, f"--broker, small files {mode}")
+        row.files_per_s = median([x["files_per_s"] for x in rounds])
+        row.note = (
+            f"small waits p50 {median([x['p50'] for x in rounds]):.3f} s, "
+            f"p95 {median([x['p95'] for x in rounds]):.3f} s, "
+            f"max {median([x['max'] for x in rounds]):.3f} s"
+            + ("" if mode == "alone" else f"; giants ok: {all(x['giants_ok'] for x in rounds)}")
+        )
+        row.samples = [Sample(x["wall"], 0, 0.0, 0) for x in rounds]
+        rows.append(row)
+    row = Row(case, "previewer -j 2 (local, small files)")
+    row.files_per_s = median(local)
+    rows.append(row)
+    for row in rows:
+        progress(f"  {row.tool}: {row.files_per_s:.1f} files/s; {row.note}")
+    return rows
+
+
 # --------------------------------------------------------------------------- office
 
 OFFICE_BATCH = 20
@@ -1923,6 +2116,13 @@ def main() -> None:
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate-giant", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate-raw", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--generate-burst", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--burst-files",
+        type=int,
+        default=BURST_FILES,
+        help=f"small files of the queue-burst case (default {BURST_FILES})",
+    )
     args = parser.parse_args()
 
     if args.generate:
@@ -1933,6 +2133,8 @@ def main() -> None:
         return
     if args.generate_raw:
         generate_raw(args.generate_raw)
+    if args.generate_burst:
+        generate_burst_giants(args.generate_burst)
         return
     if args.quick:
         args.runs = 3 if args.runs is None else args.runs
@@ -2073,10 +2275,14 @@ def main() -> None:
         rows += run_batch(runner, t["previewer"], files, peers, args.batch_runs, work)
     if wanted("pool"):
         rows += run_pool(runner, t["previewer"], inputs, args.batch_runs, work)
-    if wanted("queue"):
+    if wanted("queue") and "queue-burst" not in only:
         rows += run_queue(runner, t["previewer"], inputs, args.batch_runs, work, env)
     if wanted("raw"):
         rows += run_raw(runner, t, inputs, args.runs, work)
+    if wanted("queue-burst"):
+        rows += run_queue_burst(
+            runner, t["previewer"], inputs, args.batch_runs, work, env, args.burst_files
+        )
     if wanted("office"):
         rows += run_office(runner, t["previewer"], py, args.batch_runs, inputs, work)
     if wanted("text"):

@@ -165,6 +165,9 @@ class FileResult:
         warnings: What the engines reported while converting it (Pillow's warnings, libtiff's
             or MuPDF's messages), without repeats; also logged to the ``previewer.engine``
             logger.
+        queue: For a file converted by queue workers: its route and wait (``queue``,
+            ``class``, ``tenant``, ``estimate`` seconds, ``wait`` seconds from enqueueing to
+            the task's start, ``started`` epoch seconds, ``attempt``); None otherwise.
     """
 
     input: str
@@ -176,6 +179,7 @@ class FileResult:
     reason: str = ""
     duration: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    queue: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -208,6 +212,8 @@ class FileResult:
         }
         if self.reason:
             data["reason"] = self.reason
+        if self.queue is not None:
+            data["queue"] = dict(self.queue)
         if detail:
             data["error_detail"] = self.error.to_dict() if self.error is not None else None
         return data
@@ -253,6 +259,7 @@ class FileResult:
             reason=str(data.get("reason", "")),
             duration=float(data.get("duration", 0.0)),
             warnings=[str(w) for w in data.get("warnings") or []],
+            queue=dict(data["queue"]) if isinstance(data.get("queue"), Mapping) else None,
         )
 
 

@@ -19,7 +19,31 @@ __all__ = ["worker"]
     "-Q",
     "--queues",
     multiple=True,
-    help="Queues to consume, repeatable or comma-separated (default: celery).",
+    help="Queues to consume, repeatable or comma-separated: light, heavy, office (the class "
+    "queues previewer.light, ...) or any queue name (default: every class, split as below).",
+)
+@click.option(
+    "--light-slots",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Without -Q and with 2 or more processes: processes that take light files only (a "
+    "node of their own); the others take heavy, office and light files. 0: one node for all.",
+)
+@click.option(
+    "--mixed-nice",
+    type=click.IntRange(min=0, max=19),
+    default=5,
+    show_default=True,
+    help="Niceness added to the node that takes heavy files, so that on busy cores light "
+    "files go first.",
+)
+@click.option(
+    "--stats-interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between log lines of each class's queue depth and waits (0: none).",
 )
 @click.option(
     "--broker",
@@ -66,6 +90,9 @@ def worker(
     max_memory_per_child: int,
     hostname: str | None,
     loglevel: str,
+    light_slots: int,
+    mixed_nice: int,
+    stats_interval: float,
 ) -> None:
     """Run a queue worker that converts files sent by `previewer convert --broker`.
 
@@ -76,7 +103,13 @@ def worker(
     Examples:
       previewer worker --broker redis://queue-host:6379/0
       previewer worker --concurrency 4 --timeout 60
+      previewer worker -Q heavy,office --concurrency 2
       previewer worker -Q previews,big
+
+    \b
+    Without -Q, 2 or more processes are split: --light-slots of them (a node of their own)
+    take light files only, the others heavy, office and light ones, so giant files never hold
+    every process while small previews wait.
     """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     try:
         from previewer import queue
@@ -100,12 +133,25 @@ def worker(
         for name in ("celery.app.trace",):
             logging.getLogger(name).setLevel(logging.WARNING)
     queue.preload()
+    import logging
+    import os
+
+    from previewer.queue.nodes import Node, default_layout, run_nodes
+    from previewer.queue.routing import worker_queues
+
+    handler = logging.StreamHandler()  # the supervisor's lines (layout, queue statistics)
+    handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/supervisor] %(message)s"))
+    supervisor_log = logging.getLogger("previewer.queue.nodes")
+    supervisor_log.addHandler(handler)
+    supervisor_log.setLevel(logging.INFO)
+    supervisor_log.propagate = False
     argv = ["worker", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
-    if concurrency is not None:
-        argv.append(f"--concurrency={concurrency}")
     names = [q.strip() for item in queues for q in item.split(",") if q.strip()]
+    processes = concurrency or os.cpu_count() or 1
     if names:
-        argv.append(f"--queues={','.join(names)}")
-    if hostname:
-        argv.append(f"--hostname={hostname}")
-    queue.app.worker_main(argv)
+        nodes = [Node("all", concurrency, tuple(worker_queues(names)))]
+    else:
+        nodes = default_layout(processes, light_slots, mixed_nice)
+    raise SystemExit(
+        run_nodes(queue.app, nodes, argv, hostname=hostname, stats_interval=stats_interval)
+    )

@@ -110,8 +110,16 @@ __all__ = ["convert"]
     "--queue",
     "queue_name",
     metavar="NAME",
-    help="With --broker: send the files to this Celery queue (default: celery); "
-    "'previewer worker -Q NAME' consumes it.",
+    help="With --broker: send every file to this Celery queue whatever its class (default: "
+    "each class to its own, previewer.light/.heavy/.office); 'previewer worker -Q NAME' "
+    "consumes it.",
+)
+@click.option(
+    "--tenant",
+    metavar="NAME",
+    envvar="PREVIEWER_TENANT",
+    help="With --broker: who submits, shown with each file and in the workers' statistics "
+    "(default: the user name).",
 )
 @click.option("--keep-temp", is_flag=True, help="Keep work directories (for debugging).")
 @limit_options
@@ -136,6 +144,7 @@ def convert(
     broker: str | None,
     freedesktop: bool,
     queue_name: str | None,
+    tenant: str | None,
     keep_temp: bool,
     **limit_params: Any,
 ) -> int:
@@ -148,8 +157,9 @@ def convert(
     directories are converted, files whose previews are up to date from an earlier run are not
     redone unless --force.
 
-    -j N, --force, --report and the rest work the same with --broker (queue workers; -j N
-    bounds the files in flight) and --freedesktop (the thumbnail cache); a flag that cannot
+    -j N, --force, --report and the rest work the same with --broker (queue workers; each file
+    is classed light, heavy or office before it is queued, and -j N bounds the files of each
+    class in flight) and --freedesktop (the thumbnail cache); a flag that cannot
     apply there is refused (exit status 2).
 
     \b
@@ -201,7 +211,7 @@ def convert(
 
     walking = any(item != "-" and os.path.isdir(item) for item in inputs)
     if mode == modes.BROKER:
-        in_flight = jobs or None  # -j N bounds the files in flight; by default all are sent
+        in_flight = jobs or None  # -j N: files of each class in flight (default: its window)
     elif jobs is None:
         jobs = 0 if len(inputs) == 1 and not walking else (os.cpu_count() or 1)
     results_out = ResultPrinter(as_json=as_json, report_path=report_path)
@@ -244,7 +254,8 @@ def convert(
                 on_result=on_result,
                 on_progress=shown.total,
                 queue=queue_name,
-                max_in_flight=in_flight,
+                windows=modes.windows(in_flight),
+                tenant=tenant,
                 resume=walking and not force,
                 journal=walking,
             )
@@ -265,4 +276,6 @@ def convert(
             )
     if (len(report.results) > 1 or walking) and not quiet:
         summary(report)
+        if mode == modes.BROKER:
+            modes.queue_summary(report)
     return report.exit_code

@@ -36,6 +36,7 @@ REFUSED: dict[str, dict[str, str]] = {
         "keep_temp": "the page is rendered without a work directory to keep",
         "freedesktop": "the thumbnail cache is written to, not stdout",
         "queue_name": "it converts here",
+        "tenant": "it converts here",
     },
     FREEDESKTOP: {
         "out_dir": "thumbnails go to the thumbnail cache ($XDG_CACHE_HOME/thumbnails)",
@@ -43,12 +44,14 @@ REFUSED: dict[str, dict[str, str]] = {
         "image_format": "the thumbnail cache holds PNG files (freedesktop.org specification)",
         "quality": "the thumbnail cache holds PNG files (freedesktop.org specification)",
         "queue_name": "the thumbnail cache is filled here",
+        "tenant": "the thumbnail cache is filled here",
     },
     BROKER: {
         "max_memory": "queue workers bound memory with 'previewer worker --max-memory-per-child'",
     },
     LOCAL: {
         "queue_name": "it needs --broker",
+        "tenant": "it needs --broker",
     },
 }
 """Per mode, the flags it refuses (given on the command line) and why."""
@@ -101,7 +104,7 @@ def check_flags(ctx: click.Context, mode: str, options: Options, jobs: int | Non
     if mode == BROKER and jobs == 0 and given(ctx, "jobs"):
         raise click.UsageError(
             "--jobs 0 cannot be used with --broker: it converts in this process; with --broker "
-            "-j N bounds the files queued or running at once"
+            "-j N bounds the files of each class queued or running at once"
         )
 
 
@@ -146,3 +149,34 @@ def convert_to_stdout(inputs: Sequence[str], options: Options, registry: Any) ->
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     return int(ExitCode.OK)
+
+
+def windows(jobs: int | None) -> dict[str, int] | None:
+    """The submitter's per-class windows for ``-j N`` with ``--broker`` (None: the defaults)."""
+    if not jobs:
+        return None
+    from previewer.queue.cost import CLASSES
+
+    return dict.fromkeys(CLASSES, jobs)
+
+
+def queue_summary(report: Any) -> None:
+    """One stderr line per class of a ``--broker`` run: files, and their waits in the queue."""
+    from previewer.cli.messages import err
+    from previewer.queue.routing import percentile
+
+    waits: dict[str, list[float]] = {}
+    for result in report.results:
+        info = result.queue or {}
+        if "class" in info:
+            waits.setdefault(str(info["class"]), [])
+            if isinstance(info.get("wait"), (int, float)):
+                waits[str(info["class"])].append(float(info["wait"]))
+    for cls, values in sorted(waits.items()):
+        shown = (
+            f"wait p50 {percentile(values, 0.5):.2f} s, p95 {percentile(values, 0.95):.2f} s, "
+            f"max {max(values):.2f} s"
+            if values
+            else "no wait recorded"
+        )
+        err(f"{cls}: {len(values)} file(s) started, {shown}")

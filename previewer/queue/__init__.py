@@ -3,7 +3,8 @@
 :mod:`~previewer.queue.config` holds the app and its settings, :mod:`~previewer.queue.worker`
 the task ``previewer.convert_file`` that workers run, :mod:`~previewer.queue.wire` how their
 JSON results become :class:`~previewer.results.FileResult` objects again, and
-:mod:`~previewer.queue.submit` the batch engine's queue executor (:func:`submit_many`), and
+:mod:`~previewer.queue.submit` the batch engine's queue executor (:func:`submit_many`),
+:mod:`~previewer.queue.gather` how it collects results, and
 :mod:`~previewer.queue.broker` what the submitter keeps in Redis (heartbeat, cancellation).
 
 Usage: ``previewer worker`` (or ``celery -A previewer.queue worker``); send files with
@@ -23,11 +24,35 @@ from previewer.queue.config import (
     configure,
     time_limits,
 )
-from previewer.queue.submit import QueueExecutor, sanitize_url, submit_many
+from previewer.queue.cost import CLASSES, ConverterCost, Estimate, FileFacts, estimate, probe
+from previewer.queue.routing import (
+    ClassStats,
+    Route,
+    choose_route,
+    queue_name,
+    queue_stats,
+    read_history,
+    worker_queues,
+)
+from previewer.queue.submit import QueueExecutor, default_tenant, sanitize_url, submit_many
 from previewer.queue.worker import PRELOAD, convert_file, preload
 
 __all__ = [
     "BROKER_ENV",
+    "CLASSES",
+    "ClassStats",
+    "ConverterCost",
+    "Estimate",
+    "FileFacts",
+    "Route",
+    "choose_route",
+    "default_tenant",
+    "estimate",
+    "probe",
+    "queue_name",
+    "queue_stats",
+    "read_history",
+    "worker_queues",
     "DEFAULT_BROKER",
     "PRELOAD",
     "TASK_NAME",

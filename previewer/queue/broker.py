@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 from celery import Celery
 
@@ -20,7 +21,9 @@ __all__ = ["cancel_run"]
 log = logging.getLogger(__name__)
 
 
-def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
+def cancel_run(
+    client: Celery, run: str, task_ids: set[str], queues: Sequence[str] | None = None
+) -> None:
     """Make sure the unfinished tasks of an abandoned run convert nothing more.
 
     Three steps, each best effort and quick (this runs while the submitter is being
@@ -33,6 +36,7 @@ def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
         client: The submitting app.
         run: The run's id (the tasks' ``run`` argument).
         task_ids: The tasks of the run that have not reported a result.
+        queues: The queues the run sent to (default: the app's default queue).
     """
     purged: set[str] = set()
     try:
@@ -40,8 +44,9 @@ def cancel_run(client: Celery, run: str, task_ids: set[str]) -> None:
         client.backend.client.delete(ALIVE_PREFIX + run)
         with client.connection_for_write() as conn:
             redis = conn.default_channel.client
-            removed = redis.eval(_PURGE_RUN, 1, client.conf.task_default_queue, run)
-            purged = {x.decode() if isinstance(x, bytes) else str(x) for x in removed}
+            for queue in queues or [client.conf.task_default_queue]:
+                removed = redis.eval(_PURGE_RUN, 1, queue, run)
+                purged |= {x.decode() if isinstance(x, bytes) else str(x) for x in removed}
         left = sorted(task_ids - purged)
         if left:
             client.control.revoke(left, terminate=True, signal=STOP_SIGNAL)
@@ -98,7 +103,9 @@ class _Heartbeat:
             log.debug("cannot delete the heartbeat %s: %s", self.key, exc)
 
 
-def _lost_tasks(client: Celery, task_ids: set[str]) -> set[str]:
+def _lost_tasks(
+    client: Celery, task_ids: set[str], queues: Sequence[str] | None = None
+) -> set[str]:
     """Return the tasks among ``task_ids`` that are neither queued, nor running, nor done.
 
     Reads kombu's Redis layout: the queue is a list of messages, messages being processed are
@@ -110,11 +117,11 @@ def _lost_tasks(client: Celery, task_ids: set[str]) -> set[str]:
     with client.connection_for_read() as conn:
         channel = conn.default_channel
         redis = channel.client
-        queue = client.conf.task_default_queue  # the run's queue (see configure)
-        start, chunk = 0, 1000  # a long queue is read a thousand messages at a time
-        while batch := redis.lrange(queue, start, start + chunk - 1):
-            seen.update(_message_id(raw) for raw in batch)
-            start += chunk
+        for queue in queues or [client.conf.task_default_queue]:  # the run's queues
+            start, chunk = 0, 1000  # a long queue is read a thousand messages at a time
+            while batch := redis.lrange(queue, start, start + chunk - 1):
+                seen.update(_message_id(raw) for raw in batch)
+                start += chunk
         for raw in redis.hvals(channel.unacked_key):
             seen.add(_message_id(raw, unacked=True))
     left = sorted(task_ids - seen)

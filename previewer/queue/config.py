@@ -61,10 +61,12 @@ HEARTBEAT = 120.0
 ``outage_grace``, so a submitter riding out an outage is not taken for gone."""
 CANCEL_TTL = 7 * 24 * 3600
 """Seconds a cancellation is remembered (longer than a task can wait in any sane queue)."""
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 2
 """Deliveries of one task after which it fails instead of converting again: a file whose
-engine crashes its worker process would otherwise be requeued (``task_reject_on_worker_lost``)
-and crash a worker for ever, where a local batch reports an EngineError."""
+engine crashes (or gets killed with) its worker process is requeued once
+(``task_reject_on_worker_lost``, or the visibility timeout when the whole worker died); the
+next delivery fails it with an EngineError naming the file, where it would otherwise crash a
+worker for ever."""
 ATTEMPTS_PREFIX = "previewer-attempts-"
 """Redis key prefix counting a task's deliveries (``previewer-attempts-<task id>``)."""
 STOP_SIGNAL = "SIGUSR1"

@@ -1,7 +1,9 @@
 """The submitting side of the queue: an executor of the batch engine that sends files to workers.
 
-:class:`QueueExecutor` runs a batch's jobs on queue workers: one task per file, sent to the
-run's queue, at most ``max_in_flight`` at a time when asked; results are collected as they
+:class:`QueueExecutor` runs a batch's jobs on queue workers: one task per file, each classed
+first and sent to its class's queue (:mod:`previewer.queue.routing`), at most a window of files
+per class sent and unfinished (and ``max_in_flight`` in all when asked), so that the run's burst
+waits here rather than in front of other submitters' files. Results are collected as they
 complete (riding out broker outages, resending files a restarted Redis lost) and go to the
 batch's sink like a local run's. An interrupted submitter cancels its run (:func:`cancel_run`);
 one killed without cancelling stops renewing its heartbeat, and workers discard its files.
@@ -9,12 +11,14 @@ one killed without cancelling stops renewing its heartbeat, and workers discard 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +27,7 @@ from celery import Celery
 from previewer.batch import BatchTask, Job, ReportSink, Stat, Work
 from previewer.errors import InvalidOptionsError
 from previewer.options import Options
-from previewer.queue.broker import _Heartbeat, _lost_tasks, _server_id, cancel_run
+from previewer.queue.broker import _Heartbeat, cancel_run
 from previewer.queue.config import (
     HEARTBEAT,
     TASK_NAME,
@@ -33,15 +37,26 @@ from previewer.queue.config import (
     configure,
     time_limits,
 )
-from previewer.queue.wire import _failure_result, _rebuild_result
+from previewer.queue.cost import CLASSES, ConverterCost
+from previewer.queue.gather import _Gatherer, _Sent
+from previewer.queue.routing import (
+    ENQUEUED_HEADER,
+    WINDOWS,
+    choose_route,
+    queue_name,
+    read_history,
+)
 from previewer.results import BatchReport, FileResult
 
 if TYPE_CHECKING:
     from previewer.registry import Registry
 
-__all__ = ["QueueExecutor", "cancel_run", "submit_many"]
+__all__ = ["QueueExecutor", "cancel_run", "default_tenant", "submit_many"]
 
 log = logging.getLogger(__name__)
+
+LOOKAHEAD = 64
+"""Files classed ahead of sending (each probe costs about a millisecond)."""
 
 
 def submit_many(
@@ -55,13 +70,15 @@ def submit_many(
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     outage_grace: float = 60.0,
-    poll_interval: float = 0.1,
+    poll_interval: float = 0.02,
     stall_check: float = 30.0,
     heartbeat: float = HEARTBEAT,
     queue: str | None = None,
     max_in_flight: int | None = None,
     resume: bool = False,
     journal: bool | None = None,
+    tenant: str | None = None,
+    windows: Mapping[str, int] | None = None,
 ) -> BatchReport:
     """Convert files and directory trees on queue workers; report like a local batch.
 
@@ -88,11 +105,17 @@ def submit_many(
             submitter waits. Workers discard the files of a run whose heartbeat expired (its
             submitter was killed); an interrupted submitter (Ctrl-C, SIGTERM) cancels its run
             at once (see :func:`cancel_run`).
-        queue: The Celery queue to send the files to (default: ``celery``, which
-            ``previewer worker`` consumes unless given ``-Q``).
-        max_in_flight: Files queued or running at once (default: all of them at once).
+        queue: Send every file to this Celery queue whatever its class (default: each class
+            to its queue, ``previewer.light``, ``previewer.heavy``, ``previewer.office``,
+            which ``previewer worker`` consumes unless given ``-Q``).
+        max_in_flight: Files queued or running at once, all classes together (default: the
+            sum of the class windows).
         resume: Skip inputs whose previews are up to date (the journal, as locally).
         journal: Record converted inputs in the journal (default: when ``resume``).
+        tenant: Who submits (reported with each file and in the workers' statistics; default:
+            the user name).
+        windows: Files of each class kept sent and unfinished at once (default:
+            :data:`~previewer.queue.routing.WINDOWS`).
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -113,12 +136,14 @@ def submit_many(
         poll_interval=poll_interval,
         stall_check=stall_check,
         heartbeat=heartbeat,
+        tenant=tenant,
+        windows=windows,
     )
     jobs = batch.collect(sources, options.out_dir, include=include, exclude=exclude, hidden=hidden)
     return batch.run(
         jobs,
         options,
-        Registry(),  # unused here: the workers have theirs
+        Registry(),  # to class the files as the workers' registry will convert them
         executor=executor,
         resume=resume,
         journal=journal,
@@ -137,9 +162,11 @@ class QueueExecutor:
         queue: str | None = None,
         max_in_flight: int | None = None,
         outage_grace: float = 60.0,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.02,
         stall_check: float = 30.0,
         heartbeat: float = HEARTBEAT,
+        tenant: str | None = None,
+        windows: Mapping[str, int] | None = None,
     ) -> None:
         if max_in_flight is not None and (
             isinstance(max_in_flight, bool)
@@ -155,6 +182,8 @@ class QueueExecutor:
         self.max_in_flight = max_in_flight
         self.outage_grace, self.poll_interval = outage_grace, poll_interval
         self.stall_check, self.heartbeat = stall_check, heartbeat
+        self.tenant = tenant or default_tenant()
+        self.windows = {cls: max(1, int((windows or WINDOWS).get(cls, 1))) for cls in CLASSES}
         self.client: Celery | None = None
 
     def prepare(self, jobs: Sequence[Job], options: Options, task: BatchTask) -> None:
@@ -209,134 +238,117 @@ class QueueExecutor:
         # backend opens for every sent task (and closes in forget) would only add round trips.
         client.backend.on_task_call = lambda producer, task_id: None
         run = uuid.uuid4().hex
-        queue = client.conf.task_default_queue
+        history = _history(client)
+        waiting: dict[str, deque[_Sent]] = {cls: deque() for cls in CLASSES}
+        sent_of: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        limit = self.max_in_flight
 
         def send(sent: _Sent, producer: Any) -> str:
+            route = sent.route.to_dict()
+            route["enqueued"] = time.time()
             async_result = client.send_task(
                 TASK_NAME,
                 args=sent.args,
+                kwargs={"route": route},
                 task_id=sent.task_id,
                 argsrepr=repr(sent.abs_path),  # what worker logs show, without the options
-                kwargsrepr="{}",
+                kwargsrepr=f"{{class: {sent.route.cls}, tenant: {sent.route.tenant}}}",
                 soft_time_limit=soft,
                 time_limit=hard,
                 producer=producer,
-                queue=queue,
-                headers={"previewer_run": run},  # how cancel_run finds the run's messages
+                queue=sent.route.queue,
+                # how cancel_run finds the run's messages, and queue_stats a message's age
+                headers={"previewer_run": run, ENQUEUED_HEADER: route["enqueued"]},
             )
             return str(async_result.id)
 
         def finish(sent: _Sent, result: FileResult) -> None:
+            sent_of[sent.route.cls] -= 1
+            if result.queue is None:  # failed on the worker without a result of its own
+                result.queue = sent.route.to_dict()
             sink.add(sent.job, result, sent.stat)
 
+        def room(cls: str) -> int:
+            return self.windows[cls] - sent_of[cls]
+
         alive = _Heartbeat(client, run, self.heartbeat)
-        gather = _Gatherer(client, pending, finish, options, self.shown, send, alive)
+        queues = sorted({q for q in (self.queue, *self.class_queues()) if q})
+        gather = _Gatherer(client, pending, finish, options, self.shown, send, alive, queues)
         timing = (self.outage_grace, self.poll_interval, self.stall_check)
+        todo = iter(work)
+        exhausted = False
         try:
             alive.beat(force=True)
-            with client.producer_or_acquire() as producer:
-                for job, stat, ready in work:
-                    alive.beat()
+            while True:
+                # Class files ahead while some class has room its waiting files cannot fill
+                # (a heavy file deep in a light burst still starts early), within LOOKAHEAD.
+                while not exhausted and sum(map(len, waiting.values())) < LOOKAHEAD:
+                    if not any(room(c) > len(waiting[c]) for c in CLASSES):
+                        break
+                    item = next(todo, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    job, stat, ready = item
+                    with contextlib.suppress(Exception):  # an outage: the gatherer handles it
+                        alive.beat()
                     if ready is not None:
                         sink.add(job, ready)
                         continue
-                    if self.max_in_flight is not None and len(pending) >= self.max_in_flight:
-                        gather.run(*timing, until=self.max_in_flight - 1)
-                    abs_path = os.path.abspath(str(job.source))
-                    opts = replace(
-                        options,
-                        out_dir=Path(os.path.abspath(job.out_dir)),
-                        out_root=Path(os.path.abspath(options.out_dir)),
-                    )
-                    args = [abs_path, opts.to_dict(), job.given_name, run]
-                    sent = _Sent(job, abs_path, args, stat)
-                    sent.task_id = str(uuid.uuid4())
-                    pending[sent.task_id] = sent  # before sending: an interrupt may come
-                    send(sent, producer)
+                    sent = self._prepare_job(job, stat, options, registry, run, history)
+                    waiting[sent.route.cls].append(sent)
+                batch: list[_Sent] = []
+                for cls in CLASSES:
+                    while waiting[cls] and room(cls) > 0:
+                        if limit is not None and len(pending) >= limit:
+                            break
+                        sent = waiting[cls].popleft()
+                        sent_of[cls] += 1
+                        pending[str(sent.task_id)] = sent  # first: an interrupt may come
+                        batch.append(sent)
+                if self._send_all(client, batch, send):
+                    gather.after_outage()
+                if exhausted and not any(waiting.values()):
+                    break
+                if pending:
+                    gather.run(*timing, until=len(pending) - 1)
             gather.run(*timing)
             alive.stop()
         except BaseException as exc:
             if not _is_connection_error(exc):
                 # Interrupted (Ctrl-C, SIGTERM) or a bug: nobody will wait for the rest.
                 if pending:
-                    cancel_run(client, run, set(pending))
+                    cancel_run(client, run, set(pending), queues)
                 raise
             raise BrokerUnavailableError(
                 f"lost the queue broker {self.shown}: {exc}",
                 hint="restart Redis and run again (finished previews are kept)",
             ) from exc
 
+    def _send_all(
+        self, client: Celery, batch: list[_Sent], send: Callable[[_Sent, Any], str]
+    ) -> bool:
+        """Send ``batch``, riding out a broker outage of up to ``outage_grace`` seconds.
 
-def sanitize_url(url: str) -> str:
-    """The broker URL as shown in messages: its password masked (kombu's ``sanitize_url``)."""
-    from kombu.utils.url import sanitize_url as kombu_sanitize
+        A file whose send failed is sent again once the broker is back (a duplicate is
+        harmless: tasks are idempotent and the gatherer takes the first result).
 
-    return str(kombu_sanitize(url))
+        Returns:
+            Whether the broker was away meanwhile (files sent before may have been lost).
 
-
-@dataclass
-class _Sent:
-    """One file sent to the queue: what is needed to report it and to send it again."""
-
-    job: Job
-    abs_path: str
-    args: list[Any]
-    stat: Stat = None
-    task_id: str | None = None
-
-
-class _Gatherer:
-    """Collects results as they complete, riding out broker outages, resending lost files."""
-
-    def __init__(
-        self,
-        client: Celery,
-        pending: dict[str, _Sent],
-        finish: Callable[[_Sent, FileResult], None],
-        options: Options,
-        shown: str,
-        send: Callable[[_Sent, Any], str],
-        alive: _Heartbeat,
-    ) -> None:
-        self.client, self.pending, self.finish = client, pending, finish
-        self.options, self.shown, self.send = options, shown, send
-        self.alive = alive
-
-    def run(
-        self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
-    ) -> None:
-        """Collect results until at most ``until`` files are pending (all of them by default)."""
-        backend = self.client.backend
+        Raises:
+            BrokerUnavailableError: If the broker stays unreachable for ``outage_grace``.
+        """
         outage_since: float | None = None
-        progress_at = time.monotonic()
-        server = _server_id(self.client)
-        while len(self.pending) > until:
+        while batch:
             try:
-                self.alive.beat()
-                if time.monotonic() - progress_at > stall_check:
-                    # No result for a while: a Redis restarted between two polls goes unseen
-                    # as an outage, but not as a new server.
-                    progress_at = time.monotonic()
-                    current = _server_id(self.client)
-                    if current is not None and current != server:
-                        server = current
-                        self.resend_lost()
-                ready = list(
-                    backend.get_many(
-                        set(self.pending), interval=poll_interval, max_iterations=1, no_ack=True
-                    )
-                )
+                with client.producer_or_acquire() as producer:
+                    while batch:
+                        send(batch[0], producer)
+                        batch.pop(0)
                 if outage_since is not None:
                     log.warning("queue broker %s is back", self.shown)
-                    self.alive.beat(force=True)
-                    long_outage = time.monotonic() - outage_since > self.alive.ttl / 2
-                    outage_since = None
-                    current = _server_id(self.client)
-                    if current is None or current != server or long_outage:
-                        # Restarted (or cannot tell), or away so long that the heartbeat may
-                        # have expired and workers discarded files: look for lost ones.
-                        server = current
-                        self.resend_lost()
+                    return True
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
@@ -344,48 +356,65 @@ class _Gatherer:
                 if outage_since is None:
                     outage_since = now
                     log.warning("queue broker %s unreachable (%s); retrying", self.shown, exc)
-                if now - outage_since > outage_grace:
+                if now - outage_since > self.outage_grace:
                     raise BrokerUnavailableError(
                         f"the queue broker {self.shown} has been unreachable for "
-                        f"{outage_grace:g} s: {exc}",
+                        f"{self.outage_grace:g} s: {exc}",
                         hint="restart Redis and run again (finished previews are kept)",
                     ) from exc
-                time.sleep(min(1.0, max(poll_interval, 0.2)))
-                continue
-            if ready:
-                progress_at = time.monotonic()
-                self.collect(ready)
+                time.sleep(min(1.0, max(self.poll_interval, 0.2)))
+        return outage_since is not None
 
-    def collect(self, ready: list[tuple[str, dict[str, Any]]]) -> None:
-        backend = self.client.backend
-        try:  # one round trip for the whole poll's results
-            backend.client.delete(*(backend.get_key_for_task(t) for t, _meta in ready))
-        except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
-            log.debug("cannot delete %d stored results: %s", len(ready), exc)
-        for task_id, meta in ready:
-            sent = self.pending.pop(task_id, None)
-            if sent is None:
-                continue  # a duplicate of a file resent after an outage
-            backend._cache.pop(task_id, None)
-            job = sent.job
-            if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
-                result = _rebuild_result(meta["result"], job.display, sent.abs_path, job.out_dir)
-            else:
-                result = _failure_result(meta, job.display, self.options.limits.timeout)
-            self.finish(sent, result)
+    def class_queues(self) -> list[str]:
+        """The queues this executor may send to."""
+        if self.queue:
+            return [self.queue]
+        return [queue_name(cls) for cls in CLASSES]
 
-    def resend_lost(self) -> None:
-        """Send again the pending files the broker no longer knows about."""
-        self.alive.beat(force=True)  # first, so that workers do not discard what is resent
-        lost = _lost_tasks(self.client, set(self.pending))
-        if not lost:
-            return
-        log.warning(
-            "queue broker %s lost %d queued file(s) (restarted without its data?); sending them "
-            "again",
-            self.shown,
-            len(lost),
+    def _prepare_job(
+        self,
+        job: Job,
+        stat: Stat,
+        options: Options,
+        registry: Registry,
+        run: str,
+        history: Mapping[str, ConverterCost],
+    ) -> _Sent:
+        """A job as a task: its arguments, and its route (probed and classed here)."""
+        abs_path = os.path.abspath(str(job.source))
+        opts = replace(
+            options,
+            out_dir=Path(os.path.abspath(job.out_dir)),
+            out_root=Path(os.path.abspath(options.out_dir)),
         )
-        with self.client.producer_or_acquire() as producer:
-            for task_id in sorted(lost):
-                self.send(self.pending[task_id], producer)
+        route = choose_route(
+            abs_path, options, self.tenant, registry=registry, history=history, queue=self.queue
+        )
+        args = [abs_path, opts.to_dict(), job.given_name, run]
+        return _Sent(job, abs_path, args, stat, str(uuid.uuid4()), route)
+
+
+def default_tenant() -> str:
+    """The tenant of a submitter that names none: the user name, else ``default``."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "default"
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        return "default"
+
+
+def _history(client: Celery) -> dict[str, ConverterCost]:
+    """The converters' cost history kept by the workers (empty when it cannot be read)."""
+    try:
+        return read_history(client.backend.client)
+    except Exception as exc:  # noqa: BLE001 - the estimate then uses its defaults
+        log.debug("cannot read the converters' cost history: %s", exc)
+        return {}
+
+
+def sanitize_url(url: str) -> str:
+    """The broker URL as shown in messages: its password masked (kombu's ``sanitize_url``)."""
+    from kombu.utils.url import sanitize_url as kombu_sanitize
+
+    return str(kombu_sanitize(url))

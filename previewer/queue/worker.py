@@ -31,6 +31,8 @@ from previewer.queue.config import (
     _timeout_error,
     app,
 )
+from previewer.queue.cost import LIGHT
+from previewer.queue.routing import record_cost, record_wait
 from previewer.results import FileResult, Status
 
 __all__ = ["PRELOAD", "convert_file", "preload"]
@@ -76,8 +78,16 @@ class _StoppedError(EngineTimeoutError):
     """
 
 
-def _begin(celery_app: Celery, run: str | None, task_id: str | None) -> tuple[str, int]:
+def _begin(
+    celery_app: Celery, run: str | None, task_id: str | None, waited: tuple[str, float] | None
+) -> tuple[str, int]:
     """The run's state and this task's delivery count, in one round trip to Redis.
+
+    Args:
+        celery_app: The worker's app.
+        run: The submitting run's id.
+        task_id: This task's id (its delivery counter).
+        waited: ``(queue, seconds)`` this task waited, recorded for :func:`queue_stats`.
 
     Returns:
         ``("cancelled" | "gone" | "alive", deliveries)``: ``gone`` when the submitter's
@@ -87,6 +97,8 @@ def _begin(celery_app: Celery, run: str | None, task_id: str | None) -> tuple[st
         return "alive", 1
     try:
         pipe = celery_app.backend.client.pipeline()
+        if waited is not None:
+            record_wait(pipe, *waited)
         if run:
             pipe.exists(CANCEL_PREFIX + run)
             pipe.exists(ALIVE_PREFIX + run)
@@ -97,6 +109,8 @@ def _begin(celery_app: Celery, run: str | None, task_id: str | None) -> tuple[st
     except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
         log.warning("cannot read the state of run %s: %s", run, exc)
         return "alive", 1
+    if waited is not None:
+        replies = replies[2:]  # LPUSH and LTRIM of the wait
     state = "alive"
     if run:
         cancelled, alive = replies[:2]
@@ -169,6 +183,7 @@ def convert_file(
     options_dict: dict[str, Any],
     name: str | None = None,
     run: str | None = None,
+    route: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Convert one input on a worker and return its JSON result.
 
@@ -182,6 +197,9 @@ def convert_file(
         options_dict: The options, from :meth:`Options.to_dict` (``out_dir`` absolute).
         name: File name for the outputs (default: the path's name).
         run: The submitting run's id, whose cancellation key and heartbeat are checked.
+        route: The file's route (:meth:`Route.to_dict`) and ``enqueued`` (epoch seconds):
+            the wait until this start is recorded per queue and returned in the result, and a
+            light file's cost goes into its converter's history.
 
     Returns:
         ``FileResult.to_dict(detail=True)`` (with the error's parts, to rebuild it).
@@ -197,8 +215,13 @@ def convert_file(
     if _registry is None:
         _registry = Registry()
     started = time.monotonic()
+    started_at = time.time()
     out_name = name or os.path.basename(path)
-    state, attempts = _begin(self.app, run, self.request.id)
+    info = _queue_info(self, route, started_at)
+    waited = (str(info["queue"]), float(info["wait"])) if info and "wait" in info else None
+    state, attempts = _begin(self.app, run, self.request.id, waited)
+    if info is not None:
+        info["attempt"] = attempts
     if state != "alive":
         why = "its run was cancelled" if state == "cancelled" else "its submitter is gone"
         log.info("discarding %s: %s", path, why)
@@ -213,12 +236,9 @@ def convert_file(
             # An earlier attempt died mid-write: remove its temporary files.
             remove_partial(options.out_dir, out_name)
         if attempts > MAX_ATTEMPTS:
-            error = EngineError(
-                f"its worker process exited unexpectedly {attempts - 1} times while converting "
-                "it; not tried again",
-                path=path,
+            result = FileResult(
+                input=path, status=Status.FAILED, error=_poison_error(path, attempts)
             )
-            result = FileResult(input=path, status=Status.FAILED, error=error)
         else:
             try:
                 result = _convert_stoppable(self, path, options, name, run, started)
@@ -227,7 +247,53 @@ def convert_file(
                 raise
     _forget_attempts(self.app, self.request.id)
     result.duration = time.monotonic() - started
+    if info is not None:
+        result.queue = info
+        _record_cost(self.app, info, result)
     return result.to_dict(detail=True)
+
+
+def _poison_error(path: str, attempts: int) -> EngineError:
+    """The error of a file whose every delivery ended with its worker process dying."""
+    killed = attempts - 1
+    times = "twice" if killed == 2 else "once" if killed == 1 else f"{killed} times"
+    return EngineError(
+        f"killed its worker {times}: the worker process converting it exited unexpectedly "
+        f"(crashed or was killed) on each of {killed} deliveries; not tried again",
+        path=path,
+        hint="convert it alone with a higher --max-memory / --timeout to see why",
+    )
+
+
+def _queue_info(
+    task: Any, route: dict[str, Any] | None, started_at: float
+) -> dict[str, Any] | None:
+    """The route a result reports: its class and queue, the wait, the start time, the worker."""
+    if not isinstance(route, dict):
+        return None
+    info: dict[str, Any] = {
+        k: route[k] for k in ("queue", "class", "tenant", "estimate") if k in route
+    }
+    info.setdefault("queue", (task.request.delivery_info or {}).get("routing_key") or "")
+    info["started"] = round(started_at, 4)
+    enqueued = route.get("enqueued")
+    if isinstance(enqueued, (int, float)):
+        info["wait"] = round(max(0.0, started_at - float(enqueued)), 4)
+    info["worker"] = str(task.request.hostname or "")
+    return info
+
+
+def _record_cost(celery_app: Celery, info: dict[str, Any], result: FileResult) -> None:
+    """Add a converted light file's seconds and pages to its converter's history."""
+    if info.get("class") != LIGHT or result.status != Status.CONVERTED or not result.converter:
+        return
+    pages = len({p.page for p in result.outputs}) or 1
+    try:
+        pipe = celery_app.backend.client.pipeline(transaction=False)
+        record_cost(pipe, result.converter, result.duration, pages)
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - statistics only
+        log.debug("cannot record the cost of %s: %s", result.input, exc)
 
 
 def _convert_stoppable(

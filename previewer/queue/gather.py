@@ -1,0 +1,155 @@
+"""Collecting a submitted run's results: polling, riding out broker outages, resending.
+
+:class:`_Gatherer` polls the result backend for the files a
+:class:`~previewer.queue.submit.QueueExecutor` sent (:class:`_Sent`), rebuilds each result as a
+local run gives it, keeps the run's heartbeat alive, waits through a broker outage of up to
+``outage_grace`` seconds, and sends again the files a restarted Redis lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from previewer.batch import Job, Stat
+from previewer.options import Options
+from previewer.queue.broker import _Heartbeat, _lost_tasks, _server_id
+from previewer.queue.config import BrokerUnavailableError, _is_connection_error
+from previewer.queue.routing import Route
+from previewer.queue.wire import _failure_result, _rebuild_result
+from previewer.results import FileResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sent:
+    """One file sent to the queue: what is needed to report it and to send it again."""
+
+    job: Job
+    abs_path: str
+    args: list[Any]
+    stat: Stat
+    task_id: str
+    route: Route
+
+
+class _Gatherer:
+    """Collects results as they complete, riding out broker outages, resending lost files."""
+
+    def __init__(
+        self,
+        client: Celery,
+        pending: dict[str, _Sent],
+        finish: Callable[[_Sent, FileResult], None],
+        options: Options,
+        shown: str,
+        send: Callable[[_Sent, Any], str],
+        alive: _Heartbeat,
+        queues: list[str],
+    ) -> None:
+        self.client, self.pending, self.finish = client, pending, finish
+        self.options, self.shown, self.send = options, shown, send
+        self.alive, self.queues = alive, queues
+        self.server: str | None = None
+        self.progress_at = time.monotonic()
+
+    def run(
+        self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
+    ) -> None:
+        """Collect results until at most ``until`` files are pending (all of them by default)."""
+        backend = self.client.backend
+        outage_since: float | None = None
+        # The run calls this between sends: the server's id and the time of the last result
+        # are the run's, not this call's, so a restart between two calls is still noticed.
+        if self.server is None:
+            self.server = _server_id(self.client)
+        while len(self.pending) > until:
+            try:
+                self.alive.beat()
+                if time.monotonic() - self.progress_at > stall_check:
+                    # No result for a while: a Redis restarted between two polls goes unseen
+                    # as an outage, but not as a new server.
+                    self.progress_at = time.monotonic()
+                    current = _server_id(self.client)
+                    if current is not None and current != self.server:
+                        self.server = current
+                        self.resend_lost()
+                ready = list(
+                    backend.get_many(
+                        set(self.pending), interval=poll_interval, max_iterations=1, no_ack=True
+                    )
+                )
+                if outage_since is not None:
+                    log.warning("queue broker %s is back", self.shown)
+                    self.alive.beat(force=True)
+                    long_outage = time.monotonic() - outage_since > self.alive.ttl / 2
+                    outage_since = None
+                    current = _server_id(self.client)
+                    if current is None or current != self.server or long_outage:
+                        # Restarted (or cannot tell), or away so long that the heartbeat may
+                        # have expired and workers discarded files: look for lost ones.
+                        self.server = current
+                        self.resend_lost()
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    raise
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    log.warning("queue broker %s unreachable (%s); retrying", self.shown, exc)
+                if now - outage_since > outage_grace:
+                    raise BrokerUnavailableError(
+                        f"the queue broker {self.shown} has been unreachable for "
+                        f"{outage_grace:g} s: {exc}",
+                        hint="restart Redis and run again (finished previews are kept)",
+                    ) from exc
+                time.sleep(min(1.0, max(poll_interval, 0.2)))
+                continue
+            if ready:
+                self.progress_at = time.monotonic()
+                self.collect(ready)
+
+    def collect(self, ready: list[tuple[str, dict[str, Any]]]) -> None:
+        backend = self.client.backend
+        try:  # one round trip for the whole poll's results
+            backend.client.delete(*(backend.get_key_for_task(t) for t, _meta in ready))
+        except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
+            log.debug("cannot delete %d stored results: %s", len(ready), exc)
+        for task_id, meta in ready:
+            sent = self.pending.pop(task_id, None)
+            if sent is None:
+                continue  # a duplicate of a file resent after an outage
+            backend._cache.pop(task_id, None)
+            job = sent.job
+            if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
+                result = _rebuild_result(meta["result"], job.display, sent.abs_path, job.out_dir)
+            else:
+                result = _failure_result(meta, job.display, self.options.limits.timeout)
+            self.finish(sent, result)
+
+    def after_outage(self) -> None:
+        """The broker was away while files were being sent: resend what a restart lost."""
+        self.server = _server_id(self.client)
+        self.resend_lost()
+
+    def resend_lost(self) -> None:
+        """Send again the pending files the broker no longer knows about."""
+        self.alive.beat(force=True)  # first, so that workers do not discard what is resent
+        lost = _lost_tasks(self.client, set(self.pending), self.queues)
+        if not lost:
+            return
+        log.warning(
+            "queue broker %s lost %d queued file(s) (restarted without its data?); sending them "
+            "again",
+            self.shown,
+            len(lost),
+        )
+        with self.client.producer_or_acquire() as producer:
+            for task_id in sorted(lost):
+                self.send(self.pending[task_id], producer)
