@@ -35,6 +35,13 @@ def test_jobs_run_on_queue_workers_with_state_in_redis(tmp_path: Path) -> None:
         assert image.status_code == 200
         assert image.content.startswith(b"\x89PNG")
         assert job["preview"]["size"] == {"width": 120, "height": 90}
+        # The job says where it was routed and how long it waited there.
+        assert job["queue"]["class"] == "light"
+        assert job["queue"]["queue"] == "previewer.light"
+        assert job["queue"]["tenant"] == "anonymous"
+        assert 0 <= job["queue"]["wait"] < 30
+        metrics = httpx.get(f"{served.url}/metrics").text
+        assert 'previewer_class_queue_depth{cost_class="light"}' in metrics
         # The worker converted it; the state is a Redis key that expires with the job.
         assert "convert_file" in worker.text() or "previewer.convert_file" in worker.text()
         client = redis.Redis.from_url(broker.url)

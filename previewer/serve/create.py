@@ -167,6 +167,7 @@ async def create_preview(request: Request) -> Response:
                 source=source,
                 name=name,
                 format=req.format,
+                tenant=tenant,
             )
         )
         submitted = True

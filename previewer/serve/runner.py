@@ -41,6 +41,7 @@ class Task:
         pages: Page selection.
         metadata: Metadata keys.
         format: Image format of the previews (``png``, ``jpeg``, ``webp``).
+        tenant: The API key that submitted the job: queue workers interleave tenants' files.
         source: The input file, in the job's ``input/``.
         name: The input's name as the client gave it (or the fetched URL's file name).
     """
@@ -52,6 +53,7 @@ class Task:
     source: Path
     name: str
     format: str = "png"
+    tenant: str = ""
 
 
 class Runner:
@@ -183,6 +185,7 @@ class Runner:
                 pages=task.pages,
                 metadata=task.metadata,
                 format=task.format,
+                tenant=task.tenant,
                 limits=self.limits,
                 broker=self.broker,
             ),

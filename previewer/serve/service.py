@@ -117,9 +117,21 @@ class Service:
             broker=settings.broker,
             files=self.files,
         )
-        self.metrics = Metrics(lambda: self.runner.waiting, lambda: self.runner.running)
+        self.metrics = Metrics(
+            lambda: self.runner.waiting,
+            lambda: self.runner.running,
+            self._class_stats if settings.broker is not None else None,
+        )
         self.background: set[asyncio.Task[Any]] = set()
         self.converters: list[dict[str, Any]] | None = None
+
+    def _class_stats(self) -> dict[str, Any]:
+        """The broker's per-class queue depth and waits (queue workers only)."""
+        from previewer.queue.routing import queue_stats
+        from previewer.serve.redis_store import RedisStore
+
+        assert isinstance(self.store, RedisStore)
+        return dict(queue_stats(self.store.redis))
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""

@@ -33,7 +33,9 @@ def job_object(row: JobRow, signer: Signer, link: Link | None = None) -> dict[st
 
     Returns:
         ``{"id", "url", "status", "preview", "thumbnails", "original_file", "user_data"}``,
-        plus ``error`` on failure and ``callback`` when a callback URL was given.
+        plus ``converter`` on success, ``queue`` (the cost class, queue and wait) when queue
+        workers converted it, ``error`` on failure and ``callback`` when a callback URL was
+        given.
     """
     base = row.base_url.rstrip("/")
     obj: dict[str, Any] = {
@@ -57,6 +59,9 @@ def job_object(row: JobRow, signer: Signer, link: Link | None = None) -> dict[st
         obj["thumbnails"] = thumbnails
         obj["preview"] = thumbnails[0] if thumbnails else None
         obj["original_file"] = row.result["original_file"]
+        obj["converter"] = row.result.get("converter")
+        if row.result.get("queue") is not None:
+            obj["queue"] = row.result["queue"]
     if row.status == "failure":
         obj["error"] = row.error
     if row.request.get("callback_url"):

@@ -100,6 +100,7 @@ def convert_job(
     limits: Limits,
     broker: str | None = None,
     format: str = "png",
+    tenant: str = "",
 ) -> Outcome:
     """Convert one job's input; never raises for a bad input.
 
@@ -112,6 +113,7 @@ def convert_job(
         metadata: Metadata keys asked for.
         limits: The service's limits.
         format: Image format of the previews (``png``, ``jpeg``, ``webp``).
+        tenant: Who submitted it (the API key), for the queue's fairness between submitters.
         broker: Convert on queue workers through this Redis URL (they must see ``source``
             and ``out_dir`` at the same paths); the document's facts are still read here,
             in a limited child process.
@@ -122,6 +124,7 @@ def convert_job(
     """
     job_dir = source.parent.parent
     size = source.stat().st_size
+    queued: dict[str, Any] | None = None
     try:
         if broker is None:
             previews = api.convert(
@@ -133,7 +136,9 @@ def convert_job(
                 format=format,
             )
         else:
-            previews = _on_workers(source, out_dir, sizes, pages, limits, broker, format)
+            previews, queued = _on_workers(
+                source, out_dir, sizes, pages, limits, broker, format, tenant
+            )
         facts = api.info(source, limits=limits, name=source.name, metadata=list(metadata) or None)
         original = original_file(name, size, facts)
         original["metadata"] = file_metadata(facts)
@@ -158,6 +163,7 @@ def convert_job(
         "thumbnails": thumbnails,
         "original_file": original,
         "converter": converter,
+        "queue": queued,
     }
 
 
@@ -169,7 +175,8 @@ def _on_workers(
     limits: Limits,
     broker: str,
     format: str,
-) -> list[Preview]:
+    tenant: str,
+) -> tuple[list[Preview], dict[str, Any] | None]:
     """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would."""
     from previewer.options import Options
     from previewer.queue import submit_many
@@ -177,11 +184,13 @@ def _on_workers(
     options = Options.build(
         sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
     )
-    report = submit_many([str(source)], options, broker=broker, heartbeat=60.0)
+    report = submit_many(
+        [str(source)], options, broker=broker, heartbeat=60.0, tenant=tenant or "anonymous"
+    )
     (result,) = report.results
     if result.error is not None:
         raise result.error
-    return result.outputs
+    return result.outputs, result.queue
 
 
 def safe_name(name: str) -> str:
