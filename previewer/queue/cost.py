@@ -2,8 +2,10 @@
 
 Two steps. :func:`probe` reads what is cheap to read (a few milliseconds at most): the sniffed
 MIME type and the converter it goes to, the file's size, and, where a header gives them, the
-page count and page size (PyMuPDF opens PDF-like files lazily; Pillow and the PSD header give a
-raster's pixel size; an XLSX's sheet count comes from its zip directory). :func:`estimate` is a
+page count and page size (PyMuPDF opens PDF-like files lazily, in a child process under the
+request's memory cap and a short deadline like every parse of a document, since the submitter
+may be a service taking uploads; Pillow and the PSD header give a raster's pixel size; an
+XLSX's sheet count comes from its zip directory). :func:`estimate` is a
 pure function of those facts, the request (pages, sizes, upscale) and what earlier files of the
 same converter cost (:class:`ConverterCost`, kept in Redis by the workers), and returns the
 file's class: ``office`` (LibreOffice work, which has its own warm engine), ``heavy`` or
@@ -15,6 +17,7 @@ end it, and its time goes into its converter's history.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import struct
@@ -81,6 +84,10 @@ HISTORY_MIN = 5
 """Light files a converter must have done before its history is trusted."""
 DEFAULT_PAGE_SECONDS = 0.05
 """Seconds per rendered page assumed for a converter without history."""
+PROBE_TIMEOUT = 5.0
+"""Seconds a document's probe may take (never more than the request's own timeout); a probe that
+runs out is no fact: the file is classed by its size and type, and the worker's limits apply."""
+
 PROBE_PAGES = 32
 """Pages whose size :func:`probe` reads (the first ones of those requested): enough to find a
 giant page in an ordinary document without touching every page of a 20,000-page one."""
@@ -263,7 +270,7 @@ def probe(path: str, options: Options, registry: Registry) -> FileFacts:
         return facts  # heavy by its size alone: nothing more to read
     try:
         if converter == _PDF_CONVERTER:
-            return _probe_document(path, facts, options)
+            return _probe_document_limited(path, facts, options)
         if converter in _RASTER_CONVERTERS:
             return _probe_raster(path, facts)
         if converter == OFFICE_CONVERTER and mime.endswith(("sheet", "spreadsheet")):
@@ -271,6 +278,17 @@ def probe(path: str, options: Options, registry: Registry) -> FileFacts:
     except Exception as exc:  # noqa: BLE001 - a damaged header: the worker reports it
         log.debug("cannot probe %s: %s", path, exc)
     return facts
+
+
+def _probe_document_limited(path: str, facts: FileFacts, options: Options) -> FileFacts:
+    """:func:`_probe_document` in a limited child: MuPDF parses untrusted content there only."""
+    from previewer.limited import run_limited
+
+    limits = dataclasses.replace(options.limits, timeout=min(options.limits.timeout, PROBE_TIMEOUT))
+    found, _messages = run_limited(
+        _probe_document, (path, facts, options), limits=limits, display=path
+    )
+    return found
 
 
 def _probe_document(path: str, facts: FileFacts, options: Options) -> FileFacts:
