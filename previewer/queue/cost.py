@@ -24,7 +24,7 @@ import struct
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from previewer.options import Options
 
@@ -88,7 +88,6 @@ PROBE_TIMEOUT = 5.0
 """Seconds a document's probe may take (never more than the request's own timeout); a probe that
 runs out is no fact: the file is classed by its size and type, and the worker's limits apply."""
 
-PROBE_PAGES = 32
 """Pages whose size :func:`probe` reads (the first ones of those requested): enough to find a
 giant page in an ordinary document without touching every page of a 20,000-page one."""
 
@@ -281,44 +280,18 @@ def probe(path: str, options: Options, registry: Registry) -> FileFacts:
 
 
 def _probe_document_limited(path: str, facts: FileFacts, options: Options) -> FileFacts:
-    """:func:`_probe_document` in a limited child: MuPDF parses untrusted content there only."""
+    """:func:`previewer.headers.document_facts` in a limited child, where MuPDF parses."""
+    from previewer.headers import document_facts
     from previewer.limited import run_limited
 
     limits = dataclasses.replace(options.limits, timeout=min(options.limits.timeout, PROBE_TIMEOUT))
     found, _messages = run_limited(
-        _probe_document, (path, facts, options), limits=limits, display=path
+        document_facts, (path, facts.mime, options), limits=limits, display=path
     )
-    return found
-
-
-def _probe_document(path: str, facts: FileFacts, options: Options) -> FileFacts:
-    """Page count and the largest page (of the first :data:`PROBE_PAGES` requested)."""
-    import pymupdf
-
-    from previewer.converters import PDF_FILETYPES
-
-    kind = PDF_FILETYPES.get(facts.mime, "pdf")
-    pymupdf.TOOLS.mupdf_display_warnings(False)  # type: ignore[no-untyped-call]
-    pymupdf.TOOLS.mupdf_display_errors(False)  # type: ignore[no-untyped-call]
-    with pymupdf.open(path, filetype=kind) as doc:  # type: ignore[no-untyped-call]
-        if doc.needs_pass:
-            return FileFacts(facts.mime, facts.converter, facts.size)
-        count = doc.page_count
-        wanted = _first_pages(options, count)
-        area, aspect = 0.0, 1.0
-        for number in wanted:
-            rect: Any = doc[number - 1].rect if kind != "pdf" else doc.page_cropbox(number - 1)
-            if rect.width * rect.height > area:
-                area = float(rect.width * rect.height)
-                aspect = float(rect.height / rect.width) if rect.width else 1.0
+    if found is None:  # encrypted: nothing more to read
+        return facts
+    count, area, aspect = found
     return FileFacts(facts.mime, facts.converter, facts.size, count, area, aspect)
-
-
-def _first_pages(options: Options, count: int) -> list[int]:
-    try:
-        return options.pages.resolve(count)[:PROBE_PAGES]
-    except Exception:  # noqa: BLE001 - a page beyond the end: no page to probe
-        return []
 
 
 def _probe_raster(path: str, facts: FileFacts) -> FileFacts:
