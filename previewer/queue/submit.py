@@ -62,6 +62,7 @@ def submit_many(
     max_in_flight: int | None = None,
     resume: bool = False,
     journal: bool | None = None,
+    abort: Callable[[], BaseException | None] | None = None,
 ) -> BatchReport:
     """Convert files and directory trees on queue workers; report like a local batch.
 
@@ -93,6 +94,8 @@ def submit_many(
         max_in_flight: Files queued or running at once (default: all of them at once).
         resume: Skip inputs whose previews are up to date (the journal, as locally).
         journal: Record converted inputs in the journal (default: when ``resume``).
+        abort: Called while waiting for results; when it returns an exception, the run is
+            cancelled (as on an interrupt) and that exception raised.
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -113,6 +116,7 @@ def submit_many(
         poll_interval=poll_interval,
         stall_check=stall_check,
         heartbeat=heartbeat,
+        abort=abort,
     )
     jobs = batch.collect(sources, options.out_dir, include=include, exclude=exclude, hidden=hidden)
     return batch.run(
@@ -140,6 +144,7 @@ class QueueExecutor:
         poll_interval: float = 0.1,
         stall_check: float = 30.0,
         heartbeat: float = HEARTBEAT,
+        abort: Callable[[], BaseException | None] | None = None,
     ) -> None:
         if max_in_flight is not None and (
             isinstance(max_in_flight, bool)
@@ -155,6 +160,7 @@ class QueueExecutor:
         self.max_in_flight = max_in_flight
         self.outage_grace, self.poll_interval = outage_grace, poll_interval
         self.stall_check, self.heartbeat = stall_check, heartbeat
+        self.abort = abort
         self.client: Celery | None = None
 
     def prepare(self, jobs: Sequence[Job], options: Options, task: BatchTask) -> None:
@@ -231,6 +237,7 @@ class QueueExecutor:
 
         alive = _Heartbeat(client, run, self.heartbeat)
         gather = _Gatherer(client, pending, finish, options, self.shown, send, alive)
+        gather.abort = self.abort
         timing = (self.outage_grace, self.poll_interval, self.stall_check)
         try:
             alive.beat(force=True)
@@ -301,6 +308,7 @@ class _Gatherer:
         self.client, self.pending, self.finish = client, pending, finish
         self.options, self.shown, self.send = options, shown, send
         self.alive = alive
+        self.abort: Callable[[], BaseException | None] | None = None
 
     def run(
         self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
@@ -311,6 +319,8 @@ class _Gatherer:
         progress_at = time.monotonic()
         server = _server_id(self.client)
         while len(self.pending) > until:
+            if self.abort is not None and (stop := self.abort()) is not None:
+                raise stop  # the caller cancels the run
             try:
                 self.alive.beat()
                 if time.monotonic() - progress_at > stall_check:

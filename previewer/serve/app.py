@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shutil
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -126,10 +127,26 @@ async def readyz(request: Request) -> Response:
         "pool": svc.runner.pool_alive() and svc.runner.accepting,
         "engines": bool(svc.converters) and any(c["available"] for c in svc.converters or []),
     }
+    body: dict[str, object] = {}
+    if svc.watch is not None:  # broker mode: Redis answers, and so does a queue worker
+        checks["broker"] = svc.watch.broker_error is None and checks["storage"]
+        checks["workers"] = svc.watch.answering()
+        body["queue"] = svc.watch.details()
     ok = all(checks.values())
     return JSONResponse(
-        {"status": "ready" if ok else "unavailable", "checks": checks},
+        {"status": "ready" if ok else "unavailable", "checks": checks, **body},
         status_code=200 if ok else 503,
+    )
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """A 503 for a request that needed the job store (Redis) while it is unreachable."""
+    log.warning("job store unreachable: %s", exc)
+    return views.error(
+        503,
+        "unavailable",
+        "the job store (Redis) cannot be reached right now; retry later",
+        headers={"Retry-After": "5"},
     )
 
 
@@ -162,6 +179,9 @@ def create_app(settings: Settings) -> Starlette:
             shutil.rmtree(orphan, ignore_errors=True)
         svc.runner.start()
         sweeper = asyncio.create_task(svc.sweep())
+        if svc.watch is not None:
+            svc.watch.start()
+            svc.spawn(svc.keep_alive())
 
         async def probe() -> None:  # readiness waits for it; serving does not
             infos = await run_in_threadpool(api.list_converters)
@@ -178,6 +198,8 @@ def create_app(settings: Settings) -> Starlette:
                 await asyncio.wait(pending, timeout=5)
             for task in [*svc.background, sweeper]:
                 task.cancel()
+            if svc.watch is not None:
+                await run_in_threadpool(svc.watch.stop)
             await run_in_threadpool(api.shutdown)
             svc.store.close()
             log.info("stopped")
@@ -199,9 +221,14 @@ def create_app(settings: Settings) -> Starlette:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return views.error(exc.status_code, code, str(exc.detail))
 
+    handlers: dict[Any, Any] = {HTTPException: http_error}
+    if settings.broker is not None:
+        import redis
+
+        handlers[redis.RedisError] = store_unavailable
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers=handlers,
         lifespan=lifespan,
         middleware=[
             Middleware(

@@ -6,6 +6,7 @@ Shared by the request handlers (:mod:`previewer.serve.create` and :mod:`previewe
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from previewer.serve.runner import Runner
 from previewer.serve.signing import Signer
 from previewer.serve.store import JobRow, JobStore, Store
 from previewer.serve.webhooks import WebhookSecrets, deliver
+from previewer.serve.workers import WorkerWatch
 
 __all__ = [
     "FORM_SLACK",
@@ -39,6 +41,8 @@ MAX_WAIT = 30.0
 
 FORM_SLACK = 1024 * 1024
 """Bytes a request body may carry beyond the file: form fields and multipart framing."""
+
+log = logging.getLogger("previewer.serve")
 
 ID_PATTERN = re.compile(r"^[0-9a-f-]{36}$")
 
@@ -61,6 +65,8 @@ class Settings:
             to Redis.
         webhook_secret: A Standard Webhooks secret (``whsec_...``) signing callbacks; the
             FilePreviews JWT body is signed with the secret of the job's API key.
+        worker_grace: In broker mode, seconds without any queue worker answering after which
+            jobs waiting for one fail.
     """
 
     storage: Path
@@ -74,6 +80,7 @@ class Settings:
     policy: NetPolicy = field(default_factory=NetPolicy)
     webhook_secret: str | None = field(default=None, repr=False)
     broker: str | None = field(default=None, repr=False)
+    worker_grace: float = 30.0
 
 
 class Service:
@@ -89,6 +96,9 @@ class Service:
         else:
             self.store = Store(settings.storage)
         self.signer = Signer(settings.signing_keys)
+        self.watch: WorkerWatch | None = None
+        if settings.broker is not None:
+            self.watch = WorkerWatch(settings.broker, settings.worker_grace)
         self.runner = Runner(
             self.store,
             settings.limits,
@@ -96,6 +106,7 @@ class Service:
             queue_size=settings.queue_size,
             on_done=self.job_done,
             broker=settings.broker,
+            abort=self.watch.abort if self.watch is not None else None,
         )
         self.metrics = Metrics(lambda: self.runner.waiting, lambda: self.runner.running)
         self.background: set[asyncio.Task[Any]] = set()
@@ -141,9 +152,28 @@ class Service:
         """Remove expired jobs and their files, forever (cancelled on shutdown)."""
         period = max(1.0, min(60.0, self.settings.ttl / 4))
         while True:
-            for job_id in self.store.expired():
-                self.store.delete(job_id)
+            try:
+                for job_id in self.store.expired():
+                    self.store.delete(job_id)
+            except Exception as exc:  # noqa: BLE001 - the store is away; try again next time
+                log.warning("cannot sweep expired jobs: %s", exc)
             await asyncio.sleep(period)
+
+    async def keep_alive(self) -> None:
+        """Broker mode: renew this node's liveness, fail the jobs of dead nodes, forever."""
+        from previewer.serve.redis_store import NODE_BEAT, RedisStore
+
+        store = self.store
+        assert isinstance(store, RedisStore)
+        while True:
+            try:
+                store.beat()
+                failed = store.fail_orphaned()
+                if failed:
+                    log.warning("%d job(s) of a service that stopped were failed", failed)
+            except Exception as exc:  # noqa: BLE001 - Redis is away; /readyz says so
+                log.debug("cannot renew this node's liveness: %s", exc)
+            await asyncio.sleep(NODE_BEAT)
 
     def tenant(self, request: Request) -> str | Response:
         """The caller's tenant, or the 401 answer."""

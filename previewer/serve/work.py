@@ -10,7 +10,7 @@ directory, and error messages never carry a server path.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def convert_job(
     limits: Limits,
     broker: str | None = None,
     format: str = "png",
+    abort: Callable[[], BaseException | None] | None = None,
 ) -> Outcome:
     """Convert one job's input; never raises for a bad input.
 
@@ -115,6 +116,8 @@ def convert_job(
         broker: Convert on queue workers through this Redis URL (they must see ``source``
             and ``out_dir`` at the same paths); the document's facts are still read here,
             in a limited child process.
+        abort: With ``broker``, called while waiting for the workers; an exception it returns
+            fails the job (the run is cancelled).
 
     Returns:
         The outcome; a success's result holds ``thumbnails`` (file names relative to
@@ -133,7 +136,7 @@ def convert_job(
                 format=format,
             )
         else:
-            previews = _on_workers(source, out_dir, sizes, pages, limits, broker, format)
+            previews = _on_workers(source, out_dir, sizes, pages, limits, broker, format, abort)
         facts = api.info(source, limits=limits, name=source.name, metadata=list(metadata) or None)
         original = original_file(name, size, facts)
         original["metadata"] = file_metadata(facts)
@@ -169,6 +172,7 @@ def _on_workers(
     limits: Limits,
     broker: str,
     format: str,
+    abort: Callable[[], BaseException | None] | None = None,
 ) -> list[Preview]:
     """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would."""
     from previewer.options import Options
@@ -177,7 +181,7 @@ def _on_workers(
     options = Options.build(
         sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
     )
-    report = submit_many([str(source)], options, broker=broker, heartbeat=60.0)
+    report = submit_many([str(source)], options, broker=broker, heartbeat=60.0, abort=abort)
     (result,) = report.results
     if result.error is not None:
         raise result.error
