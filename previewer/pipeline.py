@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Found",
     "convert",
+    "convert_and_describe",
     "convert_one",
     "fallback_converter",
     "info",
@@ -317,6 +318,48 @@ def info(
     work = functools.partial(_info, keys=keys) if keys else _info
     facts, _ = under_limits(work, source, options, registry, name)
     return facts
+
+
+def _convert_and_describe(
+    source: Source,
+    options: Options,
+    registry: Registry,
+    name: str | None,
+    keys: tuple[str, ...] = (),
+) -> tuple[list[Preview], DocumentInfo]:
+    previews = _convert(source, options, registry, name)
+    return previews, _info(source, options, registry, name, keys)
+
+
+def convert_and_describe(
+    source: Source,
+    options: Options,
+    registry: Registry,
+    *,
+    name: str | None = None,
+    keys: tuple[str, ...] = (),
+) -> tuple[list[Preview], DocumentInfo]:
+    """:func:`convert` and :func:`info` of one input in one place where its limits apply.
+
+    One child process (one start, one engine import) instead of two; the document is opened
+    twice in it, so the description sees every page whatever the conversion selected.
+
+    Args:
+        source: A path or bytes.
+        options: The options.
+        registry: The converters.
+        name: File name for outputs and messages.
+        keys: Metadata keys extracted with the description (``extracted``).
+
+    Returns:
+        The previews written and the description.
+
+    Raises:
+        PreviewerError: A subclass naming the input and the reason.
+    """
+    work = functools.partial(_convert_and_describe, keys=keys) if keys else _convert_and_describe
+    both, _ = under_limits(work, source, options, registry, name, writes=True)
+    return both
 
 
 def metadata(

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from previewer.serve import views
+from previewer.serve import views, work
 from previewer.serve.create import create_preview
 from previewer.serve.middleware import Observe
 from previewer.serve.service import (
@@ -177,6 +177,7 @@ def create_app(settings: Settings) -> Starlette:
             log.warning("%d job(s) left unfinished by an earlier run were failed", failed)
         for orphan in svc.store.orphan_dirs():
             shutil.rmtree(orphan, ignore_errors=True)
+        await run_in_threadpool(work.start_fork_server)  # warm children for every job
         svc.runner.start()
         sweeper = asyncio.create_task(svc.sweep())
         if svc.watch is not None:

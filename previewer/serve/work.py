@@ -1,7 +1,9 @@
 """One job's conversion, run in a worker thread: previews, document facts, metadata.
 
-The conversion goes through :func:`previewer.api.convert` and :func:`previewer.api.info`, so it
-runs exactly as on every other path: in a child process under the same
+The conversion and the description (pages, sizes, metadata) run in one call,
+:func:`previewer.pipeline.convert_and_describe` (with queue workers: the conversion there, then
+:func:`previewer.api.info` here), so it runs exactly as on every other path: in a child process
+under the same
 :class:`~previewer.budgets.Limits` (timeout, memory cap, sizes, isolation), a crash or timeout
 failing only this job. The outcome is plain JSON with file names relative to the job's
 directory, and error messages never carry a server path.
@@ -19,13 +21,59 @@ from previewer.budgets import Limits
 from previewer.errors import PreviewerError
 from previewer.results import DocumentInfo, Preview
 
-__all__ = ["METADATA_KEYS", "Outcome", "convert_job", "file_metadata", "public_error"]
+__all__ = [
+    "CHILD_PRELOAD",
+    "METADATA_KEYS",
+    "Outcome",
+    "convert_job",
+    "file_metadata",
+    "public_error",
+    "start_fork_server",
+]
 
 METADATA_KEYS = extraction.KEYS
 """Metadata keys a request may ask for (``"all"`` asks for every one but ``gps``)."""
 
 Outcome = tuple[str, dict[str, Any]]
 """``("success", result)`` or ``("failure", error)``."""
+
+
+CHILD_PRELOAD = (
+    "previewer.pipeline",
+    "previewer.limited",
+    "previewer.rendering",
+    "previewer.output",
+    "previewer.describe",
+    "previewer.converters",
+    "PIL.Image",
+    "PIL.PngImagePlugin",
+    "PIL.JpegImagePlugin",
+    "pymupdf",
+)
+"""Modules the fork server imports once, so that each conversion's child starts with them."""
+
+
+def start_fork_server() -> None:
+    """Start multiprocessing's fork server with :data:`CHILD_PRELOAD` imported.
+
+    The service converts from threads, so each job's limited child comes from the fork server
+    (see :func:`previewer.limited.run_limited`); the library starts it, on first use, with only
+    the pipeline imported, and every child then imports the engines again (about 200 ms a job
+    here). Started first with the engines, its children begin warm. Harmless if it already
+    runs (the preload only applies at its start).
+    """
+    import multiprocessing
+    import sys
+    from multiprocessing import forkserver
+
+    preload = list(CHILD_PRELOAD)
+    if "previewer.cli" in sys.modules:
+        # Started by the ``previewer`` script: each child runs that script again as its main
+        # module (multiprocessing's rule), whose import of the CLI is then already done.
+        preload.append("previewer.cli")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(preload)
+    forkserver.ensure_running()
 
 
 def public_error(exc: PreviewerError, name: str, job_dir: Path) -> dict[str, Any]:
@@ -127,17 +175,12 @@ def convert_job(
     size = source.stat().st_size
     try:
         if broker is None:
-            previews = api.convert(
-                source,
-                out_dir=out_dir,
-                sizes=list(sizes),
-                pages=pages,
-                limits=limits,
-                format=format,
-            )
+            previews, facts = _here(source, out_dir, sizes, pages, metadata, limits, format)
         else:
             previews = _on_workers(source, out_dir, sizes, pages, limits, broker, format, abort)
-        facts = api.info(source, limits=limits, name=source.name, metadata=list(metadata) or None)
+            facts = api.info(
+                source, limits=limits, name=source.name, metadata=list(metadata) or None
+            )
         original = original_file(name, size, facts)
         original["metadata"] = file_metadata(facts)
     except PreviewerError as exc:
@@ -164,6 +207,27 @@ def convert_job(
     }
 
 
+def _here(
+    source: Path,
+    out_dir: Path,
+    sizes: Sequence[str],
+    pages: str,
+    metadata: Sequence[str],
+    limits: Limits,
+    format: str,
+) -> tuple[list[Preview], DocumentInfo]:
+    """Convert and describe ``source`` in one limited child (one start instead of two)."""
+    from previewer import pipeline
+    from previewer.options import Options
+    from previewer.registry import Registry
+
+    options = Options.build(
+        sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
+    )
+    keys = extraction.parse_keys(list(metadata)) if metadata else ()
+    return pipeline.convert_and_describe(source, options, Registry(), name=source.name, keys=keys)
+
+
 def _on_workers(
     source: Path,
     out_dir: Path,
@@ -181,7 +245,9 @@ def _on_workers(
     options = Options.build(
         sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
     )
-    report = submit_many([str(source)], options, broker=broker, heartbeat=60.0, abort=abort)
+    report = submit_many(
+        [str(source)], options, broker=broker, heartbeat=60.0, abort=abort, poll_interval=0.02
+    )
     (result,) = report.results
     if result.error is not None:
         raise result.error
