@@ -154,6 +154,8 @@ async def metrics(request: Request) -> Response:
     svc: Service = request.app.state.service
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    if svc.watch is not None:
+        svc.metrics.workers.set(svc.watch.workers)
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
