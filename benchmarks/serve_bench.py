@@ -1,8 +1,9 @@
 """The ``serve`` cases of bench.py: ``previewer serve`` against the library and the CLI.
 
 - **serve-overhead**: a small PDF converted by 4 concurrent clients through the API
-  (``--jobs 4``, ``?wait=``) against 4 threads calling :func:`previewer.api.convert` in this
-  process; the overhead of a request is its wall time minus the median in-process conversion.
+  (``--jobs 4``, ``?wait=``) against 4 threads calling :func:`previewer.api.convert` in one
+  process without child processes (the conversion itself); the overhead of a request is its wall
+  time minus the median in-process conversion.
 - **serve-N-mixed**: N mixed files (the pool's inputs) posted by 8 keep-alive clients through
   the API with the local pool (``--jobs 2``) and through 2 Celery workers (``--broker``),
   against ``previewer convert DIR -j 2``, in files/s.
@@ -213,16 +214,14 @@ async def _post_all(
 
 
 def _in_process_times(pdf: Path, out: Path, threads: int, per_thread: int) -> list[float]:
-    """Seconds of :func:`previewer.api.convert` calls from ``threads`` threads at once.
+    """Seconds of :func:`previewer.api.convert` calls made in this process, ``threads`` at once.
 
-    Runs in a child of its own (``serve_bench.py --inprocess``): the children the library
-    starts from a threaded process come from a fork server, started warm here as the service
-    starts it (:func:`previewer.serve.work.start_fork_server`).
+    Run in a child of its own (``inprocess_main``), with the library's child processes off
+    (``previewer.limited.ISOLATE = False``): the conversion itself, in the caller's process.
     """
-    from previewer import api
-    from previewer.serve.work import start_fork_server
+    from previewer import api, limited
 
-    start_fork_server()
+    limited.ISOLATE = False
     times: list[float] = []
     lock = threading.Lock()
 
@@ -233,17 +232,13 @@ def _in_process_times(pdf: Path, out: Path, threads: int, per_thread: int) -> li
             with lock:
                 times.append(time.perf_counter() - started)
 
-    warm = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    for w in warm:
-        w.start()
-    for w in warm:
-        w.join()
-    times.clear()
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    for _round in range(2):  # the first warms up
+        times.clear()
+        workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
     return times
 
 

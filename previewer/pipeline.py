@@ -338,6 +338,7 @@ def convert_and_describe(
     *,
     name: str | None = None,
     keys: tuple[str, ...] = (),
+    isolate: bool = True,
 ) -> tuple[list[Preview], DocumentInfo]:
     """:func:`convert` and :func:`info` of one input in one place where its limits apply.
 
@@ -350,6 +351,9 @@ def convert_and_describe(
         registry: The converters.
         name: File name for outputs and messages.
         keys: Metadata keys extracted with the description (``extracted``).
+        isolate: Run where its limits apply (a child process, see
+            :func:`previewer.placement.under_limits`); False when the caller already is such a
+            place (a pool worker).
 
     Returns:
         The previews written and the description.
@@ -357,6 +361,14 @@ def convert_and_describe(
     Raises:
         PreviewerError: A subclass naming the input and the reason.
     """
+    if not isolate:
+        try:
+            return _convert_and_describe(source, options, registry, name, keys)
+        except (Exception, MemoryError) as exc:
+            error = limited.library_error(exc, display_name(source, name), options.limits)
+            if error is exc:
+                raise
+            raise error from exc
     work = functools.partial(_convert_and_describe, keys=keys) if keys else _convert_and_describe
     both, _ = under_limits(work, source, options, registry, name, writes=True)
     return both

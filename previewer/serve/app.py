@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from previewer.serve import views, work
+from previewer.serve import pooled, views, work
 from previewer.serve.create import create_preview
 from previewer.serve.middleware import Observe
 from previewer.serve.service import (
@@ -203,6 +203,7 @@ def create_app(settings: Settings) -> Starlette:
                 task.cancel()
             if svc.watch is not None:
                 await run_in_threadpool(svc.watch.stop)
+            await run_in_threadpool(pooled.close_pools)
             await run_in_threadpool(api.shutdown)
             svc.store.close()
             log.info("stopped")

@@ -12,6 +12,7 @@ directory, and error messages never carry a server path.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ Outcome = tuple[str, dict[str, Any]]
 CHILD_PRELOAD = (
     "previewer.pipeline",
     "previewer.limited",
+    "previewer.pool",
+    "previewer.serve.pooled",
     "previewer.rendering",
     "previewer.output",
     "previewer.describe",
@@ -216,16 +219,14 @@ def _here(
     limits: Limits,
     format: str,
 ) -> tuple[list[Preview], DocumentInfo]:
-    """Convert and describe ``source`` in one limited child (one start instead of two)."""
-    from previewer import pipeline
-    from previewer.options import Options
-    from previewer.registry import Registry
+    """Convert and describe ``source`` on this thread's warm worker (:mod:`.pooled`)."""
+    from previewer.serve.pooled import convert_pooled
 
-    options = Options.build(
-        sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
-    )
     keys = extraction.parse_keys(list(metadata)) if metadata else ()
-    return pipeline.convert_and_describe(source, options, Registry(), name=source.name, keys=keys)
+    return convert_pooled(source, out_dir, sizes, pages, keys, limits, format)
+
+
+_local = threading.local()
 
 
 def _on_workers(
@@ -238,20 +239,40 @@ def _on_workers(
     format: str,
     abort: Callable[[], BaseException | None] | None = None,
 ) -> list[Preview]:
-    """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would."""
+    """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would.
+
+    Runs :func:`previewer.queue.submit_many`'s steps with this thread's executor, whose Celery
+    client (and its connections to Redis) is made once, not for every job.
+    """
+    from previewer import batch
     from previewer.options import Options
-    from previewer.queue import submit_many
+    from previewer.registry import Registry
 
     options = Options.build(
         sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
     )
-    report = submit_many(
-        [str(source)], options, broker=broker, heartbeat=60.0, abort=abort, poll_interval=0.02
-    )
+    executor = getattr(_local, "executor", None)
+    if executor is None or executor.url != broker:
+        executor = _local.executor = _executor(broker)
+    executor.abort = abort
+    jobs = batch.collect([str(source)], options.out_dir)
+    report = batch.run(jobs, options, Registry(), executor=executor)
     (result,) = report.results
     if result.error is not None:
         raise result.error
     return result.outputs
+
+
+def _executor(broker: str) -> Any:
+    """A queue executor that reaches the broker once and keeps its client for later jobs."""
+    from previewer.queue.submit import QueueExecutor
+
+    class Reused(QueueExecutor):
+        def prepare(self, jobs: Any, options: Any, task: Any) -> None:
+            if self.client is None:
+                super().prepare(jobs, options, task)
+
+    return Reused(broker, heartbeat=60.0, poll_interval=0.02)
 
 
 def safe_name(name: str) -> str:
