@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -43,14 +41,6 @@ class Metrics:
         depth.set_function(lambda: float(queue_depth()))
         running = Gauge("previewer_jobs_in_flight", "Jobs running.", registry=self.registry)
         running.set_function(lambda: float(in_flight()))
-        engines = Gauge(
-            "previewer_office_engines",
-            "Warm LibreOffice engines of this process, by state (idle, busy, starting).",
-            ["state"],
-            registry=self.registry,
-        )
-        for state in ("idle", "busy", "starting"):
-            engines.labels(state).set_function(functools.partial(_office_engines, state))
         self.workers = Gauge(
             "previewer_queue_workers",
             "Queue workers that answered the latest ping (broker mode).",
@@ -60,14 +50,3 @@ class Metrics:
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""
         return generate_latest(self.registry)
-
-
-def _office_engines(state: str) -> float:
-    """Engines of the warm LibreOffice pool in ``state`` (0 until an Office document came)."""
-    pool = sys.modules.get("previewer.converters.office_pool")
-    engines = getattr(pool, "ENGINES", None)
-    if engines is None:
-        return 0.0
-    if state == "starting":
-        return float(engines.starting)
-    return float(len(getattr(engines, state)))

@@ -43,6 +43,7 @@ class PoolJob:
     name: str
     out_dir: Path
     keys: tuple[str, ...] = ()
+    describe_only: bool = False
 
     @property
     def display(self) -> str:
@@ -73,9 +74,13 @@ def run_job(job: PoolJob, options: Options, registry: Registry) -> FileResult:
     started = time.monotonic()
     try:
         with capture.captured() as messages:
-            previews, facts = pipeline.convert_and_describe(
-                job.source, options, registry, name=job.name, keys=job.keys, isolate=False
-            )
+            if job.describe_only:  # in a child of this worker, forked warm
+                previews: list[Preview] = []
+                facts = pipeline.info(job.source, options, registry, name=job.name, keys=job.keys)
+            else:
+                previews, facts = pipeline.convert_and_describe(
+                    job.source, options, registry, name=job.name, keys=job.keys, isolate=False
+                )
     except PreviewerError as exc:
         return JobResult(job.display, Status.FAILED, error=exc, duration=time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - a converter's bug fails only this job
@@ -102,8 +107,20 @@ def convert_pooled(
     keys: tuple[str, ...],
     limits: Limits,
     format: str,
+    *,
+    describe_only: bool = False,
 ) -> tuple[list[Preview], DocumentInfo]:
     """Convert and describe ``source`` on this thread's warm worker.
+
+    Args:
+        source: The input file.
+        out_dir: Where the previews go.
+        sizes: Normalised sizes.
+        pages: The page selection.
+        keys: Metadata keys.
+        limits: The service's limits.
+        format: The previews' image format.
+        describe_only: Only describe it (the previews are made elsewhere: queue workers).
 
     Raises:
         PreviewerError: The file's error, or the worker's timeout, crash or memory exhaustion.
@@ -119,7 +136,7 @@ def convert_pooled(
     options = Options.build(
         sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
     )
-    job = PoolJob(source, source.name, out_dir, keys)
+    job = PoolJob(source, source.name, out_dir, keys, describe_only)
     ((_job, _stat, result),) = list(pool.run([(job, None)], lambda _base, _job: options))
     if result.error is not None:
         raise result.error

@@ -1,12 +1,13 @@
 """One job's conversion, run in a worker thread: previews, document facts, metadata.
 
 The conversion and the description (pages, sizes, metadata) run in one call,
-:func:`previewer.pipeline.convert_and_describe` (with queue workers: the conversion there, then
-:func:`previewer.api.info` here), so it runs exactly as on every other path: in a child process
-under the same
-:class:`~previewer.budgets.Limits` (timeout, memory cap, sizes, isolation), a crash or timeout
-failing only this job. The outcome is plain JSON with file names relative to the job's
-directory, and error messages never carry a server path.
+:func:`previewer.pipeline.convert_and_describe`, on the job thread's warm worker process
+(:mod:`previewer.serve.pooled`: the batch engine's pool, with its per-job deadline, memory cap,
+crash detection and replacement) under the same :class:`~previewer.budgets.Limits` as every
+other path, a crash or timeout failing only this job. With queue workers the conversion runs
+there, and the description on that same warm worker, in a child it forks. The outcome is plain
+JSON with file names relative to the job's directory, and error messages never carry a server
+path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from previewer import api, extraction
+from previewer import extraction
 from previewer.budgets import Limits
 from previewer.errors import PreviewerError
 from previewer.results import DocumentInfo, Preview
@@ -59,11 +60,11 @@ CHILD_PRELOAD = (
 def start_fork_server() -> None:
     """Start multiprocessing's fork server with :data:`CHILD_PRELOAD` imported.
 
-    The service converts from threads, so each job's limited child comes from the fork server
-    (see :func:`previewer.limited.run_limited`); the library starts it, on first use, with only
-    the pipeline imported, and every child then imports the engines again (about 200 ms a job
-    here). Started first with the engines, its children begin warm. Harmless if it already
-    runs (the preload only applies at its start).
+    The service's processes (the job threads' warm workers, and any limited child started from
+    a thread) come from the fork server (see :func:`previewer.limited.run_limited`); the library
+    starts it, on first use, with only the pipeline imported, and every process it forks then
+    imports the engines again (about 200 ms here). Started first with the engines, they begin
+    warm. Harmless if it already runs (the preload only applies at its start).
     """
     import multiprocessing
     import sys
@@ -166,7 +167,7 @@ def convert_job(
         format: Image format of the previews (``png``, ``jpeg``, ``webp``).
         broker: Convert on queue workers through this Redis URL (they must see ``source``
             and ``out_dir`` at the same paths); the document's facts are still read here,
-            in a limited child process.
+            on this thread's warm worker.
         abort: With ``broker``, called while waiting for the workers; an exception it returns
             fails the job (the run is cancelled).
 
@@ -181,8 +182,8 @@ def convert_job(
             previews, facts = _here(source, out_dir, sizes, pages, metadata, limits, format)
         else:
             previews = _on_workers(source, out_dir, sizes, pages, limits, broker, format, abort)
-            facts = api.info(
-                source, limits=limits, name=source.name, metadata=list(metadata) or None
+            _none, facts = _here(
+                source, out_dir, sizes, pages, metadata, limits, format, describe_only=True
             )
         original = original_file(name, size, facts)
         original["metadata"] = file_metadata(facts)
@@ -218,12 +219,16 @@ def _here(
     metadata: Sequence[str],
     limits: Limits,
     format: str,
+    *,
+    describe_only: bool = False,
 ) -> tuple[list[Preview], DocumentInfo]:
     """Convert and describe ``source`` on this thread's warm worker (:mod:`.pooled`)."""
     from previewer.serve.pooled import convert_pooled
 
     keys = extraction.parse_keys(list(metadata)) if metadata else ()
-    return convert_pooled(source, out_dir, sizes, pages, keys, limits, format)
+    return convert_pooled(
+        source, out_dir, sizes, pages, keys, limits, format, describe_only=describe_only
+    )
 
 
 _local = threading.local()
