@@ -327,8 +327,22 @@ def _convert_and_describe(
     name: str | None,
     keys: tuple[str, ...] = (),
 ) -> tuple[list[Preview], DocumentInfo]:
-    previews = _convert(source, options, registry, name)
-    return previews, _info(source, options, registry, name, keys)
+    """Write the previews of ``source`` and describe it, from one open document."""
+    from previewer.describe import document_info
+
+    written: list[Preview] = []
+
+    def work(od: Opened) -> DocumentInfo:
+        _write_pages(od, options, written)
+        facts = document_info(od, registry)
+        if keys:
+            facts = dataclasses.replace(facts, extracted=_extract(keys, od, options))
+        return facts
+
+    # No page hint: the description counts every page (an Office document is exported whole,
+    # as :func:`info` would). Once some previews are out, never mix two converters' pages.
+    facts = read(source, options, registry, work, name=name, retry_work=lambda: not written)
+    return written, facts
 
 
 def convert_and_describe(
@@ -342,8 +356,9 @@ def convert_and_describe(
 ) -> tuple[list[Preview], DocumentInfo]:
     """:func:`convert` and :func:`info` of one input in one place where its limits apply.
 
-    One child process (one start, one engine import) instead of two; the document is opened
-    twice in it, so the description sees every page whatever the conversion selected.
+    One child process and one open document instead of two of each. The converter is not told
+    which pages will be rendered (``ConvertContext.max_page``), so the description counts every
+    page: an Office document is exported whole, as :func:`info` does.
 
     Args:
         source: A path or bytes.
