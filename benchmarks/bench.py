@@ -2067,6 +2067,7 @@ def run_serve_cases(
         runner.logdir,
         args.serve_files,
         lambda argv, name: runner.run(argv, name, timeout=BATCH_TIMEOUT),
+        rounds=args.batch_runs,
     )
     rows = []
     for r in results:

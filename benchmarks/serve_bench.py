@@ -293,26 +293,23 @@ def _overhead(exe: str, env: dict[str, str], pdf: Path, work: Path, logdir: Path
     )
 
 
-def _through_api(
-    exe: str, env: dict[str, str], files: list[Path], work: Path, logdir: Path, tool: str,
-    *args: str,
-) -> ServeResult:  # fmt: skip
-    label = "broker" if "--broker" in args else "local"
-    server = Server(exe, env, work / f"storage-{label}", logdir / f"serve-{label}.log", *args)
-    try:
-        params = {"sizes": "256", "wait": 30}
-        asyncio.run(_post_all(server.url, files[:40], MIXED_CLIENTS, params))  # warm-up
-        cpu0 = server.cpu()
-        started = time.perf_counter()
-        _lat, outcomes = asyncio.run(_post_all(server.url, files, MIXED_CLIENTS, params))
-        wall = time.perf_counter() - started
-        rss, cpu = server.rss_kb(), server.cpu() - cpu0
-    finally:
-        server.close()
+def _post_round(server: Server, files: list[Path]) -> tuple[float, int, float, str]:
+    """Post every file through ``server``; wall seconds, server RSS (KB), server CPU, problem."""
+    cpu0 = server.cpu()
+    started = time.perf_counter()
+    _lat, outcomes = asyncio.run(
+        _post_all(server.url, files, MIXED_CLIENTS, {"sizes": "256", "wait": 30})
+    )
+    wall = time.perf_counter() - started
     ok = outcomes.get("200 success", 0)
-    note = "" if ok == len(files) else f"only {ok}/{len(files)} succeeded: {dict(outcomes)}"
-    case = f"serve-{len(files)}-mixed"
-    return ServeResult(case, tool, wall, rss, cpu, len(files) / wall if not note else None, note)
+    problem = "" if ok == len(files) else f"only {ok}/{len(files)} succeeded: {dict(outcomes)}"
+    return wall, server.rss_kb(), server.cpu() - cpu0, problem
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 async def _flood(url: str, body: bytes, clients: int, seconds: float) -> Counter[str]:
@@ -376,6 +373,7 @@ def run_serve(
     logdir: Path,
     files: int,
     convert: Callable[[list[str], str], Any],
+    rounds: int = 1,
 ) -> list[ServeResult]:
     """Run the serve cases.
 
@@ -389,6 +387,8 @@ def run_serve(
         files: How many of the mixed files go through the API.
         convert: Runs ``argv`` (bench.py's Runner.run): returns a Sample (``wall``,
             ``rss_kb``, ``cpu``, ``rc``).
+        rounds: Rounds of the throughput case (round robin between the three variants,
+            medians reported; the services stay up between rounds).
 
     Returns:
         The measured variants.
@@ -405,31 +405,59 @@ def run_serve(
         for p in picked:
             os.link(p, subset / p.name)
     results = [_overhead(exe, env, pdf, work, logdir)]
-    out = work / "convert-out"
-    shutil.rmtree(out, ignore_errors=True)
-    sample = convert([exe, "convert", str(subset), "-o", str(out), "-q", "-j", "2"], "serve-cli")
-    written = sum(1 for _ in out.rglob("*.png"))
     case = f"serve-{len(picked)}-mixed"
-    cli = ServeResult(case, "previewer convert -j 2", sample.wall, sample.rss_kb, sample.cpu)
-    if sample.rc == 0 and written == len(picked):
-        cli.files_per_s = len(picked) / sample.wall
-    else:
-        cli.note = f"failed: exit {sample.rc}, {written}/{len(picked)} PNGs"
-    results.append(cli)
-    results.append(_through_api(exe, env, picked, work, logdir, "API --jobs 2 (local pool)",
-                                "--jobs", "2", "--queue-size", "64"))  # fmt: skip
+    tools = ["previewer convert -j 2", "API --jobs 2 (local pool)", "API --broker, 2 workers"]
+    servers: dict[str, Server] = {}
+    queue: Redis | None = None
+    notes: dict[str, str] = {}
+    samples: dict[str, list[tuple[float, int, float]]] = {t: [] for t in tools}
     try:
-        queue = Redis(exe, env, logdir, 2)
-    except RuntimeError as exc:
-        results.append(ServeResult(case, "API --broker, 2 workers", note=f"n/a ({exc})"))
-    else:
+        servers[tools[1]] = Server(exe, env, work / "storage-local", logdir / "serve-local.log",
+                                   "--jobs", "2", "--queue-size", "64")  # fmt: skip
         try:
-            results.append(
-                _through_api(exe, env, picked, work, logdir, "API --broker, 2 workers",
-                             "--broker", queue.url, "--jobs", "8", "--queue-size", "64")
-            )  # fmt: skip
-        finally:
+            queue = Redis(exe, env, logdir, 2)
+        except RuntimeError as exc:
+            notes[tools[2]] = f"n/a ({exc})"
+        else:
+            servers[tools[2]] = Server(exe, env, work / "storage-broker",
+                                       logdir / "serve-broker.log", "--broker", queue.url,
+                                       "--jobs", "8", "--queue-size", "64")  # fmt: skip
+        for server in servers.values():  # warm-up: every worker starts its engines once
+            asyncio.run(_post_all(server.url, picked[:40], MIXED_CLIENTS, {"wait": 30}))
+        for rnd in range(rounds):
+            order = tools[rnd % len(tools) :] + tools[: rnd % len(tools)]
+            for tool in order:
+                if tool == tools[0]:
+                    out = work / "convert-out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    argv = [exe, "convert", str(subset), "-o", str(out), "-q", "-j", "2"]
+                    sample = convert(argv, "serve-cli")
+                    written = sum(1 for _ in out.rglob("*.png"))
+                    if sample.rc != 0 or written != len(picked):
+                        notes[tool] = f"failed: exit {sample.rc}, {written}/{len(picked)} PNGs"
+                        continue
+                    samples[tool].append((sample.wall, sample.rss_kb, sample.cpu))
+                elif tool in servers:
+                    wall, rss, cpu, problem = _post_round(servers[tool], picked)
+                    if problem:
+                        notes[tool] = problem
+                        continue
+                    samples[tool].append((wall, rss, cpu))
+    finally:
+        for server in servers.values():
+            server.close()
+        if queue is not None:
             queue.close()
+    for tool in tools:
+        got = samples[tool]
+        if not got:
+            results.append(ServeResult(case, tool, note=notes.get(tool, "not measured")))
+            continue
+        wall = _median([g[0] for g in got])
+        row = ServeResult(case, tool, wall, max(g[1] for g in got), _median([g[2] for g in got]))
+        row.files_per_s = len(picked) / wall
+        row.note = "; ".join(x for x in (notes.get(tool, ""), f"{len(got)} round(s)") if x)
+        results.append(row)
     results.append(_overload(exe, env, pdf, work, logdir))
     return results
 
