@@ -2110,8 +2110,14 @@ def main() -> None:
         "--only",
         default="",
         help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, queue, office, "
-        "raw, video, audio, text; "
+        "raw, video, audio, text, serve; "
         "giant only when named: giant, giant-vector, giant-image, giant-png)",
+    )
+    parser.add_argument(
+        "--serve-files",
+        type=int,
+        default=1000,
+        help="mixed files posted through the API in the serve cases (default 1000)",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate-giant", type=Path, help=argparse.SUPPRESS)
@@ -2277,6 +2283,10 @@ def main() -> None:
         rows += run_pool(runner, t["previewer"], inputs, args.batch_runs, work)
     if wanted("queue") and "queue-burst" not in only:
         rows += run_queue(runner, t["previewer"], inputs, args.batch_runs, work, env)
+    serve_found: list[dict[str, Any]] = []
+    if wanted("serve"):
+        serve_rows, serve_found = run_serve_cases(runner, t["previewer"], inputs, work, env, args)
+        rows += serve_rows
     if wanted("raw"):
         rows += run_raw(runner, t, inputs, args.runs, work)
     if wanted("queue-burst"):
@@ -2310,7 +2320,7 @@ def main() -> None:
     print()
     print("targets")
     found = targets(rows) + office_targets(rows) + pool_targets(rows) + queue_targets(rows)
-    found += raw_targets(rows)
+    found += raw_targets(rows) + serve_found
     width = max((len(x["target"]) for x in found), default=0)
     for item in found:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["pass"]]
@@ -2333,6 +2343,37 @@ def main() -> None:
         }
         path.write_text(json.dumps(data, indent=2) + "\n")
         print(f"\nJSON written to {path}")
+
+
+def run_serve_cases(
+    runner: Runner, previewer: Tool, inputs: Path, work: Path, env: dict[str, str], args: Any
+) -> tuple[list[Row], list[dict[str, Any]]]:
+    """The ``serve`` group (benchmarks/serve_bench.py): API overhead, throughput, overload."""
+    if not previewer.exe:
+        return [Row("serve", "previewer", available=False, note="n/a (previewer not found)")], []
+    from serve_bench import run_serve, serve_targets
+
+    mixed, _subset, _trivial = pool_inputs(inputs)
+    pdf = sorted((inputs / "batch").glob("*.pdf"))[0]
+    progress(f"serve: API overhead, {args.serve_files} mixed files through the API, overload")
+    results = run_serve(
+        previewer.exe,
+        env,
+        mixed,
+        pdf,
+        work,
+        runner.logdir,
+        args.serve_files,
+        lambda argv, name: runner.run(argv, name, timeout=BATCH_TIMEOUT),
+        rounds=args.batch_runs,
+    )
+    rows = []
+    for r in results:
+        row = Row(r.case, r.tool, note=r.note, files_per_s=r.files_per_s)
+        if r.wall is not None:
+            row.samples.append(Sample(r.wall, r.rss_kb, r.cpu, 0))
+        rows.append(row)
+    return rows, serve_targets(results)
 
 
 def run_import(runner: Runner, python: str, runs: int) -> list[Row]:

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Found",
     "convert",
+    "convert_and_describe",
     "convert_one",
     "fallback_converter",
     "info",
@@ -317,6 +318,75 @@ def info(
     work = functools.partial(_info, keys=keys) if keys else _info
     facts, _ = under_limits(work, source, options, registry, name)
     return facts
+
+
+def _convert_and_describe(
+    source: Source,
+    options: Options,
+    registry: Registry,
+    name: str | None,
+    keys: tuple[str, ...] = (),
+) -> tuple[list[Preview], DocumentInfo]:
+    """Write the previews of ``source`` and describe it, from one open document."""
+    from previewer.describe import document_info
+
+    written: list[Preview] = []
+
+    def work(od: Opened) -> DocumentInfo:
+        _write_pages(od, options, written)
+        facts = document_info(od, registry)
+        if keys:
+            facts = dataclasses.replace(facts, extracted=_extract(keys, od, options))
+        return facts
+
+    # No page hint: the description counts every page (an Office document is exported whole,
+    # as :func:`info` would). Once some previews are out, never mix two converters' pages.
+    facts = read(source, options, registry, work, name=name, retry_work=lambda: not written)
+    return written, facts
+
+
+def convert_and_describe(
+    source: Source,
+    options: Options,
+    registry: Registry,
+    *,
+    name: str | None = None,
+    keys: tuple[str, ...] = (),
+    isolate: bool = True,
+) -> tuple[list[Preview], DocumentInfo]:
+    """:func:`convert` and :func:`info` of one input in one place where its limits apply.
+
+    One child process and one open document instead of two of each. The converter is not told
+    which pages will be rendered (``ConvertContext.max_page``), so the description counts every
+    page: an Office document is exported whole, as :func:`info` does.
+
+    Args:
+        source: A path or bytes.
+        options: The options.
+        registry: The converters.
+        name: File name for outputs and messages.
+        keys: Metadata keys extracted with the description (``extracted``).
+        isolate: Run where its limits apply (a child process, see
+            :func:`previewer.placement.under_limits`); False when the caller already is such a
+            place (a pool worker).
+
+    Returns:
+        The previews written and the description.
+
+    Raises:
+        PreviewerError: A subclass naming the input and the reason.
+    """
+    if not isolate:
+        try:
+            return _convert_and_describe(source, options, registry, name, keys)
+        except (Exception, MemoryError) as exc:
+            error = limited.library_error(exc, display_name(source, name), options.limits)
+            if error is exc:
+                raise
+            raise error from exc
+    work = functools.partial(_convert_and_describe, keys=keys) if keys else _convert_and_describe
+    both, _ = under_limits(work, source, options, registry, name, writes=True)
+    return both
 
 
 def metadata(

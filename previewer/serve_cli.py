@@ -99,6 +99,11 @@ def default_storage() -> Path:
     help="Redis URL: send conversions to queue workers (previewer worker) and keep job state "
     "in Redis; the workers must see the storage directory at the same path.",
 )
+@click.option(
+    "--worker-grace", type=click.FloatRange(min=1), default=30.0, show_default=True,
+    help="With --broker: seconds without any queue worker answering after which waiting "
+    "jobs fail.",
+)  # fmt: skip
 @limit_options
 def serve(
     bind: str,
@@ -113,6 +118,7 @@ def serve(
     signing_keys: tuple[str, ...],
     webhook_secret: str | None,
     broker: str | None,
+    worker_grace: float,
     **limit_params: Any,
 ) -> None:
     """Run the HTTP preview service (a FilePreviews v2 compatible API).
@@ -189,6 +195,7 @@ def serve(
         broker=broker,
         state=state_dir,
         files=files,
+        worker_grace=worker_grace,
     )
     server.run(settings, host, port)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.servekit import Served
@@ -114,6 +115,47 @@ def test_flood_gets_429_never_5xx(small: Served) -> None:
         line for line in metrics.splitlines() if line.startswith("previewer_rejected_total ")
     )
     assert float(rejected.split()[1]) == statuses.count(429)
+
+
+def test_sustained_4x_overload_gets_only_2xx_and_429_and_memory_stays_flat(
+    small: Served,
+) -> None:
+    """8 clients (4x the 2 admitted jobs) posting real conversions for 3 s without pause."""
+    body = PDF.read_bytes()
+
+    async def flood(seconds: float) -> list[httpx.Response]:
+        deadline = time.monotonic() + seconds
+        seen: list[httpx.Response] = []
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def one() -> None:
+                while time.monotonic() < deadline:
+                    seen.append(
+                        await client.post(
+                            f"{small.url}/v2/previews/",
+                            params={"sizes": "256"},
+                            content=body,
+                            headers={"Content-Type": "application/pdf"},
+                        )
+                    )
+
+            await asyncio.gather(*(one() for _ in range(8)))
+        return seen
+
+    server = psutil.Process(small.proc.pid)
+    asyncio.run(flood(1.0))  # warm-up
+    before = server.memory_info().rss
+    responses = asyncio.run(flood(3.0))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {201, 429}, sorted(set(statuses))
+    assert statuses.count(429) > statuses.count(201) > 0
+    assert all(int(r.headers["retry-after"]) >= 1 for r in responses if r.status_code == 429)
+    for r in responses:
+        if r.status_code == 201:
+            done = httpx.get(r.json()["url"], params={"wait": 30}, timeout=40).json()
+            assert done["status"] == "success", done
+    after = server.memory_info().rss
+    assert after - before < max(0.10 * before, 8 * 2**20), (before, after)
 
 
 def test_client_leaving_during_wait_does_not_hurt(small: Served) -> None:

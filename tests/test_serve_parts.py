@@ -101,3 +101,32 @@ def test_safe_names() -> None:
     assert safe_name("..hidden") == "hidden"
     assert safe_name("a b/ç.pdf") == "a_b__.pdf"
     assert safe_name("...") == "input"
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_convert_and_describe_counts_every_page_and_names_bad_input(
+    tmp_path: Path, isolate: bool
+) -> None:
+    """One call writes page 1 of the 2-page sample and describes both pages."""
+    from previewer import pipeline
+    from previewer.errors import PreviewerError
+    from previewer.options import Options
+    from previewer.registry import Registry
+    from tests.support import PDF
+
+    options = Options.build(sizes=[64], pages="1", out_dir=tmp_path)
+    previews, facts = pipeline.convert_and_describe(
+        PDF, options, Registry(), keys=("checksum",), isolate=isolate
+    )
+    assert [(p.page, max(p.width, p.height)) for p in previews] == [(1, 64)]
+    assert previews[0].path is not None and previews[0].path.is_file()
+    assert facts.pages == 2 and len(facts.page_sizes) == 2
+    assert round(facts.page_sizes[0][0]) == 595  # A4 portrait, in points
+    assert (
+        facts.extracted is not None and facts.extracted["checksum"]["bytes"] == PDF.stat().st_size
+    )
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.7\nnot really")
+    with pytest.raises(PreviewerError) as caught:
+        pipeline.convert_and_describe(bad, options, Registry(), isolate=isolate)
+    assert "broken.pdf" in str(caught.value)

@@ -58,6 +58,8 @@ class _Gatherer:
         self.alive, self.queues = alive, queues
         self.server: str | None = None
         self.progress_at = time.monotonic()
+        self.abort: Callable[[], BaseException | None] | None = None
+        """Called while waiting; an exception it returns cancels the run and is raised."""
 
     def run(
         self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
@@ -70,6 +72,8 @@ class _Gatherer:
         if self.server is None:
             self.server = _server_id(self.client)
         while len(self.pending) > until:
+            if self.abort is not None and (stop := self.abort()) is not None:
+                raise stop  # the caller cancels the run
             try:
                 self.alive.beat()
                 if time.monotonic() - self.progress_at > stall_check:

@@ -79,6 +79,7 @@ def submit_many(
     journal: bool | None = None,
     tenant: str | None = None,
     windows: Mapping[str, int] | None = None,
+    abort: Callable[[], BaseException | None] | None = None,
 ) -> BatchReport:
     """Convert files and directory trees on queue workers; report like a local batch.
 
@@ -116,6 +117,8 @@ def submit_many(
             the user name).
         windows: Files of each class kept sent and unfinished at once (default:
             :data:`~previewer.queue.routing.WINDOWS`).
+        abort: Called while waiting for results; when it returns an exception, the run is
+            cancelled (as on an interrupt) and that exception raised.
 
     Returns:
         The report; its ``exit_code`` is 0, the single input's code, or 10.
@@ -138,6 +141,7 @@ def submit_many(
         heartbeat=heartbeat,
         tenant=tenant,
         windows=windows,
+        abort=abort,
     )
     jobs = batch.collect(sources, options.out_dir, include=include, exclude=exclude, hidden=hidden)
     return batch.run(
@@ -167,6 +171,7 @@ class QueueExecutor:
         heartbeat: float = HEARTBEAT,
         tenant: str | None = None,
         windows: Mapping[str, int] | None = None,
+        abort: Callable[[], BaseException | None] | None = None,
     ) -> None:
         if max_in_flight is not None and (
             isinstance(max_in_flight, bool)
@@ -184,6 +189,7 @@ class QueueExecutor:
         self.stall_check, self.heartbeat = stall_check, heartbeat
         self.tenant = tenant or default_tenant()
         self.windows = {cls: max(1, int((windows or WINDOWS).get(cls, 1))) for cls in CLASSES}
+        self.abort = abort
         self.client: Celery | None = None
 
     def prepare(self, jobs: Sequence[Job], options: Options, task: BatchTask) -> None:
@@ -274,6 +280,7 @@ class QueueExecutor:
         alive = _Heartbeat(client, run, self.heartbeat)
         queues = sorted({q for q in (self.queue, *self.class_queues()) if q})
         gather = _Gatherer(client, pending, finish, options, self.shown, send, alive, queues)
+        gather.abort = self.abort
         timing = (self.outage_grace, self.poll_interval, self.stall_check)
         todo = iter(work)
         exhausted = False

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shutil
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from previewer.serve import views
+from previewer.serve import pooled, views, work
 from previewer.serve.create import create_preview
 from previewer.serve.middleware import Observe
 from previewer.serve.page import page_routes
@@ -150,17 +151,37 @@ async def readyz(request: Request) -> Response:
         checks[name] = problem is None
         if problem is not None:
             details[name] = problem
-    ok = all(checks.values())
-    body: dict[str, object] = {"status": "ready" if ok else "unavailable", "checks": checks}
+    body: dict[str, object] = {}
+    if svc.watch is not None:  # broker mode: Redis answers, and so does a queue worker
+        checks["broker"] = svc.watch.broker_error is None and checks["storage"]
+        checks["workers"] = svc.watch.answering()
+        body["queue"] = svc.watch.details()
     if details:
         body["details"] = details
-    return JSONResponse(body, status_code=200 if ok else 503)
+    ok = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "unavailable", "checks": checks, **body},
+        status_code=200 if ok else 503,
+    )
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """A 503 for a request that needed the job store (Redis) while it is unreachable."""
+    log.warning("job store unreachable: %s", exc)
+    return views.error(
+        503,
+        "unavailable",
+        "the job store (Redis) cannot be reached right now; retry later",
+        headers={"Retry-After": "5"},
+    )
 
 
 async def metrics(request: Request) -> Response:
     svc: Service = request.app.state.service
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    if svc.watch is not None:
+        svc.metrics.workers.set(svc.watch.workers)
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -184,8 +205,12 @@ def create_app(settings: Settings) -> Starlette:
             log.warning("%d job(s) left unfinished by an earlier run were failed", failed)
         for orphan in svc.store.orphan_dirs():
             shutil.rmtree(orphan, ignore_errors=True)
+        await run_in_threadpool(work.start_fork_server)  # warm children for every job
         svc.runner.start()
         sweeper = asyncio.create_task(svc.sweep())
+        if svc.watch is not None:
+            svc.watch.start()
+            svc.spawn(svc.keep_alive())
 
         async def probe() -> None:  # readiness waits for it; serving does not
             infos = await run_in_threadpool(api.list_converters)
@@ -202,6 +227,9 @@ def create_app(settings: Settings) -> Starlette:
                 await asyncio.wait(pending, timeout=5)
             for task in [*svc.background, sweeper]:
                 task.cancel()
+            if svc.watch is not None:
+                await run_in_threadpool(svc.watch.stop)
+            await run_in_threadpool(pooled.close_pools)
             await run_in_threadpool(api.shutdown)
             svc.store.close()
             log.info("stopped")
@@ -224,9 +252,14 @@ def create_app(settings: Settings) -> Starlette:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return views.error(exc.status_code, code, str(exc.detail))
 
+    handlers: dict[Any, Any] = {HTTPException: http_error}
+    if settings.broker is not None:
+        import redis
+
+        handlers[redis.RedisError] = store_unavailable
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers=handlers,
         lifespan=lifespan,
         middleware=[
             Middleware(

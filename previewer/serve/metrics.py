@@ -63,6 +63,11 @@ class Metrics:
         depth.set_function(lambda: float(queue_depth()))
         running = Gauge("previewer_jobs_in_flight", "Jobs running.", registry=self.registry)
         running.set_function(lambda: float(in_flight()))
+        self.workers = Gauge(
+            "previewer_queue_workers",
+            "Queue workers that answered the latest ping (broker mode).",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""

@@ -6,6 +6,13 @@ Several services may share the Redis and the storage directory. A job is the JSO
 itself; the sweeper removes job directories whose key is gone (only once they are older than
 :data:`ORPHAN_AGE`, so a job still being uploaded is never taken for one). Each call is one
 short round trip to Redis from the event loop.
+
+Each service is a node with a liveness key (``previewer:serve:node:<node>``, renewed every
+:data:`NODE_BEAT` seconds, lasting :data:`NODE_TTL`), and each pending job is a field of the hash
+``previewer:serve:running`` naming its node. A node that dies (SIGKILL, a lost machine) leaves
+its pending jobs behind with nobody waiting for their results; any other node (or the same
+service started again) fails them once the dead node's key has expired
+(:meth:`RedisStore.fail_orphaned`), so no job stays pending for ever.
 """
 
 from __future__ import annotations
@@ -13,14 +20,22 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from previewer.serve.store import JobRow, row_dict
 
-__all__ = ["ORPHAN_AGE", "RedisStore"]
+__all__ = ["NODE_BEAT", "NODE_TTL", "ORPHAN_AGE", "RedisStore"]
 
 PREFIX = "previewer:serve:"
+RUNNING = PREFIX + "running"
+"""Hash: pending job id -> the node running it."""
+NODE_TTL = 10
+"""Seconds a node's liveness key lasts: its pending jobs are failed this long after it died."""
+NODE_BEAT = 2.0
+"""Seconds between two renewals of a node's liveness key."""
+INTERRUPTED = "the service running the job stopped before the job finished"
 ORPHAN_AGE = 600.0
 """Seconds a job directory without state is left alone (it may be a job being created)."""
 
@@ -40,10 +55,46 @@ class RedisStore:
         self.jobs_dir = root / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.node = uuid.uuid4().hex
 
     def close(self) -> None:
-        """Close the connections."""
+        """Forget this node and close the connections."""
+        import redis
+
+        try:
+            self.redis.delete(f"{PREFIX}node:{self.node}")
+        except redis.RedisError:
+            pass  # it expires anyway
         self.redis.close()
+
+    def beat(self) -> None:
+        """Renew this node's liveness key."""
+        self.redis.set(f"{PREFIX}node:{self.node}", "1", ex=NODE_TTL)
+
+    def fail_orphaned(self) -> int:
+        """Fail the pending jobs of nodes that are gone; return how many were failed."""
+        running = self.redis.hgetall(RUNNING)
+        if not running:
+            return 0
+        owners = {_text(k): _text(v) for k, v in running.items()}
+        nodes = sorted(set(owners.values()) - {self.node})
+        if not nodes:
+            return 0
+        alive = self.redis.mget([f"{PREFIX}node:{n}" for n in nodes])
+        dead = {n for n, key in zip(nodes, alive, strict=True) if key is None}
+        failed = 0
+        for job_id, node in owners.items():
+            if node in dead:
+                row = self.get(job_id)
+                if row is not None and row.status == "pending":
+                    self._update(
+                        job_id,
+                        status="failure",
+                        error={"code": "Interrupted", "message": INTERRUPTED},
+                    )
+                    failed += 1
+                self.redis.hdel(RUNNING, job_id)
+        return failed
 
     def job_dir(self, job_id: str) -> Path:
         """The directory of a job's files."""
@@ -62,7 +113,11 @@ class RedisStore:
                 if existing is not None:
                     return existing
                 self.redis.set(idem, row.id, ex=self._ttl(row))
-        self.redis.set(f"{PREFIX}job:{row.id}", json.dumps(row_dict(row)), ex=self._ttl(row))
+        pipe = self.redis.pipeline()
+        pipe.set(f"{PREFIX}job:{row.id}", json.dumps(row_dict(row)), ex=self._ttl(row))
+        if row.status == "pending":
+            pipe.hset(RUNNING, row.id, self.node)
+        pipe.execute()
         return row
 
     def by_idempotency_key(self, tenant: str, key: str | None) -> JobRow | None:
@@ -100,7 +155,9 @@ class RedisStore:
         error: dict[str, Any] | None = None,
     ) -> bool:
         """Record a job's outcome; False when the job no longer exists."""
-        return self._update(job_id, status=status, result=result, error=error)
+        kept = self._update(job_id, status=status, result=result, error=error)
+        self.redis.hdel(RUNNING, job_id)
+        return kept
 
     def set_callback(self, job_id: str, state: dict[str, Any]) -> None:
         """Record the webhook delivery state."""
@@ -109,6 +166,7 @@ class RedisStore:
     def delete(self, job_id: str) -> None:
         """Remove a job's state and files."""
         self.redis.delete(f"{PREFIX}job:{job_id}")
+        self.redis.hdel(RUNNING, job_id)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     def expired(self, now: float | None = None) -> list[str]:
@@ -123,8 +181,14 @@ class RedisStore:
                 self.finish(job_id, "failure", error={"code": "Interrupted", "message": message})
 
     def fail_unfinished(self, message: str) -> int:
-        """Nothing: other services may share the Redis; their pending jobs are theirs."""
-        return 0
+        """Fail the pending jobs of nodes that are gone (not those of live ones).
+
+        Other services may share the Redis: their pending jobs are theirs while they live. A
+        node that died moments ago is still taken for alive; the service's watch
+        (:meth:`fail_orphaned`, every :data:`NODE_BEAT` seconds) fails its jobs later.
+        """
+        self.beat()
+        return self.fail_orphaned()
 
     def orphan_dirs(self, now: float | None = None) -> list[Path]:
         """Job directories whose job has no state in Redis, older than :data:`ORPHAN_AGE`."""
@@ -147,3 +211,7 @@ class RedisStore:
         except (OSError, redis.RedisError):
             return False
         return True
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

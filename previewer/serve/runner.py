@@ -30,6 +30,9 @@ __all__ = ["Runner", "Task"]
 
 log = logging.getLogger(__name__)
 
+RECORD_PATIENCE = 60.0
+"""Seconds a finished job's outcome is retried while the store (Redis) is unreachable."""
+
 
 @dataclass
 class Task:
@@ -65,6 +68,8 @@ class Runner:
         jobs: Conversions at once.
         queue_size: Jobs waiting at most.
         broker: Send conversions to queue workers through this Redis URL.
+        abort: In broker mode, called while a job waits for the workers; an exception it
+            returns fails the job (see :meth:`previewer.serve.workers.WorkerWatch.abort`).
         on_done: Coroutine called with ``(job id, status, converter, seconds)`` after a job
             is recorded.
         files: Keeps a finished job's files (uploads them to a bucket) before it is recorded.
@@ -80,8 +85,10 @@ class Runner:
         on_done: Callable[[str, str, str, float], Awaitable[None]],
         broker: str | None = None,
         files: Files | None = None,
+        abort: Callable[[], BaseException | None] | None = None,
     ) -> None:
         self.store = store
+        self.abort = abort
         self.limits = limits
         self.jobs = jobs
         self.queue_size = queue_size
@@ -152,12 +159,12 @@ class Runner:
             self.running += 1
             try:
                 await self._run(task)
-            except Exception:  # a bug: fail the job, keep the worker
+            except Exception:  # a bug, or the store unreachable: fail the job, keep the worker
                 log.exception("job %s failed unexpectedly", task.id)
-                self.store.finish(
+                await self._record(
                     task.id,
                     "failure",
-                    error={"code": "InternalError", "message": "the job failed unexpectedly"},
+                    {"code": "InternalError", "message": "the job failed unexpectedly"},
                 )
             finally:
                 self.running -= 1
@@ -188,6 +195,7 @@ class Runner:
                 tenant=task.tenant,
                 limits=self.limits,
                 broker=self.broker,
+                abort=self.abort,
             ),
         )
         if self.files is not None:
@@ -196,13 +204,10 @@ class Runner:
             )
         elapsed = time.monotonic() - started
         self._avg = 0.8 * self._avg + 0.2 * elapsed
-        kept = (
-            self.store.finish(task.id, status, result=payload)
-            if status == "success"
-            else self.store.finish(task.id, status, error=payload)
-        )
+        kept = await self._record(task.id, status, payload)
         if not kept:  # deleted while it ran
-            self.store.delete(task.id)
+            with contextlib.suppress(Exception):  # unreachable store: the sweeper removes it
+                self.store.delete(task.id)
             if self.files is not None:
                 try:
                     await loop.run_in_executor(self._pool, self.files.remove, task.id)
@@ -211,6 +216,28 @@ class Runner:
             return
         converter = str(payload.get("converter", "")) if status == "success" else ""
         await self.on_done(task.id, status, converter, elapsed)
+
+    async def _record(self, job_id: str, status: str, payload: dict[str, Any]) -> bool:
+        """Store a job's outcome, retrying while the store is unreachable (Redis restarting).
+
+        Returns:
+            False when the job no longer exists (deleted meanwhile, or its state lost), or the
+            store stayed unreachable for :data:`RECORD_PATIENCE` seconds.
+        """
+        deadline = time.monotonic() + RECORD_PATIENCE
+        delay = 0.2
+        while True:
+            try:
+                if status == "success":
+                    return self.store.finish(job_id, status, result=payload)
+                return self.store.finish(job_id, status, error=payload)
+            except Exception as exc:  # noqa: BLE001 - the store's own errors vary by backend
+                if time.monotonic() > deadline:
+                    log.error("could not record the outcome of job %s: %s", job_id, exc)
+                    return False
+                log.warning("cannot record job %s yet (%s); retrying", job_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -232,7 +259,12 @@ class Runner:
             log.warning(
                 "%d job(s) did not finish within the %g s grace period", self.admitted, grace
             )
-            self.store.fail(sorted(self._unfinished), "the service stopped before the job finished")
+            try:
+                self.store.fail(
+                    sorted(self._unfinished), "the service stopped before the job finished"
+                )
+            except Exception as exc:  # noqa: BLE001 - the store is away: others fail them later
+                log.error("could not fail the unfinished jobs: %s", exc)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def info(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from previewer.serve.signing import Signer
 from previewer.serve.storage import Files, LocalFiles, StorageError
 from previewer.serve.store import JobRow, JobStore, Store
 from previewer.serve.webhooks import WebhookSecrets, deliver
+from previewer.serve.workers import WorkerWatch
 
 __all__ = [
     "FORM_SLACK",
@@ -43,6 +44,8 @@ MAX_WAIT = 30.0
 
 FORM_SLACK = 1024 * 1024
 """Bytes a request body may carry beyond the file: form fields and multipart framing."""
+
+log = logging.getLogger("previewer.serve")
 
 ID_PATTERN = re.compile(r"^[0-9a-f-]{36}$")
 
@@ -75,6 +78,8 @@ class Settings:
         state: The directory of the job database, when not ``storage``.
         files: Where job files are kept after the job (default: :class:`LocalFiles`, the
             storage directory itself); :class:`previewer.serve.s3.S3Files` for a bucket.
+        worker_grace: In broker mode, seconds without any queue worker answering after which
+            jobs waiting for one fail.
     """
 
     storage: Path
@@ -90,6 +95,7 @@ class Settings:
     broker: str | None = field(default=None, repr=False)
     state: Path | None = None
     files: Files | None = field(default=None, repr=False)
+    worker_grace: float = 30.0
 
 
 class Service:
@@ -108,6 +114,9 @@ class Service:
             self.store = Store(settings.storage)
         self.files: Files = settings.files or LocalFiles(settings.storage)
         self.signer = Signer(settings.signing_keys)
+        self.watch: WorkerWatch | None = None
+        if settings.broker is not None:
+            self.watch = WorkerWatch(settings.broker, settings.worker_grace)
         self.runner = Runner(
             self.store,
             settings.limits,
@@ -116,6 +125,7 @@ class Service:
             on_done=self.job_done,
             broker=settings.broker,
             files=self.files,
+            abort=self.watch.abort if self.watch is not None else None,
         )
         self.metrics = Metrics(
             lambda: self.runner.waiting,
@@ -183,11 +193,14 @@ class Service:
         period = max(1.0, min(60.0, self.settings.ttl / 4))
         stale_due = 0.0
         while True:
-            for job_id in self.store.expired():
-                try:
-                    await self.delete(job_id)
-                except StorageError as exc:
-                    log.warning("expired job %s kept for now: %s", job_id, exc)
+            try:
+                for job_id in self.store.expired():
+                    try:
+                        await self.delete(job_id)
+                    except StorageError as exc:
+                        log.warning("expired job %s kept for now: %s", job_id, exc)
+            except Exception as exc:  # noqa: BLE001 - the store is away; try again next time
+                log.warning("cannot sweep expired jobs: %s", exc)
             if time.monotonic() >= stale_due:
                 stale_due = time.monotonic() + STALE_AGE
                 await self.sweep_stale()
@@ -203,6 +216,22 @@ class Service:
                     await run_in_threadpool(self.files.remove, job_id)
         except StorageError as exc:
             log.warning("removing stale job files failed: %s", exc)
+
+    async def keep_alive(self) -> None:
+        """Broker mode: renew this node's liveness, fail the jobs of dead nodes, forever."""
+        from previewer.serve.redis_store import NODE_BEAT, RedisStore
+
+        store = self.store
+        assert isinstance(store, RedisStore)
+        while True:
+            try:
+                store.beat()
+                failed = store.fail_orphaned()
+                if failed:
+                    log.warning("%d job(s) of a service that stopped were failed", failed)
+            except Exception as exc:  # noqa: BLE001 - Redis is away; /readyz says so
+                log.debug("cannot renew this node's liveness: %s", exc)
+            await asyncio.sleep(NODE_BEAT)
 
     def tenant(self, request: Request) -> str | Response:
         """The caller's tenant, or the 401 answer."""

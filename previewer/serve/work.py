@@ -1,31 +1,83 @@
 """One job's conversion, run in a worker thread: previews, document facts, metadata.
 
-The conversion goes through :func:`previewer.api.convert` and :func:`previewer.api.info`, so it
-runs exactly as on every other path: in a child process under the same
-:class:`~previewer.budgets.Limits` (timeout, memory cap, sizes, isolation), a crash or timeout
-failing only this job. The outcome is plain JSON with file names relative to the job's
-directory, and error messages never carry a server path.
+The conversion and the description (pages, sizes, metadata) run in one call,
+:func:`previewer.pipeline.convert_and_describe`, on the job thread's warm worker process
+(:mod:`previewer.serve.pooled`: the batch engine's pool, with its per-job deadline, memory cap,
+crash detection and replacement) under the same :class:`~previewer.budgets.Limits` as every
+other path, a crash or timeout failing only this job. With queue workers the conversion runs
+there, and the description on that same warm worker, in a child it forks. The outcome is plain
+JSON with file names relative to the job's directory, and error messages never carry a server
+path.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from previewer import api, extraction
+from previewer import extraction
 from previewer.budgets import Limits
 from previewer.errors import PreviewerError
 from previewer.results import DocumentInfo, Preview
 
-__all__ = ["METADATA_KEYS", "Outcome", "convert_job", "file_metadata", "public_error"]
+__all__ = [
+    "CHILD_PRELOAD",
+    "METADATA_KEYS",
+    "Outcome",
+    "convert_job",
+    "file_metadata",
+    "public_error",
+    "start_fork_server",
+]
 
 METADATA_KEYS = extraction.KEYS
 """Metadata keys a request may ask for (``"all"`` asks for every one but ``gps``)."""
 
 Outcome = tuple[str, dict[str, Any]]
 """``("success", result)`` or ``("failure", error)``."""
+
+
+CHILD_PRELOAD = (
+    "previewer.pipeline",
+    "previewer.limited",
+    "previewer.pool",
+    "previewer.serve.pooled",
+    "previewer.rendering",
+    "previewer.output",
+    "previewer.describe",
+    "previewer.converters",
+    "PIL.Image",
+    "PIL.PngImagePlugin",
+    "PIL.JpegImagePlugin",
+    "pymupdf",
+)
+"""Modules the fork server imports once, so that each conversion's child starts with them."""
+
+
+def start_fork_server() -> None:
+    """Start multiprocessing's fork server with :data:`CHILD_PRELOAD` imported.
+
+    The service's processes (the job threads' warm workers, and any limited child started from
+    a thread) come from the fork server (see :func:`previewer.limited.run_limited`); the library
+    starts it, on first use, with only the pipeline imported, and every process it forks then
+    imports the engines again (about 200 ms here). Started first with the engines, they begin
+    warm. Harmless if it already runs (the preload only applies at its start).
+    """
+    import multiprocessing
+    import sys
+    from multiprocessing import forkserver
+
+    preload = list(CHILD_PRELOAD)
+    if "previewer.cli" in sys.modules:
+        # Started by the ``previewer`` script: each child runs that script again as its main
+        # module (multiprocessing's rule), whose import of the CLI is then already done.
+        preload.append("previewer.cli")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(preload)
+    forkserver.ensure_running()
 
 
 def public_error(exc: PreviewerError, name: str, job_dir: Path) -> dict[str, Any]:
@@ -101,6 +153,7 @@ def convert_job(
     broker: str | None = None,
     format: str = "png",
     tenant: str = "",
+    abort: Callable[[], BaseException | None] | None = None,
 ) -> Outcome:
     """Convert one job's input; never raises for a bad input.
 
@@ -116,7 +169,9 @@ def convert_job(
         tenant: Who submitted it (the API key), for the queue's fairness between submitters.
         broker: Convert on queue workers through this Redis URL (they must see ``source``
             and ``out_dir`` at the same paths); the document's facts are still read here,
-            in a limited child process.
+            on this thread's warm worker.
+        abort: With ``broker``, called while waiting for the workers; an exception it returns
+            fails the job (the run is cancelled).
 
     Returns:
         The outcome; a success's result holds ``thumbnails`` (file names relative to
@@ -127,19 +182,14 @@ def convert_job(
     queued: dict[str, Any] | None = None
     try:
         if broker is None:
-            previews = api.convert(
-                source,
-                out_dir=out_dir,
-                sizes=list(sizes),
-                pages=pages,
-                limits=limits,
-                format=format,
-            )
+            previews, facts = _here(source, out_dir, sizes, pages, metadata, limits, format)
         else:
             previews, queued = _on_workers(
-                source, out_dir, sizes, pages, limits, broker, format, tenant
+                source, out_dir, sizes, pages, limits, broker, format, tenant, abort
             )
-        facts = api.info(source, limits=limits, name=source.name, metadata=list(metadata) or None)
+            _none, facts = _here(
+                source, out_dir, sizes, pages, metadata, limits, format, describe_only=True
+            )
         original = original_file(name, size, facts)
         original["metadata"] = file_metadata(facts)
     except PreviewerError as exc:
@@ -167,6 +217,29 @@ def convert_job(
     }
 
 
+def _here(
+    source: Path,
+    out_dir: Path,
+    sizes: Sequence[str],
+    pages: str,
+    metadata: Sequence[str],
+    limits: Limits,
+    format: str,
+    *,
+    describe_only: bool = False,
+) -> tuple[list[Preview], DocumentInfo]:
+    """Convert and describe ``source`` on this thread's warm worker (:mod:`.pooled`)."""
+    from previewer.serve.pooled import convert_pooled
+
+    keys = extraction.parse_keys(list(metadata)) if metadata else ()
+    return convert_pooled(
+        source, out_dir, sizes, pages, keys, limits, format, describe_only=describe_only
+    )
+
+
+_local = threading.local()
+
+
 def _on_workers(
     source: Path,
     out_dir: Path,
@@ -176,21 +249,44 @@ def _on_workers(
     broker: str,
     format: str,
     tenant: str,
+    abort: Callable[[], BaseException | None] | None = None,
 ) -> tuple[list[Preview], dict[str, Any] | None]:
-    """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would."""
+    """Convert ``source`` on queue workers; raise the file's error as :func:`api.convert` would.
+
+    Runs :func:`previewer.queue.submit_many`'s steps with this thread's executor, whose Celery
+    client (and its connections to Redis) is made once, not for every job. Returns the
+    previews and the file's route (cost class, queue, wait).
+    """
+    from previewer import batch
     from previewer.options import Options
-    from previewer.queue import submit_many
+    from previewer.registry import Registry
 
     options = Options.build(
         sizes=list(sizes), pages=pages, out_dir=out_dir, limits=limits, format=format
     )
-    report = submit_many(
-        [str(source)], options, broker=broker, heartbeat=60.0, tenant=tenant or "anonymous"
-    )
+    executor = getattr(_local, "executor", None)
+    if executor is None or executor.url != broker:
+        executor = _local.executor = _executor(broker)
+    executor.abort = abort
+    executor.tenant = tenant or "anonymous"
+    jobs = batch.collect([str(source)], options.out_dir)
+    report = batch.run(jobs, options, Registry(), executor=executor)
     (result,) = report.results
     if result.error is not None:
         raise result.error
     return result.outputs, result.queue
+
+
+def _executor(broker: str) -> Any:
+    """A queue executor that reaches the broker once and keeps its client for later jobs."""
+    from previewer.queue.submit import QueueExecutor
+
+    class Reused(QueueExecutor):
+        def prepare(self, jobs: Any, options: Any, task: Any) -> None:
+            if self.client is None:
+                super().prepare(jobs, options, task)
+
+    return Reused(broker, heartbeat=60.0, poll_interval=0.02)
 
 
 def safe_name(name: str) -> str:
