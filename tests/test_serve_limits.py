@@ -275,3 +275,46 @@ def test_hang_crash_and_engine_paths_fail_only_their_job(tmp_path: Path) -> None
         code, left = served.stop()
     assert code == 0, served.log()
     assert not left
+
+
+def test_tenants_take_turns_and_one_cannot_take_every_place(tmp_path: Path) -> None:
+    """A burst from one API key neither queues ahead of another key's file nor takes its place.
+
+    The tripwire plugin's SLOW files take 1 s each; one conversion at a time, 8 waiting places.
+    """
+    site = plugin_site(tmp_path / "site")
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("burst:s3cret-burst\nsingle:s3cret-single\n")
+    served = Served(tmp_path / "storage", "--tokens", str(tokens), "--jobs", "1",
+                    "--queue-size", "8", env=clean_env(pythonpath=[site]))  # fmt: skip
+    try:
+
+        def post(auth: tuple[str, str], wait: int = 0) -> httpx.Response:
+            return httpx.post(
+                f"{served.url}/v2/previews/",
+                params={"wait": wait, "sizes": "32"},
+                files={"file": ("slow.txt", b"SLOW")},
+                auth=auth,
+                timeout=60,
+            )
+
+        burst = ("burst", "s3cret-burst")
+        first = [post(burst) for _ in range(7)]
+        assert [r.status_code for r in first] == [201] * 7
+        # Seven of the nine places are the burst's share: the eighth is refused...
+        refused = post(burst)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        # ...while the other key still gets a place, and its file runs after at most one more
+        # of the burst's (round robin), not after all of them.
+        single = post(("single", "s3cret-single"), wait=30)
+        assert single.status_code == 200, single.text
+        assert single.json()["status"] == "success"
+        states = [
+            httpx.get(r.json()["url"], auth=burst, timeout=10).json()["status"] for r in first
+        ]
+        assert states.count("pending") >= 4, states
+    finally:
+        code, left = served.stop()
+        assert code == 0, served.log()
+        assert not left

@@ -71,7 +71,7 @@ async def create_preview(request: Request) -> Response:
     )
     if length is not None and length.isdigit() and int(length) > allowed:
         return _too_large(limit)
-    if not svc.runner.reserve():
+    if not svc.runner.reserve(tenant):
         retry = svc.runner.retry_after()
         return views.error(
             429,
@@ -177,7 +177,7 @@ async def create_preview(request: Request) -> Response:
         return Response(status_code=400)
     finally:
         if not submitted:
-            svc.runner.release()
+            svc.runner.release(tenant)
             shutil.rmtree(job_dir, ignore_errors=True)
     if wait > 0 and await svc.runner.wait(job_id, wait):
         return await answer(svc, svc.store.get(job_id) or row, 200)

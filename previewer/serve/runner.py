@@ -5,6 +5,11 @@ file to :mod:`previewer.serve.work` (which runs it in a limited child process); 
 ``queue_size`` more wait. A request that would exceed both is refused before its body is read
 (the API answers 429 with Retry-After). The event loop never converts: it only records state and
 wakes the requests waiting for a job.
+
+Tenants (API keys) are served fairly: waiting jobs are taken in turn from each tenant (round
+robin, :class:`FairQueue`), so one key's burst of thousands of files delays another key's single
+file by at most one job per running slot; and one key holds at most three quarters of the places
+(:meth:`Runner.tenant_cap`), so a burst cannot take the places another key's next request needs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +65,43 @@ class Task:
     tenant: str = ""
 
 
+class FairQueue:
+    """Waiting jobs, taken in turn from each tenant (round robin), oldest first within one."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, deque[Task]] = {}
+        self._turns: deque[str] = deque()
+        self._items = asyncio.Semaphore(0)
+        self._size = 0
+
+    def qsize(self) -> int:
+        """Jobs waiting."""
+        return self._size
+
+    def put_nowait(self, task: Task) -> None:
+        """Queue ``task`` behind its tenant's earlier jobs."""
+        waiting = self._by_tenant.get(task.tenant)
+        if waiting is None:
+            waiting = self._by_tenant[task.tenant] = deque()
+            self._turns.append(task.tenant)
+        waiting.append(task)
+        self._size += 1
+        self._items.release()
+
+    async def get(self) -> Task:
+        """The next tenant's oldest job (waits until there is one)."""
+        await self._items.acquire()
+        tenant = self._turns.popleft()
+        waiting = self._by_tenant[tenant]
+        task = waiting.popleft()
+        if waiting:
+            self._turns.append(tenant)
+        else:
+            del self._by_tenant[tenant]
+        self._size -= 1
+        return task
+
+
 class Runner:
     """Admits, queues and runs jobs.
 
@@ -99,7 +142,8 @@ class Runner:
         self.admitted = 0  # reserved + queued + running
         self.running = 0
         self.accepting = True
-        self._queue: asyncio.Queue[Task] = asyncio.Queue()
+        self._queue = FairQueue()
+        self._by_tenant: dict[str, int] = {}  # admitted jobs per tenant
         self._events: dict[str, asyncio.Event] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="previewer-job")
@@ -112,16 +156,41 @@ class Runner:
         """Jobs queued (not yet running)."""
         return self._queue.qsize()
 
-    def reserve(self) -> bool:
-        """Take a place for a new job; False when running and waiting places are all taken."""
+    def tenant_cap(self) -> int:
+        """Places (running and waiting) one tenant may hold.
+
+        Three quarters of them, and always more than the running slots, so that a single
+        tenant still keeps every slot busy.
+        """
+        places = self.jobs + self.queue_size
+        return max(self.jobs + 1, places - places // 4) if places > self.jobs else places
+
+    def reserve(self, tenant: str = "") -> bool:
+        """Take a place for a new job of ``tenant``.
+
+        Returns:
+            False when the places are all taken, or when the tenant holds its share of them
+            (:meth:`tenant_cap`).
+        """
         if not self.accepting or self.admitted >= self.jobs + self.queue_size:
             return False
+        if self._by_tenant.get(tenant, 0) >= self.tenant_cap():
+            return False
         self.admitted += 1
+        self._by_tenant[tenant] = self._by_tenant.get(tenant, 0) + 1
         return True
 
-    def release(self) -> None:
+    def release(self, tenant: str = "") -> None:
         """Give back a place taken by :meth:`reserve` for a job that was not submitted."""
         self.admitted -= 1
+        self._drop(tenant)
+
+    def _drop(self, tenant: str) -> None:
+        left = self._by_tenant.get(tenant, 0) - 1
+        if left > 0:
+            self._by_tenant[tenant] = left
+        else:
+            self._by_tenant.pop(tenant, None)
 
     def retry_after(self) -> int:
         """Seconds a refused client should wait (an estimate from recent job durations)."""
@@ -169,6 +238,7 @@ class Runner:
             finally:
                 self.running -= 1
                 self.admitted -= 1
+                self._drop(task.tenant)
                 self._unfinished.discard(task.id)
                 event = self._events.pop(task.id, None)
                 if event is not None:
