@@ -282,7 +282,8 @@ def test_signed_urls(server: Served) -> None:
 
 def test_wait_turns_into_pending(server: Served) -> None:
     response = upload(server, PDF, sizes="1500", pages="all", wait="0.001")
-    assert response.status_code == 201
+    assert response.status_code == 202
+    assert response.headers["location"] == response.json()["url"]
     assert response.json()["status"] == "pending"
     done = httpx.get(response.json()["url"], params={"wait": 20}, auth=AUTH)
     assert done.json()["status"] == "success"

@@ -179,6 +179,9 @@ async def create_preview(request: Request) -> Response:
         if not submitted:
             svc.runner.release(tenant)
             shutil.rmtree(job_dir, ignore_errors=True)
-    if wait > 0 and await svc.runner.wait(job_id, wait):
-        return await answer(svc, svc.store.get(job_id) or row, 200)
+    if wait > 0:
+        # Finished within ``wait``: 200 with the result; still pending: 202 Accepted (the
+        # preview exists; poll its Location). Without ``wait``: 201 Created, as FilePreviews.
+        finished = await svc.runner.wait(job_id, wait)
+        return await answer(svc, svc.store.get(job_id) or row, 200 if finished else 202)
     return await answer(svc, svc.store.get(job_id) or row, 201)
