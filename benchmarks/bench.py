@@ -1733,6 +1733,152 @@ def run_text(
     return rows
 
 
+# --------------------------------------------------------------------------- html and font
+
+HTML_STAMP = "bench-html v1"
+HTML_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_SHOT = """\
+import pathlib, subprocess, sys, tempfile
+from PIL import Image
+src, out = pathlib.Path(sys.argv[1]).resolve(), sys.argv[2]
+with tempfile.TemporaryDirectory() as tmp:
+    shot = tmp + "/shot.png"
+    subprocess.run(["/usr/bin/chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", f"--user-data-dir={tmp}/profile",
+                    f"--screenshot={shot}", "--window-size=1240,1754", src.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as im:
+        im = im.convert("RGB")
+        im.thumbnail((256, 256))
+        im.save(out)
+"""
+SOFFICE_PDF = """\
+import pathlib, subprocess, sys, tempfile
+import pymupdf
+src, out = pathlib.Path(sys.argv[1]).resolve(), sys.argv[2]
+with tempfile.TemporaryDirectory() as tmp:
+    subprocess.run(["/usr/lib/libreoffice/program/soffice",
+                    f"-env:UserInstallation={pathlib.Path(tmp, 'profile').as_uri()}",
+                    "--headless", "--norestore", "--convert-to", "pdf", "--outdir", tmp, str(src)],
+                   check=True, capture_output=True, timeout=120)
+    page = pymupdf.open(pathlib.Path(tmp, src.stem + ".pdf"))[0]
+    zoom = 256 / max(page.rect.width, page.rect.height)
+    page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom)).save(out)
+"""
+MIN_FONT = """\
+import sys
+from PIL import Image, ImageDraw, ImageFont
+src, out = sys.argv[1], sys.argv[2]
+scale = 256 / 800  # previewer's 600 x 800 pt specimen page, drawn straight at 256 px
+im = Image.new("RGB", (round(600 * scale), 256), "white")
+draw = ImageDraw.Draw(im)
+def line(y, text, size):
+    font = ImageFont.truetype(src, size=max(size * scale, 1.0))
+    draw.text((36 * scale, y * scale), text, fill="black", font=font)
+family, style = ImageFont.truetype(src, 24).getname()
+line(36, f"{family} {style}", 20)
+line(72, "Aa", 110)
+y = 222
+for text in ("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz", "0123456789"):
+    line(y, text, 16)
+    y += 24
+y += 12
+for size in (10, 14, 18, 24, 36, 48):
+    line(y, "The quick brown fox jumps over the lazy dog.", size)
+    y += size * 1.35
+im.save(out)
+"""
+
+
+class FontThumbnailer(Tool):
+    """GNOME's ``gnome-thumbnail-font -s SIZE FONT out.png`` (draws "Aa" only, as file managers)."""
+
+    def command(self, inp: Path, outdir: Path) -> tuple[list[str], Path]:
+        assert self.exe
+        out = outdir / "out.png"
+        return [self.exe, "-s", str(SIZE), str(inp), str(out)], out
+
+
+def html_input(inputs: Path) -> Path:
+    """A ~70 KB self-contained HTML report: inline CSS, headings, paragraphs, lists, a table."""
+    html = inputs / "html"
+    page = html / "report-70k.html"
+    if (html / "STAMP").exists() and (html / "STAMP").read_text().strip() == HTML_STAMP:
+        return page
+    import random
+
+    html.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+
+    def prose(words: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+
+    parts = [
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Quarterly report</title><style>\n"
+        "body { font-family: sans-serif; margin: 2em 3em; color: #222; line-height: 1.45 }\n"
+        "h1 { color: #1a4d80; border-bottom: 2px solid #1a4d80 } h2 { color: #2f6db5 }\n"
+        "table { border-collapse: collapse; width: 100% } th { background: #dde8f4 }\n"
+        "td, th { border: 1px solid #99a; padding: 3px 6px; text-align: right }\n"
+        ".note { background: #fff6d5; border-left: 4px solid #e0b000; padding: 0.5em 1em }\n"
+        "</style></head><body>\n<h1>Quarterly report</h1>\n"
+        f'<p class="lead"><strong>Summary.</strong> {prose(60)}</p>\n<ul>\n'
+        + "".join(f"<li>{prose(12)}</li>\n" for _ in range(5))
+        + "</ul>\n<table><thead><tr><th>region</th>"
+        + "".join(f"<th>Q{q}</th>" for q in range(1, 5))
+        + "<th>total</th></tr></thead><tbody>\n"
+    ]
+    for row in range(40):
+        values = [rng.randint(1000, 99999) for _ in range(4)]
+        cells = "".join(f"<td>{v:,}</td>" for v in (*values, sum(values)))
+        parts.append(f'<tr><td style="text-align:left">region {row + 1}</td>{cells}</tr>\n')
+    parts.append("</tbody></table>\n")
+    n = 0
+    while sum(map(len, parts)) < 70_000:
+        n += 1
+        parts.append(
+            f'<h2 id="s{n}">Section {n}</h2>\n<p>{prose(80)} <em>{prose(6)}</em> '
+            f'<a href="#s{n}">{prose(3)}</a></p>\n<p>{prose(60)}</p>\n'
+            f"<ol>{''.join(f'<li>{prose(8)}</li>' for _ in range(4))}</ol>\n"
+            f'<div class="note"><b>Note.</b> {prose(25)}</div>\n'
+        )
+    parts.append("</body></html>\n")
+    page.write_text("".join(parts))
+    (html / "STAMP").write_text(HTML_STAMP + "\n")
+    return page
+
+
+def run_html_font(
+    runner: Runner, previewer: Tool, python: str, inputs: Path, runs: int, work: Path, wanted: Any
+) -> list[Row]:
+    """Page 1 of an HTML page (against Chromium's screenshot and LibreOffice's PDF) and a font
+    specimen (against GNOME's font thumbnailer and a minimal Pillow specimen)."""
+    scripts = work / "scripts"
+    (scripts / "chromium_shot.py").write_text(CHROMIUM_SHOT)
+    (scripts / "soffice_pdf.py").write_text(SOFFICE_PDF)
+    (scripts / "min_font.py").write_text(MIN_FONT)
+    rows: list[Row] = []
+    if wanted("html"):
+        chromium = str(scripts / "chromium_shot.py") if Path(CHROMIUM).exists() else None
+        soffice = str(scripts / "soffice_pdf.py") if Path(SOFFICE).exists() else None
+        tools = [
+            previewer,
+            Script("chromium screenshot", chromium, python=python),
+            Script("soffice pdf + pymupdf", soffice, python=python),
+        ]
+        rows += run_case(runner, "html-report-70k", html_input(inputs), tools, {}, runs, work)
+    if wanted("font"):
+        tools = [
+            previewer,
+            FontThumbnailer("gnome-thumbnail-font", shutil.which("gnome-thumbnail-font")),
+            Script("min-pillow specimen", str(scripts / "min_font.py"), python=python),
+        ]
+        rows += run_case(runner, "font-dejavusans", HTML_FONT, tools, {}, runs, work)
+    return rows
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -2110,7 +2256,7 @@ def main() -> None:
         "--only",
         default="",
         help="comma-separated case prefixes (pdf, jpeg, png, import, batch, pool, queue, office, "
-        "raw, video, audio, text, serve; "
+        "raw, video, audio, text, html, font, serve; "
         "giant only when named: giant, giant-vector, giant-image, giant-png)",
     )
     parser.add_argument(
@@ -2297,6 +2443,8 @@ def main() -> None:
         rows += run_office(runner, t["previewer"], py, args.batch_runs, inputs, work)
     if wanted("text"):
         rows += run_text(runner, t["previewer"], py, inputs, args.runs, work)
+    if wanted("html") or wanted("font"):
+        rows += run_html_font(runner, t["previewer"], py, inputs, args.runs, work, wanted)
     if only and any(x.startswith("giant") for x in only):  # slow: only when asked for
         rows += run_giant(runner, t, inputs, args.runs, work, wanted)
     elapsed = time.monotonic() - started

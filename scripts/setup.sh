@@ -54,6 +54,8 @@ if [ "$BENCH" = 1 ]; then
     PACKAGES="$PACKAGES libraw-bin"
     # ffmpegthumbnailer: the peer of the video case (the audio case's peer is plain ffmpeg).
     PACKAGES="$PACKAGES ffmpegthumbnailer"
+    # gnome-font-viewer: gnome-thumbnail-font, the peer of the font case.
+    PACKAGES="$PACKAGES gnome-font-viewer"
 fi
 if [ "$DESKTOP" = 1 ]; then
     PACKAGES="$PACKAGES python3-gi gir1.2-gnomedesktop-3.0"
