@@ -502,6 +502,10 @@ def test_redis_restart_mid_run_completes(
         server = start()
         thread.join(120)
         assert not thread.is_alive(), "the submitter hung after the outage"
+        # Files resent after the data loss may still be converting a second time when the run
+        # has its results: let them finish (they replace the same previews atomically) before
+        # the worker is killed, or a kill mid-write would leave their temporary file.
+        wait_until(lambda: not list((tmp_path / "out").glob("*.tmp")), 30)
     finally:
         worker.kill()
         server.kill()
