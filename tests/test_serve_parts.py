@@ -130,3 +130,18 @@ def test_convert_and_describe_counts_every_page_and_names_bad_input(
     with pytest.raises(PreviewerError) as caught:
         pipeline.convert_and_describe(bad, options, Registry(), isolate=isolate)
     assert "broken.pdf" in str(caught.value)
+
+
+def test_convert_and_describe_gives_a_jpegs_own_size_not_its_reduced_decode(
+    tmp_path: Path,
+) -> None:
+    """A small preview decodes the JPEG with DCT scaling (1/8): its size is still 1600 x 1200."""
+    from previewer import pipeline
+    from previewer.options import Options
+    from previewer.registry import Registry
+    from tests.support import JPEG
+
+    options = Options.build(sizes=[120], out_dir=tmp_path)
+    previews, facts = pipeline.convert_and_describe(JPEG, options, Registry(), isolate=False)
+    assert [(p.width, p.height) for p in previews] == [(120, 90)]
+    assert facts.page_sizes == [(1600.0, 1200.0)]

@@ -191,6 +191,8 @@ class QueueExecutor:
         self.windows = {cls: max(1, int((windows or WINDOWS).get(cls, 1))) for cls in CLASSES}
         self.abort = abort
         self.client: Celery | None = None
+        self.describe: tuple[str, ...] | None = None
+        """Metadata keys: ask the workers to describe each file too (see ``FileResult.info``)."""
 
     def prepare(self, jobs: Sequence[Job], options: Options, task: BatchTask) -> None:
         """Refuse inputs without a path and tasks workers cannot run; reach the broker.
@@ -252,6 +254,8 @@ class QueueExecutor:
         def send(sent: _Sent, producer: Any) -> str:
             route = sent.route.to_dict()
             route["enqueued"] = time.time()
+            if self.describe is not None:
+                route["describe"] = list(self.describe)
             async_result = client.send_task(
                 TASK_NAME,
                 args=sent.args,
