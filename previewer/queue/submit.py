@@ -37,7 +37,7 @@ from previewer.queue.config import (
     configure,
     time_limits,
 )
-from previewer.queue.cost import CLASSES, ConverterCost
+from previewer.queue.cost import CLASSES, ConverterCost, Place
 from previewer.queue.gather import _Gatherer, _Sent
 from previewer.queue.routing import (
     ENQUEUED_HEADER,
@@ -193,6 +193,8 @@ class QueueExecutor:
         self.client: Celery | None = None
         self.describe: tuple[str, ...] | None = None
         """Metadata keys: ask the workers to describe each file too (see ``FileResult.info``)."""
+        self.probe_place: Place | None = None
+        """Where a file's probe parses it (see :data:`~previewer.queue.cost.Place`)."""
 
     def prepare(self, jobs: Sequence[Job], options: Options, task: BatchTask) -> None:
         """Refuse inputs without a path and tasks workers cannot run; reach the broker.
@@ -399,7 +401,13 @@ class QueueExecutor:
             out_root=Path(os.path.abspath(options.out_dir)),
         )
         route = choose_route(
-            abs_path, options, self.tenant, registry=registry, history=history, queue=self.queue
+            abs_path,
+            options,
+            self.tenant,
+            registry=registry,
+            history=history,
+            queue=self.queue,
+            place=self.probe_place,
         )
         args = [abs_path, opts.to_dict(), job.given_name, run]
         return _Sent(job, abs_path, args, stat, str(uuid.uuid4()), route)

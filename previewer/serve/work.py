@@ -50,6 +50,7 @@ CHILD_PRELOAD = (
     "previewer.output",
     "previewer.describe",
     "previewer.converters",
+    "previewer.headers",
     "PIL.Image",
     "PIL.PngImagePlugin",
     "PIL.JpegImagePlugin",
@@ -282,8 +283,11 @@ def _on_workers(
     executor.abort = abort
     executor.tenant = tenant or "anonymous"
     executor.describe = keys
+    registry = getattr(_local, "registry", None)
+    if registry is None:  # one per thread: loading it scans the installed distributions
+        registry = _local.registry = Registry()
     jobs = batch.collect([str(source)], options.out_dir)
-    report = batch.run(jobs, options, Registry(), executor=executor)
+    report = batch.run(jobs, options, registry, executor=executor)
     (result,) = report.results
     if result.error is not None:
         raise result.error
@@ -299,7 +303,11 @@ def _executor(broker: str) -> Any:
             if self.client is None:
                 super().prepare(jobs, options, task)
 
-    return Reused(broker, heartbeat=60.0, poll_interval=0.02)
+    from previewer.serve.pooled import call_pooled
+
+    executor = Reused(broker, heartbeat=60.0, poll_interval=0.02)
+    executor.probe_place = call_pooled  # the thread's warm worker, not a new child per file
+    return executor
 
 
 def safe_name(name: str) -> str:
