@@ -333,8 +333,10 @@ def _convert_and_describe(
     written: list[Preview] = []
 
     def work(od: Opened) -> DocumentInfo:
-        _write_pages(od, options, written)
+        # Described first: rendering may change what the engine reports (a JPEG decoded with
+        # DCT scaling reports its reduced size afterwards).
         facts = document_info(od, registry)
+        _write_pages(od, options, written)
         if keys:
             facts = dataclasses.replace(facts, extracted=_extract(keys, od, options))
         return facts

@@ -168,6 +168,9 @@ class FileResult:
         queue: For a file converted by queue workers: its route and wait (``queue``,
             ``class``, ``tenant``, ``estimate`` seconds, ``wait`` seconds from enqueueing to
             the task's start, ``started`` epoch seconds, ``attempt``); None otherwise.
+        info: The document's description, when it was asked for with the conversion (a queue
+            worker's task called with ``describe``, see :mod:`previewer.queue.worker`);
+            None otherwise.
     """
 
     input: str
@@ -180,6 +183,7 @@ class FileResult:
     duration: float = 0.0
     warnings: list[str] = field(default_factory=list)
     queue: dict[str, Any] | None = None
+    info: DocumentInfo | None = None
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -214,6 +218,10 @@ class FileResult:
             data["reason"] = self.reason
         if self.queue is not None:
             data["queue"] = dict(self.queue)
+        if self.info is not None:
+            data["info"] = self.info.to_dict()
+            if detail:
+                data["info"]["page_sizes"] = [[w, h] for w, h in self.info.page_sizes]
         if detail:
             data["error_detail"] = self.error.to_dict() if self.error is not None else None
         return data
@@ -260,6 +268,9 @@ class FileResult:
             duration=float(data.get("duration", 0.0)),
             warnings=[str(w) for w in data.get("warnings") or []],
             queue=dict(data["queue"]) if isinstance(data.get("queue"), Mapping) else None,
+            info=DocumentInfo.from_dict(data["info"])
+            if isinstance(data.get("info"), Mapping)
+            else None,
         )
 
 
@@ -389,6 +400,36 @@ class DocumentInfo:
         if self.extracted is not None:
             data["extracted"] = self.extracted
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DocumentInfo:
+        """Rebuild the info from :meth:`to_dict` output.
+
+        Args:
+            data: The dict.
+
+        Returns:
+            The info.
+
+        Raises:
+            KeyError: If a required key is missing.
+            ValueError: If a value has the wrong type.
+        """
+        pages = data.get("pages")
+        extracted = data.get("extracted")
+        return cls(
+            input=str(data["input"]),
+            mime=str(data["mime"]),
+            converter=str(data["converter"]),
+            engine=str(data.get("engine", "")),
+            pages=None if pages is None else int(pages),
+            page_sizes=[(float(w), float(h)) for w, h in data.get("page_sizes") or []],
+            units=str(data.get("units", "pt")),
+            bytes=int(data.get("bytes", 0)),
+            sha256=str(data.get("sha256", "")),
+            metadata=dict(data.get("metadata") or {}),
+            extracted=dict(extracted) if isinstance(extracted, Mapping) else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,55 @@ def test_mixed_batch_matches_local_run_and_bad_file_fails(
     assert single_bad.exit_code == 5 and isinstance(single_bad.results[0].error, InputError)
 
 
+def test_worker_describes_the_file_when_asked(
+    queue: tuple[str, list[Worker]], tmp_path: Path
+) -> None:
+    """``describe``: the task returns the description of its file (as ``api.info`` gives it)
+    with the previews; not asked, the result has none and its JSON line keeps its shape."""
+    from previewer import batch
+    from previewer.queue.submit import QueueExecutor
+    from previewer.registry import Registry
+    from previewer.results import FileResult
+
+    url, _workers = queue
+    pdf = SAMPLES / "report.pdf"
+    local = previewer.info(pdf, metadata=["checksum"])
+    results = {}
+    for describe in (("checksum",), None):
+        options = Options(
+            sizes=parse_sizes(["64"]), pages=PageSpec.parse("2"), out_dir=tmp_path / str(describe)
+        )
+        executor = QueueExecutor(url)
+        executor.describe = describe
+        jobs = batch.collect([str(pdf)], options.out_dir)
+        (results[describe],) = batch.run(jobs, options, Registry(), executor=executor).results
+    described, plain = results[("checksum",)], results[None]
+    assert described.status == plain.status == "converted"
+    assert [p.page for p in described.outputs] == [p.page for p in plain.outputs] == [2]
+    info = described.info
+    assert info is not None and plain.info is None
+    assert (info.mime, info.converter, info.pages, info.units) == (
+        local.mime, local.converter, local.pages, local.units
+    )  # fmt: skip
+    assert info.pages == 2 and info.page_sizes == local.page_sizes
+    assert info.sha256 == local.sha256 and info.extracted == local.extracted
+    assert info.extracted is not None and info.extracted["checksum"]["sha256"] == local.sha256
+    assert "info" not in plain.to_dict() and described.to_dict()["info"]["pages"] == 2
+    again = FileResult.from_dict(described.to_dict(detail=True))
+    assert again.info == info
+
+
+def test_describe_keys_of_a_route() -> None:
+    from previewer.queue.worker import _describe_keys
+
+    assert _describe_keys(None) is None
+    assert _describe_keys({"queue": "previewer.light"}) is None
+    assert _describe_keys({"describe": []}) == ()
+    assert _describe_keys({"describe": ["checksum", "exif"]}) == ("checksum", "exif")
+    assert _describe_keys({"describe": ["no-such-key"]}) is None  # left to the submitter
+    assert _describe_keys({"describe": "checksum"}) is None
+
+
 def test_killed_worker_task_is_redelivered(tmp_path: Path) -> None:
     import pymupdf
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import httpx
 import redis
 
 from tests.servekit import Served
-from tests.support import JPEG, clean_env, plugin_site, requires_engine, wait_for
+from tests.support import JPEG, PDF, clean_env, plugin_site, requires_engine, wait_for
 from tests.test_queue import REDIS, Redis, Worker
 
 pytestmark = requires_engine("redis-server")
@@ -47,6 +48,27 @@ def test_jobs_run_on_queue_workers_with_state_in_redis(tmp_path: Path) -> None:
         assert job["queue"]["queue"] == "previewer.light"
         assert job["queue"]["tenant"] == "anonymous"
         assert 0 <= job["queue"]["wait"] < 30
+        # The worker described the document with the conversion (pages, page sizes, the
+        # checksum asked for): the service did not open it again.
+        assert job["queue"]["described"] == "worker"
+        assert job["original_file"]["total_pages"] == 1
+        assert job["preview"]["original_size"] == {"width": 1600, "height": 1200}
+        pdf = httpx.post(
+            f"{served.url}/v2/previews/",
+            params={"wait": 30},
+            files={"file": ("report.pdf", PDF.read_bytes())},
+            data={"sizes": "x200", "pages": "1-2", "metadata": "checksum"},
+            timeout=60,
+        ).json()
+        assert pdf["status"] == "success", pdf
+        assert pdf["queue"]["described"] == "worker"
+        assert [t["page"] for t in pdf["thumbnails"]] == [1, 2]
+        assert {t["original_size"]["width"] for t in pdf["thumbnails"]} == {595}
+        assert pdf["thumbnails"][0]["size"] == {"width": 141, "height": 200}
+        assert pdf["original_file"]["total_pages"] == 2
+        assert pdf["original_file"]["mimetype"] == "application/pdf"
+        checksum = pdf["original_file"]["metadata"]["checksum"]
+        assert checksum["sha256"] == hashlib.sha256(PDF.read_bytes()).hexdigest()
         metrics = httpx.get(f"{served.url}/metrics").text
         assert 'previewer_class_queue_depth{cost_class="light"}' in metrics
         # The worker converted it; the state is a Redis key that expires with the job.

@@ -130,3 +130,51 @@ def test_convert_and_describe_counts_every_page_and_names_bad_input(
     with pytest.raises(PreviewerError) as caught:
         pipeline.convert_and_describe(bad, options, Registry(), isolate=isolate)
     assert "broken.pdf" in str(caught.value)
+
+
+def test_convert_and_describe_gives_a_jpegs_own_size_not_its_reduced_decode(
+    tmp_path: Path,
+) -> None:
+    """A small preview decodes the JPEG with DCT scaling (1/8): its size is still 1600 x 1200."""
+    from previewer import pipeline
+    from previewer.options import Options
+    from previewer.registry import Registry
+    from tests.support import JPEG
+
+    options = Options.build(sizes=[120], out_dir=tmp_path)
+    previews, facts = pipeline.convert_and_describe(JPEG, options, Registry(), isolate=False)
+    assert [(p.width, p.height) for p in previews] == [(120, 90)]
+    assert facts.page_sizes == [(1600.0, 1200.0)]
+
+
+def test_probe_on_the_threads_warm_worker(tmp_path: Path) -> None:
+    """Broker mode probes documents on the job thread's warm worker (``call_pooled``): the
+    same facts as in a child; a file that breaks the parser leaves only the cheap facts."""
+    import os
+
+    from previewer.errors import EngineError
+    from previewer.headers import document_facts
+    from previewer.options import Options
+    from previewer.queue.cost import probe
+    from previewer.registry import Registry
+    from previewer.serve.pooled import _local, call_pooled, close_pools
+    from tests.support import PDF
+
+    options = Options.build(pages="all")
+    try:
+        facts = probe(str(PDF), options, Registry(), place=call_pooled)
+        assert facts.pages == 2 and round(facts.page_area or 0) == 595 * 842
+        assert facts == probe(str(PDF), options, Registry())  # as the default child finds
+        worker = _local.pool.workers[0].process.pid
+        assert worker != os.getpid()
+        bad = tmp_path / "broken.pdf"
+        bad.write_bytes(b"%PDF-1.7\nnot really")
+        with pytest.raises(EngineError):
+            call_pooled(document_facts, (str(bad), "application/pdf", options), options.limits, "x")
+        cheap = probe(str(bad), options, Registry(), place=call_pooled)
+        assert cheap.pages is None and cheap.size == bad.stat().st_size
+        probe(str(PDF), options, Registry(), place=call_pooled)
+        assert _local.pool.workers[0].process.pid == worker  # the same warm worker throughout
+    finally:
+        close_pools()
+        _local.__dict__.pop("pool", None)  # closed: a later call in this thread starts anew

@@ -22,14 +22,21 @@ import logging
 import os
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from previewer.options import Options
 
 if TYPE_CHECKING:
+    from previewer.budgets import Limits
     from previewer.registry import Registry
+
+Place = Callable[[Callable[..., Any], tuple[Any, ...], "Limits", str], Any]
+"""Where a probe parses a document: ``place(func, args, limits, display)`` returns
+``func(*args)`` run under ``limits`` away from the caller (default: a limited child,
+:func:`previewer.limited.run_limited`; the HTTP service passes its warm worker), raising a
+:class:`~previewer.errors.PreviewerError` when it times out, crashes or runs out of memory."""
 
 __all__ = [
     "CLASSES",
@@ -241,13 +248,16 @@ def estimate(
     return Estimate(HEAVY if reasons else LIGHT, seconds, pages, tuple(reasons))
 
 
-def probe(path: str, options: Options, registry: Registry) -> FileFacts:
+def probe(
+    path: str, options: Options, registry: Registry, *, place: Place | None = None
+) -> FileFacts:
     """Read what is cheap to know about a file (no rendering; a few ms at most).
 
     Args:
         path: The file (a path the submitter can read).
         options: The request (a forced converter; the pages whose size is read).
         registry: Picks the converter, as the workers' would.
+        place: Where a document is parsed (see :data:`Place`; default a limited child).
 
     Returns:
         The facts; whatever cannot be read cheaply (or at all) is left None, and a file that
@@ -269,7 +279,7 @@ def probe(path: str, options: Options, registry: Registry) -> FileFacts:
         return facts  # heavy by its size alone: nothing more to read
     try:
         if converter == _PDF_CONVERTER:
-            return _probe_document_limited(path, facts, options)
+            return _probe_document_limited(path, facts, options, place)
         if converter in _RASTER_CONVERTERS:
             return _probe_raster(path, facts)
         if converter == OFFICE_CONVERTER and mime.endswith(("sheet", "spreadsheet")):
@@ -279,19 +289,26 @@ def probe(path: str, options: Options, registry: Registry) -> FileFacts:
     return facts
 
 
-def _probe_document_limited(path: str, facts: FileFacts, options: Options) -> FileFacts:
-    """:func:`previewer.headers.document_facts` in a limited child, where MuPDF parses."""
+def _probe_document_limited(
+    path: str, facts: FileFacts, options: Options, place: Place | None = None
+) -> FileFacts:
+    """:func:`previewer.headers.document_facts` where MuPDF parses: a child, or ``place``."""
     from previewer.headers import document_facts
-    from previewer.limited import run_limited
 
     limits = dataclasses.replace(options.limits, timeout=min(options.limits.timeout, PROBE_TIMEOUT))
-    found, _messages = run_limited(
-        document_facts, (path, facts.mime, options), limits=limits, display=path
-    )
+    found = (place or _in_child)(document_facts, (path, facts.mime, options), limits, path)
     if found is None:  # encrypted: nothing more to read
         return facts
     count, area, aspect = found
     return FileFacts(facts.mime, facts.converter, facts.size, count, area, aspect)
+
+
+def _in_child(func: Callable[..., Any], args: tuple[Any, ...], limits: Limits, display: str) -> Any:
+    """The default :data:`Place`: a limited child process."""
+    from previewer.limited import run_limited
+
+    found, _messages = run_limited(func, args, limits=limits, display=display)
+    return found
 
 
 def _probe_raster(path: str, facts: FileFacts) -> FileFacts:

@@ -32,6 +32,7 @@ from previewer.queue.cost import (
     ConverterCost,
     Estimate,
     FileFacts,
+    Place,
     estimate,
     probe,
 )
@@ -133,6 +134,7 @@ def choose_route(
     history: Mapping[str, ConverterCost] | None = None,
     queue: str | None = None,
     prefix: str = QUEUE_PREFIX,
+    place: Place | None = None,
 ) -> Route:
     """Probe a file, class it, and pick its queue.
 
@@ -144,11 +146,12 @@ def choose_route(
         history: Per converter cost of earlier files (:func:`read_history`).
         queue: Send to this queue whatever the class (``--queue NAME``).
         prefix: Prefix of the class queues.
+        place: Where the probe parses a document (default: a limited child).
 
     Returns:
         The route.
     """
-    facts = probe(path, options, registry)
+    facts = probe(path, options, registry, place=place)
     found = estimate(facts, options, history)
     return Route(queue or queue_name(found.cls, prefix), found.cls, tenant, found, facts)
 

@@ -37,7 +37,7 @@ from previewer.queue.config import (
     configure,
     time_limits,
 )
-from previewer.queue.cost import CLASSES, ConverterCost
+from previewer.queue.cost import CLASSES, ConverterCost, Place
 from previewer.queue.gather import _Gatherer, _Sent
 from previewer.queue.routing import (
     ENQUEUED_HEADER,
@@ -191,6 +191,14 @@ class QueueExecutor:
         self.windows = {cls: max(1, int((windows or WINDOWS).get(cls, 1))) for cls in CLASSES}
         self.abort = abort
         self.client: Celery | None = None
+        self.describe: tuple[str, ...] | None = None
+        """Metadata keys: ask the workers to describe each file too (see ``FileResult.info``)."""
+        self.probe_place: Place | None = None
+        """Where a file's probe parses it (see :data:`~previewer.queue.cost.Place`)."""
+        self.history_ttl = 0.0
+        """Seconds a read of the converters' cost history serves later runs of this executor."""
+        self._history: tuple[float, dict[str, ConverterCost]] | None = None
+        self._server: str | None = None  # the broker's run id, as the latest run saw it
 
     def prepare(self, jobs: Sequence[Job], options: Options, task: BatchTask) -> None:
         """Refuse inputs without a path and tasks workers cannot run; reach the broker.
@@ -244,7 +252,7 @@ class QueueExecutor:
         # backend opens for every sent task (and closes in forget) would only add round trips.
         client.backend.on_task_call = lambda producer, task_id: None
         run = uuid.uuid4().hex
-        history = _history(client)
+        history = self._cost_history(client)
         waiting: dict[str, deque[_Sent]] = {cls: deque() for cls in CLASSES}
         sent_of: dict[str, int] = dict.fromkeys(CLASSES, 0)
         limit = self.max_in_flight
@@ -252,6 +260,8 @@ class QueueExecutor:
         def send(sent: _Sent, producer: Any) -> str:
             route = sent.route.to_dict()
             route["enqueued"] = time.time()
+            if self.describe is not None:
+                route["describe"] = list(self.describe)
             async_result = client.send_task(
                 TASK_NAME,
                 args=sent.args,
@@ -281,6 +291,7 @@ class QueueExecutor:
         queues = sorted({q for q in (self.queue, *self.class_queues()) if q})
         gather = _Gatherer(client, pending, finish, options, self.shown, send, alive, queues)
         gather.abort = self.abort
+        gather.server = self._server  # a later run of a reused executor: no INFO per run
         timing = (self.outage_grace, self.poll_interval, self.stall_check)
         todo = iter(work)
         exhausted = False
@@ -321,6 +332,7 @@ class QueueExecutor:
                     gather.run(*timing, until=len(pending) - 1)
             gather.run(*timing)
             alive.stop()
+            self._server = gather.server
         except BaseException as exc:
             if not _is_connection_error(exc):
                 # Interrupted (Ctrl-C, SIGTERM) or a bug: nobody will wait for the rest.
@@ -372,6 +384,15 @@ class QueueExecutor:
                 time.sleep(min(1.0, max(self.poll_interval, 0.2)))
         return outage_since is not None
 
+    def _cost_history(self, client: Celery) -> dict[str, ConverterCost]:
+        """The converters' cost history: read from Redis, or kept from ``history_ttl`` ago."""
+        now = time.monotonic()
+        if self._history is not None and now - self._history[0] < self.history_ttl:
+            return self._history[1]
+        history = _history(client)
+        self._history = (now, history)
+        return history
+
     def class_queues(self) -> list[str]:
         """The queues this executor may send to."""
         if self.queue:
@@ -395,7 +416,13 @@ class QueueExecutor:
             out_root=Path(os.path.abspath(options.out_dir)),
         )
         route = choose_route(
-            abs_path, options, self.tenant, registry=registry, history=history, queue=self.queue
+            abs_path,
+            options,
+            self.tenant,
+            registry=registry,
+            history=history,
+            queue=self.queue,
+            place=self.probe_place,
         )
         args = [abs_path, opts.to_dict(), job.given_name, run]
         return _Sent(job, abs_path, args, stat, str(uuid.uuid4()), route)

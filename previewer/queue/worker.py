@@ -17,7 +17,12 @@ from typing import Any
 
 from celery import Celery
 
-from previewer.errors import EngineError, EngineTimeoutError, InvalidOptionsError
+from previewer.errors import (
+    EngineError,
+    EngineTimeoutError,
+    InvalidOptionsError,
+    PreviewerError,
+)
 from previewer.limited import remove_partial
 from previewer.options import Options
 from previewer.queue.config import (
@@ -199,7 +204,11 @@ def convert_file(
         run: The submitting run's id, whose cancellation key and heartbeat are checked.
         route: The file's route (:meth:`Route.to_dict`) and ``enqueued`` (epoch seconds):
             the wait until this start is recorded per queue and returned in the result, and a
-            light file's cost goes into its converter's history.
+            light file's cost goes into its converter's history. With ``describe`` (a list of
+            metadata keys, possibly empty) the document is also described from the same open
+            (:func:`previewer.pipeline.convert_and_describe`) and the result carries that
+            description as ``info``; a worker that predates this ignores it (the submitter
+            then describes the file itself).
 
     Returns:
         ``FileResult.to_dict(detail=True)`` (with the error's parts, to rebuild it).
@@ -218,6 +227,7 @@ def convert_file(
     started_at = time.time()
     out_name = name or os.path.basename(path)
     info = _queue_info(self, route, started_at)
+    describe = _describe_keys(route)
     waited = (str(info["queue"]), float(info["wait"])) if info and "wait" in info else None
     state, attempts = _begin(self.app, run, self.request.id, waited)
     if info is not None:
@@ -241,7 +251,9 @@ def convert_file(
             )
         else:
             try:
-                result = _convert_stoppable(self, path, options, name, run, started)
+                result = _convert_stoppable(
+                    self, path, options, name, run, started, describe=describe
+                )
             except Ignore:
                 _forget_attempts(self.app, self.request.id)
                 raise
@@ -296,10 +308,83 @@ def _record_cost(celery_app: Celery, info: dict[str, Any], result: FileResult) -
         log.debug("cannot record the cost of %s: %s", result.input, exc)
 
 
+def _describe_keys(route: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """The metadata keys of a task asked to describe its file, None when it was not asked.
+
+    Keys this worker does not know leave the description to the submitter (it then
+    describes the file itself, as with a worker that ignores ``describe``).
+    """
+    from previewer import extraction
+
+    wanted = route.get("describe") if isinstance(route, dict) else None
+    if not isinstance(wanted, list) or not all(isinstance(k, str) for k in wanted):
+        return None
+    if not wanted:
+        return ()
+    try:
+        return tuple(extraction.parse_keys(wanted))
+    except InvalidOptionsError as exc:
+        log.debug("not describing: %s", exc)
+        return None
+
+
+def _convert_described(
+    path: str, options: Options, name: str | None, keys: tuple[str, ...]
+) -> FileResult:
+    """Convert and describe one input in this process; its outcome as a result (never raises).
+
+    Like :func:`previewer.pipeline.convert_one`, with ``info`` the document's description.
+    """
+    from previewer.pipeline import convert_and_describe
+    from previewer.placement import display_name
+
+    display = display_name(path, name)
+    started = time.monotonic()
+    try:
+        previews, facts = convert_and_describe(
+            path, options, _registry, name=name, keys=keys, isolate=False
+        )
+    except PreviewerError as exc:
+        return FileResult(display, Status.FAILED, error=exc, duration=time.monotonic() - started)
+    except Exception as exc:  # noqa: BLE001 - a converter's bug fails only this file
+        error = EngineError(
+            f"the conversion failed unexpectedly: {type(exc).__name__}: {exc}", path=display
+        )
+        return FileResult(display, Status.FAILED, error=error)
+    result = FileResult(
+        display,
+        Status.CONVERTED if previews else Status.SKIPPED,
+        mime=facts.mime,
+        converter=previews[0].converter if previews else facts.converter,
+        outputs=previews,
+        duration=time.monotonic() - started,
+        info=facts,
+    )
+    if not previews:
+        result.reason = f"no page selected by pages={options.pages}"
+    return result
+
+
 def _convert_stoppable(
-    task: Any, path: str, options: Options, name: str | None, run: str | None, started: float
+    task: Any,
+    path: str,
+    options: Options,
+    name: str | None,
+    run: str | None,
+    started: float,
+    *,
+    describe: tuple[str, ...] | None = None,
 ) -> FileResult:
     """Convert under the stop signal's translation (see :func:`_stop_on_signal`).
+
+    Args:
+        task: The running task.
+        path: The input.
+        options: Its options.
+        name: File name for the outputs.
+        run: The submitting run's id.
+        started: When the task started (monotonic seconds).
+        describe: Also describe the document, extracting these metadata keys.
 
     Raises:
         Ignore: The conversion was stopped because its run was cancelled.
@@ -314,7 +399,10 @@ def _convert_stoppable(
     try:
         for attempt in range(2):
             with _stop_on_signal(started, soft, timeout, path):
-                result = convert_one(path, options, _registry, name=name)
+                if describe is None:
+                    result = convert_one(path, options, _registry, name=name)
+                else:
+                    result = _convert_described(path, options, name, describe)
             if type(result.error) is not _StoppedError:
                 return result
             remove_partial(options.out_dir, out_name)
