@@ -182,7 +182,9 @@ async def metrics(request: Request) -> Response:
 
     if svc.watch is not None:
         svc.metrics.workers.set(svc.watch.workers)
-    return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # In a thread: with queue workers, rendering asks Redis for the classes' queue depths.
+    body = await run_in_threadpool(svc.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: Settings) -> Starlette:
