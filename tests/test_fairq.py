@@ -184,6 +184,32 @@ def test_documents_are_probed_in_a_child_process(samples: dict[str, Path]) -> No
     assert out.stdout.split() == ["300", "0"], out.stderr
 
 
+def test_probe_worker_moves_to_one_warm_worker(samples: dict[str, Path], tmp_path: Path) -> None:
+    """The submitter's probes: a few limited children, then one persistent limited worker."""
+    from previewer.queue.probing import COLD_PROBES, ProbeWorker
+
+    registry = Registry()
+    options = Options.build(pages="all")
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 50)
+    probes = ProbeWorker()
+    try:
+        found = [probe(str(samples["long"]), options, registry, place=probes) for _ in range(8)]
+        assert [f.pages for f in found] == [300] * 8
+        assert probes._calls == 8 and probes._pool is not None  # warm after COLD_PROBES
+        worker = probes._pool.workers[0].process.pid
+        again = probe(str(samples["long"]), options, registry, place=probes)
+        assert again.pages == 300 and probes._pool.workers[0].process.pid == worker
+        # A file MuPDF cannot read: only the cheap facts, and the worker serves on.
+        bad = probe(str(broken), options, registry, place=probes)
+        assert bad.pages is None and bad.size == broken.stat().st_size
+        assert probe(str(samples["long"]), options, registry, place=probes).pages == 300
+        assert COLD_PROBES < 8
+    finally:
+        probes.close()
+    assert probes._pool is None
+
+
 def test_worker_queue_names_and_layout() -> None:
     assert worker_queues() == ["previewer.heavy", "previewer.office", "previewer.light"]
     assert worker_queues(["light", "big", "light"]) == ["previewer.light", "big"]

@@ -243,7 +243,33 @@ class QueueExecutor:
         task: BatchTask,
         sink: ReportSink,
     ) -> None:
-        """Send each job to the workers and hand the results to ``sink`` as they complete."""
+        """Send each job to the workers and hand the results to ``sink`` as they complete.
+
+        Without a ``probe_place`` of the caller's, the run's cost-class probes parse documents
+        in a :class:`~previewer.queue.probing.ProbeWorker` (limited children, then one warm
+        limited worker), stopped when the run ends.
+        """
+        if self.probe_place is not None:
+            self._run(work, options, registry, task, sink)
+            return
+        from previewer.queue.probing import ProbeWorker
+
+        probes = ProbeWorker()
+        self.probe_place = probes
+        try:
+            self._run(work, options, registry, task, sink)
+        finally:
+            self.probe_place = None
+            probes.close()
+
+    def _run(
+        self,
+        work: Sequence[Work],
+        options: Options,
+        registry: Registry,
+        task: BatchTask,
+        sink: ReportSink,
+    ) -> None:
         client = self.client
         assert client is not None, "prepare() first"
         soft, hard, _visibility = time_limits(options.limits.timeout)
