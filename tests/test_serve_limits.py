@@ -162,7 +162,7 @@ def test_client_leaving_during_wait_does_not_hurt(small: Served) -> None:
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             f"{small.url}/v2/previews/",
-            params={"wait": 10, "sizes": "1200", "pages": "all"},
+            params={"wait": 10, "sizes": "4000", "pages": "all"},  # ~1 s of rendering
             content=PDF.read_bytes(),
             headers={"Content-Type": "application/pdf"},
             timeout=0.05,
