@@ -12,6 +12,9 @@ Workers die with their parent: each asks the kernel (``PR_SET_PDEATHSIG``, see
 workers that is the fork server, which itself exits as soon as the main process is gone
 (multiprocessing's "alive" pipe), so a ``kill -9`` of a batch leaves no worker behind; the
 resource tracker exits once the last of them closes its pipe.
+
+A warm worker also runs single functions under the same rules (:func:`call_on`, a
+:class:`Call` job): the queue's cost-class probes and the HTTP service's use it.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
+    from previewer.budgets import Limits
     from previewer.registry import Registry
 
-__all__ = ["WorkerPool"]
+__all__ = ["Call", "WorkerPool", "call_on", "run_call"]
 
 J = TypeVar("J", bound="Job")
 
@@ -285,3 +289,87 @@ def _failed(job: Job, error: PreviewerError, started: float) -> FileResult:
 def _remove_partial_outputs(job: Job) -> None:
     """Remove temporary files a killed worker may have left while writing this job's previews."""
     remove_partial(job.out_dir, job.name)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A function to run on a pool worker, in the pool's job shape (see :func:`call_on`)."""
+
+    source: Path
+    name: str
+    out_dir: Path
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+
+    @property
+    def display(self) -> str:
+        """The input's name in messages."""
+        return self.name
+
+
+@dataclass
+class _Answer(FileResult):
+    """A worker's answer: the function's value."""
+
+    value: Any = None
+
+
+def run_call(job: Call, options: Options, registry: Registry) -> FileResult:
+    """A pool worker's task for a :class:`Call`: run its function; never raises.
+
+    Args:
+        job: The call.
+        options: The pool's options (unused: the probe carries its own arguments).
+        registry: The converters (unused).
+
+    Returns:
+        An answer holding the function's value, or a failed result with its error.
+    """
+    started = time.monotonic()
+    try:
+        return _Answer(job.display, Status.CONVERTED, value=job.func(*job.args))
+    except PreviewerError as exc:
+        return FileResult(job.display, Status.FAILED, error=exc)
+    except Exception as exc:  # noqa: BLE001 - a damaged header fails only this probe
+        error = EngineError(f"{job.display}: failed: {type(exc).__name__}: {exc}")
+        error.path = job.display
+        return FileResult(
+            job.display, Status.FAILED, error=error, duration=time.monotonic() - started
+        )
+
+
+def call_on(
+    pool: WorkerPool,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    limits: Limits,
+    display: str,
+) -> Any:
+    """Run ``func(*args)`` on a worker of ``pool`` within ``limits.timeout``.
+
+    The pool's task must run :class:`Call` jobs with :func:`run_call`. The worker's memory cap
+    is the pool's; a crash or a missed deadline replaces the worker.
+
+    Args:
+        pool: The pool.
+        func: A module-level function (it is pickled by name).
+        args: Its arguments (picklable).
+        limits: Its limits (only the timeout may differ from the pool's).
+        display: The input's name in errors.
+
+    Returns:
+        What ``func`` returned.
+
+    Raises:
+        PreviewerError: ``func``'s error, or the worker's timeout, crash or memory exhaustion.
+    """
+    job = Call(Path(display), Path(display).name, Path(pool.tmp), func, args)
+    saved, pool.timeout = pool.timeout, min(pool.timeout, limits.timeout)
+    try:
+        ((_job, _stat, result),) = list(pool.run([(job, None)], lambda base, _job: base))
+    finally:
+        pool.timeout = saved
+    if result.error is not None:
+        raise result.error
+    assert isinstance(result, _Answer)
+    return result.value

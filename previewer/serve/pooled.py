@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from previewer.budgets import Limits
 from previewer.errors import EngineError, PreviewerError
 from previewer.options import Options
+from previewer.pool import Call, call_on, run_call
 from previewer.registry import Registry
 from previewer.results import DocumentInfo, FileResult, Preview, Status
 
@@ -48,7 +49,6 @@ class PoolJob:
     out_dir: Path
     keys: tuple[str, ...] = ()
     describe_only: bool = False
-    call: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
 
     @property
     def display(self) -> str:
@@ -61,14 +61,13 @@ class JobResult(FileResult):
     """A worker's result with the document's description."""
 
     facts: DocumentInfo | None = None
-    value: Any = None
 
 
-def run_job(job: PoolJob, options: Options, registry: Registry) -> FileResult:
+def run_job(job: PoolJob | Call, options: Options, registry: Registry) -> FileResult:
     """The pool workers' task: convert and describe one input; never raises.
 
     Args:
-        job: The input.
+        job: The input, or a function to run (:func:`call_pooled`).
         options: Its options (``out_dir`` set).
         registry: The converters.
 
@@ -77,13 +76,11 @@ def run_job(job: PoolJob, options: Options, registry: Registry) -> FileResult:
     """
     from previewer import capture, pipeline
 
+    if isinstance(job, Call):
+        return run_call(job, options, registry)
     started = time.monotonic()
     try:
         with capture.captured() as messages:
-            if job.call is not None:  # a function to run here (call_pooled)
-                func, args = job.call
-                value = func(*args)
-                return JobResult(job.display, Status.CONVERTED, value=value)
             if job.describe_only:  # in a child of this worker, forked warm
                 previews: list[Preview] = []
                 facts = pipeline.info(job.source, options, registry, name=job.name, keys=job.keys)
@@ -183,18 +180,7 @@ def call_pooled(
     """
     import tempfile
 
-    pool = _pool(limits, Path(tempfile.gettempdir()))
-    job = PoolJob(Path(display), Path(display).name, Path(display).parent, call=(func, args))
-    options = Options.build(limits=limits, out_dir=job.out_dir)
-    saved, pool.timeout = pool.timeout, min(pool.timeout, limits.timeout)
-    try:
-        ((_job, _stat, result),) = list(pool.run([(job, None)], lambda _base, _job: options))
-    finally:
-        pool.timeout = saved
-    if result.error is not None:
-        raise result.error
-    assert isinstance(result, JobResult)
-    return result.value
+    return call_on(_pool(limits, Path(tempfile.gettempdir())), func, args, limits, display)
 
 
 def close_pools() -> None:
