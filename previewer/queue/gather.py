@@ -39,6 +39,37 @@ class _Sent:
     route: Route
 
 
+def outage_step(
+    exc: Exception, since: float | None, shown: str, grace: float, poll_interval: float
+) -> float:
+    """Ride out one failed broker call: note when the outage began, give up after ``grace``.
+
+    Args:
+        exc: The connection error.
+        since: When the outage began (None: it begins now, and is logged).
+        shown: The broker's URL without its password.
+        grace: Seconds of outage tolerated.
+        poll_interval: The caller's polling interval (the pause before trying again).
+
+    Returns:
+        When the outage began.
+
+    Raises:
+        BrokerUnavailableError: The broker has been away for more than ``grace`` seconds.
+    """
+    now = time.monotonic()
+    if since is None:
+        since = now
+        log.warning("queue broker %s unreachable (%s); retrying", shown, exc)
+    if now - since > grace:
+        raise BrokerUnavailableError(
+            f"the queue broker {shown} has been unreachable for {grace:g} s: {exc}",
+            hint="restart Redis and run again (finished previews are kept)",
+        ) from exc
+    time.sleep(min(1.0, max(poll_interval, 0.2)))
+    return since
+
+
 class _Gatherer:
     """Collects results as they complete, riding out broker outages, resending lost files."""
 
@@ -103,17 +134,9 @@ class _Gatherer:
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
-                now = time.monotonic()
-                if outage_since is None:
-                    outage_since = now
-                    log.warning("queue broker %s unreachable (%s); retrying", self.shown, exc)
-                if now - outage_since > outage_grace:
-                    raise BrokerUnavailableError(
-                        f"the queue broker {self.shown} has been unreachable for "
-                        f"{outage_grace:g} s: {exc}",
-                        hint="restart Redis and run again (finished previews are kept)",
-                    ) from exc
-                time.sleep(min(1.0, max(poll_interval, 0.2)))
+                outage_since = outage_step(
+                    exc, outage_since, self.shown, outage_grace, poll_interval
+                )
                 continue
             if ready:
                 self.progress_at = time.monotonic()

@@ -38,7 +38,7 @@ from previewer.queue.config import (
     time_limits,
 )
 from previewer.queue.cost import CLASSES, ConverterCost, Place
-from previewer.queue.gather import _Gatherer, _Sent
+from previewer.queue.gather import _Gatherer, _Sent, outage_step
 from previewer.queue.routing import (
     ENQUEUED_HEADER,
     WINDOWS,
@@ -397,17 +397,9 @@ class QueueExecutor:
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
-                now = time.monotonic()
-                if outage_since is None:
-                    outage_since = now
-                    log.warning("queue broker %s unreachable (%s); retrying", self.shown, exc)
-                if now - outage_since > self.outage_grace:
-                    raise BrokerUnavailableError(
-                        f"the queue broker {self.shown} has been unreachable for "
-                        f"{self.outage_grace:g} s: {exc}",
-                        hint="restart Redis and run again (finished previews are kept)",
-                    ) from exc
-                time.sleep(min(1.0, max(self.poll_interval, 0.2)))
+                outage_since = outage_step(
+                    exc, outage_since, self.shown, self.outage_grace, self.poll_interval
+                )
         return outage_since is not None
 
     def _cost_history(self, client: Celery) -> dict[str, ConverterCost]:
