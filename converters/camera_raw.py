@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from previewer.converters import CAMERA_RAW
 from previewer.converters.camera_raw_tags import camera_names, displayed, exif_flip, upright
+from previewer.converters.raster_decode import pillow_warnings
 from previewer.errors import InputError, LimitExceededError
 from previewer.plugin import Availability, BaseConverter, BaseDocument, Box, ConvertContext
 
@@ -226,7 +227,7 @@ class CameraRawDocument(BaseDocument):
         if shown[0] < target[0] or shown[1] < target[1] or not _same_shape(shown, self._size):
             return None
         try:
-            with _pillow_warnings_logged(self._ctx):
+            with pillow_warnings(self._ctx):
                 image = upright(_scaled(preview, displayed(target, flip)), flip)
         except Exception as exc:  # noqa: BLE001 - any decoder failure: demosaic instead
             self._ctx.log.debug("embedded preview cannot be decoded (%s); demosaicing", exc)
@@ -278,7 +279,7 @@ class CameraRawDocument(BaseDocument):
         from PIL import Image
 
         try:
-            with _pillow_warnings_logged(self._ctx):
+            with pillow_warnings(self._ctx):
                 return Image.open(io.BytesIO(data), formats=["JPEG"])
         except Exception as exc:  # noqa: BLE001 - damaged or over the pixel limit: demosaic
             self._ctx.log.debug("embedded preview is not a readable JPEG: %s", exc)
@@ -355,21 +356,6 @@ class CameraRawDocument(BaseDocument):
 def _same_shape(a: tuple[int, int], b: tuple[int, int]) -> bool:
     """Whether two sizes' aspect ratios differ by under 3 % (a preview of the whole frame)."""
     return abs(a[0] / a[1] - b[0] / b[1]) <= 0.03 * b[0] / b[1]
-
-
-@contextmanager
-def _pillow_warnings_logged(ctx: ConvertContext) -> Iterator[None]:
-    """Within the block: Pillow's warnings are logged, and its decompression-bomb warning raised."""
-    import warnings
-
-    from PIL import Image
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
-    for warning in caught:
-        ctx.log.debug("Pillow: %s", warning.message)
 
 
 def _scaled(image: Image.Image, size: tuple[int, int]) -> Image.Image:
