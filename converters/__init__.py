@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 __all__ = [
     "AUDIO",
+    "AUDIO_DEMUXERS",
     "BUILTIN_SPECS",
     "CAMERA_RAW",
     "FONT",
@@ -32,6 +33,7 @@ __all__ = [
     "TABLE",
     "TEXT",
     "VIDEO",
+    "VIDEO_DEMUXERS",
     "BuiltinSpec",
 ]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from previewer.budgets import Limits
+from previewer.converters import AUDIO_DEMUXERS, VIDEO_DEMUXERS
 from previewer.errors import EngineError, EngineUnavailableError
 
 __all__ = ["DEMUXERS", "FFPROBE", "demuxer", "ffprobe_path", "probe"]
@@ -24,46 +25,20 @@ __all__ = ["DEMUXERS", "FFPROBE", "demuxer", "ffprobe_path", "probe"]
 FFPROBE = "ffprobe"
 """The program run (Debian: ``ffmpeg``)."""
 
-DEMUXERS: dict[str, str] = {
-    "video/mp4": "mp4",
-    "video/x-m4v": "mp4",
-    "video/3gpp": "3gp",
-    "video/3gpp2": "3g2",
-    "video/quicktime": "mov",
-    "video/x-matroska": "matroska",
-    "video/webm": "webm",
-    "video/x-msvideo": "avi",
-    "video/avi": "avi",
-    "video/mpeg": "mpeg",
-    "video/mp2t": "mpegts",
+_MORE_DEMUXERS: dict[str, str] = {
     "video/MP2T": "mpegts",
-    "video/ogg": "ogg",
-    "video/x-flv": "flv",
-    "video/x-ms-asf": "asf",
-    "video/x-ms-wmv": "asf",
-    "audio/mpeg": "mp3",
     "audio/mp3": "mp3",
-    "audio/mp4": "mp4",
-    "audio/x-m4a": "mp4",
-    "audio/m4a": "mp4",
-    "audio/aac": "aac",
-    "audio/x-hx-aac-adts": "aac",
-    "audio/ogg": "ogg",
+    "audio/m4a": "mov",
     "audio/opus": "ogg",
     "audio/x-vorbis+ogg": "ogg",
-    "audio/flac": "flac",
-    "audio/x-flac": "flac",
-    "audio/wav": "wav",
-    "audio/x-wav": "wav",
-    "audio/vnd.wave": "wav",
-    "audio/aiff": "aiff",
-    "audio/x-aiff": "aiff",
     "audio/x-matroska": "matroska",
-    "audio/webm": "webm",
-    "audio/x-ms-wma": "asf",
     "audio/amr": "amr",
 }
-"""Sniffed MIME type -> the ffmpeg demuxer that must read it (``ffprobe -f``)."""
+"""Media types no converter claims whose facts ffprobe can still give."""
+
+DEMUXERS: dict[str, str] = {**VIDEO_DEMUXERS, **AUDIO_DEMUXERS, **_MORE_DEMUXERS}
+"""Sniffed MIME type -> the ffmpeg demuxer that must read it (``ffprobe -f``): the video and
+audio converters' own tables, so a file's facts are read exactly as its previews are."""
 
 
 def demuxer(mime: str) -> str | None:
@@ -73,7 +48,7 @@ def demuxer(mime: str) -> str | None:
         mime: The sniffed MIME type.
 
     Returns:
-        The demuxer's short name (``"mp4"``, ``"matroska"``...).
+        The demuxer's short name (``"mov"``, ``"matroska"``...).
     """
     return DEMUXERS.get(mime)
 
