@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from previewer.budgets import Limits
+from previewer.converters import CAMERA_RAW_TYPES
 from previewer.errors import EngineError, InputError
 
 if TYPE_CHECKING:
@@ -38,36 +39,8 @@ log = logging.getLogger(__name__)
 EXIFTOOL = "exiftool"
 """The program read for RAW files and videos (Debian: ``libimage-exiftool-perl``)."""
 
-RAW_TYPES = frozenset(
-    {
-        "image/x-adobe-dng",
-        "image/x-canon-cr2",
-        "image/x-canon-cr3",
-        "image/x-canon-crw",
-        "image/x-epson-erf",
-        "image/x-fuji-raf",
-        "image/x-hasselblad-3fr",
-        "image/x-kodak-dcr",
-        "image/x-kodak-kdc",
-        "image/x-leaf-mos",
-        "image/x-mamiya-mef",
-        "image/x-minolta-mrw",
-        "image/x-nikon-nef",
-        "image/x-nikon-nrw",
-        "image/x-olympus-orf",
-        "image/x-panasonic-raw",
-        "image/x-panasonic-rw2",
-        "image/x-pentax-pef",
-        "image/x-phaseone-iiq",
-        "image/x-samsung-srw",
-        "image/x-sigma-x3f",
-        "image/x-sony-arw",
-        "image/x-sony-sr2",
-        "image/x-sony-srf",
-        "image/x-dcraw",
-    }
-)
-"""Camera RAW types (sniffed MIME types) whose EXIF is read with exiftool when present."""
+RAW_TYPES = CAMERA_RAW_TYPES
+"""Camera RAW types (the RAW converter's) whose EXIF is read with exiftool when present."""
 
 PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
     "image/jpeg": ("JPEG", "MPO"),
