@@ -1308,7 +1308,7 @@ def run_queue_burst(
         )
         setup.procs.append(proc)
         _wait(
-            lambda: log.read_bytes().count(b" ready.") >= 2 or proc.poll() is not None, 60, "worker"
+            lambda: log.read_bytes().count(b" ready.") >= 3 or proc.poll() is not None, 60, "worker"
         )
         progress(f"{case}: small files alone / beside giants / one queue, vs local -j 2")
         _burst_round(

@@ -25,18 +25,39 @@ __all__ = ["worker"]
 @click.option(
     "--light-slots",
     type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Without -Q and with 2 or more processes: processes that take light files only (a "
-    "node of their own); the others take heavy, office and light files. 0: one node for all.",
+    default=None,
+    help="Without -Q and with 2 or more processes: processes of the node that takes light "
+    "files (default: --concurrency). 0: one node takes every class.",
 )
 @click.option(
+    "--heavy-slots",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes of the node that takes heavy files (default: --concurrency).",
+)
+@click.option(
+    "--office-slots",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes of the node that takes LibreOffice documents (default: half "
+    "--concurrency, at least 1).",
+)
+@click.option(
+    "--heavy-nice",
     "--mixed-nice",
+    "heavy_nice",
+    type=click.IntRange(min=0, max=19),
+    default=19,
+    show_default=True,
+    help="Niceness added to the heavy node, so that light files keep the cores while giant "
+    "files take what is left.",
+)
+@click.option(
+    "--office-nice",
     type=click.IntRange(min=0, max=19),
     default=5,
     show_default=True,
-    help="Niceness added to the node that takes heavy files, so that on busy cores light "
-    "files go first.",
+    help="Niceness added to the office node.",
 )
 @click.option(
     "--stats-interval",
@@ -90,8 +111,11 @@ def worker(
     max_memory_per_child: int,
     hostname: str | None,
     loglevel: str,
-    light_slots: int,
-    mixed_nice: int,
+    light_slots: int | None,
+    heavy_slots: int | None,
+    office_slots: int | None,
+    heavy_nice: int,
+    office_nice: int,
     stats_interval: float,
 ) -> None:
     """Run a queue worker that converts files sent by `previewer convert --broker`.
@@ -107,9 +131,10 @@ def worker(
       previewer worker -Q previews,big
 
     \b
-    Without -Q, 2 or more processes are split: --light-slots of them (a node of their own)
-    take light files only, the others heavy, office and light ones, so giant files never hold
-    every process while small previews wait.
+    Without -Q, 2 or more processes run three nodes: one for light files (every
+    process, normal priority), one for LibreOffice documents (half of them, nice 5)
+    and one for heavy files (every process, nice 19), so giant files only take the CPU
+    small previews leave, and get all of it when nothing else waits.
     """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     try:
         from previewer import queue
@@ -151,7 +176,14 @@ def worker(
     if names:
         nodes = [Node("all", concurrency, tuple(worker_queues(names)))]
     else:
-        nodes = default_layout(processes, light_slots, mixed_nice)
+        nodes = default_layout(
+            processes,
+            light_slots,
+            heavy_nice,
+            heavy_slots=heavy_slots,
+            office_slots=office_slots,
+            office_nice=office_nice,
+        )
     raise SystemExit(
         run_nodes(queue.app, nodes, argv, hostname=hostname, stats_interval=stats_interval)
     )

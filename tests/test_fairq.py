@@ -1,8 +1,8 @@
 """Cost classes, fairness and poison pills on the queue: real redis-server, real workers.
 
 The estimator is checked on generated files (a tiny PNG, a 300-page PDF, a giant page, an XLSX);
-the queue tests run a two-process ``previewer worker`` (its default layout: a light node and a
-mixed node) under a burst of small files with giant ones beside it, two submitters of very
+the queue tests run a two-process ``previewer worker`` (its default layout: light, office and
+heavy nodes) under a burst of small files with giant ones beside it, two submitters of very
 different sizes, and a file whose worker process is killed each time it runs.
 """
 
@@ -213,11 +213,14 @@ def test_probe_worker_moves_to_one_warm_worker(samples: dict[str, Path], tmp_pat
 def test_worker_queue_names_and_layout() -> None:
     assert worker_queues() == ["previewer.heavy", "previewer.office", "previewer.light"]
     assert worker_queues(["light", "big", "light"]) == ["previewer.light", "big"]
-    assert [(n.role, n.concurrency, n.queues[-1]) for n in default_layout(4)] == [
-        ("light", 1, "previewer.light"),
-        ("mixed", 3, "previewer.light"),
+    assert [(n.role, n.concurrency, n.queues, n.nice) for n in default_layout(4)] == [
+        ("light", 4, ("previewer.light",), 0),
+        ("office", 2, ("previewer.office",), 5),
+        ("heavy", 4, ("previewer.heavy",), 19),
     ]
     assert [n.role for n in default_layout(1)] == ["all"]
+    assert [n.role for n in default_layout(4, light_slots=0)] == ["all"]
+    assert [n.concurrency for n in default_layout(2, 1, heavy_slots=1)] == [1, 1, 1]
 
 
 # --------------------------------------------------------------------------- real workers
@@ -225,7 +228,7 @@ def test_worker_queue_names_and_layout() -> None:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Worker]]:
-    """Redis and one ``previewer worker -c 2`` (default layout: a light node, a mixed node)."""
+    """Redis and one ``previewer worker -c 2`` (default layout: light, office, heavy nodes)."""
     tmp = tmp_path_factory.mktemp("fairq")
     redis = Redis(tmp)
     worker = None
@@ -267,7 +270,7 @@ def _waits(report: BatchReport) -> dict[str, float]:
 def test_giants_do_not_delay_small_files(pair: tuple[str, Worker], tmp_path: Path) -> None:
     """80 small files alone, then the same burst while a 20,000 x 30,000 pt page at 8000 px and
     a 300-page PDF (-p all) run: each small file waits at most 1.2x its wait without the giants
-    (plus CI slack), the giants finish on the mixed node; with everything in one queue (the old
+    (plus CI slack), the giants finish on the heavy node; with everything in one queue (the old
     layout, forced with queue=...) small files wait behind the giants."""
     url, worker = pair
     small = tmp_path / "small"
@@ -313,7 +316,7 @@ def test_giants_do_not_delay_small_files(pair: tuple[str, Worker], tmp_path: Pat
     for report in reports:
         info = report.results[0].queue or {}
         assert info["class"] == "heavy" and info["queue"] == "previewer.heavy"
-        assert "mixed" in info["worker"]
+        assert "heavy" in info["worker"]
     base, now = _waits(alone), _waits(with_giants)
     assert with_giants.converted == SMALL and set(now) == set(base)
     slack = 0.5
@@ -343,11 +346,12 @@ def test_giants_do_not_delay_small_files(pair: tuple[str, Worker], tmp_path: Pat
     assert stats["light"].recent > 0 and stats["light"].depth == 0
     assert stats["heavy"].recent >= 2
     assert "queues: light depth 0" in worker.text()
-    # The mixed node (heavy files) runs niced: light files go first on busy cores.
+    # The heavy node runs at the lowest priority, the office node a little below normal:
+    # light files keep the cores.
     import psutil
 
     nodes = psutil.Process(worker.proc.pid).children()
-    assert sorted(p.nice() for p in nodes) == [0, 5]
+    assert sorted(p.nice() for p in nodes) == [0, 5, 19]
 
 
 def test_small_submitter_is_not_stuck_behind_a_burst(

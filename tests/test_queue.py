@@ -121,8 +121,8 @@ class Worker:
             cwd=log.parent,
             env=env,
         )
-        # Without -Q, two or more processes run as two nodes (light, mixed): wait for both.
-        nodes = 2 if concurrency >= 2 and "-Q" not in extra else 1
+        # Without -Q, two or more processes run three nodes (light, office, heavy): wait for all.
+        nodes = 3 if concurrency >= 2 and "-Q" not in extra else 1
         try:
             wait_for(
                 lambda: log.read_bytes().count(b" ready.") >= nodes or self.proc.poll() is not None,

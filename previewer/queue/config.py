@@ -67,6 +67,12 @@ engine crashes (or gets killed with) its worker process is requeued once
 (``task_reject_on_worker_lost``, or the visibility timeout when the whole worker died); the
 next delivery fails it with an EngineError naming the file, where it would otherwise crash a
 worker for ever."""
+DONE_PREFIX = "previewer-done-"
+"""Redis key prefix of a run's completion list (``previewer-done-<run id>``): a worker pushes a
+task's id onto it once the task's result is stored, and the submitter blocks on it instead of
+sleeping between polls, so that the next file is sent as soon as one finishes."""
+DONE_TTL = 600
+"""Seconds a run's completion list outlives its last push (its submitter deletes it as it reads)."""
 ATTEMPTS_PREFIX = "previewer-attempts-"
 """Redis key prefix counting a task's deliveries (``previewer-attempts-<task id>``)."""
 STOP_SIGNAL = "SIGUSR1"

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
+from celery import Celery, states
 
 from previewer.batch import Job, Stat
 from previewer.options import Options
 from previewer.queue.broker import _Heartbeat, _lost_tasks, _server_id
-from previewer.queue.config import BrokerUnavailableError, _is_connection_error
+from previewer.queue.config import DONE_PREFIX, BrokerUnavailableError, _is_connection_error
 from previewer.queue.routing import Route
 from previewer.queue.wire import _failure_result, _rebuild_result
 from previewer.results import FileResult
@@ -83,8 +83,10 @@ class _Gatherer:
         send: Callable[[_Sent, Any], str],
         alive: _Heartbeat,
         queues: list[str],
+        run: str,
     ) -> None:
         self.client, self.pending, self.finish = client, pending, finish
+        self.done_key = DONE_PREFIX + run
         self.options, self.shown, self.send = options, shown, send
         self.alive, self.queues = alive, queues
         self.server: str | None = None
@@ -96,8 +98,8 @@ class _Gatherer:
         self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
     ) -> None:
         """Collect results until at most ``until`` files are pending (all of them by default)."""
-        backend = self.client.backend
         outage_since: float | None = None
+        backend = self.client.backend
         # The run calls this between sends: the server's id and the time of the last result
         # are the run's, not this call's, so a restart between two calls is still noticed.
         if self.server is None:
@@ -115,11 +117,12 @@ class _Gatherer:
                     if current is not None and current != self.server:
                         self.server = current
                         self.resend_lost()
-                ready = list(
-                    backend.get_many(
-                        set(self.pending), interval=poll_interval, max_iterations=1, no_ack=True
-                    )
-                )
+                ready = self.poll()
+                if not ready:
+                    # Woken by a worker's announcement (see DONE_PREFIX) as soon as a file
+                    # finishes; the timeout only paces the heartbeat, the abort check and
+                    # results from workers that do not announce.
+                    backend.client.blpop([self.done_key], timeout=poll_interval)
                 if outage_since is not None:
                     log.warning("queue broker %s is back", self.shown)
                     self.alive.beat(force=True)
@@ -142,6 +145,28 @@ class _Gatherer:
                 self.progress_at = time.monotonic()
                 self.collect(ready)
 
+    def poll(self) -> list[tuple[str, dict[str, Any]]]:
+        """The pending files' finished results, in one round trip; empties the completion list.
+
+        The list is emptied before the results are read (in the same pipeline): a worker
+        announces a file only after storing its result, so an announcement emptied here is
+        read here, and a later one wakes the next wait.
+        """
+        backend = self.client.backend
+        ids = list(self.pending)
+        pipe = backend.client.pipeline(transaction=False)
+        pipe.delete(self.done_key)
+        pipe.mget([backend.get_key_for_task(t) for t in ids])
+        _deleted, values = pipe.execute()
+        ready = []
+        for task_id, value in zip(ids, values, strict=True):
+            if value is None:
+                continue
+            meta = backend.decode_result(value)
+            if meta.get("status") in states.READY_STATES:
+                ready.append((task_id, meta))
+        return ready
+
     def collect(self, ready: list[tuple[str, dict[str, Any]]]) -> None:
         backend = self.client.backend
         try:  # one round trip for the whole poll's results
@@ -152,7 +177,6 @@ class _Gatherer:
             sent = self.pending.pop(task_id, None)
             if sent is None:
                 continue  # a duplicate of a file resent after an outage
-            backend._cache.pop(task_id, None)
             job = sent.job
             if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
                 result = _rebuild_result(meta["result"], job.display, sent.abs_path, job.out_dir)

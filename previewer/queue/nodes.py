@@ -1,15 +1,21 @@
 """Worker layout: the Celery worker nodes one ``previewer worker`` runs, and their supervisor.
 
 Celery's prefork pool cannot split its processes between queues: every process takes from
-every queue the node consumes. So that a burst of heavy files never takes every slot, the
-default layout of a worker with two or more processes is two nodes forked from one warm parent:
-a light node (``light_slots`` processes consuming ``previewer.light`` only) and a mixed node
-(the other processes, consuming heavy, office and light; kombu takes from a node's non-empty
-queues in turn, so it alternates heavy and light work rather than starving either), run at a
-lower CPU priority (``nice`` :data:`MIXED_NICE`) so that on busy cores the light node's
-conversions go first and a giant render takes what is left. The parent
-supervises them: a stop signal goes to both, and when one exits the other is stopped too. It
-also logs each class's queue depth and waits every ``stats_interval`` seconds.
+every queue the node consumes. So that giant files never slow the small ones, the default
+layout of a worker with two or more processes is three nodes forked from one warm parent:
+
+- a **light** node (as many processes as the worker has, ``previewer.light`` only) at normal
+  CPU priority;
+- an **office** node (half as many, at least one; ``previewer.office``) at a slightly lower
+  priority (``nice`` :data:`OFFICE_NICE`): LibreOffice documents progress beside a burst of
+  light files without taking a core from it;
+- a **heavy** node (as many processes as the worker has; ``previewer.heavy``) at the lowest
+  priority (``nice`` :data:`HEAVY_NICE`): a giant render takes only the CPU the light files
+  leave, so light files keep every core while giants run, and giants get every core when
+  nothing else is queued.
+
+The parent supervises them: a stop signal goes to all, and when one exits the others are
+stopped too. It also logs each class's queue depth and waits every ``stats_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ from celery import Celery
 from previewer.queue.cost import CLASSES, HEAVY, LIGHT, OFFICE
 from previewer.queue.routing import queue_name, queue_stats
 
-__all__ = ["Node", "default_layout", "node_name", "run_nodes"]
+__all__ = ["HEAVY_NICE", "OFFICE_NICE", "Node", "default_layout", "node_name", "run_nodes"]
 
 log = logging.getLogger(__name__)
 
-MIXED_NICE = 5
-"""Niceness added to the mixed node (its giant renders yield the CPU to the light node)."""
+HEAVY_NICE = 19
+"""Niceness added to the heavy node (its giant renders take only what light files leave)."""
+OFFICE_NICE = 5
+"""Niceness added to the office node (LibreOffice yields to light files, yet progresses)."""
+MIXED_NICE = HEAVY_NICE
+"""Former name of :data:`HEAVY_NICE`."""
 STATS_INTERVAL = 30.0
 """Seconds between two log lines of per-class queue depth and waits."""
 
@@ -43,7 +53,8 @@ class Node:
     """One Celery worker node: its name suffix, processes and queues.
 
     Attributes:
-        role: ``light``, ``mixed`` or ``all`` (a single node), added to the node's name.
+        role: ``light``, ``office``, ``heavy`` or ``all`` (a single node), added to the
+            node's name.
         concurrency: Its pool processes (None: Celery's default, one per CPU).
         queues: The queues it consumes, in order.
         nice: Niceness added to its processes.
@@ -56,25 +67,38 @@ class Node:
 
 
 def default_layout(
-    concurrency: int, light_slots: int = 1, mixed_nice: int = MIXED_NICE
+    concurrency: int,
+    light_slots: int | None = None,
+    heavy_nice: int = HEAVY_NICE,
+    *,
+    heavy_slots: int | None = None,
+    office_slots: int | None = None,
+    office_nice: int = OFFICE_NICE,
 ) -> list[Node]:
-    """The nodes of a worker given no ``-Q``: a light node and a mixed one from 2 processes.
+    """The nodes of a worker given no ``-Q``: light, office and heavy nodes from 2 processes.
 
     Args:
-        concurrency: Processes in all (>= 1).
-        light_slots: Processes that take light files only (kept below ``concurrency``).
-        mixed_nice: Niceness added to the mixed node.
+        concurrency: The worker's processes (>= 1): with one, a single node takes every class.
+        light_slots: Processes of the light node (default ``concurrency``; 0: a single node
+            for every class).
+        heavy_nice: Niceness added to the heavy node.
+        heavy_slots: Processes of the heavy node (default ``concurrency``).
+        office_slots: Processes of the office node (default half ``concurrency``, at least 1).
+        office_nice: Niceness added to the office node.
 
     Returns:
-        One node consuming every class with one process; else the light and the mixed node.
+        One node consuming every class; else the light, the office and the heavy node.
     """
     every = tuple(queue_name(c) for c in (HEAVY, OFFICE, LIGHT))
-    if concurrency < 2 or light_slots < 1:
+    if concurrency < 2 or light_slots == 0:
         return [Node("all", concurrency, every)]
-    light = min(light_slots, concurrency - 1)
+    light = concurrency if light_slots is None else light_slots
+    heavy = concurrency if heavy_slots is None else max(1, heavy_slots)
+    office = max(1, concurrency // 2) if office_slots is None else max(1, office_slots)
     return [
         Node("light", light, (queue_name(LIGHT),)),
-        Node("mixed", concurrency - light, every, mixed_nice),
+        Node("office", office, (queue_name(OFFICE),), office_nice),
+        Node("heavy", heavy, (queue_name(HEAVY),), heavy_nice),
     ]
 
 

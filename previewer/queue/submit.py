@@ -315,7 +315,7 @@ class QueueExecutor:
 
         alive = _Heartbeat(client, run, self.heartbeat)
         queues = sorted({q for q in (self.queue, *self.class_queues()) if q})
-        gather = _Gatherer(client, pending, finish, options, self.shown, send, alive, queues)
+        gather = _Gatherer(client, pending, finish, options, self.shown, send, alive, queues, run)
         gather.abort = self.abort
         gather.server = self._server  # a later run of a reused executor: no INFO per run
         timing = (self.outage_grace, self.poll_interval, self.stall_check)

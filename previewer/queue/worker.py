@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun
+from celery.states import READY_STATES
 
 from previewer.errors import (
     EngineError,
@@ -30,6 +32,8 @@ from previewer.queue.config import (
     ATTEMPTS_PREFIX,
     CANCEL_PREFIX,
     CANCEL_TTL,
+    DONE_PREFIX,
+    DONE_TTL,
     MAX_ATTEMPTS,
     STOP_SIGNAL,
     TASK_NAME,
@@ -263,6 +267,38 @@ def convert_file(
         result.queue = info
         _record_cost(self.app, info, result)
     return result.to_dict(detail=True)
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _announce_done(
+    sender: Any = None,
+    task_id: str | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    state: str | None = None,
+    **_more: Any,
+) -> None:
+    """Push a finished task's id onto its run's completion list (after its result is stored).
+
+    Celery sends ``task_postrun`` once the result is in the backend, so the submitter, which
+    blocks on that list (:data:`~previewer.queue.config.DONE_PREFIX`), finds the result when it
+    wakes. A discarded task (``IGNORED``: its run was cancelled) stores no result and is not
+    announced; neither is a task whose process died (its redelivery will be).
+    """
+    if getattr(sender, "name", None) != TASK_NAME or not task_id or state not in READY_STATES:
+        return
+    run = args[3] if isinstance(args, (list, tuple)) and len(args) > 3 else None
+    if run is None and isinstance(kwargs, dict):
+        run = kwargs.get("run")
+    if not isinstance(run, str) or not run:
+        return
+    try:
+        pipe = sender.app.backend.client.pipeline(transaction=False)
+        pipe.rpush(DONE_PREFIX + run, task_id)
+        pipe.expire(DONE_PREFIX + run, DONE_TTL)
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - the submitter's poll finds the result anyway
+        log.debug("cannot announce task %s: %s", task_id, exc)
 
 
 def _poison_error(path: str, attempts: int) -> EngineError:
