@@ -699,11 +699,55 @@ def test_failures_match_a_local_run(tmp_path: Path) -> None:
     abort = next(json.loads(x) for x in remote.stdout.splitlines() if "abort.txt" in x)
     assert "killed its worker twice" in abort["error"]["message"]
     assert abort["queue"]["attempt"] == 3  # delivered once more, failed without converting
+    # Light files travel in bundles; one that crashes its bundle's process counts that crash
+    # (it is sent back alone with one delivery used), so it still crashes only twice in all.
+    assert "previewer.convert_files" in worker_log
+    assert "was delivered again (its process died)" in worker_log
     assert worker_log.count("exited with 'signal 6 (SIGABRT)'") == 2
     assert elapsed < 90
     assert single.returncode == 8 and "did not finish within the timeout of 1 s" in single.stderr
     assert stuck.returncode == 8 and "its worker process was killed" in stuck.stderr, stuck.stderr
     assert "Hard time limit" in worker_log  # STUCK really reached the hard limit
+
+
+def test_bundles_start_no_file_past_their_budget(tmp_path: Path) -> None:
+    """Light files of a burst travel in bundles; a bundle starts no file once it has run for
+    BUNDLE_BUDGET (1 s): SLOW files (1 s each) come back unconverted and are sent again alone,
+    and every file is converted once, with its own wait and route."""
+    env = _tripwire_env(tmp_path)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):
+        (src / f"slow{i}.txt").write_text("SLOW\n")
+    redis = Redis(tmp_path)
+    worker = None
+    try:
+        worker = Worker(redis.url, "bu", tmp_path / "bu.log", concurrency=2, env=env)
+        done = subprocess.run(
+            [sys.executable, "-m", "previewer", "convert", "--json", str(src)]
+            + ["-o", str(tmp_path / "out"), "--broker", redis.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        worker_log = worker.text()
+    finally:
+        if worker is not None:
+            worker.kill()
+        redis.stop()
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert sorted(Path(r["input"]).name for r in lines) == [f"slow{i}.txt" for i in range(8)]
+    assert all(r["status"] == "converted" and r["queue"]["class"] == "light" for r in lines)
+    assert all(isinstance(r["queue"]["wait"], float) for r in lines)
+    bundled = [r for r in lines if r["queue"].get("bundle")]
+    alone = [r for r in lines if not r["queue"].get("bundle")]
+    # Each bundle converted its first file only (1 s is its whole budget); the rest went alone.
+    assert bundled and alone, lines
+    assert len(bundled) <= 4 and all(r["queue"]["bundle"] > 1 for r in bundled)
+    assert "previewer.convert_files" in worker_log
+    assert len(list((tmp_path / "out").glob("slow*.png"))) == 8
 
 
 def test_interrupted_submitter_cancels_its_queued_files(tmp_path: Path) -> None:

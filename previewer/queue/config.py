@@ -45,6 +45,12 @@ BROKER_ENV = "PREVIEWER_BROKER_URL"
 """Environment variable naming the broker URL."""
 
 TASK_NAME = "previewer.convert_file"
+BUNDLE_TASK_NAME = "previewer.convert_files"
+"""A task converting a few light files of one run in turn (see :data:`BUNDLE_BUDGET`)."""
+BUNDLE_BUDGET = 1.0
+"""Seconds after which a bundle starts no further file: the rest go back to the submitter, which
+sends them again. So a bundle ends within its last file's limits plus this; its time limits are
+a single file's plus this, which stays below the visibility timeout (:data:`VISIBILITY_MARGIN`)."""
 SOFT_GRACE = 2.0
 """Seconds the soft time limit stays above the timeout, as a local batch's worker deadline does
 (``previewer.limited.DEADLINE_GRACE``): an engine that overruns the timeout is killed by

@@ -37,6 +37,8 @@ class _Sent:
     stat: Stat
     task_id: str
     route: Route
+    alone: bool = False
+    """Sent back by a bundle: goes in a task of its own."""
 
 
 def outage_step(
@@ -76,11 +78,11 @@ class _Gatherer:
     def __init__(
         self,
         client: Celery,
-        pending: dict[str, _Sent],
+        pending: dict[str, list[_Sent]],
         finish: Callable[[_Sent, FileResult], None],
         options: Options,
         shown: str,
-        send: Callable[[_Sent, Any], str],
+        send: Callable[[str, list[_Sent], Any], str],
         alive: _Heartbeat,
         queues: list[str],
         run: str,
@@ -93,6 +95,8 @@ class _Gatherer:
         self.progress_at = time.monotonic()
         self.abort: Callable[[], BaseException | None] | None = None
         """Called while waiting; an exception it returns cancels the run and is raised."""
+        self.send_again: Callable[[list[_Sent]], None] | None = None
+        """Takes back a bundle's files it did not convert (each is then sent alone)."""
 
     def run(
         self, outage_grace: float, poll_interval: float, stall_check: float, *, until: int = 0
@@ -174,15 +178,36 @@ class _Gatherer:
         except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
             log.debug("cannot delete %d stored results: %s", len(ready), exc)
         for task_id, meta in ready:
-            sent = self.pending.pop(task_id, None)
-            if sent is None:
+            files = self.pending.pop(task_id, None)
+            if files is None:
                 continue  # a duplicate of a file resent after an outage
-            job = sent.job
-            if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
-                result = _rebuild_result(meta["result"], job.display, sent.abs_path, job.out_dir)
+            if len(files) == 1 and files[0].task_id == task_id:
+                self.finish(files[0], self._result(files[0], meta))
+                continue
+            # A bundle: its files' results, and those it did not convert sent again alone
+            # (all of them when it failed as a whole: its hard limit, a lost worker).
+            done = meta.get("result") if meta.get("status") == "SUCCESS" else None
+            results = done.get("results") if isinstance(done, dict) else None
+            left = list(files)
+            if isinstance(results, list):
+                for sent, data in zip(files, results, strict=False):
+                    self.finish(sent, self._result(sent, {"status": "SUCCESS", "result": data}))
+                left = files[len(results) :]
             else:
-                result = _failure_result(meta, job.display, self.options.limits.timeout)
-            self.finish(sent, result)
+                log.warning(
+                    "a bundle of %d files failed on its worker (%s); sending them one by one",
+                    len(files),
+                    meta.get("status"),
+                )
+            if left and self.send_again is not None:
+                self.send_again(left)
+
+    def _result(self, sent: _Sent, meta: dict[str, Any]) -> FileResult:
+        """A file's result as a local run gives it, from the worker's task state."""
+        job = sent.job
+        if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
+            return _rebuild_result(meta["result"], job.display, sent.abs_path, job.out_dir)
+        return _failure_result(meta, job.display, self.options.limits.timeout)
 
     def after_outage(self) -> None:
         """The broker was away while files were being sent: resend what a restart lost."""
@@ -203,4 +228,4 @@ class _Gatherer:
         )
         with self.client.producer_or_acquire() as producer:
             for task_id in sorted(lost):
-                self.send(self.pending[task_id], producer)
+                self.send(task_id, self.pending[task_id], producer)

@@ -10,9 +10,10 @@ layout of a worker with two or more processes is three nodes forked from one war
   priority (``nice`` :data:`OFFICE_NICE`): LibreOffice documents progress beside a burst of
   light files without taking a core from it;
 - a **heavy** node (as many processes as the worker has; ``previewer.heavy``) at the lowest
-  priority (``nice`` :data:`HEAVY_NICE`): a giant render takes only the CPU the light files
-  leave, so light files keep every core while giants run, and giants get every core when
-  nothing else is queued.
+  priority (``nice`` :data:`HEAVY_NICE` and, on Linux, the ``SCHED_IDLE`` class, under which a
+  waking light process takes the core at once): a giant render takes only the CPU the light
+  files leave, so light files keep every core while giants run, and giants get every core
+  when nothing else is queued.
 
 The parent supervises them: a stop signal goes to all, and when one exits the others are
 stopped too. It also logs each class's queue depth and waits every ``stats_interval`` seconds.
@@ -64,6 +65,9 @@ class Node:
     concurrency: int | None
     queues: tuple[str, ...]
     nice: int = 0
+    idle: bool = False
+    """Run under the kernel's idle scheduling class as well (Linux ``SCHED_IDLE``): a light
+    file's process waking up then takes the core at once, not at the end of a time slice."""
 
 
 def default_layout(
@@ -98,7 +102,7 @@ def default_layout(
     return [
         Node("light", light, (queue_name(LIGHT),)),
         Node("office", office, (queue_name(OFFICE),), office_nice),
-        Node("heavy", heavy, (queue_name(HEAVY),), heavy_nice),
+        Node("heavy", heavy, (queue_name(HEAVY),), heavy_nice, idle=heavy_nice >= HEAVY_NICE),
     ]
 
 
@@ -149,6 +153,8 @@ def run_nodes(
                 die_with_parent(parent)
                 if node.nice:
                     os.nice(node.nice)
+                if node.idle:
+                    _idle_class()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 celery_app.worker_main(node_argv)
@@ -160,6 +166,14 @@ def run_nodes(
         children[pid] = node
         log.info("node %s: %s", node.role, " ".join(node_argv))
     return _supervise(celery_app, children, stats_interval)
+
+
+def _idle_class() -> None:
+    """Move this process (and the processes it forks) to the idle scheduling class."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as exc:  # not Linux, or refused: niceness only
+        log.debug("cannot use the idle scheduling class: %s", exc)
 
 
 def _supervise(celery_app: Celery, children: dict[int, Any], stats_interval: float) -> int:

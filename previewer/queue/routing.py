@@ -56,9 +56,10 @@ __all__ = [
 
 QUEUE_PREFIX = "previewer"
 """Class queues are ``<prefix>.<class>``: ``previewer.light``, ``previewer.heavy``..."""
-WINDOWS: Mapping[str, int] = {LIGHT: 6, HEAVY: 2, OFFICE: 2}
-"""Files a submitter keeps sent and unfinished per class: enough to keep two light slots busy
-between two polls, few enough that another submitter's file waits behind a handful of them."""
+WINDOWS: Mapping[str, int] = {LIGHT: 12, HEAVY: 2, OFFICE: 2}
+"""Files a submitter keeps sent and unfinished per class: for light files, three bundles of 4
+(two converting, one queued to follow at once), few enough that another submitter's file
+waits behind a handful of them."""
 COST_KEY = "previewer-cost"
 """Redis hash of the light files' cost per converter: ``<converter>|n`` (files), ``|s``
 (seconds), ``|p`` (rendered pages)."""

@@ -29,6 +29,8 @@ from previewer.errors import InvalidOptionsError
 from previewer.options import Options
 from previewer.queue.broker import _Heartbeat, cancel_run
 from previewer.queue.config import (
+    BUNDLE_BUDGET,
+    BUNDLE_TASK_NAME,
     HEARTBEAT,
     TASK_NAME,
     BrokerUnavailableError,
@@ -37,7 +39,7 @@ from previewer.queue.config import (
     configure,
     time_limits,
 )
-from previewer.queue.cost import CLASSES, ConverterCost, Place
+from previewer.queue.cost import CLASSES, LIGHT, ConverterCost, Place
 from previewer.queue.gather import _Gatherer, _Sent, outage_step
 from previewer.queue.routing import (
     ENQUEUED_HEADER,
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 LOOKAHEAD = 64
 """Files classed ahead of sending (each probe costs about a millisecond)."""
+BUNDLE = 4
+"""Light files of a burst sent in one task (see :func:`previewer.queue.worker.convert_files`)."""
 
 
 def submit_many(
@@ -195,6 +199,8 @@ class QueueExecutor:
         """Metadata keys: ask the workers to describe each file too (see ``FileResult.info``)."""
         self.probe_place: Place | None = None
         """Where a file's probe parses it (see :data:`~previewer.queue.cost.Place`)."""
+        self.bundle = BUNDLE
+        """Light files of a burst sent together in one task (1: each file alone)."""
         self.history_ttl = 0.0
         """Seconds a read of the converters' cost history serves later runs of this executor."""
         self._history: tuple[float, dict[str, ConverterCost]] | None = None
@@ -273,7 +279,7 @@ class QueueExecutor:
         client = self.client
         assert client is not None, "prepare() first"
         soft, hard, _visibility = time_limits(options.limits.timeout)
-        pending: dict[str, _Sent] = {}
+        pending: dict[str, list[_Sent]] = {}  # task id: its file, or a bundle's files
         # Results are collected by polling (_Gatherer); the pub/sub subscription Celery's Redis
         # backend opens for every sent task (and closes in forget) would only add round trips.
         client.backend.on_task_call = lambda producer, task_id: None
@@ -283,24 +289,42 @@ class QueueExecutor:
         sent_of: dict[str, int] = dict.fromkeys(CLASSES, 0)
         limit = self.max_in_flight
 
-        def send(sent: _Sent, producer: Any) -> str:
+        def headers(sent: _Sent) -> tuple[dict[str, Any], dict[str, Any]]:
             route = sent.route.to_dict()
             route["enqueued"] = time.time()
             if self.describe is not None:
                 route["describe"] = list(self.describe)
+            # how cancel_run finds the run's messages, and queue_stats a message's age
+            return route, {"previewer_run": run, ENQUEUED_HEADER: route["enqueued"]}
+
+        def send(task_id: str, files: list[_Sent], producer: Any) -> str:
+            first = files[0]
+            if len(files) == 1:
+                route, head = headers(first)
+                name, args, kwargs = TASK_NAME, first.args, {"route": route}
+                shown = repr(first.abs_path)  # what worker logs show, without the options
+                limits = (soft, hard)
+            else:
+                items = []
+                for sent in files:
+                    route, head = headers(sent)
+                    route["task"] = sent.task_id  # its id if it must go again alone
+                    items.append([*sent.args[:3], route])
+                name, args, kwargs = BUNDLE_TASK_NAME, [items, run], {}
+                shown = f"{len(files)} files from {first.abs_path!r}"
+                limits = (soft + BUNDLE_BUDGET, hard + BUNDLE_BUDGET)
             async_result = client.send_task(
-                TASK_NAME,
-                args=sent.args,
-                kwargs={"route": route},
-                task_id=sent.task_id,
-                argsrepr=repr(sent.abs_path),  # what worker logs show, without the options
-                kwargsrepr=f"{{class: {sent.route.cls}, tenant: {sent.route.tenant}}}",
-                soft_time_limit=soft,
-                time_limit=hard,
+                name,
+                args=args,
+                kwargs=kwargs,
+                task_id=task_id,
+                argsrepr=shown,
+                kwargsrepr=f"{{class: {first.route.cls}, tenant: {first.route.tenant}}}",
+                soft_time_limit=limits[0],
+                time_limit=limits[1],
                 producer=producer,
-                queue=sent.route.queue,
-                # how cancel_run finds the run's messages, and queue_stats a message's age
-                headers={"previewer_run": run, ENQUEUED_HEADER: route["enqueued"]},
+                queue=first.route.queue,
+                headers=head,
             )
             return str(async_result.id)
 
@@ -310,6 +334,13 @@ class QueueExecutor:
                 result.queue = sent.route.to_dict()
             sink.add(sent.job, result, sent.stat)
 
+        def send_again(files: list[_Sent]) -> None:
+            # A bundle's files it did not convert: each goes again, alone, ahead of the rest.
+            for sent in reversed(files):
+                sent_of[sent.route.cls] -= 1
+                sent.alone = True
+                waiting[sent.route.cls].appendleft(sent)
+
         def room(cls: str) -> int:
             return self.windows[cls] - sent_of[cls]
 
@@ -317,6 +348,7 @@ class QueueExecutor:
         queues = sorted({q for q in (self.queue, *self.class_queues()) if q})
         gather = _Gatherer(client, pending, finish, options, self.shown, send, alive, queues, run)
         gather.abort = self.abort
+        gather.send_again = send_again
         gather.server = self._server  # a later run of a reused executor: no INFO per run
         timing = (self.outage_grace, self.poll_interval, self.stall_check)
         todo = iter(work)
@@ -341,22 +373,26 @@ class QueueExecutor:
                         continue
                     sent = self._prepare_job(job, stat, options, registry, run, history)
                     waiting[sent.route.cls].append(sent)
-                batch: list[_Sent] = []
+                batch: list[tuple[str, list[_Sent]]] = []
                 for cls in CLASSES:
                     while waiting[cls] and room(cls) > 0:
-                        if limit is not None and len(pending) >= limit:
+                        in_flight = sum(sent_of.values())
+                        if limit is not None and in_flight >= limit:
                             break
-                        sent = waiting[cls].popleft()
-                        sent_of[cls] += 1
-                        pending[str(sent.task_id)] = sent  # first: an interrupt may come
-                        batch.append(sent)
+                        take = self._bundle_size(cls, waiting[cls], room(cls), exhausted)
+                        if limit is not None:
+                            take = min(take, limit - in_flight)
+                        files = [waiting[cls].popleft() for _ in range(take)]
+                        sent_of[cls] += len(files)
+                        task_id = files[0].task_id if len(files) == 1 else str(uuid.uuid4())
+                        pending[task_id] = files  # first: an interrupt may come
+                        batch.append((task_id, files))
                 if self._send_all(client, batch, send):
                     gather.after_outage()
-                if exhausted and not any(waiting.values()):
-                    break
                 if pending:
                     gather.run(*timing, until=len(pending) - 1)
-            gather.run(*timing)
+                elif exhausted and not any(waiting.values()):
+                    break
             alive.stop()
             self._server = gather.server
         except BaseException as exc:
@@ -370,8 +406,31 @@ class QueueExecutor:
                 hint="restart Redis and run again (finished previews are kept)",
             ) from exc
 
+    def _bundle_size(self, cls: str, waiting: deque[_Sent], room: int, exhausted: bool) -> int:
+        """How many of a class's waiting files go in the next task (1: a task of its own).
+
+        Light files of a burst travel in bundles of up to :attr:`bundle` (the queue's fixed
+        cost per task, some milliseconds, is then shared); near the end of the run, what is
+        left is split so that several workers share it. A file sent back by a bundle goes
+        alone.
+        """
+        if cls != LIGHT or self.bundle < 2 or self.queue:
+            return 1
+        take = 0
+        limit = min(self.bundle, room, len(waiting))
+        if exhausted:
+            limit = min(limit, max(1, (len(waiting) + 1) // 2))
+        for sent in waiting:
+            if take >= limit or sent.alone:
+                break
+            take += 1
+        return max(1, take)
+
     def _send_all(
-        self, client: Celery, batch: list[_Sent], send: Callable[[_Sent, Any], str]
+        self,
+        client: Celery,
+        batch: list[tuple[str, list[_Sent]]],
+        send: Callable[[str, list[_Sent], Any], str],
     ) -> bool:
         """Send ``batch``, riding out a broker outage of up to ``outage_grace`` seconds.
 
@@ -389,7 +448,7 @@ class QueueExecutor:
             try:
                 with client.producer_or_acquire() as producer:
                     while batch:
-                        send(batch[0], producer)
+                        send(*batch[0], producer)
                         batch.pop(0)
                 if outage_since is not None:
                     log.warning("queue broker %s is back", self.shown)

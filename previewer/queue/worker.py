@@ -30,6 +30,8 @@ from previewer.options import Options
 from previewer.queue.config import (
     ALIVE_PREFIX,
     ATTEMPTS_PREFIX,
+    BUNDLE_BUDGET,
+    BUNDLE_TASK_NAME,
     CANCEL_PREFIX,
     CANCEL_TTL,
     DONE_PREFIX,
@@ -39,12 +41,13 @@ from previewer.queue.config import (
     TASK_NAME,
     _timeout_error,
     app,
+    time_limits,
 )
 from previewer.queue.cost import LIGHT
 from previewer.queue.routing import record_cost, record_wait
 from previewer.results import FileResult, Status
 
-__all__ = ["PRELOAD", "convert_file", "preload"]
+__all__ = ["PRELOAD", "convert_file", "convert_files", "preload"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ def preload() -> None:
 
 
 _registry: Any = None
+_AT_PREFIX = ATTEMPTS_PREFIX + "at-"
+"""Redis key prefix of a bundle's file in progress (``previewer-attempts-at-<task id>``)."""
 
 
 class _StoppedError(EngineTimeoutError):
@@ -88,7 +93,11 @@ class _StoppedError(EngineTimeoutError):
 
 
 def _begin(
-    celery_app: Celery, run: str | None, task_id: str | None, waited: tuple[str, float] | None
+    celery_app: Celery,
+    run: str | None,
+    task_id: str | None,
+    waited: tuple[str, float] | None,
+    position: dict[str, Any] | None = None,
 ) -> tuple[str, int]:
     """The run's state and this task's delivery count, in one round trip to Redis.
 
@@ -97,6 +106,8 @@ def _begin(
         run: The submitting run's id.
         task_id: This task's id (its delivery counter).
         waited: ``(queue, seconds)`` this task waited, recorded for :func:`queue_stats`.
+        position: A bundle's: its file in progress is recorded as the first, and the one an
+            earlier delivery had in progress is put under ``"before"`` (None if none).
 
     Returns:
         ``("cancelled" | "gone" | "alive", deliveries)``: ``gone`` when the submitter's
@@ -114,6 +125,9 @@ def _begin(
         if task_id:
             pipe.incr(ATTEMPTS_PREFIX + task_id)
             pipe.expire(ATTEMPTS_PREFIX + task_id, CANCEL_TTL)
+            if position is not None:
+                pipe.getset(_AT_PREFIX + task_id, 0)
+                pipe.expire(_AT_PREFIX + task_id, CANCEL_TTL)
         replies = pipe.execute()
     except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
         log.warning("cannot read the state of run %s: %s", run, exc)
@@ -125,6 +139,9 @@ def _begin(
         cancelled, alive = replies[:2]
         replies = replies[2:]
         state = "cancelled" if cancelled else "alive" if alive else "gone"
+    if position is not None and task_id:
+        before = replies[2]
+        position["before"] = int(before) if before is not None else None
     return state, int(replies[0]) if task_id else 1
 
 
@@ -142,14 +159,14 @@ def _cancelled(celery_app: Celery, run: str | None) -> bool:
 def _forget_attempts(celery_app: Celery, task_id: str | None) -> None:
     if task_id:
         try:
-            celery_app.backend.client.delete(ATTEMPTS_PREFIX + task_id)
+            celery_app.backend.client.delete(ATTEMPTS_PREFIX + task_id, _AT_PREFIX + task_id)
         except Exception as exc:  # noqa: BLE001 - the counter expires anyway
             log.debug("cannot delete the attempt counter of task %s: %s", task_id, exc)
 
 
 @contextlib.contextmanager
 def _stop_on_signal(
-    started: float, soft: float | None, timeout: float, path: str
+    started: float, soft: float | None, timeout: float, path: str, *, alarm: bool = False
 ) -> Iterator[None]:
     """While converting, turn the stop signal into one of our errors.
 
@@ -159,7 +176,8 @@ def _stop_on_signal(
     instead lets it pass the converters' guards unchanged while :func:`previewer.process.run`
     kills the engine's process group on the way out: a timeout is an
     :class:`EngineTimeoutError` (exit 8) as in a local run, and a revoke a
-    :class:`_StoppedError` the task discards.
+    :class:`_StoppedError` the task discards. With ``alarm``, an alarm signal at ``soft``
+    seconds after ``started`` stands for the soft limit (a bundled file's own).
     """
     import signal
     import threading
@@ -178,10 +196,17 @@ def _stop_on_signal(
         raise _StoppedError("the conversion was stopped", path=path)
 
     previous = signal.signal(signum, on_signal)
+    previous_alarm = None
+    if alarm and soft is not None:
+        previous_alarm = signal.signal(signal.SIGALRM, on_signal)
+        signal.setitimer(signal.ITIMER_REAL, max(0.01, soft - (time.monotonic() - started)))
     try:
         yield
     finally:
         active[0] = False
+        if previous_alarm is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_alarm)
         signal.signal(signum, previous)
 
 
@@ -222,16 +247,10 @@ def convert_file(
     """
     from celery.exceptions import Ignore
 
-    from previewer.registry import Registry
-
-    global _registry
-    if _registry is None:
-        _registry = Registry()
+    _load_registry()
     started = time.monotonic()
     started_at = time.time()
-    out_name = name or os.path.basename(path)
     info = _queue_info(self, route, started_at)
-    describe = _describe_keys(route)
     waited = (str(info["queue"]), float(info["wait"])) if info and "wait" in info else None
     state, attempts = _begin(self.app, run, self.request.id, waited)
     if info is not None:
@@ -242,31 +261,197 @@ def convert_file(
         _forget_attempts(self.app, self.request.id)
         raise Ignore()
     try:
-        options = _options_from_dict(options_dict)
-    except InvalidOptionsError as exc:
-        result = FileResult(input=path, status=Status.FAILED, error=exc)
-    else:
-        if attempts > 1 or (self.request.delivery_info or {}).get("redelivered"):
-            # An earlier attempt died mid-write: remove its temporary files.
-            remove_partial(options.out_dir, out_name)
-        if attempts > MAX_ATTEMPTS:
-            result = FileResult(
-                input=path, status=Status.FAILED, error=_poison_error(path, attempts)
-            )
-        else:
-            try:
-                result = _convert_stoppable(
-                    self, path, options, name, run, started, describe=describe
-                )
-            except Ignore:
-                _forget_attempts(self.app, self.request.id)
-                raise
-    _forget_attempts(self.app, self.request.id)
+        result = _convert_item(
+            self, path, options_dict, name, run, started, attempts, _describe_keys(route)
+        )
+    finally:
+        _forget_attempts(self.app, self.request.id)
     result.duration = time.monotonic() - started
     if info is not None:
         result.queue = info
-        _record_cost(self.app, info, result)
+        _record_costs(self.app, [result])
     return result.to_dict(detail=True)
+
+
+@app.task(name=BUNDLE_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def convert_files(self: Any, items: list[list[Any]], run: str | None = None) -> dict[str, Any]:
+    """Convert a few light files of one run in turn; return their results and the files left.
+
+    The submitter bundles light files in a burst so that the queue's fixed cost (sending,
+    delivering, storing and collecting a task) is paid once for several of them. Each file
+    keeps its own limits: its soft time limit is timed from its own start (an alarm), and the
+    bundle's hard limit is a single file's plus :data:`~previewer.queue.config.BUNDLE_BUDGET`,
+    within which the bundle starts its files. Files not started within the budget are
+    returned as ``deferred`` and sent again by the submitter. A redelivered bundle (its process
+    died mid-way) converts nothing and defers every file: each is then sent alone, with its own
+    count of deliveries, so that one poison file fails alone.
+
+    Args:
+        self: The task (Celery's bound-task argument).
+        items: ``[path, options_dict, name, route]`` per file, as :func:`convert_file` takes
+            them.
+        run: The submitting run's id.
+
+    Returns:
+        ``{"results": [...], "deferred": [...]}``: the results of the first files (as
+        :func:`convert_file` returns them), and the indexes of the files not converted.
+
+    Raises:
+        Ignore: The run was cancelled or its submitter is gone.
+    """
+    from celery.exceptions import Ignore
+
+    _load_registry()
+    began = time.monotonic()
+    results: list[FileResult] = []
+    deferred: list[int] = []
+    state, deliveries = "alive", 1
+    try:
+        for index, (path, options_dict, name, route) in enumerate(items):
+            if results and time.monotonic() - began >= BUNDLE_BUDGET:
+                deferred = list(range(index, len(items)))
+                break
+            started = time.monotonic()
+            info = _queue_info(self, route, time.time())
+            waited = (str(info["queue"]), float(info["wait"])) if info and "wait" in info else None
+            if index == 0:
+                position: dict[str, Any] = {}
+                state, deliveries = _begin(self.app, run, self.request.id, waited, position)
+                if state == "alive" and deliveries > 1:
+                    _blame(self.app, items, position.get("before"))
+                    return {"results": [], "deferred": list(range(len(items)))}
+            else:
+                state = _item_state(self.app, run, waited, (self.request.id, index))
+            if state != "alive":
+                why = "its run was cancelled" if state == "cancelled" else "its submitter is gone"
+                log.info("discarding %s and the rest of its bundle: %s", path, why)
+                raise Ignore()
+            result = _convert_item(
+                self,
+                path,
+                options_dict,
+                name,
+                run,
+                started,
+                1,
+                _describe_keys(route),
+                alarm=True,
+            )
+            result.duration = time.monotonic() - started
+            if info is not None:
+                info["attempt"] = 1
+                info["bundle"] = len(items)
+                result.queue = info
+            results.append(result)
+    finally:
+        _forget_attempts(self.app, self.request.id)
+    _record_costs(self.app, results)
+    return {"results": [r.to_dict(detail=True) for r in results], "deferred": deferred}
+
+
+def _load_registry() -> None:
+    """Load the converters' registry once per worker process."""
+    global _registry
+    if _registry is None:
+        from previewer.registry import Registry
+
+        _registry = Registry()
+
+
+def _convert_item(
+    task: Any,
+    path: str,
+    options_dict: dict[str, Any],
+    name: str | None,
+    run: str | None,
+    started: float,
+    attempts: int,
+    describe: tuple[str, ...] | None,
+    *,
+    alarm: bool = False,
+) -> FileResult:
+    """Convert one queued file (its options rebuilt, an earlier attempt's leftovers removed).
+
+    Args:
+        task: The running task.
+        path: The input.
+        options_dict: Its options, from :meth:`Options.to_dict`.
+        name: File name for the outputs.
+        run: The submitting run's id.
+        started: When the file's conversion began (monotonic seconds).
+        attempts: This file's deliveries, this one included: past
+            :data:`~previewer.queue.config.MAX_ATTEMPTS` it fails without converting.
+        describe: Also describe the document, extracting these metadata keys.
+        alarm: Time the file's soft limit from ``started`` with an alarm (in a bundle, where
+            Celery's soft limit is the bundle's).
+
+    Raises:
+        Ignore: The conversion was stopped because its run was cancelled.
+    """
+    try:
+        options = _options_from_dict(options_dict)
+    except InvalidOptionsError as exc:
+        return FileResult(input=path, status=Status.FAILED, error=exc)
+    out_name = name or os.path.basename(path)
+    if attempts > 1 or (task.request.delivery_info or {}).get("redelivered"):
+        # An earlier attempt died mid-write: remove its temporary files.
+        remove_partial(options.out_dir, out_name)
+    if attempts > MAX_ATTEMPTS:
+        return FileResult(input=path, status=Status.FAILED, error=_poison_error(path, attempts))
+    soft = time_limits(options.limits.timeout)[0] if alarm else None
+    return _convert_stoppable(task, path, options, name, run, started, describe=describe, soft=soft)
+
+
+def _blame(celery_app: Celery, items: list[list[Any]], at: int | None) -> None:
+    """A bundle delivered again: count the delivery against the file its process died on.
+
+    That file is sent again alone under its own task id (``route["task"]``), whose delivery
+    count then starts at one crash: a file that kills its worker fails after two crashes,
+    bundled or not.
+    """
+    log.warning(
+        "a bundle of %d files was delivered again (its process died): sending them back to "
+        "be converted one by one",
+        len(items),
+    )
+    if at is None or not 0 <= at < len(items):
+        return
+    route = items[at][3] if len(items[at]) > 3 else None
+    task = route.get("task") if isinstance(route, dict) else None
+    if not isinstance(task, str) or not task:
+        return
+    try:
+        pipe = celery_app.backend.client.pipeline(transaction=False)
+        pipe.incr(ATTEMPTS_PREFIX + task)
+        pipe.expire(ATTEMPTS_PREFIX + task, CANCEL_TTL)
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - it then gets one more try
+        log.warning("cannot count the crash of %s: %s", items[at][0], exc)
+
+
+def _item_state(
+    celery_app: Celery,
+    run: str | None,
+    waited: tuple[str, float] | None,
+    position: tuple[str | None, int],
+) -> str:
+    """Record a bundled file's wait and position, read its run's state: one round trip."""
+    task_id, index = position
+    if not run:
+        return "alive"
+    try:
+        pipe = celery_app.backend.client.pipeline(transaction=False)
+        if waited is not None:
+            record_wait(pipe, *waited)
+        if task_id:
+            pipe.set(_AT_PREFIX + task_id, index, ex=CANCEL_TTL)
+        pipe.exists(CANCEL_PREFIX + run)
+        pipe.exists(ALIVE_PREFIX + run)
+        cancelled, alive = pipe.execute()[-2:]
+    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
+        log.warning("cannot read the state of run %s: %s", run, exc)
+        return "alive"
+    return "cancelled" if cancelled else "alive" if alive else "gone"
 
 
 @task_postrun.connect  # type: ignore[untyped-decorator]
@@ -285,9 +470,11 @@ def _announce_done(
     wakes. A discarded task (``IGNORED``: its run was cancelled) stores no result and is not
     announced; neither is a task whose process died (its redelivery will be).
     """
-    if getattr(sender, "name", None) != TASK_NAME or not task_id or state not in READY_STATES:
+    name = getattr(sender, "name", None)
+    if name not in (TASK_NAME, BUNDLE_TASK_NAME) or not task_id or state not in READY_STATES:
         return
-    run = args[3] if isinstance(args, (list, tuple)) and len(args) > 3 else None
+    at = 3 if name == TASK_NAME else 1
+    run = args[at] if isinstance(args, (list, tuple)) and len(args) > at else None
     if run is None and isinstance(kwargs, dict):
         run = kwargs.get("run")
     if not isinstance(run, str) or not run:
@@ -331,17 +518,26 @@ def _queue_info(
     return info
 
 
-def _record_cost(celery_app: Celery, info: dict[str, Any], result: FileResult) -> None:
-    """Add a converted light file's seconds and pages to its converter's history."""
-    if info.get("class") != LIGHT or result.status != Status.CONVERTED or not result.converter:
+def _record_costs(celery_app: Celery, results: list[FileResult]) -> None:
+    """Add converted light files' seconds and pages to their converters' history."""
+    light = [
+        r
+        for r in results
+        if r.queue is not None
+        and r.queue.get("class") == LIGHT
+        and r.status == Status.CONVERTED
+        and r.converter
+    ]
+    if not light:
         return
-    pages = len({p.page for p in result.outputs}) or 1
     try:
         pipe = celery_app.backend.client.pipeline(transaction=False)
-        record_cost(pipe, result.converter, result.duration, pages)
+        for result in light:
+            pages = len({p.page for p in result.outputs}) or 1
+            record_cost(pipe, str(result.converter), result.duration, pages)
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - statistics only
-        log.debug("cannot record the cost of %s: %s", result.input, exc)
+        log.debug("cannot record the cost of %s: %s", light[0].input, exc)
 
 
 def _describe_keys(route: dict[str, Any] | None) -> tuple[str, ...] | None:
@@ -410,6 +606,7 @@ def _convert_stoppable(
     started: float,
     *,
     describe: tuple[str, ...] | None = None,
+    soft: float | None = None,
 ) -> FileResult:
     """Convert under the stop signal's translation (see :func:`_stop_on_signal`).
 
@@ -421,6 +618,8 @@ def _convert_stoppable(
         run: The submitting run's id.
         started: When the task started (monotonic seconds).
         describe: Also describe the document, extracting these metadata keys.
+        soft: The file's own soft time limit, timed by an alarm from ``started`` (a bundled
+            file); None: the task's, from Celery.
 
     Raises:
         Ignore: The conversion was stopped because its run was cancelled.
@@ -431,10 +630,12 @@ def _convert_stoppable(
 
     out_name = name or os.path.basename(path)
     timeout = options.limits.timeout
-    soft = (task.request.timelimit or (None, None))[1] or task.app.conf.task_soft_time_limit
+    alarm = soft is not None
+    if soft is None:
+        soft = (task.request.timelimit or (None, None))[1] or task.app.conf.task_soft_time_limit
     try:
         for attempt in range(2):
-            with _stop_on_signal(started, soft, timeout, path):
+            with _stop_on_signal(started, soft, timeout, path, alarm=alarm):
                 if describe is None:
                     result = convert_one(path, options, _registry, name=name)
                 else:
