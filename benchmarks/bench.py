@@ -1158,14 +1158,19 @@ def queue_targets(rows: list[Row]) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- queue-burst
 
-BURST_FILES = 300
+BURST_FILES = 2000
 """Small files of the queue-burst case (``--burst-files N``)."""
 BURST_GIANTS = (
     ("giant-a.pdf", ["-s", "8000"]),
     ("giant-b.pdf", ["-s", "8000"]),
     ("long-300.pdf", ["-p", "all"]),
+    ("sheets-300.xlsx", []),
+    ("raster-63mp.png", ["-s", "4000"]),
 )
-"""The giants sent beside the burst, each by its own submitter, with its own flags."""
+"""The giants sent beside the burst, each by its own submitter, with its own flags: two
+20,000 x 30,000 pt vector pages at 8000 px, a 300-page PDF with every page, a 300-sheet
+workbook (LibreOffice) and a 9000 x 7000 PNG."""
+BURST_SHEETS = 300
 
 
 def generate_burst_giants(directory: Path) -> None:
@@ -1188,6 +1193,69 @@ def generate_burst_giants(directory: Path) -> None:
         page.insert_text((72, 72), f"page {p + 1}", fontsize=24)
         page.draw_rect((60, 100, 500, 700), color=(0, 0, 1), fill=(0.9, 0.9, 1))
     doc.save(directory / "long-300.pdf")
+    _workbook(directory / f"sheets-{BURST_SHEETS}.xlsx", BURST_SHEETS)
+    from PIL import Image
+
+    tile = Image.radial_gradient("L").resize((1000, 1000)).convert("RGB")
+    raster = Image.new("RGB", (9000, 7000), (240, 240, 235))
+    for x in range(0, 9000, 1500):
+        for y in range(0, 7000, 1400):
+            raster.paste(tile, (x, y))
+    raster.save(directory / "raster-63mp.png", compress_level=1)
+
+
+def _workbook(path: Path, sheets: int) -> None:
+    """An XLSX of ``sheets`` small sheets (a number and a word in each), written directly."""
+    import zipfile
+
+    main = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+    ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    rns = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    pkg = "http://schemas.openxmlformats.org/package/2006"
+    overrides = "".join(
+        f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="{main}.worksheet+xml"/>'
+        for n in range(1, sheets + 1)
+    )
+    types = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Types xmlns="{pkg}/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+        'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+        f'<Override PartName="/xl/workbook.xml" ContentType="{main}.sheet.main+xml"/>'
+        f"{overrides}</Types>"
+    )
+    rels = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{pkg}/relationships">'
+        f'<Relationship Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/>'
+        "</Relationships>"
+    )
+    sheet_list = "".join(
+        f'<sheet name="Sheet{n}" sheetId="{n}" r:id="rId{n}"/>' for n in range(1, sheets + 1)
+    )
+    workbook = (
+        f'<?xml version="1.0" encoding="UTF-8"?><workbook {ns} {rns}>'
+        f"<sheets>{sheet_list}</sheets></workbook>"
+    )
+    wb_rels = "".join(
+        f'<Relationship Id="rId{n}" Type="{rel}/worksheet" Target="worksheets/sheet{n}.xml"/>'
+        for n in range(1, sheets + 1)
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", types)
+        zf.writestr("_rels/.rels", rels)
+        zf.writestr("xl/workbook.xml", workbook)
+        zf.writestr(
+            "xl/_rels/workbook.xml.rels",
+            f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{pkg}/relationships">'
+            f"{wb_rels}</Relationships>",
+        )
+        for n in range(1, sheets + 1):
+            zf.writestr(
+                f"xl/worksheets/sheet{n}.xml",
+                f'<?xml version="1.0" encoding="UTF-8"?><worksheet {ns}><sheetData>'
+                f'<row r="1"><c r="A1"><v>{n}</v></c><c r="B1" t="inlineStr"><is><t>sheet {n}'
+                "</t></is></c></row></sheetData></worksheet>",
+            )
 
 
 def burst_inputs(inputs: Path, files: int) -> tuple[Path, Path]:

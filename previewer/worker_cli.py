@@ -13,7 +13,8 @@ __all__ = ["worker"]
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
-    help="Worker processes (default: the number of CPUs).",
+    help="Worker processes (default: the number of CPUs). Without -Q, the light and the "
+    "heavy node get this many each and the office node half: idle nodes cost memory only.",
 )
 @click.option(
     "-Q",

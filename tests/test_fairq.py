@@ -124,8 +124,8 @@ def test_estimator_classes(samples: dict[str, Path]) -> None:
     cls, why = route("giant", sizes=parse_sizes(["8000"]))
     assert cls == "heavy" and "43 MP output page" in why and "600 M pt² page" in why
     assert route("xlsx")[0] == "office"
-    cls, why = route("sheets")
-    assert cls == "office" and "200 sheets" in why
+    cls, why = route("sheets")  # a giant workbook goes with the giants, not the documents
+    assert cls == "heavy" and "200 sheets" in why
     facts = probe(str(samples["long"]), Options(), registry)
     assert (facts.converter, facts.pages, round(facts.page_area or 0)) == (
         "pdf-pymupdf",

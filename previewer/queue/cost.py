@@ -206,12 +206,13 @@ def estimate(
 
     The rules, first match of the class wins:
 
-    - ``office``: the file goes to LibreOffice (:data:`OFFICE_CONVERTER`), whatever its size;
+    - ``office``: the file goes to LibreOffice (:data:`OFFICE_CONVERTER`) and is not heavy;
     - ``heavy``: at least :data:`HEAVY_BYTES`; more than :data:`HEAVY_PAGES` pages rendered per
       size; a raster over :data:`HEAVY_PIXELS`; an output page over :data:`HEAVY_OUTPUT_PIXELS`;
       a page over :data:`HEAVY_PAGE_AREA`; or a prediction over :data:`HEAVY_SECONDS` from the
       converter's history (mean seconds per page of its light files, once it has
-      :data:`HISTORY_MIN` of them; :data:`DEFAULT_PAGE_SECONDS` before);
+      :data:`HISTORY_MIN` of them; :data:`DEFAULT_PAGE_SECONDS` before); a workbook of over
+      :data:`HEAVY_SHEETS` sheets (a giant LibreOffice document is heavy, not office);
     - ``light``: everything else.
 
     Args:
@@ -241,10 +242,11 @@ def estimate(
         reasons.append(f"{facts.page_area / 1e6:.0f} M pt² page")
     if facts.sheets is not None and facts.sheets > HEAVY_SHEETS:
         reasons.append(f"{facts.sheets} sheets")
+    if facts.converter == OFFICE_CONVERTER and not reasons:
+        # (LibreOffice's seconds are not predicted from light files' history.)
+        return Estimate(OFFICE, max(seconds, 0.25), pages, ())
     if seconds > HEAVY_SECONDS:
         reasons.append(f"~{seconds:.1f} s predicted")
-    if facts.converter == OFFICE_CONVERTER:
-        return Estimate(OFFICE, max(seconds, 0.25), pages, tuple(reasons))
     return Estimate(HEAVY if reasons else LIGHT, seconds, pages, tuple(reasons))
 
 
