@@ -89,6 +89,8 @@ class _Gatherer:
     ) -> None:
         self.client, self.pending, self.finish = client, pending, finish
         self.done_key = DONE_PREFIX + run
+        self.getdel = True
+        """Whether the server has ``GETDEL`` (Redis 6.2 and later), until it says otherwise."""
         self.options, self.shown, self.send = options, shown, send
         self.alive, self.queues = alive, queues
         self.server: str | None = None
@@ -154,14 +156,31 @@ class _Gatherer:
 
         The list is emptied before the results are read (in the same pipeline): a worker
         announces a file only after storing its result, so an announcement emptied here is
-        read here, and a later one wakes the next wait.
+        read here, and a later one wakes the next wait. Results are read and deleted at once
+        (``GETDEL``, Redis 6.2; with an older server, read here and deleted by
+        :meth:`collect`): workers store only final states, so a result read is a result used.
         """
+        import redis
+
         backend = self.client.backend
         ids = list(self.pending)
+        keys = [backend.get_key_for_task(t) for t in ids]
         pipe = backend.client.pipeline(transaction=False)
         pipe.delete(self.done_key)
-        pipe.mget([backend.get_key_for_task(t) for t in ids])
-        _deleted, values = pipe.execute()
+        if self.getdel:
+            for key in keys:
+                pipe.getdel(key)
+        else:
+            pipe.mget(keys)
+        try:
+            replies = pipe.execute()
+        except redis.ResponseError as exc:
+            if not self.getdel:
+                raise
+            log.debug("no GETDEL on this Redis (%s): reading and deleting apart", exc)
+            self.getdel = False
+            return self.poll()
+        values = replies[1:] if self.getdel else replies[1]
         ready = []
         for task_id, value in zip(ids, values, strict=True):
             if value is None:
@@ -172,11 +191,12 @@ class _Gatherer:
         return ready
 
     def collect(self, ready: list[tuple[str, dict[str, Any]]]) -> None:
-        backend = self.client.backend
-        try:  # one round trip for the whole poll's results
-            backend.client.delete(*(backend.get_key_for_task(t) for t, _meta in ready))
-        except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
-            log.debug("cannot delete %d stored results: %s", len(ready), exc)
+        if not self.getdel:
+            backend = self.client.backend
+            try:  # one round trip for the whole poll's results
+                backend.client.delete(*(backend.get_key_for_task(t) for t, _meta in ready))
+            except Exception as exc:  # noqa: BLE001 - cleanup only; results expire anyway
+                log.debug("cannot delete %d stored results: %s", len(ready), exc)
         for task_id, meta in ready:
             files = self.pending.pop(task_id, None)
             if files is None:
