@@ -83,7 +83,8 @@ async def create_preview(request: Request) -> Response:
     job_dir = svc.store.job_dir(job_id)
     submitted = False
     try:
-        (job_dir / "input").mkdir(parents=True)
+        job_dir.mkdir()  # its parent exists: one call each, no failed attempt first
+        (job_dir / "input").mkdir()
         (job_dir / "out").mkdir()
         source: Path | None = None
         name = ""

@@ -1,15 +1,18 @@
 """The job runner: admission (bounded in-flight work and queue), workers, drain on shutdown.
 
-At most ``jobs`` conversions run at once, each in a thread of a bounded pool that hands the
-file to :mod:`previewer.serve.work` (which runs it in a limited child process); at most
+At most ``jobs`` conversions run at once, each in one of ``jobs`` job threads that hands the
+file to :mod:`previewer.serve.work` (which runs it on the thread's warm worker process); at most
 ``queue_size`` more wait. A request that would exceed both is refused before its body is read
 (the API answers 429 with Retry-After). The event loop never converts: it only records state and
-wakes the requests waiting for a job.
+wakes the requests waiting for a job. It hands the next waiting job over before a thread is free
+(:data:`AHEAD`), so a thread goes from one job to the next without waiting for the loop, which
+may be busy with requests, and the worker processes are not left idle between jobs.
 
 Tenants (API keys) are served fairly: waiting jobs are taken in turn from each tenant (round
 robin, :class:`FairQueue`), so one key's burst of thousands of files delays another key's single
-file by at most one job per running slot; and one key holds at most three quarters of the places
-(:meth:`Runner.tenant_cap`), so a burst cannot take the places another key's next request needs.
+file by at most one job per running slot (plus the one handed over ahead); and one key holds at
+most three quarters of the places (:meth:`Runner.tenant_cap`), so a burst cannot take the places
+another key's next request needs.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import asyncio
 import contextlib
 import logging
 import math
+import queue
+import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,10 @@ from previewer.serve.store import JobStore
 __all__ = ["Runner", "Task"]
 
 log = logging.getLogger(__name__)
+
+AHEAD = 1
+"""Jobs handed to the job threads beyond the running ones: the next free thread starts it at
+once instead of waiting for the event loop."""
 
 RECORD_PATIENCE = 60.0
 """Seconds a finished job's outcome is retried while the store (Redis) is unreachable."""
@@ -140,13 +147,17 @@ class Runner:
         self.files = files
         self._unfinished: set[str] = set()
         self.admitted = 0  # reserved + queued + running
-        self.running = 0
         self.accepting = True
         self._queue = FairQueue()
         self._by_tenant: dict[str, int] = {}  # admitted jobs per tenant
         self._events: dict[str, asyncio.Event] = {}
-        self._workers: list[asyncio.Task[None]] = []
-        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="previewer-job")
+        self._feeder: asyncio.Task[None] | None = None
+        self._threads: list[threading.Thread] = []
+        self._handoff: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._places = asyncio.Semaphore(jobs + AHEAD)  # running, or handed over to run next
+        self._running: dict[int, str] = {}  # job thread -> the job it converts
+        self._completing: set[asyncio.Future[None]] = set()
+        self._stopped = False
         self._avg = 2.0  # seconds per job, a moving average for Retry-After
 
     # ------------------------------------------------------------------ admission
@@ -154,7 +165,12 @@ class Runner:
     @property
     def waiting(self) -> int:
         """Jobs queued (not yet running)."""
-        return self._queue.qsize()
+        return self._queue.qsize() + self._handoff.qsize()
+
+    @property
+    def running(self) -> int:
+        """Jobs converting now."""
+        return len(self._running)
 
     def tenant_cap(self) -> int:
         """Places (running and waiting) one tenant may hold.
@@ -215,64 +231,157 @@ class Runner:
     # ------------------------------------------------------------------ workers
 
     def start(self) -> None:
-        """Start the worker tasks."""
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.jobs)]
+        """Start the job threads and the task that hands them jobs."""
+        loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(
+                target=self._job_thread, args=(loop,), name=f"previewer-job-{i}", daemon=True
+            )
+            for i in range(self.jobs)
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._feeder = asyncio.create_task(self._feed())
 
     def pool_alive(self) -> bool:
-        """Whether the workers and their thread pool are up."""
-        return bool(self._workers) and not any(w.done() for w in self._workers)
+        """Whether the job threads and the task feeding them are up."""
+        return (
+            self._feeder is not None
+            and not self._feeder.done()
+            and bool(self._threads)
+            and all(t.is_alive() for t in self._threads)
+        )
 
-    async def _worker(self) -> None:
+    async def _feed(self) -> None:
+        """Hand waiting jobs to the job threads, keeping one ready for the next free thread.
+
+        A thread that finishes a job takes the next one at once, without waiting for the event
+        loop (which may be busy with requests): the worker process is not left idle between
+        jobs. At most :data:`AHEAD` job is handed over beyond the running ones, so fairness
+        between tenants is decided at most that many jobs early.
+        """
         while True:
+            await self._places.acquire()
             task = await self._queue.get()
-            self.running += 1
             try:
-                await self._run(task)
-            except Exception:  # a bug, or the store unreachable: fail the job, keep the worker
+                deleted = self.store.get(task.id) is None  # deleted while it waited
+            except Exception:  # the store is away: fail the job, keep feeding
                 log.exception("job %s failed unexpectedly", task.id)
+                self._places.release()
+                self._spawn(self._complete(task, None, None, 0.0))
+                continue
+            if deleted:
+                self._places.release()
+                self._settle(task)
+                continue
+            self._handoff.put(task)
+
+    def _job_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A job thread: convert the jobs handed over until told to stop (None)."""
+        slot = threading.get_ident()
+        while True:
+            task = self._handoff.get()
+            if task is None:
+                return
+            self._running[slot] = task.id
+            started = time.monotonic()
+            outcome: work.Outcome | None = None
+            error: BaseException | None = None
+            try:
+                outcome = self._convert(task)
+            except Exception as exc:  # a bug: the job fails, the thread goes on
+                error = exc
+            finally:
+                self._running.pop(slot, None)
+            try:
+                loop.call_soon_threadsafe(
+                    self._converted, task, outcome, error, time.monotonic() - started
+                )
+            except RuntimeError:  # the loop has closed (shutdown past its grace)
+                return
+
+    def _convert(self, task: Task) -> work.Outcome:
+        """Convert one job and keep its files (in a job thread)."""
+        job_dir = self.store.job_dir(task.id)
+        outcome = work.convert_job(
+            task.source,
+            task.name,
+            job_dir / "out",
+            sizes=task.sizes,
+            pages=task.pages,
+            metadata=task.metadata,
+            format=task.format,
+            tenant=task.tenant,
+            limits=self.limits,
+            broker=self.broker,
+            abort=self.abort,
+        )
+        if self.files is not None:
+            outcome = self.files.keep(task.id, job_dir, outcome)
+        return outcome
+
+    def _converted(
+        self,
+        task: Task,
+        outcome: work.Outcome | None,
+        error: BaseException | None,
+        elapsed: float,
+    ) -> None:
+        """A job thread finished ``task`` (on the event loop): record it, feed the next."""
+        if self._stopped:  # finished past the grace period: already failed
+            return
+        self._places.release()
+        self._spawn(self._complete(task, outcome, error, elapsed))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        done = asyncio.ensure_future(coro)
+        self._completing.add(done)
+        done.add_done_callback(self._completing.discard)
+
+    async def _complete(
+        self,
+        task: Task,
+        outcome: work.Outcome | None,
+        error: BaseException | None,
+        elapsed: float,
+    ) -> None:
+        """Record a converted job's outcome, then wake the requests waiting for it."""
+        try:
+            if outcome is None:
+                if error is not None:
+                    log.error(
+                        "job %s failed unexpectedly",
+                        task.id,
+                        exc_info=(type(error), error, error.__traceback__),
+                    )
                 await self._record(
                     task.id,
                     "failure",
                     {"code": "InternalError", "message": "the job failed unexpectedly"},
                 )
-            finally:
-                self.running -= 1
-                self.admitted -= 1
-                self._drop(task.tenant)
-                self._unfinished.discard(task.id)
-                event = self._events.pop(task.id, None)
-                if event is not None:
-                    event.set()
-
-    async def _run(self, task: Task) -> None:
-        started = time.monotonic()
-        job_dir = self.store.job_dir(task.id)
-        source, name = task.source, task.name
-        if self.store.get(task.id) is None:  # deleted while it waited
-            return
-        loop = asyncio.get_running_loop()
-        status, payload = await loop.run_in_executor(
-            self._pool,
-            partial(
-                work.convert_job,
-                source,
-                name,
-                job_dir / "out",
-                sizes=task.sizes,
-                pages=task.pages,
-                metadata=task.metadata,
-                format=task.format,
-                tenant=task.tenant,
-                limits=self.limits,
-                broker=self.broker,
-                abort=self.abort,
-            ),
-        )
-        if self.files is not None:
-            status, payload = await loop.run_in_executor(
-                self._pool, self.files.keep, task.id, job_dir, (status, payload)
+            else:
+                await self._finish(task, outcome, elapsed)
+        except Exception:  # a bug, or the store unreachable: fail the job
+            log.exception("job %s failed unexpectedly", task.id)
+            await self._record(
+                task.id,
+                "failure",
+                {"code": "InternalError", "message": "the job failed unexpectedly"},
             )
-        elapsed = time.monotonic() - started
+        finally:
+            self._settle(task)
+
+    def _settle(self, task: Task) -> None:
+        """Give back a finished (or dropped) job's place and wake whoever waits for it."""
+        self.admitted -= 1
+        self._drop(task.tenant)
+        self._unfinished.discard(task.id)
+        event = self._events.pop(task.id, None)
+        if event is not None:
+            event.set()
+
+    async def _finish(self, task: Task, outcome: work.Outcome, elapsed: float) -> None:
+        status, payload = outcome
         self._avg = 0.8 * self._avg + 0.2 * elapsed
         kept = await self._record(task.id, status, payload)
         if not kept:  # deleted while it ran
@@ -280,7 +389,9 @@ class Runner:
                 self.store.delete(task.id)
             if self.files is not None:
                 try:
-                    await loop.run_in_executor(self._pool, self.files.remove, task.id)
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self.files.remove, task.id
+                    )
                 except StorageError as exc:  # the sweeper removes them later
                     log.warning("job %s deleted while it ran: %s", task.id, exc)
             return
@@ -320,11 +431,20 @@ class Runner:
         deadline = time.monotonic() + grace
         while self.admitted > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        if self._feeder is not None:
+            self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
+                await self._feeder
+        for completing in list(self._completing):
+            completing.cancel()
+        while True:  # jobs handed over but not started: failed below with the others
+            try:
+                self._handoff.get_nowait()
+            except queue.Empty:
+                break
+        for _thread in self._threads:
+            self._handoff.put(None)
+        self._stopped = True
         if self.admitted > 0:
             log.warning(
                 "%d job(s) did not finish within the %g s grace period", self.admitted, grace
@@ -335,7 +455,6 @@ class Runner:
                 )
             except Exception as exc:  # noqa: BLE001 - the store is away: others fail them later
                 log.error("could not fail the unfinished jobs: %s", exc)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def info(self) -> dict[str, Any]:
         """Counters for readiness and metrics."""
