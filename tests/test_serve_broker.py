@@ -197,10 +197,14 @@ def test_killed_worker_killed_service_and_no_worker_never_leave_a_job_pending(
         assert "no queue worker has answered" in job["error"]["message"]
         assert time.monotonic() - started < 15
 
-        # 3. The service SIGKILLed with a job pending: the next one started fails that job.
-        created = _post(served.url, "photo.jpg", JPEG.read_bytes())
+        # 3. The service SIGKILLed with a job pending (a worker busy with it): the next one
+        # started fails that job.
+        workers.append(Worker(broker.url, "w3", tmp_path / "w3.log", timeout=2, env=env))
+        wait_for(lambda: _ready(served.url).status_code == 200, 20, "/readyz with a worker")
+        created = _post(served.url, "hang.txt", b"HANG")
         assert created.status_code == 201
         job_id = created.json()["id"]
+        wait_for(lambda: "convert_file" in workers[2].text(), 20, "the worker taking the file")
         _kill_tree(served)
         served = Served(tmp_path / "storage", *args, env=env)
         job = _final(f"{served.url}/v2/previews/{job_id}/", 25)
