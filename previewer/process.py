@@ -27,6 +27,7 @@ __all__ = [
     "Wrapper",
     "die_with_parent",
     "group_alive",
+    "keep_priority",
     "kill_group",
     "minimal_env",
     "run",
@@ -120,6 +121,35 @@ def die_with_parent(argv: list[str]) -> list[str]:
     if Path(argv[0]).name == "bwrap" or not os.access(SETPRIV, os.X_OK):
         return argv
     return [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+
+
+def keep_priority(pid: int) -> None:
+    """Give an engine's new session the CPU priority of this process.
+
+    Engines start in a session of their own (so that their process group can be killed
+    whole), and Linux schedules each session as a group of its own (``autogroup``) with the
+    weight of a normal process, whatever the niceness of its members: a LibreOffice or
+    ffmpeg started by a low-priority worker (the queue's heavy node) would take as much CPU as
+    every other process of the worker together. This sets the new session's group niceness
+    to this process's (19 under the idle scheduling class). Nothing to do at normal priority,
+    on another system, or when the engine has already exited.
+
+    Args:
+        pid: The engine's process (its session's leader).
+    """
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+        if os.sched_getscheduler(0) == getattr(os, "SCHED_IDLE", -1):
+            nice = 19
+    except (AttributeError, OSError):
+        return
+    if nice <= 0:
+        return
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as fh:
+            fh.write(str(nice))
+    except OSError as exc:  # no autogroups here, or the engine is gone already
+        log.debug("cannot set the CPU priority of process %d's session: %s", pid, exc)
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
@@ -295,6 +325,7 @@ def _execute(
         )
     except OSError as exc:
         raise EngineError(f"cannot start {program}: {exc.strerror or exc}") from exc
+    keep_priority(proc.pid)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -360,7 +391,7 @@ def spawn(
     logging.getLogger(f"{__name__}.{program}").debug("spawning %s", argv)
     try:
         with open(stderr, "ab") as err:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -372,3 +403,5 @@ def spawn(
             )
     except OSError as exc:
         raise EngineError(f"cannot start {program}: {exc.strerror or exc}") from exc
+    keep_priority(proc.pid)
+    return proc

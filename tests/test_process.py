@@ -77,3 +77,34 @@ def test_minimal_environment_points_home_and_tmp_into_workdir(tmp_path: Path) ->
 def test_argv_must_be_strings() -> None:
     with pytest.raises(TypeError):
         run([SH, 1], timeout=10)  # type: ignore[list-item]
+
+
+def test_engine_sessions_keep_a_low_priority_callers_priority() -> None:
+    """An engine runs in a session of its own, which Linux schedules as a group of normal
+    weight: a niced caller (the queue's heavy node) passes its niceness on to that group, and
+    under the idle scheduling class the lowest (19); a caller at normal priority leaves it."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.exists("/proc/self/autogroup"):
+        pytest.skip("no scheduler autogroups on this kernel")
+    probe = (
+        "import os, sys; from previewer.process import run\n"
+        "if sys.argv[1] == 'idle': os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+        "print(run(['/bin/cat', '/proc/self/autogroup'], timeout=10).stdout.decode().split()[-1])"
+    )
+
+    def group_nice(*prefix: str, mode: str = "") -> str:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", probe, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert group_nice() == "0"
+    assert group_nice("nice", "-n", "7") == "7"
+    assert group_nice(mode="idle") == "19"

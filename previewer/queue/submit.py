@@ -74,7 +74,7 @@ def submit_many(
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     outage_grace: float = 60.0,
-    poll_interval: float = 0.02,
+    poll_interval: float = 0.25,
     stall_check: float = 30.0,
     heartbeat: float = HEARTBEAT,
     queue: str | None = None,
@@ -105,7 +105,10 @@ def submit_many(
             was restarted unnoticed. After an outage or such a restart it looks for files the
             broker lost (not queued, not running, no result: a Redis restarted without its
             data) and sends them again; tasks are idempotent.
-        poll_interval: Seconds between polls of the result backend.
+        poll_interval: Seconds a wait for results lasts before the submitter looks again
+            without being woken: workers announce each finished file (the submitter wakes
+            at once), so this paces only the heartbeat, the ``abort`` check and results from
+            workers that do not announce.
         heartbeat: Seconds the run's heartbeat key lasts in Redis; it is renewed while the
             submitter waits. Workers discard the files of a run whose heartbeat expired (its
             submitter was killed); an interrupted submitter (Ctrl-C, SIGTERM) cancels its run
@@ -170,7 +173,7 @@ class QueueExecutor:
         queue: str | None = None,
         max_in_flight: int | None = None,
         outage_grace: float = 60.0,
-        poll_interval: float = 0.02,
+        poll_interval: float = 0.25,
         stall_check: float = 30.0,
         heartbeat: float = HEARTBEAT,
         tenant: str | None = None,
