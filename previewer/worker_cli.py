@@ -84,9 +84,10 @@ __all__ = ["worker"]
 @click.option(
     "--max-tasks-per-child",
     type=click.IntRange(min=1),
-    default=1000,
+    default=5000,
     show_default=True,
-    help="Replace a worker process after this many files.",
+    help="Replace a worker process after this many tasks (a bundle of light files is one; "
+    "a process is also replaced when it grows past --max-memory-per-child).",
 )
 @click.option(
     "--max-memory-per-child",

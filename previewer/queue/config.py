@@ -86,7 +86,10 @@ STOP_SIGNAL = "SIGUSR1"
 limit, so a task interrupted by it cleans up (engines killed, temporary files removed)."""
 VISIBILITY_MARGIN = 2.0
 """Seconds the Redis visibility timeout stays above the hard limit."""
-MAX_TASKS_PER_CHILD = 1000
+MAX_TASKS_PER_CHILD = 5000
+"""Tasks after which a worker child is replaced (leak protection; memory has its own cap).
+Celery starts the replacement at its pool's next maintenance, up to a second later, so this
+is kept high: each replacement leaves a slot idle meanwhile."""
 MAX_MEMORY_PER_CHILD_KB = 2 * 1024 * 1024
 """Resident memory (KiB) after which a worker child is replaced once its task ends."""
 

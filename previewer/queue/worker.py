@@ -67,7 +67,7 @@ PRELOAD = (
 def preload() -> None:
     """Import :data:`PRELOAD` (what nearly every task needs) in the worker's main process.
 
-    Worker processes are forked from it and replaced every ``max_tasks_per_child`` files; with
+    Worker processes are forked from it and replaced every ``max_tasks_per_child`` tasks; with
     these already imported, a replacement converts its first file without a cold start.
     """
     import importlib
