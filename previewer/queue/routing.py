@@ -56,10 +56,10 @@ __all__ = [
 
 QUEUE_PREFIX = "previewer"
 """Class queues are ``<prefix>.<class>``: ``previewer.light``, ``previewer.heavy``..."""
-WINDOWS: Mapping[str, int] = {LIGHT: 12, HEAVY: 2, OFFICE: 2}
-"""Files a submitter keeps sent and unfinished per class: for light files, three bundles of 4
+WINDOWS: Mapping[str, int] = {LIGHT: 24, HEAVY: 2, OFFICE: 2}
+"""Files a submitter keeps sent and unfinished per class: for light files, three bundles of 8
 (two converting, one queued to follow at once), few enough that another submitter's file
-waits behind a handful of them."""
+waits behind one bundle of them (some tens of milliseconds)."""
 COST_KEY = "previewer-cost"
 """Redis hash of the light files' cost per converter: ``<converter>|n`` (files), ``|s``
 (seconds), ``|p`` (rendered pages)."""

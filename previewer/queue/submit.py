@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 LOOKAHEAD = 64
 """Files classed ahead of sending (each probe costs about a millisecond)."""
-BUNDLE = 4
+BUNDLE = 8
 """Light files of a burst sent in one task (see :func:`previewer.queue.worker.convert_files`)."""
 
 
