@@ -1,9 +1,11 @@
-"""Collecting a submitted run's results: polling, riding out broker outages, resending.
+"""Collecting a submitted run's results: waiting, riding out broker outages, resending.
 
-:class:`_Gatherer` polls the result backend for the files a
-:class:`~previewer.queue.submit.QueueExecutor` sent (:class:`_Sent`), rebuilds each result as a
-local run gives it, keeps the run's heartbeat alive, waits through a broker outage of up to
-``outage_grace`` seconds, and sends again the files a restarted Redis lost.
+:class:`_Gatherer` waits for the files a :class:`~previewer.queue.submit.QueueExecutor` sent
+(:class:`_Sent`, alone or in bundles), woken by the workers' announcements on the run's
+completion list and reading finished results in one round trip; it rebuilds each result as a
+local run gives it, sends back a bundle's unconverted files, keeps the run's heartbeat alive,
+waits through a broker outage of up to ``outage_grace`` seconds, and sends again the files a
+restarted Redis lost.
 """
 
 from __future__ import annotations
