@@ -701,7 +701,7 @@ def test_failures_match_a_local_run(tmp_path: Path) -> None:
     assert abort["queue"]["attempt"] == 3  # delivered once more, failed without converting
     # Light files travel in bundles; one that crashes its bundle's process counts that crash
     # (it is sent back alone with one delivery used), so it still crashes only twice in all.
-    assert "previewer.convert_files" in worker_log
+    assert "previewer.convert_files[" in worker_log  # a bundle was received
     assert "was delivered again (its process died)" in worker_log
     assert worker_log.count("exited with 'signal 6 (SIGABRT)'") == 2
     assert elapsed < 90
@@ -746,8 +746,59 @@ def test_bundles_start_no_file_past_their_budget(tmp_path: Path) -> None:
     # Each bundle converted its first file only (1 s is its whole budget); the rest went alone.
     assert bundled and alone, lines
     assert len(bundled) <= 4 and all(r["queue"]["bundle"] > 1 for r in bundled)
-    assert "previewer.convert_files" in worker_log
+    assert "previewer.convert_files[" in worker_log  # a bundle was received
     assert len(list((tmp_path / "out").glob("slow*.png"))) == 8
+
+
+def test_bundles_nobody_holds_are_sent_again_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bundles that vanish from the queue (discarded by a worker that does not know them, or
+    lost): after ``stall_check`` seconds without a result the submitter finds that nobody holds
+    them and sends their files again one by one; the run completes."""
+    import redis as redis_py
+    from PIL import Image
+
+    from previewer.queue import submit_many
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):
+        Image.new("RGB", (64, 48), (i * 30, 90, 160)).save(src / f"p{i}.png")
+    redis = Redis(tmp_path)
+    worker = None
+    box: dict[str, object] = {}
+    caplog.set_level(logging.WARNING, logger="previewer.queue")
+
+    def submit() -> None:
+        try:
+            box["report"] = submit_many(
+                [src], Options(out_dir=tmp_path / "out"), broker=redis.url, stall_check=1.0
+            )
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            box["report"] = exc
+
+    thread = threading.Thread(target=submit, daemon=True)
+    try:
+        client = redis_py.Redis.from_url(redis.url)
+        thread.start()
+        wait_for(lambda: client.llen("previewer.light") >= 2, 20, "the bundles to be queued")
+        assert client.delete("previewer.light") == 1  # both bundles gone, no worker saw them
+        worker = Worker(redis.url, "late", tmp_path / "late.log", concurrency=2)
+        thread.join(60)
+        assert not thread.is_alive(), "the submitter waited for the vanished bundles"
+        worker_log = worker.text()
+    finally:
+        if worker is not None:
+            worker.kill()
+        redis.stop()
+    report = box["report"]
+    assert isinstance(report, BatchReport), report
+    assert [r.status for r in report.results] == ["converted"] * 8
+    assert all("bundle" not in (r.queue or {}) for r in report.results)  # each went alone
+    assert "sending them again" in caplog.text
+    assert "previewer.convert_files[" not in worker_log  # no bundle was ever received
+    assert len(list((tmp_path / "out").glob("p*.png"))) == 8
 
 
 def test_interrupted_submitter_cancels_its_queued_files(tmp_path: Path) -> None:

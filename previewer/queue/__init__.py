@@ -1,7 +1,8 @@
 """Queue workers: a Celery app (Redis broker and result backend) and the submitting side.
 
 :mod:`~previewer.queue.config` holds the app and its settings, :mod:`~previewer.queue.worker`
-the task ``previewer.convert_file`` that workers run, :mod:`~previewer.queue.wire` how their
+the tasks workers run (``previewer.convert_file``, one file; ``previewer.convert_files``, a
+bundle of light files), :mod:`~previewer.queue.wire` how their
 JSON results become :class:`~previewer.results.FileResult` objects again, and
 :mod:`~previewer.queue.submit` the batch engine's queue executor (:func:`submit_many`),
 :mod:`~previewer.queue.gather` how it collects results, and
@@ -35,7 +36,7 @@ from previewer.queue.routing import (
     worker_queues,
 )
 from previewer.queue.submit import QueueExecutor, default_tenant, sanitize_url, submit_many
-from previewer.queue.worker import PRELOAD, convert_file, preload
+from previewer.queue.worker import PRELOAD, convert_file, convert_files, preload
 
 __all__ = [
     "BROKER_ENV",
@@ -63,6 +64,7 @@ __all__ = [
     "cancel_run",
     "configure",
     "convert_file",
+    "convert_files",
     "preload",
     "sanitize_url",
     "submit_many",

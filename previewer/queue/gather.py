@@ -119,12 +119,13 @@ class _Gatherer:
                 self.alive.beat()
                 if time.monotonic() - self.progress_at > stall_check:
                     # No result for a while: a Redis restarted between two polls goes unseen
-                    # as an outage, but not as a new server.
+                    # as an outage, and a worker that does not know bundles discards them:
+                    # look for files nobody holds, and send them again.
                     self.progress_at = time.monotonic()
                     current = _server_id(self.client)
                     if current is not None and current != self.server:
                         self.server = current
-                        self.resend_lost()
+                    self.resend_lost()
                 ready = self.poll()
                 if not ready:
                     # Woken by a worker's announcement (see DONE_PREFIX) as soon as a file
@@ -243,11 +244,17 @@ class _Gatherer:
         if not lost:
             return
         log.warning(
-            "queue broker %s lost %d queued file(s) (restarted without its data?); sending them "
-            "again",
+            "queue broker %s lost %d queued task(s) (restarted without its data, or discarded by "
+            "an older worker?); sending them again",
             self.shown,
             len(lost),
         )
         with self.client.producer_or_acquire() as producer:
             for task_id in sorted(lost):
-                self.send(task_id, self.pending[task_id], producer)
+                files = self.pending[task_id]
+                if len(files) > 1 and self.send_again is not None:
+                    # A bundle goes again as single files (any worker knows those).
+                    del self.pending[task_id]
+                    self.send_again(files)
+                else:
+                    self.send(task_id, files, producer)
