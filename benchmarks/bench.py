@@ -1346,8 +1346,8 @@ def run_queue_burst(
     env: dict[str, str],
     files: int,
 ) -> list[Row]:
-    """N small mixed files through one ``previewer worker -c 2`` (light node + mixed node):
-    alone, beside 3 giants (each its own submitter), and beside them in one queue as before
+    """N small mixed files through one ``previewer worker -c 2`` (light, office and heavy nodes):
+    alone, beside 5 giants (each its own submitter), and beside them in one queue as before
     classes; waits of the small files (enqueue to start) and files/s vs local ``-j 2``."""
     import subprocess
 
