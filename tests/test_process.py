@@ -82,7 +82,9 @@ def test_argv_must_be_strings() -> None:
 def test_engine_sessions_keep_a_low_priority_callers_priority() -> None:
     """An engine runs in a session of its own, which Linux schedules as a group of normal
     weight: a niced caller (the queue's heavy node) passes its niceness on to that group, and
-    under the idle scheduling class the lowest (19); a caller at normal priority leaves it."""
+    under the idle scheduling class the lowest (19); a caller at normal priority leaves it.
+    (The engine reads its group a moment after it starts: the caller sets it once the engine
+    has started.)"""
     import os
     import subprocess
     import sys
@@ -92,7 +94,8 @@ def test_engine_sessions_keep_a_low_priority_callers_priority() -> None:
     probe = (
         "import os, sys; from previewer.process import run\n"
         "if sys.argv[1] == 'idle': os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
-        "print(run(['/bin/cat', '/proc/self/autogroup'], timeout=10).stdout.decode().split()[-1])"
+        "late = 'import time; time.sleep(0.3); print(open(\"/proc/self/autogroup\").read())'\n"
+        "print(run([sys.executable, '-c', late], timeout=20).stdout.decode().split()[-1])"
     )
 
     def group_nice(*prefix: str, mode: str = "") -> str:
