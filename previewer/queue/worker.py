@@ -98,16 +98,20 @@ def _begin(
     task_id: str | None,
     waited: tuple[str, float] | None,
     position: dict[str, Any] | None = None,
+    mark: tuple[str, int] | None = None,
 ) -> tuple[str, int]:
     """The run's state and this task's delivery count, in one round trip to Redis.
 
     Args:
         celery_app: The worker's app.
         run: The submitting run's id.
-        task_id: This task's id (its delivery counter).
-        waited: ``(queue, seconds)`` this task waited, recorded for :func:`queue_stats`.
-        position: A bundle's: its file in progress is recorded as the first, and the one an
-            earlier delivery had in progress is put under ``"before"`` (None if none).
+        task_id: This task's id (its delivery counter; None: nothing counted).
+        waited: ``(queue, seconds)`` this task (or bundled file) waited, recorded for
+            :func:`queue_stats`.
+        position: A bundle's, at its start: its file in progress is recorded as the first,
+            and the one an earlier delivery had in progress is put under ``"before"`` (None if
+            none).
+        mark: ``(bundle task id, index)`` of a bundle's next file, recorded as in progress.
 
     Returns:
         ``("cancelled" | "gone" | "alive", deliveries)``: ``gone`` when the submitter's
@@ -119,6 +123,8 @@ def _begin(
         pipe = celery_app.backend.client.pipeline()
         if waited is not None:
             record_wait(pipe, *waited)
+        if mark is not None:
+            pipe.set(_AT_PREFIX + mark[0], mark[1], ex=CANCEL_TTL)
         if run:
             pipe.exists(CANCEL_PREFIX + run)
             pipe.exists(ALIVE_PREFIX + run)
@@ -134,6 +140,8 @@ def _begin(
         return "alive", 1
     if waited is not None:
         replies = replies[2:]  # LPUSH and LTRIM of the wait
+    if mark is not None:
+        replies = replies[1:]
     state = "alive"
     if run:
         cancelled, alive = replies[:2]
@@ -321,7 +329,7 @@ def convert_files(self: Any, items: list[list[Any]], run: str | None = None) -> 
                     _blame(self.app, items, position.get("before"))
                     return {"results": [], "deferred": list(range(len(items)))}
             else:
-                state = _item_state(self.app, run, waited, (self.request.id, index))
+                state, _one = _begin(self.app, run, None, waited, mark=(self.request.id, index))
             if state != "alive":
                 why = "its run was cancelled" if state == "cancelled" else "its submitter is gone"
                 log.info("discarding %s and the rest of its bundle: %s", path, why)
@@ -427,31 +435,6 @@ def _blame(celery_app: Celery, items: list[list[Any]], at: int | None) -> None:
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - it then gets one more try
         log.warning("cannot count the crash of %s: %s", items[at][0], exc)
-
-
-def _item_state(
-    celery_app: Celery,
-    run: str | None,
-    waited: tuple[str, float] | None,
-    position: tuple[str | None, int],
-) -> str:
-    """Record a bundled file's wait and position, read its run's state: one round trip."""
-    task_id, index = position
-    if not run:
-        return "alive"
-    try:
-        pipe = celery_app.backend.client.pipeline(transaction=False)
-        if waited is not None:
-            record_wait(pipe, *waited)
-        if task_id:
-            pipe.set(_AT_PREFIX + task_id, index, ex=CANCEL_TTL)
-        pipe.exists(CANCEL_PREFIX + run)
-        pipe.exists(ALIVE_PREFIX + run)
-        cancelled, alive = pipe.execute()[-2:]
-    except Exception as exc:  # noqa: BLE001 - cannot tell: convert rather than lose the file
-        log.warning("cannot read the state of run %s: %s", run, exc)
-        return "alive"
-    return "cancelled" if cancelled else "alive" if alive else "gone"
 
 
 @task_postrun.connect  # type: ignore[untyped-decorator]
